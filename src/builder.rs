@@ -1,0 +1,196 @@
+//! `ServerBuilder`: options and hooks, then bind.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dispatch::Dispatch;
+use crate::hooks::Hooks;
+use crate::options::Options;
+use crate::server::Server;
+use crate::transport::{BindAddress, Transport};
+use crate::{Address, Error, RequestHandler, Result};
+
+/// Configures a [`Server`] before it binds: Python's class attributes and
+/// overridable methods, as builder calls.
+///
+/// ```
+/// use std::time::Duration;
+/// use socketserver::{Request, TcpServer};
+///
+/// let server = TcpServer::builder(|_: &mut Request<'_>| Ok(()))
+///     .request_queue_size(1024)
+///     .handler_timeout(Some(Duration::from_secs(30)))
+///     .verify_request(|client| client.as_inet().is_some_and(|a| a.ip().is_loopback()))
+///     .handle_error(|err| eprintln!("{err}"))
+///     .bind("127.0.0.1:0")?;
+/// # Ok::<(), socketserver::Error>(())
+/// ```
+#[must_use = "a builder does nothing until `bind` or `build` is called"]
+pub struct ServerBuilder<T, H> {
+    handler: H,
+    pub(crate) options: Options,
+    pub(crate) hooks: Hooks,
+    pub(crate) dispatch: Dispatch,
+    transport: PhantomData<fn() -> T>,
+}
+
+impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
+    pub(crate) fn new(handler: H) -> Self {
+        ServerBuilder {
+            handler,
+            options: Options::default(),
+            hooks: Hooks::default(),
+            dispatch: Dispatch::default(),
+            transport: PhantomData,
+        }
+    }
+
+    /// Binds to the first of `addr`'s addresses that accepts, then listens
+    /// (Python's constructor with `bind_and_activate=True`).
+    pub fn bind(self, addr: impl BindAddress<T::Family>) -> Result<Server<T, H>> {
+        let mut last_error = None;
+        for candidate in addr.resolve()? {
+            match Server::<T, H>::open_bound(&candidate, &self.options) {
+                Ok((socket, file)) => return Server::from_parts(self.into_parts(), socket, file, candidate, true),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("resolve returns at least one address"))
+    }
+
+    /// Creates the socket without binding it (Python's
+    /// `bind_and_activate=False`): set options on [`Server::socket`], then
+    /// call [`Server::server_bind`] and [`Server::server_activate`].
+    pub fn build(self, addr: impl BindAddress<T::Family>) -> Result<Server<T, H>> {
+        let candidate = addr.resolve()?.swap_remove(0);
+        let socket = Server::<T, H>::open(&candidate, &self.options)?;
+        Server::from_parts(self.into_parts(), socket, None, candidate, false)
+    }
+
+    fn into_parts(self) -> Parts<H> {
+        Parts { handler: Arc::new(self.handler), options: self.options, hooks: self.hooks, dispatch: self.dispatch }
+    }
+
+    /// Sets SO_REUSEADDR. Default: on for stream servers, so a server can
+    /// rebind at once after a restart despite TIME_WAIT; off for datagram
+    /// servers, where it would let two servers share a port unawares.
+    pub fn allow_reuse_address(mut self, on: bool) -> Self {
+        self.options.allow_reuse_address = Some(on);
+        self
+    }
+
+    /// Sets SO_REUSEPORT (inet only), so several servers can share one port
+    /// and the kernel spreads the load. Default: off.
+    pub fn allow_reuse_port(mut self, on: bool) -> Self {
+        self.options.allow_reuse_port = on;
+        self
+    }
+
+    /// The listen backlog. Default: the OS maximum (Python's is 5); the
+    /// kernel clamps larger values to `net.core.somaxconn`.
+    pub fn request_queue_size(mut self, size: u32) -> Self {
+        self.options.request_queue_size = Some(size);
+        self
+    }
+
+    /// The largest datagram that is served (default 8192, as Python's).
+    /// Larger ones are reported to `handle_error` and dropped, never served
+    /// truncated.
+    pub fn max_packet_size(mut self, bytes: usize) -> Self {
+        self.options.max_packet_size = bytes;
+        self
+    }
+
+    /// How long [`Server::handle_request`] waits before calling
+    /// `handle_timeout` (Python's `timeout`). Default: no limit.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// Read and write timeout on every connection (Python's
+    /// `StreamRequestHandler.timeout`). A handler blocked longer gets a
+    /// `TimedOut`/`WouldBlock` error. Default: none.
+    pub fn handler_timeout(self, timeout: Option<Duration>) -> Self {
+        self.read_timeout(timeout).write_timeout(timeout)
+    }
+
+    /// Read timeout on every connection. Default: none.
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.read_timeout = timeout;
+        self
+    }
+
+    /// Write timeout on every connection. Default: none.
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.write_timeout = timeout;
+        self
+    }
+
+    /// Sets TCP_NODELAY on accepted TCP connections. Default: on, unlike
+    /// Python: the writer is already buffered and flushed per answer, so
+    /// Nagle's algorithm would only add latency.
+    pub fn disable_nagle_algorithm(mut self, on: bool) -> Self {
+        self.options.disable_nagle_algorithm = on;
+        self
+    }
+
+    /// Whether an IPv6 server on `[::]` also accepts IPv4 clients (as
+    /// IPv4-mapped addresses). Set explicitly before bind on every OS.
+    /// Default: on.
+    pub fn dual_stack(mut self, on: bool) -> Self {
+        self.options.dual_stack = on;
+        self
+    }
+
+    /// Where requests run. Default: [`Dispatch::Sequential`].
+    pub fn dispatch(mut self, mode: Dispatch) -> Self {
+        self.dispatch = mode;
+        self
+    }
+
+    /// Python's `verify_request`: called with each client's address before
+    /// its request is served. `false` closes the connection (or drops the
+    /// datagram) without calling the handler. Runs on the serving thread.
+    pub fn verify_request(mut self, verify: impl FnMut(&Address) -> bool + Send + 'static) -> Self {
+        self.hooks.verify_request = Some(Box::new(verify));
+        self
+    }
+
+    /// Python's `handle_error`: called with every error that concerns one
+    /// request (it carries the client address). The default logs it through
+    /// the `log` crate at error level. The server keeps serving either way.
+    pub fn handle_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.hooks.handle_error = Arc::new(hook);
+        self
+    }
+
+    /// Python's `handle_timeout`: called when [`Server::handle_request`]
+    /// waited `timeout` without a request.
+    pub fn handle_timeout(mut self, hook: impl FnMut() + Send + 'static) -> Self {
+        self.hooks.handle_timeout = Some(Box::new(hook));
+        self
+    }
+
+    /// Python's `service_actions`: called once per turn of `serve_forever`,
+    /// after each request is dispatched.
+    pub fn service_actions(mut self, hook: impl FnMut() + Send + 'static) -> Self {
+        self.hooks.service_actions = Some(Box::new(hook));
+        self
+    }
+}
+
+/// What a builder hands to the server it builds.
+pub(crate) struct Parts<H> {
+    pub handler: Arc<H>,
+    pub options: Options,
+    pub hooks: Hooks,
+    pub dispatch: Dispatch,
+}
+
+impl<T, H> std::fmt::Debug for ServerBuilder<T, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder").field("options", &self.options).field("dispatch", &self.dispatch).finish()
+    }
+}

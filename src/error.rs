@@ -1,0 +1,110 @@
+//! The crate's one error type. Every variant names the address or path involved.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::Address;
+
+/// A `Result` whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a server, each naming where it happened.
+///
+/// Errors about one request (a failed handler, a panic, a truncated datagram,
+/// a reply that could not be sent) reach the server's `handle_error` hook and
+/// never stop the server; errors from binding or the server's own socket are
+/// returned to the caller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The address given to `bind` did not resolve to any usable address.
+    #[error("cannot resolve {addr}: {source}")]
+    Resolve {
+        /// The address as the caller wrote it.
+        addr: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// Creating, configuring, binding or listening on the server socket failed.
+    #[error("cannot {action} {addr}: {source}")]
+    Bind {
+        /// What was being done: "bind", "listen on", "set options on", ...
+        action: &'static str,
+        /// The address the server was being set up on.
+        addr: Address,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// A Unix socket path is taken by something that is not a stale socket:
+    /// a live server or a non-socket file. It is never deleted.
+    #[error("cannot bind {path}: {reason}; it was left untouched")]
+    PathInUse {
+        /// The socket path.
+        path: PathBuf,
+        /// Why the path cannot be reused.
+        reason: &'static str,
+    },
+    /// The server's own socket failed while waiting for or taking a request.
+    #[error("server on {addr} failed to {action}: {source}")]
+    Server {
+        /// What was being done: "accept", "receive", "wait", ...
+        action: &'static str,
+        /// The server's address.
+        addr: Address,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The server was used before it was bound and activated, or after it was closed.
+    #[error("server on {addr} is {state}")]
+    State {
+        /// The server's address.
+        addr: Address,
+        /// "not activated", "closed", ...
+        state: &'static str,
+    },
+    /// A handler returned an error, or I/O on the request failed.
+    #[error("request from {peer} failed: {source}")]
+    Request {
+        /// The client's address.
+        peer: Address,
+        /// The handler's or the adapter's error.
+        source: io::Error,
+    },
+    /// A handler panicked; the panic was contained to its request.
+    #[error("handler panicked on request from {peer}: {message}")]
+    Panic {
+        /// The client's address.
+        peer: Address,
+        /// The panic message, when it was a string.
+        message: String,
+    },
+    /// A datagram did not fit in `max_packet_size` bytes. It was not served.
+    #[error("datagram from {peer} is larger than max_packet_size ({max} bytes); dropped")]
+    Truncated {
+        /// The sender's address.
+        peer: Address,
+        /// The configured `max_packet_size`.
+        max: usize,
+    },
+}
+
+impl Error {
+    /// The client address this error is about, if it concerns one request.
+    pub fn client_address(&self) -> Option<&Address> {
+        match self {
+            Error::Request { peer, .. } | Error::Panic { peer, .. } | Error::Truncated { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// The underlying I/O error, if there is one.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            Error::Resolve { source, .. }
+            | Error::Bind { source, .. }
+            | Error::Server { source, .. }
+            | Error::Request { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Python's `socketserver`, for Rust: write one [`RequestHandler`], serve it
+//! over TCP, UDP, Unix stream or Unix datagram sockets.
+//!
+//! The server loop, binding, accepting, dispatching and shutdown are written
+//! once. A handler never sees a socket: it reads the request from
+//! [`Request::rfile`] and writes the answer to [`Request::wfile`], as
+//! Python's `StreamRequestHandler` and `DatagramRequestHandler` do, so the
+//! same handler runs unchanged over every transport.
+//!
+//! ```
+//! use std::io::{self, BufRead, Write};
+//! use std::net::TcpStream;
+//! use socketserver::{Request, RequestHandler, TcpServer};
+//!
+//! /// Answers each line with its length.
+//! struct LineLength;
+//!
+//! impl RequestHandler for LineLength {
+//!     fn handle(&self, req: &mut Request<'_>) -> io::Result<()> {
+//!         let mut line = String::new();
+//!         while req.rfile.read_line(&mut line)? > 0 {
+//!             writeln!(req.wfile, "{}", line.trim_end().len())?;
+//!             line.clear();
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut server = TcpServer::bind("127.0.0.1:0", LineLength)?;
+//!     let addr = server.server_address().as_inet().unwrap();
+//!     let stop = server.shutdown_handle();
+//!     let serving = std::thread::spawn(move || server.serve_forever());
+//!
+//!     let mut client = TcpStream::connect(addr)?;
+//!     client.write_all(b"hello\nsocketserver\n")?;
+//!     client.shutdown(std::net::Shutdown::Write)?;
+//!     let answer = io::read_to_string(client)?;
+//!     assert_eq!(answer, "5\n12\n");
+//!
+//!     stop.shutdown();
+//!     serving.join().unwrap()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Map of the crate
+//!
+//! - [`Server`] owns the loop and Python's lifecycle: [`Server::serve_forever`],
+//!   [`Server::handle_request`], [`Server::server_close`], [`Server::server_address`].
+//! - [`ServerBuilder`] sets Python's options and hooks (`verify_request`,
+//!   `handle_error`, `handle_timeout`, `service_actions`).
+//! - [`transport`] holds the four transports; [`Dispatch`] says where requests run.
+//! - [`ShutdownHandle`] stops a server from any thread, at once.
+//! - [`Error`] is the one error type; every variant names an address or path.
+
+#![deny(missing_docs)]
+
+mod adapter;
+mod address;
+mod builder;
+mod dispatch;
+mod error;
+mod handler;
+mod hooks;
+mod options;
+mod server;
+mod shutdown;
+mod sys;
+pub mod transport;
+
+pub use adapter::{Reader, Writer};
+pub use address::Address;
+pub use builder::ServerBuilder;
+pub use dispatch::Dispatch;
+pub use error::{Error, Result};
+pub use handler::{Kind, Request, RequestHandler};
+pub use options::DEFAULT_MAX_PACKET_SIZE;
+pub use server::Server;
+pub use shutdown::ShutdownHandle;
+
+/// A TCP server (Python's `TCPServer`).
+pub type TcpServer<H> = Server<transport::Tcp, H>;
+/// A UDP server (Python's `UDPServer`).
+pub type UdpServer<H> = Server<transport::Udp, H>;
+/// A Unix stream socket server (Python's `UnixStreamServer`).
+pub type UnixStreamServer<H> = Server<transport::UnixStream, H>;
+/// A Unix datagram socket server (Python's `UnixDatagramServer`).
+pub type UnixDatagramServer<H> = Server<transport::UnixDatagram, H>;

@@ -1,0 +1,52 @@
+//! Server options: Python's class attributes, with defaults fit for production.
+
+use std::time::Duration;
+
+use crate::handler::Kind;
+
+/// Python's `max_packet_size`: the largest datagram served whole.
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
+
+/// Every setting a server is built with. Set through [`ServerBuilder`](crate::ServerBuilder).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `None`: on for stream servers (rebinding right after a close must work
+    /// despite TIME_WAIT), off for datagram servers (where SO_REUSEADDR would
+    /// let a second server silently share the port).
+    pub allow_reuse_address: Option<bool>,
+    pub allow_reuse_port: bool,
+    /// `None`: the OS maximum (the kernel clamps the value to SOMAXCONN).
+    pub request_queue_size: Option<u32>,
+    pub max_packet_size: usize,
+    pub timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+    pub disable_nagle_algorithm: bool,
+    pub dual_stack: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            allow_reuse_address: None,
+            allow_reuse_port: false,
+            request_queue_size: None,
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            timeout: None,
+            read_timeout: None,
+            write_timeout: None,
+            disable_nagle_algorithm: true,
+            dual_stack: true,
+        }
+    }
+}
+
+impl Options {
+    pub fn reuse_address(&self, kind: Kind) -> bool {
+        self.allow_reuse_address.unwrap_or(kind == Kind::Stream)
+    }
+
+    pub fn backlog(&self) -> i32 {
+        self.request_queue_size.map_or(i32::MAX, |n| n.min(i32::MAX as u32) as i32)
+    }
+}

@@ -1,0 +1,368 @@
+//! `Server<T, H>`: the serving loop, Python's lifecycle methods, and shutdown.
+
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use crate::adapter::{self, Context};
+use crate::builder::{Parts, ServerBuilder};
+use crate::dispatch::Dispatcher;
+use crate::handler::Kind;
+use crate::hooks::Hooks;
+use crate::options::Options;
+use crate::shutdown::ShutdownHandle;
+use crate::sys;
+use crate::transport::{BindAddress, SocketFile, Transport};
+use crate::{Address, Error, RequestHandler, Result};
+
+/// How long accepting pauses after the process ran out of file descriptors
+/// or memory, so the loop does not spin while nothing can be accepted.
+const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A socket server: one transport `T`, one handler `H`.
+///
+/// Use the aliases [`TcpServer`](crate::TcpServer), [`UdpServer`](crate::UdpServer),
+/// [`UnixStreamServer`](crate::UnixStreamServer) and
+/// [`UnixDatagramServer`](crate::UnixDatagramServer). Dropping the server
+/// closes it (Python's `server_close`).
+pub struct Server<T: Transport, H> {
+    dispatcher: Dispatcher,
+    socket: Arc<Socket>,
+    socket_file: Option<SocketFile>,
+    ctx: Context<H>,
+    hooks: Hooks,
+    options: Options,
+    shutdown: ShutdownHandle,
+    activated: bool,
+    /// Accepting is paused until then after a resource error.
+    paused_until: Option<Instant>,
+    packet: Vec<u8>,
+    reply: Vec<u8>,
+    transport: PhantomData<fn() -> T>,
+}
+
+impl<T: Transport, H: RequestHandler> Server<T, H> {
+    /// Binds `addr` and starts listening, with default options.
+    ///
+    /// ```
+    /// # use socketserver::{TcpServer, Request};
+    /// let server = TcpServer::bind("127.0.0.1:0", |_: &mut Request<'_>| Ok(()))?;
+    /// assert_ne!(server.server_address().as_inet().unwrap().port(), 0);
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn bind(addr: impl BindAddress<T::Family>, handler: H) -> Result<Self> {
+        Self::builder(handler).bind(addr)
+    }
+
+    /// Starts configuring a server for `handler`.
+    pub fn builder(handler: H) -> ServerBuilder<T, H> {
+        ServerBuilder::new(handler)
+    }
+
+    pub(crate) fn open(addr: &Address, options: &Options) -> Result<Socket> {
+        T::open(addr, options).map_err(|source| Error::Bind {
+            action: "create a socket for",
+            addr: addr.clone(),
+            source,
+        })
+    }
+
+    pub(crate) fn open_bound(addr: &Address, options: &Options) -> Result<(Socket, Option<SocketFile>)> {
+        let socket = Self::open(addr, options)?;
+        let file = T::bind(&socket, addr)?;
+        activate(&socket, T::KIND, options).map_err(|source| Error::Bind {
+            action: "listen on",
+            addr: addr.clone(),
+            source,
+        })?;
+        Ok((socket, file))
+    }
+
+    pub(crate) fn from_parts(
+        parts: Parts<H>,
+        socket: Socket,
+        socket_file: Option<SocketFile>,
+        requested: Address,
+        activated: bool,
+    ) -> Result<Self> {
+        let shutdown = ShutdownHandle::new().map_err(|source| Error::Bind {
+            action: "create a wake-up socket for",
+            addr: requested.clone(),
+            source,
+        })?;
+        let mut server = Server {
+            dispatcher: Dispatcher::new(&parts.dispatch),
+            socket: Arc::new(socket),
+            socket_file,
+            ctx: Context {
+                handler: parts.handler,
+                on_error: Arc::clone(&parts.hooks.handle_error),
+                server_address: Arc::new(requested),
+            },
+            hooks: parts.hooks,
+            packet: vec![0; if T::KIND == Kind::Datagram { parts.options.max_packet_size } else { 0 }],
+            reply: Vec::new(),
+            options: parts.options,
+            shutdown,
+            activated,
+            paused_until: None,
+            transport: PhantomData,
+        };
+        if activated {
+            server.refresh_address()?;
+        }
+        Ok(server)
+    }
+
+    /// Binds the socket (Python's `server_bind`), for a server made with
+    /// [`ServerBuilder::build`].
+    pub fn server_bind(&mut self) -> Result<()> {
+        self.socket_file = T::bind(&self.socket, &self.ctx.server_address)?;
+        self.refresh_address()
+    }
+
+    /// Starts listening (Python's `server_activate`), after [`server_bind`](Self::server_bind).
+    pub fn server_activate(&mut self) -> Result<()> {
+        activate(&self.socket, T::KIND, &self.options).map_err(|source| self.bind_error("listen on", source))?;
+        self.activated = true;
+        Ok(())
+    }
+
+    /// Reads the bound address back from the socket, so port 0 becomes the real port.
+    fn refresh_address(&mut self) -> Result<()> {
+        let local = self.socket.local_addr().map_err(|source| self.bind_error("read the address of", source))?;
+        let resolved = match Address::from_sock_addr(&local) {
+            // A Unix socket's name is what it was bound with; keep the caller's spelling.
+            Address::Unnamed => (*self.ctx.server_address).clone(),
+            address => address,
+        };
+        self.ctx.server_address = Arc::new(resolved);
+        Ok(())
+    }
+
+    fn bind_error(&self, action: &'static str, source: io::Error) -> Error {
+        Error::Bind { action, addr: self.server_address().clone(), source }
+    }
+
+    fn server_error(&self, action: &'static str, source: io::Error) -> Error {
+        Error::Server { action, addr: self.server_address().clone(), source }
+    }
+
+    /// The address the server is bound to, read from the socket (Python's
+    /// `server_address`): binding port 0 gives the port the OS chose.
+    pub fn server_address(&self) -> &Address {
+        &self.ctx.server_address
+    }
+
+    /// The server's socket, for options this crate does not wrap.
+    pub fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// The raw fd of the server's socket (Python's `fileno()`).
+    pub fn fileno(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// A handle that stops [`serve_forever`](Self::serve_forever) from any
+    /// thread, or from a handler.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Closes the server (Python's `server_close`): the socket is closed and
+    /// a Unix socket file it created is removed. Dropping the server does
+    /// the same.
+    pub fn server_close(self) {}
+
+    /// Serves requests until a [`ShutdownHandle`] asks it to stop (Python's
+    /// `serve_forever`).
+    ///
+    /// It blocks in `poll(2)` on the server socket and the handle's wake-up
+    /// socket, so a shutdown takes effect at once. Errors about single
+    /// requests go to `handle_error`; only a failure of the server's own
+    /// socket is returned.
+    pub fn serve_forever(&mut self) -> Result<()> {
+        self.check_activated()?;
+        let stop = self.shutdown.clone();
+        let _serving = stop.enter_loop();
+        while !stop.take_request() {
+            if self.wait(None)? {
+                self.handle_request_noblock()?;
+            }
+            self.hooks.service_actions();
+        }
+        Ok(())
+    }
+
+    /// Waits for one request and serves it (Python's `handle_request`).
+    ///
+    /// Waits at most the server's [`timeout`](ServerBuilder::timeout); when
+    /// it passes without a request, calls `handle_timeout` and returns.
+    /// Returns early, without serving, if a shutdown is requested.
+    pub fn handle_request(&mut self) -> Result<()> {
+        self.check_activated()?;
+        let stop = self.shutdown.clone();
+        let _serving = stop.enter_loop();
+        let deadline = self.options.timeout.map(|t| Instant::now() + t);
+        while !stop.take_request() {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if self.wait(left)? {
+                return self.handle_request_noblock();
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.hooks.handle_timeout();
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn check_activated(&self) -> Result<()> {
+        if self.activated {
+            Ok(())
+        } else {
+            Err(Error::State {
+                addr: self.server_address().clone(),
+                state: "not activated: call server_bind and server_activate",
+            })
+        }
+    }
+
+    /// Waits until the socket has a request (true), or until the wake-up
+    /// socket fires or `timeout` passes (false).
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let wake = self.shutdown.wake_fd();
+        let result = match self.paused_until {
+            Some(until) => {
+                let pause = until.saturating_duration_since(Instant::now());
+                let [woken] = sys::wait_readable([wake], Some(timeout.map_or(pause, |t| t.min(pause))))
+                    .map_err(|e| self.server_error("wait", e))?;
+                if Instant::now() >= until {
+                    self.paused_until = None;
+                }
+                [false, woken]
+            }
+            None => {
+                sys::wait_readable([self.socket.as_fd(), wake], timeout).map_err(|e| self.server_error("wait", e))?
+            }
+        };
+        if result[1] {
+            self.shutdown.drain_wakeups();
+        }
+        Ok(result[0])
+    }
+
+    fn handle_request_noblock(&mut self) -> Result<()> {
+        match T::KIND {
+            Kind::Stream => self.accept_and_dispatch(),
+            Kind::Datagram => self.receive_and_dispatch(),
+        }
+    }
+
+    fn accept_and_dispatch(&mut self) -> Result<()> {
+        let (conn, from) = match self.socket.accept() {
+            Ok(accepted) => accepted,
+            Err(e) => return self.recover("accept", e),
+        };
+        let peer = Address::from_sock_addr(&from);
+        if let Err(source) = self.prepare_connection(&conn) {
+            (self.ctx.on_error)(&Error::Request { peer, source });
+            return Ok(());
+        }
+        if !self.hooks.verify_request(&peer) {
+            adapter::close_stream(conn);
+            return Ok(());
+        }
+        self.dispatcher.stream(&self.ctx, conn, peer);
+        Ok(())
+    }
+
+    fn prepare_connection(&self, conn: &Socket) -> io::Result<()> {
+        // Linux's accept4 never passes O_NONBLOCK on; BSDs inherit it from the listener.
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        conn.set_nonblocking(false)?;
+        if self.options.read_timeout.is_some() {
+            conn.set_read_timeout(self.options.read_timeout)?;
+        }
+        if self.options.write_timeout.is_some() {
+            conn.set_write_timeout(self.options.write_timeout)?;
+        }
+        T::prepare_connection(conn, &self.options)
+    }
+
+    fn receive_and_dispatch(&mut self) -> Result<()> {
+        let (len, truncated, from) = match sys::recv_datagram(&self.socket, &mut self.packet) {
+            Ok(received) => received,
+            Err(e) => return self.recover("receive", e),
+        };
+        let peer = Address::from_sock_addr(&from);
+        if truncated {
+            (self.ctx.on_error)(&Error::Truncated { peer, max: self.options.max_packet_size });
+            return Ok(());
+        }
+        if !self.hooks.verify_request(&peer) {
+            return Ok(());
+        }
+        self.dispatcher.datagram(&self.ctx, &self.socket, &self.packet[..len], peer, &from, &mut self.reply);
+        Ok(())
+    }
+
+    /// Decides what a failed accept or receive means. Only errors that say
+    /// the server's own socket is broken end the loop; a failure caused by
+    /// one client is skipped, and running out of fds or memory pauses
+    /// accepting briefly instead of spinning.
+    fn recover(&mut self, action: &'static str, e: io::Error) -> Result<()> {
+        match e.raw_os_error() {
+            Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EFAULT | libc::EOPNOTSUPP) => {
+                Err(self.server_error(action, e))
+            }
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                log::error!("{}; pausing {RESOURCE_BACKOFF:?}", self.server_error(action, e));
+                self.paused_until = Some(Instant::now() + RESOURCE_BACKOFF);
+                Ok(())
+            }
+            _ if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            _ => {
+                log::warn!("{}", self.server_error(action, e));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Python's `server_activate`: stream sockets listen. Both kinds become
+/// non-blocking, so a request that vanishes between poll and accept or
+/// receive cannot block the loop.
+fn activate(socket: &Socket, kind: Kind, options: &Options) -> io::Result<()> {
+    if kind == Kind::Stream {
+        socket.listen(options.backlog())?;
+    }
+    socket.set_nonblocking(true)
+}
+
+impl<T: Transport, H> AsFd for Server<T, H> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl<T: Transport, H> AsRawFd for Server<T, H> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl<T: Transport, H> std::fmt::Debug for Server<T, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("address", &*self.ctx.server_address)
+            .field("kind", &T::KIND)
+            .field("fd", &self.socket.as_raw_fd())
+            .finish()
+    }
+}

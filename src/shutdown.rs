@@ -1,0 +1,134 @@
+//! Stopping a server without polling: a flag plus a wake-up socket that the
+//! serving loop waits on beside the server socket.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, ThreadId};
+
+/// Stops a server's [`serve_forever`](crate::Server::serve_forever) from any
+/// thread, at once: the loop waits in `poll(2)` on this handle's wake-up
+/// socket, so there is no poll interval to sit out.
+///
+/// Cheap to clone; every clone controls the same server.
+///
+/// ```
+/// # use socketserver::{TcpServer, Request};
+/// let mut server = TcpServer::bind("127.0.0.1:0", |_: &mut Request<'_>| Ok(()))?;
+/// let stop = server.shutdown_handle();
+/// let serving = std::thread::spawn(move || server.serve_forever());
+/// stop.shutdown(); // returns once serve_forever has returned
+/// serving.join().unwrap()?;
+/// # Ok::<(), socketserver::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Serving {
+    /// The thread running a serving loop, if one is.
+    thread: Option<ThreadId>,
+    /// How many serving loops have ended, so a waiter can tell that the loop
+    /// it waited for is over even if another has started since.
+    ended: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    requested: AtomicBool,
+    wake_tx: UnixStream,
+    wake_rx: UnixStream,
+    serving: Mutex<Serving>,
+    stopped: Condvar,
+}
+
+impl ShutdownHandle {
+    pub(crate) fn new() -> io::Result<Self> {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        Ok(ShutdownHandle {
+            shared: Arc::new(Shared {
+                requested: AtomicBool::new(false),
+                wake_tx,
+                wake_rx,
+                serving: Mutex::new(Serving::default()),
+                stopped: Condvar::new(),
+            }),
+        })
+    }
+
+    /// Asks the server to stop and waits until its serving loop has returned
+    /// (Python's `shutdown()`).
+    ///
+    /// Unlike Python's, it never deadlocks: called on the serving thread
+    /// itself (from a handler or hook), or while no loop runs, it returns at
+    /// once. A request made while no loop runs makes the next
+    /// `serve_forever` or `handle_request` return immediately.
+    pub fn shutdown(&self) {
+        self.request_shutdown();
+        let me = thread::current().id();
+        let mut serving = self.serving();
+        let ended = serving.ended;
+        while serving.thread.is_some_and(|t| t != me) && serving.ended == ended {
+            serving = self.shared.stopped.wait(serving).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Asks the server to stop and returns without waiting.
+    pub fn request_shutdown(&self) {
+        self.shared.requested.store(true, Ordering::SeqCst);
+        // A full socket means a wake-up is already pending, which is all we need.
+        let _ = (&self.shared.wake_tx).write(&[1]);
+    }
+
+    /// Whether a stop was asked for and no serving loop has acted on it yet.
+    pub fn is_shutdown_requested(&self) -> bool {
+        self.shared.requested.load(Ordering::SeqCst)
+    }
+
+    fn serving(&self) -> MutexGuard<'_, Serving> {
+        self.shared.serving.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The fd the serving loop polls beside the server socket.
+    pub(crate) fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.shared.wake_rx.as_fd()
+    }
+
+    /// Marks the calling thread as the one serving, until the guard drops.
+    pub(crate) fn enter_loop(&self) -> LoopGuard<'_> {
+        self.serving().thread = Some(thread::current().id());
+        LoopGuard { handle: self }
+    }
+
+    /// Consumes a pending request: true if the loop must stop now.
+    pub(crate) fn take_request(&self) -> bool {
+        self.shared.requested.swap(false, Ordering::SeqCst)
+    }
+
+    /// Empties the wake-up socket after poll saw it readable, so a wake-up
+    /// that arrived after its request was taken cannot make poll spin.
+    pub(crate) fn drain_wakeups(&self) {
+        let mut drain = [0u8; 64];
+        while matches!((&self.shared.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
+    }
+}
+
+/// Held by a running serving loop; dropping it wakes threads in `shutdown`.
+pub(crate) struct LoopGuard<'a> {
+    handle: &'a ShutdownHandle,
+}
+
+impl Drop for LoopGuard<'_> {
+    fn drop(&mut self) {
+        let mut serving = self.handle.serving();
+        serving.thread = None;
+        serving.ended += 1;
+        self.handle.shared.stopped.notify_all();
+    }
+}

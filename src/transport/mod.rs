@@ -1,0 +1,102 @@
+//! Transports: how a server's socket is made, bound and activated. Stream
+//! transports accept connections; datagram transports receive packets. The
+//! server loop and the dispatchers never look further into a transport than
+//! its [`Kind`].
+
+mod inet;
+mod unix;
+
+pub use inet::{Tcp, Udp};
+pub(crate) use unix::SocketFile;
+pub use unix::{UnixDatagram, UnixStream};
+
+use crate::handler::Kind;
+use crate::{Address, Error, Result};
+
+/// A kind of socket a [`Server`](crate::Server) can serve on: [`Tcp`],
+/// [`Udp`], [`UnixStream`] or [`UnixDatagram`]. Sealed: the crate's own
+/// four are all there is.
+pub trait Transport: private::Setup + Send + Sync + 'static {
+    /// Whether requests are connections or datagrams.
+    const KIND: Kind;
+    /// The address family, which decides what `bind` accepts.
+    type Family: Family;
+}
+
+/// Address families: [`Inet`] for TCP and UDP, [`Unix`] for Unix sockets.
+pub trait Family: private::Sealed {}
+
+/// IPv4 and IPv6: servers bind anything that is [`ToSocketAddrs`](std::net::ToSocketAddrs).
+#[derive(Debug)]
+pub enum Inet {}
+/// Unix sockets: servers bind a path, or an [`Address`] (abstract names on Linux).
+#[derive(Debug)]
+pub enum Unix {}
+
+impl private::Sealed for Inet {}
+impl private::Sealed for Unix {}
+impl Family for Inet {}
+impl Family for Unix {}
+
+/// Anything a server of family `F` can be bound to.
+///
+/// ```
+/// # use socketserver::{TcpServer, UnixStreamServer, Request};
+/// # let h = |_: &mut Request<'_>| Ok(());
+/// let tcp = TcpServer::bind(("127.0.0.1", 0), h)?;
+/// let dir = std::env::temp_dir().join(format!("doc-{}.sock", std::process::id()));
+/// let unix = UnixStreamServer::bind(&dir, h)?;
+/// # Ok::<(), socketserver::Error>(())
+/// ```
+pub trait BindAddress<F: Family> {
+    /// The candidate addresses, tried in order until one binds.
+    fn resolve(&self) -> Result<Vec<Address>>;
+}
+
+impl<A: std::net::ToSocketAddrs + std::fmt::Debug + ?Sized> BindAddress<Inet> for A {
+    fn resolve(&self) -> Result<Vec<Address>> {
+        let resolve_error = |source| Error::Resolve { addr: format!("{self:?}"), source };
+        let addrs: Vec<Address> = self.to_socket_addrs().map_err(resolve_error)?.map(Address::Inet).collect();
+        if addrs.is_empty() {
+            let none = std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses found");
+            return Err(resolve_error(none));
+        }
+        Ok(addrs)
+    }
+}
+
+impl<P: AsRef<std::path::Path> + ?Sized> BindAddress<Unix> for P {
+    fn resolve(&self) -> Result<Vec<Address>> {
+        Ok(vec![Address::Path(self.as_ref().to_path_buf())])
+    }
+}
+
+impl BindAddress<Unix> for Address {
+    fn resolve(&self) -> Result<Vec<Address>> {
+        Ok(vec![self.clone()])
+    }
+}
+
+pub(crate) mod private {
+    use std::io;
+
+    use socket2::Socket;
+
+    use crate::options::Options;
+    use crate::{Address, Result};
+
+    pub trait Sealed {}
+
+    /// The transport-specific steps of setting up a server socket.
+    pub trait Setup {
+        /// Creates the socket and sets what must be set before bind.
+        fn open(addr: &Address, opts: &Options) -> io::Result<Socket>;
+        /// Binds; Unix transports reclaim a stale socket file and return it
+        /// so the server can remove it on close.
+        fn bind(socket: &Socket, addr: &Address) -> Result<Option<super::SocketFile>>;
+        /// Prepares an accepted connection (stream transports only).
+        fn prepare_connection(_conn: &Socket, _opts: &Options) -> io::Result<()> {
+            Ok(())
+        }
+    }
+}

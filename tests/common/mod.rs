@@ -1,0 +1,220 @@
+//! Helpers shared by the integration tests: a server on a background thread,
+//! clients for every transport, and temp socket paths.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socketserver::transport::Transport;
+use socketserver::{Address, Error, Request, RequestHandler, Server, ShutdownHandle};
+
+/// Generous bound for any single client operation; a hang fails the test instead of stalling CI.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Echoes every line back, on any transport.
+pub fn echo() -> impl RequestHandler + Clone {
+    |req: &mut Request<'_>| {
+        let mut line = Vec::new();
+        while req.rfile.read_until(b'\n', &mut line)? > 0 {
+            req.wfile.write_all(&line)?;
+            line.clear();
+        }
+        Ok(())
+    }
+}
+
+/// A server running `serve_forever` on its own thread; dropping it stops and joins.
+pub struct Running {
+    pub address: Address,
+    pub stop: ShutdownHandle,
+    thread: Option<JoinHandle<socketserver::Result<()>>>,
+}
+
+impl Running {
+    pub fn start<T: Transport, H: RequestHandler>(mut server: Server<T, H>) -> Running {
+        let address = server.server_address().clone();
+        let stop = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.serve_forever());
+        Running { address, stop, thread: Some(thread) }
+    }
+
+    pub fn inet(&self) -> SocketAddr {
+        self.address.as_inet().expect("inet server")
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.address.as_path().expect("unix server").to_path_buf()
+    }
+
+    /// Stops the server and returns what `serve_forever` returned.
+    pub fn stop(mut self) -> socketserver::Result<()> {
+        self.stop.shutdown();
+        self.thread.take().unwrap().join().expect("serving thread panicked")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.stop.shutdown();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Collects what a server passes to `handle_error`.
+#[derive(Clone, Default)]
+pub struct Errors(Arc<Mutex<Vec<String>>>);
+
+impl Errors {
+    pub fn hook(&self) -> impl Fn(&Error) + Send + Sync + 'static {
+        let seen = self.0.clone();
+        move |e| seen.lock().unwrap().push(e.to_string())
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("socketserver-test").tempdir().expect("temp dir")
+}
+
+/// A client connection of either stream kind.
+pub enum StreamClient {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl StreamClient {
+    pub fn connect(addr: &Address) -> io::Result<StreamClient> {
+        let client = match addr {
+            Address::Inet(a) => StreamClient::Tcp(TcpStream::connect_timeout(a, IO_TIMEOUT)?),
+            Address::Path(p) => StreamClient::Unix(UnixStream::connect(p)?),
+            other => panic!("no stream client for {other}"),
+        };
+        client.set_timeout(IO_TIMEOUT)?;
+        Ok(client)
+    }
+
+    fn set_timeout(&self, t: Duration) -> io::Result<()> {
+        match self {
+            StreamClient::Tcp(s) => s.set_read_timeout(Some(t)).and(s.set_write_timeout(Some(t))),
+            StreamClient::Unix(s) => s.set_read_timeout(Some(t)).and(s.set_write_timeout(Some(t))),
+        }
+    }
+
+    /// Sends `line` and reads one line back.
+    pub fn ask(&mut self, line: &str) -> io::Result<String> {
+        self.write_all(line.as_bytes())?;
+        let mut answer = Vec::new();
+        let mut byte = [0u8];
+        while self.read(&mut byte)? == 1 {
+            answer.push(byte[0]);
+            if byte[0] == b'\n' {
+                break;
+            }
+        }
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            StreamClient::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            StreamClient::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+}
+
+impl Read for StreamClient {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StreamClient::Tcp(s) => s.read(buf),
+            StreamClient::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for StreamClient {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            StreamClient::Tcp(s) => s.write(buf),
+            StreamClient::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A datagram client of either kind, bound so it can get replies.
+pub enum DatagramClient {
+    Udp(UdpSocket, SocketAddr),
+    Unix(UnixDatagram, PathBuf),
+}
+
+impl DatagramClient {
+    /// `dir` holds the client's own socket file when the server is a Unix one.
+    pub fn new(server: &Address, dir: &Path) -> io::Result<DatagramClient> {
+        let client = match server {
+            Address::Inet(a) => {
+                let local: SocketAddr = if a.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" }.parse().unwrap();
+                DatagramClient::Udp(UdpSocket::bind(local)?, *a)
+            }
+            Address::Path(p) => {
+                let own = dir.join(format!("client-{}.sock", unique()));
+                DatagramClient::Unix(UnixDatagram::bind(own)?, p.clone())
+            }
+            other => panic!("no datagram client for {other}"),
+        };
+        match &client {
+            DatagramClient::Udp(s, _) => s.set_read_timeout(Some(IO_TIMEOUT))?,
+            DatagramClient::Unix(s, _) => s.set_read_timeout(Some(IO_TIMEOUT))?,
+        }
+        Ok(client)
+    }
+
+    pub fn send(&self, payload: &[u8]) -> io::Result<()> {
+        match self {
+            DatagramClient::Udp(s, to) => s.send_to(payload, to).map(drop),
+            DatagramClient::Unix(s, to) => s.send_to(payload, to).map(drop),
+        }
+    }
+
+    pub fn recv(&self) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; 65536];
+        let n = match self {
+            DatagramClient::Udp(s, _) => s.recv(&mut buf)?,
+            DatagramClient::Unix(s, _) => s.recv(&mut buf)?,
+        };
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub fn ask(&self, payload: &str) -> io::Result<String> {
+        self.send(payload.as_bytes())?;
+        Ok(String::from_utf8_lossy(&self.recv()?).into_owned())
+    }
+}
+
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The number of open fds of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
+
+/// Whether this process has `fd` open.
+pub fn fd_is_open(fd: i32) -> bool {
+    Path::new(&format!("/proc/self/fd/{fd}")).exists()
+}

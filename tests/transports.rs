@@ -1,0 +1,191 @@
+//! One handler, four transports: round trips over real sockets on loopback
+//! and real socket files in temp dirs.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram as StdUnixDatagram;
+
+use common::*;
+use socketserver::{Address, Kind, Request, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
+
+fn stream_round_trips(running: &Running) {
+    for round in 0..3 {
+        let mut client = StreamClient::connect(&running.address).unwrap();
+        for i in 0..5 {
+            let line = format!("round {round} line {i}\n");
+            assert_eq!(client.ask(&line).unwrap(), line);
+        }
+    }
+}
+
+fn datagram_round_trips(running: &Running) {
+    let dir = temp_dir();
+    let client = DatagramClient::new(&running.address, dir.path()).unwrap();
+    for i in 0..10 {
+        let payload = format!("datagram {i}\nsecond line\n");
+        assert_eq!(client.ask(&payload).unwrap(), payload);
+    }
+}
+
+#[test]
+fn tcp_echo() {
+    let running = Running::start(TcpServer::bind("127.0.0.1:0", echo()).unwrap());
+    stream_round_trips(&running);
+    running.stop().unwrap();
+}
+
+#[test]
+fn udp_echo() {
+    let running = Running::start(UdpServer::bind("127.0.0.1:0", echo()).unwrap());
+    datagram_round_trips(&running);
+    running.stop().unwrap();
+}
+
+#[test]
+fn unix_stream_echo() {
+    let dir = temp_dir();
+    let running = Running::start(UnixStreamServer::bind(dir.path().join("s.sock"), echo()).unwrap());
+    stream_round_trips(&running);
+    running.stop().unwrap();
+}
+
+#[test]
+fn unix_datagram_echo() {
+    let dir = temp_dir();
+    let running = Running::start(UnixDatagramServer::bind(dir.path().join("d.sock"), echo()).unwrap());
+    datagram_round_trips(&running);
+    running.stop().unwrap();
+}
+
+#[test]
+fn tcp_ipv6_echo() {
+    let Ok(server) = TcpServer::bind("[::1]:0", echo()) else {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    };
+    let running = Running::start(server);
+    assert!(running.inet().is_ipv6());
+    stream_round_trips(&running);
+}
+
+#[test]
+fn udp_ipv6_echo() {
+    let Ok(server) = UdpServer::bind("[::1]:0", echo()) else {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    };
+    datagram_round_trips(&Running::start(server));
+}
+
+#[test]
+fn dual_stack_on_accepts_ipv4_mapped_clients() {
+    let Ok(server) = TcpServer::builder(echo()).dual_stack(true).bind("[::]:0") else {
+        eprintln!("skipped: no IPv6 on this machine");
+        return;
+    };
+    let running = Running::start(server);
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], running.inet().port()));
+    let mut client = StreamClient::connect(&Address::Inet(v4)).unwrap();
+    assert_eq!(client.ask("mapped\n").unwrap(), "mapped\n");
+}
+
+#[test]
+fn dual_stack_off_refuses_ipv4_clients() {
+    let Ok(server) = TcpServer::builder(echo()).dual_stack(false).bind("[::]:0") else {
+        eprintln!("skipped: no IPv6 on this machine");
+        return;
+    };
+    let running = Running::start(server);
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], running.inet().port()));
+    assert!(StreamClient::connect(&Address::Inet(v4)).is_err());
+}
+
+/// The handler sees the client's real address and the server's, and which kind of request it is.
+#[test]
+fn handler_sees_addresses_and_kind() {
+    let report = |req: &mut Request<'_>| {
+        let kind = match req.kind() {
+            Kind::Stream => "stream",
+            Kind::Datagram => "datagram",
+        };
+        writeln!(req.wfile, "{kind} {} {}", req.client_address(), req.server_address())
+    };
+    let tcp = Running::start(TcpServer::bind("127.0.0.1:0", report).unwrap());
+    let mut client = std::net::TcpStream::connect(tcp.inet()).unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, format!("stream {} {}\n", client.local_addr().unwrap(), tcp.address));
+
+    let udp = Running::start(UdpServer::bind("127.0.0.1:0", report).unwrap());
+    let dir = temp_dir();
+    let client = DatagramClient::new(&udp.address, dir.path()).unwrap();
+    let DatagramClient::Udp(socket, _) = &client else { unreachable!() };
+    let expected = format!("datagram {} {}\n", socket.local_addr().unwrap(), udp.address);
+    assert_eq!(client.ask("x").unwrap(), expected);
+}
+
+/// A datagram from an unbound Unix socket cannot be answered: handle_error is
+/// told, with the unnamed address, and the next client is served.
+#[test]
+fn unix_datagram_from_unnamed_sender_is_reported_and_server_goes_on() {
+    let dir = temp_dir();
+    let errors = Errors::default();
+    let server =
+        UnixDatagramServer::builder(echo()).handle_error(errors.hook()).bind(dir.path().join("d.sock")).unwrap();
+    let running = Running::start(server);
+
+    let unnamed = StdUnixDatagram::unbound().unwrap();
+    unnamed.send_to(b"who am I\n", running.path()).unwrap();
+
+    let named = DatagramClient::new(&running.address, dir.path()).unwrap();
+    assert_eq!(named.ask("still here\n").unwrap(), "still here\n");
+    let errors = errors.all();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("(unnamed)"), "{errors:?}");
+}
+
+#[test]
+fn tcp_16_mib_write_all_arrives_complete() {
+    const SIZE: usize = 16 << 20;
+    let big = |req: &mut Request<'_>| {
+        let payload: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+        req.wfile.write_all(&payload)
+    };
+    let running = Running::start(TcpServer::bind("127.0.0.1:0", big).unwrap());
+    let mut client = StreamClient::connect(&running.address).unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), SIZE);
+    assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+}
+
+#[test]
+fn unix_stream_16_mib_write_all_arrives_complete() {
+    const SIZE: usize = 16 << 20;
+    let big = |req: &mut Request<'_>| req.wfile.write_all(&vec![7u8; SIZE]);
+    let dir = temp_dir();
+    let running = Running::start(UnixStreamServer::bind(dir.path().join("big.sock"), big).unwrap());
+    let mut client = StreamClient::connect(&running.address).unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), SIZE);
+    assert!(got.iter().all(|&b| b == 7));
+}
+
+/// Many small writes and a pipelined client: answers are flushed whenever the
+/// handler would block for input, so nothing waits on a full buffer.
+#[test]
+fn pipelined_stream_requests_are_all_answered() {
+    let running = Running::start(TcpServer::bind("127.0.0.1:0", echo()).unwrap());
+    let mut client = StreamClient::connect(&running.address).unwrap();
+    let mut sent = String::new();
+    for i in 0..2000 {
+        sent.push_str(&format!("{i}\n"));
+    }
+    client.write_all(sent.as_bytes()).unwrap();
+    client.shutdown_write().unwrap();
+    let mut got = String::new();
+    client.read_to_string(&mut got).unwrap();
+    assert_eq!(got, sent);
+}
