@@ -220,12 +220,16 @@ pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, socket: Socket, 
         );
         run_handler(&*ctx.handler, &mut req)
     };
-    let delivered = match outcome {
-        Ok(()) => conn.flush().map_err(Failure::Io),
-        Err(failure) => Err(failure),
+    // As Python's StreamRequestHandler.finish, what was written is flushed
+    // even when handle failed, but never after a panic.
+    let flushed = match &outcome {
+        Err(Failure::Panic(_)) => Ok(()),
+        _ => conn.flush(),
     };
-    if let Err(failure) = delivered {
+    if let Err(failure) = outcome {
         (ctx.on_error)(&failure.into_error(&peer));
+    } else if let Err(source) = flushed {
+        (ctx.on_error)(&Error::Request { peer: peer.clone(), source });
     }
     close_stream(conn.socket);
 }

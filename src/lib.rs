@@ -87,3 +87,8 @@ pub type UdpServer<H> = Server<transport::Udp, H>;
 pub type UnixStreamServer<H> = Server<transport::UnixStream, H>;
 /// A Unix datagram socket server (Python's `UnixDatagramServer`).
 pub type UnixDatagramServer<H> = Server<transport::UnixDatagram, H>;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

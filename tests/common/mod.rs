@@ -218,3 +218,11 @@ pub fn open_fds() -> usize {
 pub fn fd_is_open(fd: i32) -> bool {
     Path::new(&format!("/proc/self/fd/{fd}")).exists()
 }
+
+/// Reads an address the way `prime serve` prints it: a path, or HOST:PORT.
+pub fn parse_address(printed: &str) -> Address {
+    match printed.parse::<SocketAddr>() {
+        Ok(inet) => Address::Inet(inet),
+        Err(_) => Address::Path(PathBuf::from(printed)),
+    }
+}

@@ -1,0 +1,271 @@
+//! The prime service: one handler served over TCP, UDP, Unix stream and Unix
+//! datagram sockets.
+//!
+//! ```text
+//! prime                          demo: serve and query every transport, print a table
+//! prime serve KIND ADDR [FLAGS]  serve until SIGINT/SIGTERM
+//! prime ask KIND ADDR N...       query a server, print "N ANSWER" per number
+//! ```
+//! KIND is tcp, udp, unix-stream or unix-datagram; ADDR is HOST:PORT or a socket path.
+
+mod client;
+mod parse;
+mod primality;
+mod prime;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socketserver::transport::{BindAddress, Transport};
+use socketserver::{Server, ServerBuilder, ShutdownHandle, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
+
+use prime::PrimeService;
+
+const USAGE: &str = "\
+usage: prime                          run the demo over every transport
+       prime serve KIND ADDR [FLAGS]  serve until SIGINT or SIGTERM
+       prime ask KIND ADDR N...       ask a server about each N
+
+KIND:  tcp | udp | unix-stream | unix-datagram
+ADDR:  HOST:PORT (port 0 picks one) or a socket path
+
+serve FLAGS:
+  --max-line BYTES   longest request line (default 4400)
+  --timeout SECS     per-connection read/write timeout (default: none)";
+
+/// The numbers the seed's client sends, with the answers it expects.
+const SEED: [(&str, char); 8] = [
+    ("4j", 'E'),
+    ("4", 'F'),
+    ("5", 'T'),
+    ("-5", 'F'),
+    ("17", 'T'),
+    ("29", 'T'),
+    ("1125899906842624", 'F'),
+    ("1125899906842623", 'F'),
+];
+
+/// How long the client waits for any one answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Tcp,
+    Udp,
+    UnixStream,
+    UnixDatagram,
+}
+
+impl FromStr for TransportKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(TransportKind::Tcp),
+            "udp" => Ok(TransportKind::Udp),
+            "unix-stream" => Ok(TransportKind::UnixStream),
+            "unix-datagram" => Ok(TransportKind::UnixDatagram),
+            other => Err(format!("unknown KIND {other:?}")),
+        }
+    }
+}
+
+impl TransportKind {
+    const ALL: [TransportKind; 4] =
+        [TransportKind::Tcp, TransportKind::Udp, TransportKind::UnixStream, TransportKind::UnixDatagram];
+
+    fn name(self) -> &'static str {
+        match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Udp => "udp",
+            TransportKind::UnixStream => "unix-stream",
+            TransportKind::UnixDatagram => "unix-datagram",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None => demo(),
+        Some("serve") => parse_serve(&args[1..]).map_err(usage_error).and_then(serve),
+        Some("ask") => {
+            parse_ask(&args[1..]).map_err(usage_error).and_then(|(kind, addr, numbers)| ask(kind, &addr, &numbers))
+        }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(usage_error(format!("unknown command {other:?}"))),
+    };
+    result.err().unwrap_or(ExitCode::SUCCESS)
+}
+
+fn usage_error(message: String) -> ExitCode {
+    eprintln!("prime: {message}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn failure(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("prime: {message}");
+    ExitCode::FAILURE
+}
+
+/// Options of `prime serve`.
+#[derive(Debug, Default)]
+struct ServeOptions {
+    max_line: Option<usize>,
+    timeout: Option<Duration>,
+}
+
+fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptions), String> {
+    let [kind, addr, flags @ ..] = args else {
+        return Err("serve needs KIND and ADDR".into());
+    };
+    let mut options = ServeOptions::default();
+    let mut flags = flags.iter();
+    while let Some(flag) = flags.next() {
+        let mut value = || flags.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--max-line" => options.max_line = Some(number(flag, value()?)?),
+            "--timeout" => {
+                let secs: f64 = number(flag, value()?)?;
+                options.timeout = Some(Duration::try_from_secs_f64(secs).map_err(|e| format!("{flag}: {e}"))?);
+            }
+            other => return Err(format!("unknown flag {other:?}")),
+        }
+    }
+    Ok((kind.parse()?, addr.clone(), options))
+}
+
+fn number<N: FromStr>(flag: &str, value: &str) -> Result<N, String> {
+    value.parse().map_err(|_| format!("{flag}: {value:?} is not a valid number"))
+}
+
+fn parse_ask(args: &[String]) -> Result<(TransportKind, String, Vec<String>), String> {
+    let [kind, addr, numbers @ ..] = args else {
+        return Err("ask needs KIND and ADDR".into());
+    };
+    if numbers.is_empty() {
+        return Err("ask needs at least one number".into());
+    }
+    Ok((kind.parse()?, addr.clone(), numbers.to_vec()))
+}
+
+fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Result<(), ExitCode> {
+    let handler = PrimeService { max_line: options.max_line.unwrap_or(prime::DEFAULT_MAX_LINE) };
+    match kind {
+        TransportKind::Tcp => serve_on(configure(TcpServer::builder(handler), &options), &addr),
+        TransportKind::Udp => serve_on(configure(UdpServer::builder(handler), &options), &addr),
+        TransportKind::UnixStream => serve_on(configure(UnixStreamServer::builder(handler), &options), &addr),
+        TransportKind::UnixDatagram => serve_on(configure(UnixDatagramServer::builder(handler), &options), &addr),
+    }
+}
+
+fn configure<T: Transport>(
+    builder: ServerBuilder<T, PrimeService>,
+    options: &ServeOptions,
+) -> ServerBuilder<T, PrimeService> {
+    builder.handler_timeout(options.timeout)
+}
+
+fn serve_on<T: Transport>(builder: ServerBuilder<T, PrimeService>, addr: &str) -> Result<(), ExitCode>
+where
+    for<'a> &'a str: BindAddress<T::Family>,
+{
+    let mut server = builder.bind(addr).map_err(failure)?;
+    let stop = server.shutdown_handle();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            log::info!("signal {signal}: shutting down");
+            stop.request_shutdown();
+        }
+    });
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {}", server.server_address())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| failure(format!("stdout: {e}")))?;
+    server.serve_forever().map_err(failure)
+}
+
+fn ask(kind: TransportKind, addr: &str, numbers: &[String]) -> Result<(), ExitCode> {
+    let answers = client::ask(kind, addr, numbers, ASK_TIMEOUT).map_err(failure)?;
+    for (n, answer) in numbers.iter().zip(answers) {
+        println!("{n} {answer}");
+    }
+    Ok(())
+}
+
+/// A server of the demo, running on its own thread.
+struct DemoServer {
+    kind: TransportKind,
+    address: String,
+    stop: ShutdownHandle,
+    thread: JoinHandle<socketserver::Result<()>>,
+}
+
+fn start<T: Transport>(
+    kind: TransportKind,
+    server: socketserver::Result<Server<T, PrimeService>>,
+) -> Result<DemoServer, ExitCode> {
+    let mut server = server.map_err(failure)?;
+    let address = server.server_address().to_string();
+    let stop = server.shutdown_handle();
+    let thread = std::thread::spawn(move || server.serve_forever());
+    Ok(DemoServer { kind, address, stop, thread })
+}
+
+fn demo() -> Result<(), ExitCode> {
+    let dir = tempfile::Builder::new().prefix("prime-demo").tempdir().map_err(failure)?;
+    let h = PrimeService::default;
+    let servers = [
+        start(TransportKind::Tcp, TcpServer::bind("127.0.0.1:0", h()))?,
+        start(TransportKind::Udp, UdpServer::bind("127.0.0.1:0", h()))?,
+        start(TransportKind::UnixStream, UnixStreamServer::bind(dir.path().join("prime-stream.sock"), h()))?,
+        start(TransportKind::UnixDatagram, UnixDatagramServer::bind(dir.path().join("prime-dgram.sock"), h()))?,
+    ];
+    println!("The prime service, one handler on four transports:");
+    for s in &servers {
+        println!("  {:<14} {}", s.kind.name(), s.address);
+    }
+    println!();
+
+    let numbers: Vec<String> = SEED.iter().map(|(n, _)| n.to_string()).collect();
+    let columns: Vec<Result<Vec<char>, String>> =
+        servers.iter().map(|s| client::ask(s.kind, &s.address, &numbers, ASK_TIMEOUT)).collect();
+
+    print!("{:<18}", "number");
+    for kind in TransportKind::ALL {
+        print!(" {:<14}", kind.name());
+    }
+    println!(" expected");
+    let mut wrong = 0;
+    for (row, (n, expected)) in SEED.iter().enumerate() {
+        print!("{n:<18}");
+        for column in &columns {
+            let got = column.as_ref().ok().map(|answers| answers[row]);
+            wrong += usize::from(got != Some(*expected));
+            let cell = got.map_or("-".to_string(), |c| c.to_string());
+            let mark = if got == Some(*expected) { "" } else { " (wrong)" };
+            print!(" {:<14}", format!("{cell}{mark}"));
+        }
+        println!(" {expected}");
+    }
+    for (server, column) in servers.iter().zip(&columns) {
+        if let Err(e) = column {
+            eprintln!("{}: {e}", server.kind.name());
+        }
+    }
+    for server in servers {
+        server.stop.shutdown();
+        server.thread.join().map_err(|_| failure("a server thread panicked"))?.map_err(failure)?;
+    }
+    let total = SEED.len() * TransportKind::ALL.len();
+    println!("\n{} of {total} answers correct", total - wrong);
+    if wrong == 0 { Ok(()) } else { Err(ExitCode::FAILURE) }
+}

@@ -1,0 +1,129 @@
+//! The prime service's handler: one line in, one line out, on any transport.
+//! No socket code here: the handler only sees `rfile` and `wfile`.
+
+use std::io::{self, BufRead, Read, Write};
+
+use socketserver::{Request, RequestHandler};
+
+use crate::parse::parse_int;
+use crate::primality::is_prime;
+
+/// Default `--max-line`: room for Python's 4,300-digit limit plus sign,
+/// separators and whitespace.
+pub const DEFAULT_MAX_LINE: usize = 4400;
+
+/// Answers each line with `T` (prime), `F` (an integer, not prime) or `E`
+/// (not an integer as Python's `int()` reads it).
+#[derive(Debug, Clone)]
+pub struct PrimeService {
+    /// Longest line served; a longer one is answered `E` and ends the request.
+    pub max_line: usize,
+}
+
+impl Default for PrimeService {
+    fn default() -> Self {
+        PrimeService { max_line: DEFAULT_MAX_LINE }
+    }
+}
+
+/// The answer line for one request line.
+pub fn answer(line: &[u8]) -> &'static [u8] {
+    match parse_int(line) {
+        None => b"E\n",
+        Some(n) if !n.negative && is_prime(&n.magnitude) => b"T\n",
+        Some(_) => b"F\n",
+    }
+}
+
+impl RequestHandler for PrimeService {
+    fn handle(&self, req: &mut Request<'_>) -> io::Result<()> {
+        let mut line = Vec::with_capacity(64);
+        loop {
+            line.clear();
+            // One byte past the limit tells a line that is too long from one that fits.
+            let read = (&mut req.rfile).take(self.max_line as u64 + 1).read_until(b'\n', &mut line)?;
+            if read == 0 {
+                return Ok(());
+            }
+            if line.len() > self.max_line && line.last() != Some(&b'\n') {
+                req.wfile.write_all(b"E\n")?;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("line longer than {} bytes; connection closed", self.max_line),
+                ));
+            }
+            req.wfile.write_all(answer(&line))?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn seed_answers() {
+        for (input, expected) in [
+            ("4j", "E"),
+            ("4", "F"),
+            ("5", "T"),
+            ("-5", "F"),
+            ("17", "T"),
+            ("29", "T"),
+            ("1125899906842624", "F"),
+            ("1125899906842623", "F"),
+            ("0", "F"),
+            ("1", "F"),
+            ("2", "T"),
+            ("", "E"),
+        ] {
+            assert_eq!(answer(format!("{input}\n").as_bytes()), format!("{expected}\n").as_bytes(), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn the_default_line_limit_fits_pythons_digit_limit() {
+        let longest = format!("  -{}  \r\n", "7".repeat(crate::parse::MAX_DIGITS));
+        assert!(longest.len() <= PrimeService::default().max_line);
+        assert_eq!(DEFAULT_MAX_LINE, 4400);
+    }
+
+    /// Over a real connection: lines up to the limit are served, a longer
+    /// one is answered `E` and the connection is closed without reading on.
+    #[test]
+    fn an_over_long_line_is_answered_e_and_ends_the_connection() {
+        use socketserver::TcpServer;
+        use std::io::{BufReader, Write};
+
+        let mut server = TcpServer::bind("127.0.0.1:0", PrimeService { max_line: 16 }).unwrap();
+        let addr = server.server_address().as_inet().unwrap();
+        let stop = server.shutdown_handle();
+        let serving = std::thread::spawn(move || server.serve_forever());
+
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        client.write_all(b"7\n").unwrap();
+        client.write_all(&[b'1'; 64]).unwrap();
+        let mut reader = BufReader::new(client);
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            answers.push(line);
+        }
+        assert_eq!(answers, ["T\n", "E\n"]);
+        let mut rest = String::new();
+        // End of stream, or a reset because the rest of the line was never read.
+        assert!(reader.read_line(&mut rest).map_or(true, |n| n == 0), "{rest:?}");
+        stop.shutdown();
+        serving.join().unwrap().unwrap();
+    }
+
+    proptest! {
+        #[test]
+        fn every_line_gets_one_of_t_f_e(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert!([&b"T\n"[..], b"F\n", b"E\n"].contains(&answer(&bytes)));
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The prime example as users run it: the real `prime` binary in its own
+//! process, queried over every transport by this test, by `prime ask`, and by
+//! clients nobody here wrote (Python's socket module, socat, nc).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SEED: [(&str, &str); 8] = [
+    ("4j", "E"),
+    ("4", "F"),
+    ("5", "T"),
+    ("-5", "F"),
+    ("17", "T"),
+    ("29", "T"),
+    ("1125899906842624", "F"),
+    ("1125899906842623", "F"),
+];
+
+fn seed_request() -> String {
+    SEED.iter().map(|(n, _)| format!("{n}\n")).collect()
+}
+
+fn seed_answers() -> String {
+    SEED.iter().map(|(_, a)| format!("{a}\n")).collect()
+}
+
+/// The example binary, built by `cargo test` next to this test's binary.
+fn prime_binary() -> PathBuf {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let path = deps.parent().unwrap().join("examples").join("prime");
+    assert!(path.exists(), "{} missing: run `cargo build --example prime`", path.display());
+    path
+}
+
+/// A `prime serve` process; killed if the test ends without stopping it.
+struct Serve {
+    child: Child,
+    address: String,
+}
+
+impl Serve {
+    fn start(kind: &str, addr: &str, flags: &[&str]) -> Serve {
+        let mut child = Command::new(prime_binary())
+            .args(["serve", kind, addr])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let address = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}")).trim_end();
+        Serve { address: address.to_string(), child }
+    }
+
+    fn signal(&mut self, signal: &str) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-s", signal, &pid]).status().unwrap().success());
+        self.wait()
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "prime serve did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stream_exchange(address: &str, request: &[u8]) -> String {
+    let mut client = if address.starts_with('/') {
+        StreamClient::Unix(std::os::unix::net::UnixStream::connect(address).unwrap())
+    } else {
+        StreamClient::Tcp(TcpStream::connect(address).unwrap())
+    };
+    if let StreamClient::Tcp(s) = &client {
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    }
+    client.write_all(request).unwrap();
+    client.shutdown_write().unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn seed_list_over_every_transport() {
+    let dir = temp_dir();
+    let stream_path = dir.path().join("p.sock");
+    let dgram_path = dir.path().join("d.sock");
+    for (kind, addr) in [
+        ("tcp", "127.0.0.1:0"),
+        ("unix-stream", stream_path.to_str().unwrap()),
+        ("udp", "127.0.0.1:0"),
+        ("unix-datagram", dgram_path.to_str().unwrap()),
+    ] {
+        let serve = Serve::start(kind, addr, &[]);
+        if kind.starts_with("unix") {
+            assert_eq!(serve.address, addr);
+        } else {
+            assert!(!serve.address.ends_with(":0"), "port 0 is resolved: {}", serve.address);
+        }
+        if kind == "tcp" || kind == "unix-stream" {
+            assert_eq!(stream_exchange(&serve.address, seed_request().as_bytes()), seed_answers(), "{kind}");
+        } else {
+            let address = common::parse_address(&serve.address);
+            let client = DatagramClient::new(&address, dir.path()).unwrap();
+            for (n, expected) in SEED {
+                assert_eq!(client.ask(&format!("{n}\n")).unwrap(), format!("{expected}\n"), "{kind} {n}");
+            }
+            // One datagram of several lines: one reply with the answers in order.
+            assert_eq!(client.ask(&seed_request()).unwrap(), seed_answers(), "{kind} multi-line");
+            // An empty datagram gets no reply and does not stop the server.
+            client.send(b"").unwrap();
+            assert_eq!(client.ask("17\n").unwrap(), "T\n", "{kind} after empty datagram");
+        }
+    }
+}
+
+#[test]
+fn a_pipelined_client_sending_1000_lines_before_reading_gets_1000_answers() {
+    let serve = Serve::start("tcp", "127.0.0.1:0", &[]);
+    let request: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    let answer = stream_exchange(&serve.address, request.as_bytes());
+    let lines: Vec<&str> = answer.lines().collect();
+    assert_eq!(lines.len(), 1000);
+    let primes_below_1000 = 168;
+    assert_eq!(lines.iter().filter(|l| **l == "T").count(), primes_below_1000);
+    assert_eq!(lines[997], "T");
+    assert_eq!(lines[999], "F");
+}
+
+#[test]
+fn sigterm_and_sigint_stop_it_cleanly_and_remove_the_socket_file() {
+    let dir = temp_dir();
+    for (signal, kind) in [("TERM", "unix-stream"), ("INT", "unix-datagram"), ("TERM", "tcp")] {
+        let path = dir.path().join(format!("{kind}.sock"));
+        let addr = if kind == "tcp" { "127.0.0.1:0".to_string() } else { path.to_str().unwrap().to_string() };
+        let mut serve = Serve::start(kind, &addr, &[]);
+        if kind != "tcp" {
+            assert!(path.exists());
+        }
+        let status = serve.signal(signal);
+        assert!(status.success(), "SIG{signal} on {kind}: {status}");
+        assert!(!path.exists(), "socket file removed after SIG{signal}");
+    }
+}
+
+#[test]
+fn bad_arguments_print_usage_and_exit_2() {
+    for args in [
+        &["serve"][..],
+        &["serve", "sctp", "127.0.0.1:0"],
+        &["serve", "tcp", "127.0.0.1:0", "--bogus"],
+        &["serve", "tcp", "127.0.0.1:0", "--max-line", "many"],
+        &["ask", "tcp"],
+        &["frobnicate"],
+    ] {
+        let out = Command::new(prime_binary()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn bind_failure_names_the_address_and_exits_non_zero() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(prime_binary()).args(["serve", "tcp", &addr]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
+}
+
+#[test]
+fn ask_prints_one_line_per_number() {
+    let dir = temp_dir();
+    let path = dir.path().join("ask.sock");
+    for (kind, addr) in [("tcp", "127.0.0.1:0"), ("udp", "127.0.0.1:0"), ("unix-datagram", path.to_str().unwrap())] {
+        let serve = Serve::start(kind, addr, &[]);
+        let out = Command::new(prime_binary()).args(["ask", kind, &serve.address, "7", "8", "x"]).output().unwrap();
+        assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "7 T\n8 F\nx E\n", "{kind}");
+    }
+}
+
+#[test]
+fn ask_fails_on_a_malformed_reply_or_no_reply() {
+    let fake = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = fake.local_addr().unwrap().to_string();
+    let answering = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let (_, from) = fake.recv_from(&mut buf).unwrap();
+        fake.send_to(b"maybe\n", from).unwrap();
+        fake // kept open, silent, for the second ask
+    });
+    let out = Command::new(prime_binary()).args(["ask", "udp", &addr, "7"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("malformed"), "{}", String::from_utf8_lossy(&out.stderr));
+    let _silent = answering.join().unwrap();
+    let out = Command::new(prime_binary()).args(["ask", "udp", &addr, "7"]).output().unwrap();
+    assert!(!out.status.success(), "a server that never answers is a failure");
+}
+
+#[test]
+fn the_demo_checks_every_transport_and_exits_0() {
+    let out = Command::new(prime_binary()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("32 of 32 answers correct"), "{stdout}");
+    for kind in ["tcp", "udp", "unix-stream", "unix-datagram"] {
+        assert!(stdout.contains(kind), "{stdout}");
+    }
+}
+
+/// Python's own socket module as the client: nothing here wrote it.
+#[test]
+fn python_clients_get_the_seed_answers() {
+    let tcp = Serve::start("tcp", "127.0.0.1:0", &[]);
+    let udp = Serve::start("udp", "127.0.0.1:0", &[]);
+    let script = r#"
+import socket, sys
+numbers = ["4j", "4", "5", "-5", "17", "29", "1125899906842624", "1125899906842623"]
+def hostport(s):
+    host, port = s.rsplit(":", 1)
+    return host, int(port)
+tcp = socket.create_connection(hostport(sys.argv[1]), timeout=10)
+f = tcp.makefile("rwb")
+out = []
+for n in numbers:
+    f.write(n.encode() + b"\n"); f.flush()
+    out.append(f.readline().decode().strip())
+print("tcp", " ".join(out))
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.settimeout(10)
+out = []
+for n in numbers:
+    udp.sendto(n.encode() + b"\n", hostport(sys.argv[2]))
+    out.append(udp.recv(100).decode().strip())
+print("udp", " ".join(out))
+"#;
+    let Ok(out) = Command::new("python3").args(["-c", script, &tcp.address, &udp.address]).output() else {
+        eprintln!("skipped: python3 not found");
+        return;
+    };
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "tcp E F T F T T F F\nudp E F T F T T F F\n");
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// socat and nc, when installed (.ci/run installs them), as further foreign clients.
+#[test]
+fn socat_and_nc_clients_get_the_seed_answers() {
+    let dir = temp_dir();
+    let tcp = Serve::start("tcp", "127.0.0.1:0", &[]);
+    let path = dir.path().join("socat.sock");
+    let unix = Serve::start("unix-stream", path.to_str().unwrap(), &[]);
+    let mut ran = false;
+    if have("socat") {
+        ran = true;
+        for target in [format!("TCP:{}", tcp.address), format!("UNIX-CONNECT:{}", unix.address)] {
+            let out = run_with_input("socat", &["-t", "5", "-", &target], seed_request().as_bytes());
+            assert_eq!(out, seed_answers(), "socat {target}");
+        }
+    }
+    if have("nc") {
+        ran = true;
+        let (host, port) = tcp.address.rsplit_once(':').unwrap();
+        let out = run_with_input("nc", &["-N", "-w", "5", host, port], seed_request().as_bytes());
+        assert_eq!(out, seed_answers(), "nc");
+    }
+    if !ran {
+        eprintln!("skipped: neither socat nor nc is installed");
+    }
+}
+
+fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> String {
+    let mut child = Command::new(program).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
