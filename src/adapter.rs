@@ -165,6 +165,14 @@ fn send_all(socket: &Socket, out: &mut Vec<u8>) -> io::Result<()> {
     sent
 }
 
+/// How a request ended (a forked child's exit status says the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Served = 0,
+    Failed = 1,
+    Panicked = 2,
+}
+
 /// Why a handler did not complete.
 enum Failure {
     Io(io::Error),
@@ -172,6 +180,13 @@ enum Failure {
 }
 
 impl Failure {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Failure::Io(_) => Outcome::Failed,
+            Failure::Panic(_) => Outcome::Panicked,
+        }
+    }
+
     fn into_error(self, peer: &Address) -> Error {
         match self {
             Failure::Io(source) => Error::Request { peer: peer.clone(), source },
@@ -207,7 +222,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Serves one stream connection, then shuts down its write half and closes
 /// it (Python's `shutdown_request`). Every failure reaches `on_error`.
-pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, socket: Socket, peer: Address) {
+pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, socket: Socket, peer: Address) -> Outcome {
     let conn = Conn::new(socket);
     let outcome = {
         let input = BufReader::with_capacity(STREAM_BUFFER, &conn.socket);
@@ -226,12 +241,19 @@ pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, socket: Socket, 
         Err(Failure::Panic(_)) => Ok(()),
         _ => conn.flush(),
     };
-    if let Err(failure) = outcome {
-        (ctx.on_error)(&failure.into_error(&peer));
-    } else if let Err(source) = flushed {
-        (ctx.on_error)(&Error::Request { peer: peer.clone(), source });
-    }
+    let result = match (outcome, flushed) {
+        (Err(failure), _) => report(ctx, failure, &peer),
+        (Ok(()), Err(source)) => report(ctx, Failure::Io(source), &peer),
+        (Ok(()), Ok(())) => Outcome::Served,
+    };
     close_stream(conn.socket);
+    result
+}
+
+fn report<H>(ctx: &Context<H>, failure: Failure, peer: &Address) -> Outcome {
+    let outcome = failure.outcome();
+    (ctx.on_error)(&failure.into_error(peer));
+    outcome
 }
 
 /// Shuts down the write half so the client sees a clean end of stream, then
@@ -250,7 +272,7 @@ pub(crate) fn serve_datagram<H: RequestHandler>(
     peer: &Address,
     reply_to: &SockAddr,
     reply: &mut Vec<u8>,
-) {
+) -> Outcome {
     reply.clear();
     let outcome = {
         let mut req = Request::new(
@@ -268,11 +290,13 @@ pub(crate) fn serve_datagram<H: RequestHandler>(
         Err(Failure::Panic(_)) => Ok(()),
         _ => send_reply(socket, reply, peer, reply_to),
     };
-    if let Err(failure) = outcome {
-        (ctx.on_error)(&failure.into_error(peer));
-    }
-    if let Err(source) = sent {
-        (ctx.on_error)(&Error::Request { peer: peer.clone(), source });
+    let result = match outcome {
+        Err(failure) => report(ctx, failure, peer),
+        Ok(()) => Outcome::Served,
+    };
+    match sent {
+        Err(source) => report(ctx, Failure::Io(source), peer),
+        Ok(()) => result,
     }
 }
 

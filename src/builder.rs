@@ -150,6 +150,25 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         self
     }
 
+    /// A thread per request, with Python's defaults (`ThreadingMixIn`).
+    pub fn threading(self) -> Self {
+        self.dispatch(Dispatch::threads())
+    }
+
+    /// A child process per request, with Python's defaults (`ForkingMixIn`).
+    pub fn forking(self) -> Self {
+        self.dispatch(Dispatch::fork())
+    }
+
+    /// Stream servers: at most `n` connections open at once, in every
+    /// dispatch mode. Past it the server stops accepting until a connection
+    /// ends; clients wait in the kernel's backlog and none is dropped.
+    /// Ignored by datagram servers.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.options.max_connections = Some(n.max(1));
+        self
+    }
+
     /// Python's `verify_request`: called with each client's address before
     /// its request is served. `false` closes the connection (or drops the
     /// datagram) without calling the handler. Runs on the serving thread.

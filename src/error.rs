@@ -78,6 +78,17 @@ pub enum Error {
         /// The panic message, when it was a string.
         message: String,
     },
+    /// A request was taken but could not be started (no thread, no fork);
+    /// its connection was closed.
+    #[error("cannot {action} for request from {peer}: {source}; request dropped")]
+    Dispatch {
+        /// What failed: "start a handler thread", "fork", ...
+        action: &'static str,
+        /// The client's address.
+        peer: Address,
+        /// The operating system's error.
+        source: io::Error,
+    },
     /// A datagram did not fit in `max_packet_size` bytes. It was not served.
     #[error("datagram from {peer} is larger than max_packet_size ({max} bytes); dropped")]
     Truncated {
@@ -103,7 +114,8 @@ impl Error {
             Error::Resolve { source, .. }
             | Error::Bind { source, .. }
             | Error::Server { source, .. }
-            | Error::Request { source, .. } => Some(source),
+            | Error::Request { source, .. }
+            | Error::Dispatch { source, .. } => Some(source),
             _ => None,
         }
     }

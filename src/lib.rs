@@ -72,7 +72,7 @@ pub mod transport;
 pub use adapter::{Reader, Writer};
 pub use address::Address;
 pub use builder::ServerBuilder;
-pub use dispatch::Dispatch;
+pub use dispatch::{Dispatch, Forking, Threading, WorkerPool};
 pub use error::{Error, Result};
 pub use handler::{Kind, Request, RequestHandler};
 pub use options::DEFAULT_MAX_PACKET_SIZE;

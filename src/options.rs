@@ -23,6 +23,8 @@ pub struct Options {
     pub write_timeout: Option<Duration>,
     pub disable_nagle_algorithm: bool,
     pub dual_stack: bool,
+    /// Stream servers only: open connections at most; `None`: no limit.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Options {
@@ -37,6 +39,7 @@ impl Default for Options {
             write_timeout: None,
             disable_nagle_algorithm: true,
             dual_stack: true,
+            max_connections: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use socket2::Socket;
 
 use crate::adapter::{self, Context};
 use crate::builder::{Parts, ServerBuilder};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatch, Dispatcher};
 use crate::handler::Kind;
 use crate::hooks::Hooks;
 use crate::options::Options;
@@ -29,9 +29,12 @@ const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 /// [`UnixStreamServer`](crate::UnixStreamServer) and
 /// [`UnixDatagramServer`](crate::UnixDatagramServer). Dropping the server
 /// closes it (Python's `server_close`).
-pub struct Server<T: Transport, H> {
-    dispatcher: Dispatcher,
+pub struct Server<T: Transport, H: RequestHandler> {
+    // Drop order matters: the socket closes first (no new clients wait in a
+    // dead backlog), then the dispatcher waits for running requests, then the
+    // socket file goes.
     socket: Arc<Socket>,
+    dispatcher: Dispatcher<H>,
     socket_file: Option<SocketFile>,
     ctx: Context<H>,
     hooks: Hooks,
@@ -61,6 +64,18 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// Starts configuring a server for `handler`.
     pub fn builder(handler: H) -> ServerBuilder<T, H> {
         ServerBuilder::new(handler)
+    }
+
+    /// Binds `addr` with a thread per request (Python's `ThreadingTCPServer`
+    /// and friends: `TcpServer::threading(addr, handler)`).
+    pub fn threading(addr: impl BindAddress<T::Family>, handler: H) -> Result<Self> {
+        Self::builder(handler).dispatch(Dispatch::threads()).bind(addr)
+    }
+
+    /// Binds `addr` with a child process per request (Python's
+    /// `ForkingTCPServer` and friends: `TcpServer::forking(addr, handler)`).
+    pub fn forking(addr: impl BindAddress<T::Family>, handler: H) -> Result<Self> {
+        Self::builder(handler).dispatch(Dispatch::fork()).bind(addr)
     }
 
     pub(crate) fn open(addr: &Address, options: &Options) -> Result<Socket> {
@@ -94,8 +109,9 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             addr: requested.clone(),
             source,
         })?;
+        let max_connections = if T::KIND == Kind::Stream { parts.options.max_connections } else { None };
         let mut server = Server {
-            dispatcher: Dispatcher::new(&parts.dispatch),
+            dispatcher: Dispatcher::new(&parts.dispatch, max_connections, shutdown.clone()),
             socket: Arc::new(socket),
             socket_file,
             ctx: Context {
@@ -168,6 +184,13 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         self.socket.as_raw_fd()
     }
 
+    /// Requests in flight (Python's `len(active_children)` or live threads):
+    /// handlers still running in threads, pool jobs queued or running, or
+    /// child processes not yet reaped.
+    pub fn active_count(&self) -> usize {
+        self.dispatcher.active()
+    }
+
     /// A handle that stops [`serve_forever`](Self::serve_forever) from any
     /// thread, or from a handler.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -234,27 +257,28 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     }
 
     /// Waits until the socket has a request (true), or until the wake-up
-    /// socket fires or `timeout` passes (false).
+    /// socket fires or `timeout` passes (false). While accepting is paused
+    /// or the dispatcher is full, only the wake-up socket is watched: the
+    /// requests wait in the kernel, where they are safe.
     fn wait(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        self.dispatcher.turn();
+        let pause = self.paused_until.map(|until| until.saturating_duration_since(Instant::now()));
+        if pause.is_some_and(|left| left.is_zero()) {
+            self.paused_until = None;
+        }
+        let accepting = self.paused_until.is_none() && !self.dispatcher.is_full();
+        let limit = [timeout, pause, self.dispatcher.recheck_after()].into_iter().flatten().min();
         let wake = self.shutdown.wake_fd();
-        let result = match self.paused_until {
-            Some(until) => {
-                let pause = until.saturating_duration_since(Instant::now());
-                let [woken] = sys::wait_readable([wake], Some(timeout.map_or(pause, |t| t.min(pause))))
-                    .map_err(|e| self.server_error("wait", e))?;
-                if Instant::now() >= until {
-                    self.paused_until = None;
-                }
-                [false, woken]
-            }
-            None => {
-                sys::wait_readable([self.socket.as_fd(), wake], timeout).map_err(|e| self.server_error("wait", e))?
-            }
+        let waited = if accepting {
+            sys::wait_readable([self.socket.as_fd(), wake], limit)
+        } else {
+            sys::wait_readable([wake], limit).map(|[woken]| [false, woken])
         };
-        if result[1] {
+        let [ready, woken] = waited.map_err(|e| self.server_error("wait", e))?;
+        if woken {
             self.shutdown.drain_wakeups();
         }
-        Ok(result[0])
+        Ok(ready)
     }
 
     fn handle_request_noblock(&mut self) -> Result<()> {
@@ -345,19 +369,19 @@ fn activate(socket: &Socket, kind: Kind, options: &Options) -> io::Result<()> {
     socket.set_nonblocking(true)
 }
 
-impl<T: Transport, H> AsFd for Server<T, H> {
+impl<T: Transport, H: RequestHandler> AsFd for Server<T, H> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
     }
 }
 
-impl<T: Transport, H> AsRawFd for Server<T, H> {
+impl<T: Transport, H: RequestHandler> AsRawFd for Server<T, H> {
     fn as_raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
 }
 
-impl<T: Transport, H> std::fmt::Debug for Server<T, H> {
+impl<T: Transport, H: RequestHandler> std::fmt::Debug for Server<T, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("address", &*self.ctx.server_address)

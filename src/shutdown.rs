@@ -82,6 +82,12 @@ impl ShutdownHandle {
     /// Asks the server to stop and returns without waiting.
     pub fn request_shutdown(&self) {
         self.shared.requested.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Wakes the serving loop so it looks at its state again (a shutdown
+    /// request, or capacity that a finished request freed).
+    pub(crate) fn wake(&self) {
         // A full socket means a wake-up is already pending, which is all we need.
         let _ = (&self.shared.wake_tx).write(&[1]);
     }

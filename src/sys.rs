@@ -51,3 +51,61 @@ pub(crate) fn recv_datagram(socket: &Socket, buf: &mut [u8]) -> io::Result<(usiz
     let (len, flags, from) = socket.recv_from_vectored(&mut [MaybeUninitSlice::new(uninit)])?;
     Ok((len, flags.is_truncated(), from))
 }
+
+/// Which side of a `fork` the caller is on.
+pub(crate) enum Forked {
+    Child,
+    Parent(libc::pid_t),
+}
+
+/// `fork(2)`. The child starts with only the calling thread; it must finish
+/// with [`exit_child`] and never return into the parent's serving loop.
+pub(crate) fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions. The child only serves
+    // one request and then leaves through `_exit`, as Python's ForkingMixIn
+    // does; the crate documents that fork mode suits single-threaded servers.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Ends a forked child at once with `code`, without running the parent's
+/// destructors, atexit handlers or stdio flushes.
+pub(crate) fn exit_child(code: i32) -> ! {
+    // SAFETY: `_exit` is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildExit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Reaps child `pid` if it has exited (`block`: wait until it does).
+/// Only ever waits on that one pid, never on "any child".
+pub(crate) fn reap(pid: libc::pid_t, block: bool) -> io::Result<Option<ChildExit>> {
+    let mut status = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: `status` is a valid, exclusively borrowed c_int for the
+        // kernel to write; waitpid has no other preconditions.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
+        match r {
+            0 => return Ok(None),
+            -1 => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+            _ if libc::WIFEXITED(status) => return Ok(Some(ChildExit::Code(libc::WEXITSTATUS(status)))),
+            _ if libc::WIFSIGNALED(status) => return Ok(Some(ChildExit::Signal(libc::WTERMSIG(status)))),
+            // Stopped or continued: not an exit; only reported with WUNTRACED/WCONTINUED, which we never pass.
+            _ => return Ok(None),
+        }
+    }
+}

@@ -136,6 +136,26 @@ fn seed_list_over_every_transport() {
 }
 
 #[test]
+fn every_dispatch_flag_serves_the_seed_list_on_every_transport() {
+    let dir = temp_dir();
+    for flags in [&["--threads"][..], &["--workers", "3"], &["--fork"], &["--threads", "--max-connections", "4"]] {
+        for kind in ["tcp", "udp", "unix-stream", "unix-datagram"] {
+            let path = dir.path().join(format!("{kind}-{}.sock", unique()));
+            let addr = if kind.starts_with("unix") { path.to_str().unwrap().to_string() } else { "127.0.0.1:0".into() };
+            let mut serve = Serve::start(kind, &addr, flags);
+            let out = Command::new(prime_binary())
+                .args(["ask", kind, &serve.address])
+                .args(SEED.map(|(n, _)| n))
+                .output()
+                .unwrap();
+            let expected: String = SEED.iter().map(|(n, a)| format!("{n} {a}\n")).collect();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{kind} {flags:?}");
+            assert!(serve.signal("TERM").success(), "{kind} {flags:?}");
+        }
+    }
+}
+
+#[test]
 fn a_pipelined_client_sending_1000_lines_before_reading_gets_1000_answers() {
     let serve = Serve::start("tcp", "127.0.0.1:0", &[]);
     let request: String = (0..1000).map(|i| format!("{i}\n")).collect();
@@ -171,6 +191,8 @@ fn bad_arguments_print_usage_and_exit_2() {
         &["serve", "sctp", "127.0.0.1:0"],
         &["serve", "tcp", "127.0.0.1:0", "--bogus"],
         &["serve", "tcp", "127.0.0.1:0", "--max-line", "many"],
+        &["serve", "tcp", "127.0.0.1:0", "--threads", "--fork"],
+        &["serve", "tcp", "127.0.0.1:0", "--workers"],
         &["ask", "tcp"],
         &["frobnicate"],
     ] {

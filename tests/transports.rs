@@ -9,36 +9,23 @@ use std::os::unix::net::UnixDatagram as StdUnixDatagram;
 use common::*;
 use socketserver::{Address, Kind, Request, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
 
-fn stream_round_trips(running: &Running) {
-    for round in 0..3 {
-        let mut client = StreamClient::connect(&running.address).unwrap();
-        for i in 0..5 {
-            let line = format!("round {round} line {i}\n");
-            assert_eq!(client.ask(&line).unwrap(), line);
-        }
-    }
-}
-
-fn datagram_round_trips(running: &Running) {
+/// Echo round trips against a running server; `dir` holds client socket files.
+fn round_trips(kind: Kind, running: &Running) {
     let dir = temp_dir();
-    let client = DatagramClient::new(&running.address, dir.path()).unwrap();
-    for i in 0..10 {
-        let payload = format!("datagram {i}\nsecond line\n");
-        assert_eq!(client.ask(&payload).unwrap(), payload);
-    }
+    echo_round_trips(kind, &running.address, dir.path());
 }
 
 #[test]
 fn tcp_echo() {
     let running = Running::start(TcpServer::bind("127.0.0.1:0", echo()).unwrap());
-    stream_round_trips(&running);
+    round_trips(Kind::Stream, &running);
     running.stop().unwrap();
 }
 
 #[test]
 fn udp_echo() {
     let running = Running::start(UdpServer::bind("127.0.0.1:0", echo()).unwrap());
-    datagram_round_trips(&running);
+    round_trips(Kind::Datagram, &running);
     running.stop().unwrap();
 }
 
@@ -46,7 +33,7 @@ fn udp_echo() {
 fn unix_stream_echo() {
     let dir = temp_dir();
     let running = Running::start(UnixStreamServer::bind(dir.path().join("s.sock"), echo()).unwrap());
-    stream_round_trips(&running);
+    round_trips(Kind::Stream, &running);
     running.stop().unwrap();
 }
 
@@ -54,7 +41,7 @@ fn unix_stream_echo() {
 fn unix_datagram_echo() {
     let dir = temp_dir();
     let running = Running::start(UnixDatagramServer::bind(dir.path().join("d.sock"), echo()).unwrap());
-    datagram_round_trips(&running);
+    round_trips(Kind::Datagram, &running);
     running.stop().unwrap();
 }
 
@@ -66,7 +53,7 @@ fn tcp_ipv6_echo() {
     };
     let running = Running::start(server);
     assert!(running.inet().is_ipv6());
-    stream_round_trips(&running);
+    round_trips(Kind::Stream, &running);
 }
 
 #[test]
@@ -75,7 +62,7 @@ fn udp_ipv6_echo() {
         eprintln!("skipped: no IPv6 loopback on this machine");
         return;
     };
-    datagram_round_trips(&Running::start(server));
+    round_trips(Kind::Datagram, &Running::start(server));
 }
 
 #[test]

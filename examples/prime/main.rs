@@ -20,7 +20,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socketserver::transport::{BindAddress, Transport};
-use socketserver::{Server, ServerBuilder, ShutdownHandle, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
+use socketserver::{
+    Dispatch, Server, ServerBuilder, ShutdownHandle, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,
+};
 
 use prime::PrimeService;
 
@@ -33,8 +35,12 @@ KIND:  tcp | udp | unix-stream | unix-datagram
 ADDR:  HOST:PORT (port 0 picks one) or a socket path
 
 serve FLAGS:
-  --max-line BYTES   longest request line (default 4400)
-  --timeout SECS     per-connection read/write timeout (default: none)";
+  --threads              a thread per request (default: one request at a time)
+  --workers N            a pool of N worker threads
+  --fork                 a child process per request
+  --max-connections N    stream servers: at most N connections open at once
+  --max-line BYTES       longest request line (default 4400)
+  --timeout SECS         per-connection read/write timeout (default: none)";
 
 /// The numbers the seed's client sends, with the answers it expects.
 const SEED: [(&str, char); 8] = [
@@ -117,8 +123,19 @@ fn failure(message: impl std::fmt::Display) -> ExitCode {
 /// Options of `prime serve`.
 #[derive(Debug, Default)]
 struct ServeOptions {
+    dispatch: Option<Dispatch>,
+    max_connections: Option<usize>,
     max_line: Option<usize>,
     timeout: Option<Duration>,
+}
+
+impl ServeOptions {
+    fn set_dispatch(&mut self, flag: &str, dispatch: Dispatch) -> Result<(), String> {
+        if self.dispatch.replace(dispatch).is_some() {
+            return Err(format!("{flag}: choose one of --threads, --workers, --fork"));
+        }
+        Ok(())
+    }
 }
 
 fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptions), String> {
@@ -130,6 +147,10 @@ fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptions),
     while let Some(flag) = flags.next() {
         let mut value = || flags.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
+            "--threads" => options.set_dispatch(flag, Dispatch::threads())?,
+            "--workers" => options.set_dispatch(flag, Dispatch::pool(number(flag, value()?)?))?,
+            "--fork" => options.set_dispatch(flag, Dispatch::fork())?,
+            "--max-connections" => options.max_connections = Some(number(flag, value()?)?),
             "--max-line" => options.max_line = Some(number(flag, value()?)?),
             "--timeout" => {
                 let secs: f64 = number(flag, value()?)?;
@@ -169,7 +190,11 @@ fn configure<T: Transport>(
     builder: ServerBuilder<T, PrimeService>,
     options: &ServeOptions,
 ) -> ServerBuilder<T, PrimeService> {
-    builder.handler_timeout(options.timeout)
+    let builder = builder.handler_timeout(options.timeout).dispatch(options.dispatch.clone().unwrap_or_default());
+    match options.max_connections {
+        Some(n) => builder.max_connections(n),
+        None => builder,
+    }
 }
 
 fn serve_on<T: Transport>(builder: ServerBuilder<T, PrimeService>, addr: &str) -> Result<(), ExitCode>

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socketserver::transport::Transport;
-use socketserver::{Address, Error, Request, RequestHandler, Server, ShutdownHandle};
+use socketserver::{Address, Error, Kind, Request, RequestHandler, Server, ShutdownHandle};
 
 /// Generous bound for any single client operation; a hang fails the test instead of stalling CI.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -99,14 +99,14 @@ impl StreamClient {
             Address::Path(p) => StreamClient::Unix(UnixStream::connect(p)?),
             other => panic!("no stream client for {other}"),
         };
-        client.set_timeout(IO_TIMEOUT)?;
+        client.set_read_timeout(IO_TIMEOUT)?;
         Ok(client)
     }
 
-    fn set_timeout(&self, t: Duration) -> io::Result<()> {
+    pub fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
         match self {
-            StreamClient::Tcp(s) => s.set_read_timeout(Some(t)).and(s.set_write_timeout(Some(t))),
-            StreamClient::Unix(s) => s.set_read_timeout(Some(t)).and(s.set_write_timeout(Some(t))),
+            StreamClient::Tcp(s) => s.set_read_timeout(Some(t)),
+            StreamClient::Unix(s) => s.set_read_timeout(Some(t)),
         }
     }
 
@@ -224,5 +224,121 @@ pub fn parse_address(printed: &str) -> Address {
     match printed.parse::<SocketAddr>() {
         Ok(inet) => Address::Inet(inet),
         Err(_) => Address::Path(PathBuf::from(printed)),
+    }
+}
+
+/// The dispatch modes that run in this process (fork has its own test binary).
+pub fn threaded_modes() -> Vec<(&'static str, socketserver::Dispatch)> {
+    use socketserver::Dispatch;
+    vec![("sequential", Dispatch::Sequential), ("threads", Dispatch::threads()), ("pool", Dispatch::pool(4))]
+}
+
+/// A handler that panics on lines starting with "panic", else echoes.
+pub fn panics_on_request() -> impl RequestHandler + Clone {
+    |req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        assert!(!line.starts_with("panic"), "handler asked to panic");
+        req.wfile.write_all(line.as_bytes())
+    }
+}
+
+/// Keeps the deliberate panics of `panics_on_request` off stderr, and
+/// every other panic as loud as usual.
+pub fn quiet_deliberate_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info.payload().downcast_ref::<&str>().copied().unwrap_or_default();
+            if !message.contains("handler asked to panic") {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Sends `rounds` panicking requests, then checks a normal one is answered.
+pub fn survive_panics(kind: Kind, address: &Address, dir: &Path, rounds: usize) {
+    match kind {
+        Kind::Stream => {
+            for _ in 0..rounds {
+                let mut c = StreamClient::connect(address).unwrap();
+                c.write_all(b"panic\n").unwrap();
+                let mut rest = Vec::new();
+                let _ = c.read_to_end(&mut rest);
+                assert!(rest.is_empty(), "a panicked request gets no answer");
+            }
+            let mut c = StreamClient::connect(address).unwrap();
+            assert_eq!(c.ask("normal\n").unwrap(), "normal\n");
+        }
+        Kind::Datagram => {
+            let client = DatagramClient::new(address, dir).unwrap();
+            for _ in 0..rounds {
+                client.send(b"panic\n").unwrap();
+            }
+            assert_eq!(client.ask("normal\n").unwrap(), "normal\n");
+        }
+    }
+}
+
+/// One server per transport, all with `handler` and `dispatch`, socket files in `dir`.
+pub fn start_every_transport<H: RequestHandler + Clone>(
+    handler: H,
+    dispatch: socketserver::Dispatch,
+    dir: &Path,
+) -> Vec<(&'static str, Kind, Running)> {
+    use socketserver::{TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
+    let tag = unique();
+    vec![
+        (
+            "tcp",
+            Kind::Stream,
+            Running::start(TcpServer::builder(handler.clone()).dispatch(dispatch.clone()).bind("127.0.0.1:0").unwrap()),
+        ),
+        (
+            "udp",
+            Kind::Datagram,
+            Running::start(UdpServer::builder(handler.clone()).dispatch(dispatch.clone()).bind("127.0.0.1:0").unwrap()),
+        ),
+        (
+            "unix-stream",
+            Kind::Stream,
+            Running::start(
+                UnixStreamServer::builder(handler.clone())
+                    .dispatch(dispatch.clone())
+                    .bind(dir.join(format!("s{tag}.sock")))
+                    .unwrap(),
+            ),
+        ),
+        (
+            "unix-datagram",
+            Kind::Datagram,
+            Running::start(
+                UnixDatagramServer::builder(handler).dispatch(dispatch).bind(dir.join(format!("d{tag}.sock"))).unwrap(),
+            ),
+        ),
+    ]
+}
+
+/// Echo round trips: several connections or datagrams, several lines each.
+pub fn echo_round_trips(kind: Kind, address: &Address, dir: &Path) {
+    match kind {
+        Kind::Stream => {
+            for round in 0..3 {
+                let mut client = StreamClient::connect(address).unwrap();
+                for i in 0..3 {
+                    let line = format!("round {round} line {i}\n");
+                    assert_eq!(client.ask(&line).unwrap(), line);
+                }
+            }
+        }
+        Kind::Datagram => {
+            let client = DatagramClient::new(address, dir).unwrap();
+            for i in 0..5 {
+                let payload = format!("datagram {i}\nsecond line\n");
+                assert_eq!(client.ask(&payload).unwrap(), payload);
+            }
+        }
     }
 }

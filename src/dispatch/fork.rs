@@ -1,0 +1,97 @@
+//! A child process per request (Python's `ForkingMixIn`), reaping only its
+//! own children.
+
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use super::capacity::Slot;
+use super::config::Forking;
+use crate::Address;
+use crate::adapter::Outcome;
+use crate::shutdown::ShutdownHandle;
+use crate::sys::{self, ChildExit, Forked};
+
+/// How often a fork server with live children looks for exited ones on its
+/// own. A child announces its exit through the wake-up socket just before
+/// it exits; this catches the ones not yet gone then, or killed by a signal.
+pub(crate) const RECHECK: Duration = Duration::from_millis(50);
+
+struct Child {
+    pid: libc::pid_t,
+    peer: Address,
+    _slot: Slot,
+}
+
+pub(crate) struct Fork {
+    config: Forking,
+    children: Vec<Child>,
+    waker: ShutdownHandle,
+}
+
+impl Fork {
+    pub fn new(config: Forking, waker: ShutdownHandle) -> Self {
+        Fork { config, children: Vec::new(), waker }
+    }
+
+    /// Forks; the child runs `serve` and exits with its outcome, the parent
+    /// records the child and returns (dropping its copies of the request).
+    pub fn run(
+        &mut self,
+        peer: Address,
+        slot: Slot,
+        serve: impl FnOnce() -> Outcome,
+    ) -> Result<(), (&'static str, Address, io::Error)> {
+        match sys::fork() {
+            Ok(Forked::Child) => {
+                let outcome = panic::catch_unwind(AssertUnwindSafe(serve)).unwrap_or(Outcome::Panicked);
+                self.waker.wake();
+                sys::exit_child(outcome as i32)
+            }
+            Ok(Forked::Parent(pid)) => {
+                self.children.push(Child { pid, peer, _slot: slot });
+                Ok(())
+            }
+            Err(e) => Err(("fork", peer, e)),
+        }
+    }
+
+    /// Reaps the children that have exited, without blocking.
+    pub fn reap(&mut self) {
+        self.children.retain(|child| !collect(child, false));
+    }
+
+    pub fn has_children(&self) -> bool {
+        !self.children.is_empty()
+    }
+
+    pub fn close(&mut self) {
+        if self.config.block_on_close {
+            for child in self.children.drain(..) {
+                collect(&child, true);
+            }
+        }
+    }
+}
+
+/// Waits on one child (`block`: until it exits); true once it is gone.
+fn collect(child: &Child, block: bool) -> bool {
+    match sys::reap(child.pid, block) {
+        Ok(None) => false,
+        Ok(Some(ChildExit::Code(0))) => true,
+        Ok(Some(exit)) => {
+            let how = match exit {
+                ChildExit::Code(1) => "exit status 1 (handler failed)".to_string(),
+                ChildExit::Code(2) => "exit status 2 (handler panicked)".to_string(),
+                ChildExit::Code(code) => format!("exit status {code}"),
+                ChildExit::Signal(signal) => format!("signal {signal}"),
+            };
+            log::warn!("child {} serving {} ended with {how}", child.pid, child.peer);
+            true
+        }
+        Err(e) => {
+            log::error!("cannot reap child {} serving {}: {e}", child.pid, child.peer);
+            true
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Dispatchers: where a request runs once the server has taken it, and the
+//! limits that make the server stop taking requests (backpressure) instead
+//! of dropping them.
+
+mod capacity;
+mod config;
+mod fork;
+mod pool;
+mod threads;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockAddr, Socket};
+
+pub use config::{Dispatch, Forking, Threading, WorkerPool};
+
+use crate::adapter::{self, Context};
+use crate::shutdown::ShutdownHandle;
+use crate::{Address, Error, RequestHandler};
+use capacity::Capacity;
+
+/// The running state of a [`Dispatch`] mode.
+pub(crate) struct Dispatcher<H> {
+    mode: Mode<H>,
+    capacity: Arc<Capacity>,
+}
+
+enum Mode<H> {
+    Sequential,
+    Threads(threads::Threads),
+    Pool(pool::Pool<H>),
+    Fork(fork::Fork),
+}
+
+impl<H: RequestHandler> Dispatcher<H> {
+    /// `max_connections` is `None` for datagram servers, where it does not apply.
+    pub fn new(dispatch: &Dispatch, max_connections: Option<usize>, waker: ShutdownHandle) -> Self {
+        let (mode, limit) = match dispatch {
+            Dispatch::Sequential => (Mode::Sequential, None),
+            Dispatch::Threads(config) => (Mode::Threads(threads::Threads::new(config.clone())), config.max_threads),
+            Dispatch::Pool(config) => {
+                (Mode::Pool(pool::Pool::new(config.clone())), Some(config.workers + config.queue))
+            }
+            Dispatch::Fork(config) => {
+                (Mode::Fork(fork::Fork::new(config.clone(), waker.clone())), Some(config.max_children))
+            }
+        };
+        let limit = [limit, max_connections].into_iter().flatten().min();
+        Dispatcher { mode, capacity: Capacity::new(limit, waker) }
+    }
+
+    /// Runs a stream request; the connection is closed when it is done.
+    pub fn stream(&mut self, ctx: &Context<H>, conn: Socket, peer: Address) {
+        let slot = self.capacity.take();
+        let failed = match &mut self.mode {
+            Mode::Sequential => {
+                adapter::serve_stream(ctx, conn, peer);
+                return;
+            }
+            Mode::Threads(threads) => {
+                let ctx = ctx.clone();
+                let who = peer.clone();
+                threads
+                    .spawn(move || {
+                        let _slot = slot;
+                        adapter::serve_stream(&ctx, conn, peer);
+                    })
+                    .err()
+                    .map(|e| (threads::SPAWN, who, e))
+            }
+            Mode::Pool(pool) => pool.submit(ctx, pool::Job::Stream { conn, peer, slot }).err(),
+            Mode::Fork(fork) => fork.run(peer.clone(), slot, || adapter::serve_stream(ctx, conn, peer)).err(),
+        };
+        if let Some((action, peer, source)) = failed {
+            (ctx.on_error)(&Error::Dispatch { action, peer, source });
+        }
+    }
+
+    /// Runs a datagram request. `reply` is a reusable buffer of the server's.
+    pub fn datagram(
+        &mut self,
+        ctx: &Context<H>,
+        socket: &Arc<Socket>,
+        packet: &[u8],
+        peer: Address,
+        reply_to: &SockAddr,
+        reply: &mut Vec<u8>,
+    ) {
+        let slot = self.capacity.take();
+        let failed = match &mut self.mode {
+            Mode::Sequential => {
+                adapter::serve_datagram(ctx, socket, packet, &peer, reply_to, reply);
+                return;
+            }
+            Mode::Threads(threads) => {
+                let (ctx, socket, packet, who, reply_to) =
+                    (ctx.clone(), Arc::clone(socket), packet.to_vec(), peer.clone(), reply_to.clone());
+                threads
+                    .spawn(move || {
+                        let _slot = slot;
+                        adapter::serve_datagram(&ctx, &socket, &packet, &peer, &reply_to, &mut Vec::new());
+                    })
+                    .err()
+                    .map(|e| (threads::SPAWN, who, e))
+            }
+            Mode::Pool(pool) => {
+                let job = pool::Job::Datagram {
+                    socket: Arc::clone(socket),
+                    packet: packet.to_vec(),
+                    peer,
+                    reply_to: reply_to.clone(),
+                    slot,
+                };
+                pool.submit(ctx, job).err()
+            }
+            Mode::Fork(fork) => fork
+                .run(peer.clone(), slot, || adapter::serve_datagram(ctx, socket, packet, &peer, reply_to, reply))
+                .err(),
+        };
+        if let Some((action, peer, source)) = failed {
+            (ctx.on_error)(&Error::Dispatch { action, peer, source });
+        }
+    }
+
+    /// Once per loop turn: forget finished threads, reap exited children.
+    pub fn turn(&mut self) {
+        match &mut self.mode {
+            Mode::Threads(threads) => threads.reap(),
+            Mode::Fork(fork) => fork.reap(),
+            Mode::Sequential | Mode::Pool(_) => {}
+        }
+    }
+
+    /// True while the server must not take another request. Arms a wake-up
+    /// for when a running request ends.
+    pub fn is_full(&self) -> bool {
+        self.capacity.is_full()
+    }
+
+    /// How long the loop may wait before it must look again even without a
+    /// wake-up: a child announces its exit just before it exits, so one that
+    /// was not yet gone at that turn (or was killed) is reaped on a later one.
+    pub fn recheck_after(&self) -> Option<Duration> {
+        match &self.mode {
+            Mode::Fork(fork) if fork.has_children() => Some(fork::RECHECK),
+            _ => None,
+        }
+    }
+
+    /// Requests in flight: running in threads or children not yet reaped,
+    /// or waiting in the pool's queue.
+    pub fn active(&self) -> usize {
+        self.capacity.active()
+    }
+}
+
+impl<H> Drop for Dispatcher<H> {
+    /// Python's `server_close` for the mixins: wait for handler threads,
+    /// pool workers or children, as `block_on_close` says.
+    fn drop(&mut self) {
+        match &mut self.mode {
+            Mode::Threads(threads) => threads.close(),
+            Mode::Pool(pool) => pool.close(),
+            Mode::Fork(fork) => fork.close(),
+            Mode::Sequential => {}
+        }
+    }
+}

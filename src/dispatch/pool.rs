@@ -1,0 +1,96 @@
+//! A fixed pool of worker threads fed through a queue. The queue's bound is
+//! enforced by the dispatcher's capacity, so sending never blocks.
+
+use std::io;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+
+use socket2::{SockAddr, Socket};
+
+use super::capacity::Slot;
+use super::config::WorkerPool;
+use crate::adapter::{self, Context};
+use crate::{Address, RequestHandler};
+
+/// A request waiting for a worker, holding its capacity slot.
+pub(crate) enum Job {
+    Stream { conn: Socket, peer: Address, slot: Slot },
+    Datagram { socket: Arc<Socket>, packet: Vec<u8>, peer: Address, reply_to: SockAddr, slot: Slot },
+}
+
+pub(crate) struct Pool<H> {
+    config: WorkerPool,
+    queue: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    handler: std::marker::PhantomData<fn() -> H>,
+}
+
+impl<H: RequestHandler> Pool<H> {
+    pub fn new(config: WorkerPool) -> Self {
+        Pool { config, queue: None, workers: Vec::new(), handler: std::marker::PhantomData }
+    }
+
+    /// Queues `job`, starting the workers on first use (the context is final
+    /// by then: a server made with `build` learns its address at bind).
+    pub fn submit(&mut self, ctx: &Context<H>, job: Job) -> Result<(), (&'static str, Address, io::Error)> {
+        if self.queue.is_none()
+            && let Err(e) = self.start(ctx)
+        {
+            return Err(("start the worker pool", job.peer().clone(), e));
+        }
+        let queue = self.queue.as_ref().expect("started above");
+        queue.send(job).map_err(|mpsc::SendError(job)| {
+            ("queue a request", job.peer().clone(), io::Error::other("every worker thread has exited"))
+        })
+    }
+
+    fn start(&mut self, ctx: &Context<H>) -> io::Result<()> {
+        let (queue, jobs) = mpsc::channel();
+        let jobs = Arc::new(Mutex::new(jobs));
+        for i in 0..self.config.workers {
+            let mut builder = thread::Builder::new().name(format!("socketserver-worker-{i}"));
+            if let Some(bytes) = self.config.stack_size {
+                builder = builder.stack_size(bytes);
+            }
+            let (ctx, jobs) = (ctx.clone(), Arc::clone(&jobs));
+            self.workers.push(builder.spawn(move || work(&ctx, &jobs))?);
+        }
+        self.queue = Some(queue);
+        Ok(())
+    }
+}
+
+impl<H> Pool<H> {
+    /// Closes the queue; workers serve what is queued, then exit and are joined.
+    pub fn close(&mut self) {
+        self.queue = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Job {
+    fn peer(&self) -> &Address {
+        match self {
+            Job::Stream { peer, .. } | Job::Datagram { peer, .. } => peer,
+        }
+    }
+}
+
+fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Mutex<Receiver<Job>>) {
+    let mut reply = Vec::new();
+    loop {
+        let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        match next {
+            Ok(Job::Stream { conn, peer, slot: _slot }) => {
+                adapter::serve_stream(ctx, conn, peer);
+            }
+            Ok(Job::Datagram { socket, packet, peer, reply_to, slot: _slot }) => {
+                adapter::serve_datagram(ctx, &socket, &packet, &peer, &reply_to, &mut reply);
+            }
+            Err(mpsc::RecvError) => return,
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Fork per request (Python's ForkingMixIn), in real child processes. The
+//! tests run one at a time: a forked child must not inherit another test's
+//! threads mid-operation, and zombie counts must be this test's alone.
+//!
+//! A forked child inherits every fd of this process, the test's own client
+//! sockets included, so a child never sees its client's end of stream here.
+//! The handlers therefore read a known number of lines instead of reading
+//! until the client closes.
+
+mod common;
+
+use std::io::{BufRead, Read, Write};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+use common::*;
+use socketserver::{Dispatch, Forking, Kind, Request, RequestHandler, TcpServer, UdpServer};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Children of this process that have exited but were not reaped.
+fn zombie_children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut zombies = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 1 && fields[0] == "Z" && fields[1] == me.to_string() {
+            zombies.push(entry.file_name().to_string_lossy().parse().unwrap_or(0));
+        }
+    }
+    zombies
+}
+
+/// Echoes `n` lines, then ends the request.
+fn echo_lines(n: usize) -> impl RequestHandler + Clone {
+    move |req: &mut Request<'_>| {
+        for _ in 0..n {
+            let mut line = String::new();
+            if req.rfile.read_line(&mut line)? == 0 {
+                break;
+            }
+            req.wfile.write_all(line.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn echo_over_every_transport_in_fork_mode() {
+    let _serial = serial();
+    let dir = temp_dir();
+    for (transport, kind, running) in start_every_transport(echo_lines(3), Dispatch::fork(), dir.path()) {
+        match kind {
+            Kind::Stream => {
+                for round in 0..3 {
+                    let mut client = StreamClient::connect(&running.address).unwrap();
+                    for i in 0..3 {
+                        let line = format!("round {round} line {i}\n");
+                        assert_eq!(client.ask(&line).unwrap(), line, "{transport}");
+                    }
+                }
+            }
+            Kind::Datagram => echo_round_trips(kind, &running.address, dir.path()),
+        }
+        running.stop().unwrap_or_else(|e| panic!("{transport}: {e}"));
+    }
+}
+
+#[test]
+fn twenty_requests_leave_no_zombies_and_a_foreign_child_is_not_reaped() {
+    let _serial = serial();
+    // A child of the test's own, exited before the server starts: the server
+    // must leave it for us to reap (Python's waitpid(-1) would steal it).
+    let mut foreign = Command::new("true").spawn().unwrap();
+    let foreign_pid = foreign.id();
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while !zombie_children().contains(&foreign_pid) {
+        assert!(std::time::Instant::now() < deadline, "the foreign child never exited");
+        std::thread::yield_now();
+    }
+
+    let running = Running::start(TcpServer::forking("127.0.0.1:0", echo_lines(1)).unwrap());
+    for i in 0..20 {
+        let mut client = StreamClient::connect(&running.address).unwrap();
+        assert_eq!(client.ask(&format!("{i}\n")).unwrap(), format!("{i}\n"));
+    }
+    running.stop().unwrap(); // block_on_close: waits for and reaps every child
+    assert_eq!(zombie_children(), vec![foreign_pid], "only the foreign child is left unreaped");
+    assert!(foreign.wait().unwrap().success(), "the foreign child's status is still ours to collect");
+}
+
+#[test]
+fn children_are_reaped_while_serving() {
+    let _serial = serial();
+    let running = Running::start(UdpServer::forking("127.0.0.1:0", echo_lines(1)).unwrap());
+    let dir = temp_dir();
+    let client = DatagramClient::new(&running.address, dir.path()).unwrap();
+    for i in 0..20 {
+        assert_eq!(client.ask(&format!("{i}\n")).unwrap(), format!("{i}\n"));
+    }
+    // Each child wakes the server as it exits; the server reaps it on that
+    // turn. Bounded wait for the last ones to exit and be reaped.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while !zombie_children().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "zombies left while serving: {:?}", zombie_children());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Collects this process's log lines, so a test can see what the parent logged.
+struct Captured;
+
+static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+impl log::Log for Captured {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        LOG.lock().unwrap_or_else(|e| e.into_inner()).push(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+fn captured_log() -> Vec<String> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&Captured).unwrap();
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+    LOG.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+#[test]
+fn a_panicking_handler_in_a_child_costs_one_request() {
+    let _serial = serial();
+    quiet_deliberate_panics();
+    captured_log();
+    let dir = temp_dir();
+    for (transport, kind, running) in start_every_transport(panics_on_request(), Dispatch::fork(), dir.path()) {
+        eprintln!("{transport}");
+        survive_panics(kind, &running.address, dir.path(), 100);
+        running.stop().unwrap();
+    }
+    assert!(zombie_children().is_empty());
+    let panicked = captured_log().iter().filter(|line| line.contains("exit status 2 (handler panicked)")).count();
+    assert_eq!(panicked, 400, "the parent logs each child that panicked, with its exit status");
+}
+
+#[test]
+fn max_children_holds_back_the_next_request() {
+    let _serial = serial();
+    let dispatch = Forking::new().max_children(2).into();
+    let running = Running::start(TcpServer::builder(echo_lines(2)).dispatch(dispatch).bind("127.0.0.1:0").unwrap());
+    let mut holders: Vec<StreamClient> = (0..2)
+        .map(|i| {
+            let mut c = StreamClient::connect(&running.address).unwrap();
+            assert_eq!(c.ask(&format!("{i}\n")).unwrap(), format!("{i}\n"));
+            c
+        })
+        .collect();
+    let mut waiting = StreamClient::connect(&running.address).unwrap();
+    waiting.write_all(b"third\n").unwrap();
+    waiting.set_read_timeout(std::time::Duration::from_millis(300)).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(waiting.read(&mut byte).is_err(), "a third child ran beyond max_children");
+    waiting.set_read_timeout(IO_TIMEOUT).unwrap();
+    // The holder's second line ends its child, which frees a slot.
+    assert_eq!(holders[0].ask("second\n").unwrap(), "second\n");
+    let mut line = String::new();
+    std::io::BufReader::new(&mut waiting).read_line(&mut line).unwrap();
+    assert_eq!(line, "third\n");
+    // Let the two children still reading finish, so the server can close.
+    assert_eq!(holders[1].ask("second\n").unwrap(), "second\n");
+    assert_eq!(waiting.ask("fourth\n").unwrap(), "fourth\n");
+}
+
+#[test]
+fn the_parent_closes_its_copy_of_each_connection() {
+    let _serial = serial();
+    // The child answers and exits; the client sees end of stream only if the
+    // parent closed its copy too.
+    let handler = |req: &mut Request<'_>| req.wfile.write_all(b"bye\n");
+    let running = Running::start(TcpServer::forking("127.0.0.1:0", handler).unwrap());
+    for _ in 0..5 {
+        let mut client = StreamClient::connect(&running.address).unwrap();
+        let mut all = String::new();
+        client.read_to_string(&mut all).unwrap();
+        assert_eq!(all, "bye\n");
+    }
+}
