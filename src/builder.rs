@@ -128,6 +128,26 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         self
     }
 
+    /// Stream servers: how long a new connection may stay silent before its
+    /// first byte. Until it speaks it waits in the serving loop's poll set,
+    /// not in a handler, so silent clients cannot tie up threads, workers or
+    /// a sequential server; one silent past the limit is closed with a log
+    /// line. Don't set it for protocols where the server speaks first.
+    /// Default: none (a connection goes to a handler when accepted).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.idle_timeout = timeout;
+        self
+    }
+
+    /// Stream servers: how long a connection may last in all, however
+    /// slowly it trickles (slow-loris clients). Each read and write waits at
+    /// most the time left; after it, I/O fails with `TimedOut` and the
+    /// connection is closed. Default: none.
+    pub fn connection_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.connection_timeout = timeout;
+        self
+    }
+
     /// Sets TCP_NODELAY on accepted TCP connections. Default: on, unlike
     /// Python: the writer is already buffered and flushed per answer, so
     /// Nagle's algorithm would only add latency.

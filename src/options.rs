@@ -25,6 +25,11 @@ pub struct Options {
     pub dual_stack: bool,
     /// Stream servers only: open connections at most; `None`: no limit.
     pub max_connections: Option<usize>,
+    /// Stream servers only: how long a new connection may stay silent; it
+    /// waits in the loop's poll set, not in a handler, until it speaks.
+    pub idle_timeout: Option<Duration>,
+    /// Stream servers only: how long a connection may last in all.
+    pub connection_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -40,6 +45,8 @@ impl Default for Options {
             disable_nagle_algorithm: true,
             dual_stack: true,
             max_connections: None,
+            idle_timeout: None,
+            connection_timeout: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::adapter::{self, Context};
+use crate::adapter::{self, Context, Incoming, Timeouts};
 use crate::builder::{Parts, ServerBuilder};
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::handler::Kind;
@@ -22,6 +22,13 @@ use crate::{Address, Error, RequestHandler, Result};
 /// How long accepting pauses after the process ran out of file descriptors
 /// or memory, so the loop does not spin while nothing can be accepted.
 const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A connection accepted with `idle_timeout` set, waiting for its first byte
+/// in the loop's poll set rather than in a handler.
+struct Parked {
+    conn: Incoming,
+    expires: Instant,
+}
 
 /// A socket server: one transport `T`, one handler `H`.
 ///
@@ -43,6 +50,10 @@ pub struct Server<T: Transport, H: RequestHandler> {
     activated: bool,
     /// Accepting is paused until then after a resource error.
     paused_until: Option<Instant>,
+    /// Connections waiting for their first byte (with `idle_timeout`).
+    parked: Vec<Parked>,
+    /// The poll set, rebuilt each turn without reallocating.
+    pollfds: Vec<libc::pollfd>,
     packet: Vec<u8>,
     reply: Vec<u8>,
     transport: PhantomData<fn() -> T>,
@@ -118,6 +129,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 handler: parts.handler,
                 on_error: Arc::clone(&parts.hooks.handle_error),
                 server_address: Arc::new(requested),
+                timeouts: Timeouts { read: parts.options.read_timeout, write: parts.options.write_timeout },
             },
             hooks: parts.hooks,
             packet: vec![0; if T::KIND == Kind::Datagram { parts.options.max_packet_size } else { 0 }],
@@ -126,6 +138,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             shutdown,
             activated,
             paused_until: None,
+            parked: Vec::new(),
+            pollfds: Vec::new(),
             transport: PhantomData,
         };
         if activated {
@@ -214,9 +228,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let stop = self.shutdown.clone();
         let _serving = stop.enter_loop();
         while !stop.take_request() {
-            if self.wait(None)? {
-                self.handle_request_noblock()?;
-            }
+            self.turn(None)?;
             self.hooks.service_actions();
         }
         Ok(())
@@ -234,8 +246,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let deadline = self.options.timeout.map(|t| Instant::now() + t);
         while !stop.take_request() {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if self.wait(left)? {
-                return self.handle_request_noblock();
+            if self.turn(left)? {
+                return Ok(());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 self.hooks.handle_timeout();
@@ -256,54 +268,109 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         }
     }
 
-    /// Waits until the socket has a request (true), or until the wake-up
-    /// socket fires or `timeout` passes (false). While accepting is paused
-    /// or the dispatcher is full, only the wake-up socket is watched: the
-    /// requests wait in the kernel, where they are safe.
-    fn wait(&mut self, timeout: Option<Duration>) -> Result<bool> {
+    /// One turn of the loop: wait until something is ready (or `timeout`
+    /// passes), then take it. Returns whether a request was dispatched.
+    ///
+    /// The poll set holds the wake-up socket, the server socket while the
+    /// server takes requests, and parked connections while there is room for
+    /// them. When accepting is paused or the dispatcher is full, requests
+    /// wait in the kernel, where they are safe, and a finishing request
+    /// wakes the loop.
+    fn turn(&mut self, timeout: Option<Duration>) -> Result<bool> {
         self.dispatcher.turn();
-        let pause = self.paused_until.map(|until| until.saturating_duration_since(Instant::now()));
-        if pause.is_some_and(|left| left.is_zero()) {
+        let now = Instant::now();
+        if self.paused_until.is_some_and(|until| now >= until) {
             self.paused_until = None;
         }
-        let accepting = self.paused_until.is_none() && !self.dispatcher.is_full();
-        let limit = [timeout, pause, self.dispatcher.recheck_after()].into_iter().flatten().min();
-        let wake = self.shutdown.wake_fd();
-        let waited = if accepting {
-            sys::wait_readable([self.socket.as_fd(), wake], limit)
-        } else {
-            sys::wait_readable([wake], limit).map(|[woken]| [false, woken])
-        };
-        let [ready, woken] = waited.map_err(|e| self.server_error("wait", e))?;
-        if woken {
+        let room = !self.dispatcher.is_full() && self.below_max_connections();
+        let accepting = room && self.paused_until.is_none();
+        let pause = self.paused_until.map(|until| until - now);
+        let expiry = self.parked.iter().map(|p| p.expires.saturating_duration_since(now)).min();
+        let limit = [timeout, pause, expiry, self.dispatcher.recheck_after()].into_iter().flatten().min();
+
+        self.pollfds.clear();
+        self.pollfds.push(sys::poll_entry(self.shutdown.wake_fd()));
+        if accepting {
+            self.pollfds.push(sys::poll_entry(self.socket.as_fd()));
+        }
+        if room {
+            self.pollfds.extend(self.parked.iter().map(|p| sys::poll_entry(p.conn.socket.as_fd())));
+        }
+        sys::poll_readable(&mut self.pollfds, limit).map_err(|e| self.server_error("wait", e))?;
+
+        if self.pollfds[0].revents != 0 {
             self.shutdown.drain_wakeups();
         }
-        Ok(ready)
+        let listener_ready = accepting && self.pollfds[1].revents != 0;
+        let mut took = false;
+        if !self.parked.is_empty() {
+            let first_parked = if accepting { 2 } else { 1 };
+            let ready: Vec<bool> = (0..self.parked.len())
+                .map(|i| self.pollfds.get(first_parked + i).is_some_and(|p| room && p.revents != 0))
+                .collect();
+            took |= self.unpark(&ready);
+        }
+        if listener_ready {
+            took |= self.handle_request_noblock()?;
+        }
+        Ok(took)
     }
 
-    fn handle_request_noblock(&mut self) -> Result<()> {
+    fn below_max_connections(&self) -> bool {
+        match self.options.max_connections {
+            Some(max) if T::KIND == Kind::Stream => self.parked.len() + self.dispatcher.active() < max,
+            _ => true,
+        }
+    }
+
+    /// Dispatches the parked connections that sent something, closes those
+    /// that stayed silent past `idle_timeout`, and keeps the rest.
+    fn unpark(&mut self, ready: &[bool]) -> bool {
+        let now = Instant::now();
+        let mut took = false;
+        for (parked, ready) in std::mem::take(&mut self.parked).into_iter().zip(ready) {
+            if *ready {
+                self.dispatcher.stream(&self.ctx, parked.conn);
+                took = true;
+            } else if now >= parked.expires {
+                log::warn!("closing connection from {}: nothing received within the idle timeout", parked.conn.peer);
+                adapter::close_stream(parked.conn.socket);
+            } else {
+                self.parked.push(parked);
+            }
+        }
+        took
+    }
+
+    fn handle_request_noblock(&mut self) -> Result<bool> {
         match T::KIND {
             Kind::Stream => self.accept_and_dispatch(),
             Kind::Datagram => self.receive_and_dispatch(),
         }
     }
 
-    fn accept_and_dispatch(&mut self) -> Result<()> {
-        let (conn, from) = match self.socket.accept() {
+    fn accept_and_dispatch(&mut self) -> Result<bool> {
+        let (socket, from) = match self.socket.accept() {
             Ok(accepted) => accepted,
             Err(e) => return self.recover("accept", e),
         };
         let peer = Address::from_sock_addr(&from);
-        if let Err(source) = self.prepare_connection(&conn) {
+        if let Err(source) = self.prepare_connection(&socket) {
             (self.ctx.on_error)(&Error::Request { peer, source });
-            return Ok(());
+            return Ok(false);
         }
         if !self.hooks.verify_request(&peer) {
-            adapter::close_stream(conn);
-            return Ok(());
+            adapter::close_stream(socket);
+            return Ok(false);
         }
-        self.dispatcher.stream(&self.ctx, conn, peer);
-        Ok(())
+        let now = Instant::now();
+        let conn = Incoming { socket, peer, deadline: self.options.connection_timeout.map(|t| now + t) };
+        if let Some(idle) = self.options.idle_timeout {
+            self.parked.push(Parked { conn, expires: now + idle });
+            return Ok(false);
+        }
+        self.dispatcher.stream(&self.ctx, conn);
+        Ok(true)
     }
 
     fn prepare_connection(&self, conn: &Socket) -> io::Result<()> {
@@ -319,7 +386,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         T::prepare_connection(conn, &self.options)
     }
 
-    fn receive_and_dispatch(&mut self) -> Result<()> {
+    fn receive_and_dispatch(&mut self) -> Result<bool> {
         let (len, truncated, from) = match sys::recv_datagram(&self.socket, &mut self.packet) {
             Ok(received) => received,
             Err(e) => return self.recover("receive", e),
@@ -327,20 +394,20 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let peer = Address::from_sock_addr(&from);
         if truncated {
             (self.ctx.on_error)(&Error::Truncated { peer, max: self.options.max_packet_size });
-            return Ok(());
+            return Ok(false);
         }
         if !self.hooks.verify_request(&peer) {
-            return Ok(());
+            return Ok(false);
         }
         self.dispatcher.datagram(&self.ctx, &self.socket, &self.packet[..len], peer, &from, &mut self.reply);
-        Ok(())
+        Ok(true)
     }
 
     /// Decides what a failed accept or receive means. Only errors that say
     /// the server's own socket is broken end the loop; a failure caused by
     /// one client is skipped, and running out of fds or memory pauses
     /// accepting briefly instead of spinning.
-    fn recover(&mut self, action: &'static str, e: io::Error) -> Result<()> {
+    fn recover(&mut self, action: &'static str, e: io::Error) -> Result<bool> {
         match e.raw_os_error() {
             Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EFAULT | libc::EOPNOTSUPP) => {
                 Err(self.server_error(action, e))
@@ -348,12 +415,12 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                 log::error!("{}; pausing {RESOURCE_BACKOFF:?}", self.server_error(action, e));
                 self.paused_until = Some(Instant::now() + RESOURCE_BACKOFF);
-                Ok(())
+                Ok(false)
             }
-            _ if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            _ if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(false),
             _ => {
                 log::warn!("{}", self.server_error(action, e));
-                Ok(())
+                Ok(false)
             }
         }
     }

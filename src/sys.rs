@@ -8,15 +8,16 @@ use std::time::{Duration, Instant};
 
 use socket2::{MaybeUninitSlice, SockAddr, Socket};
 
-/// Waits until any of `fds` is readable, or `timeout` passes (`None`: no limit).
-/// Returns which fds are readable (all false on timeout). Retries on EINTR
-/// with the time that is left.
-pub(crate) fn wait_readable<const N: usize>(
-    fds: [BorrowedFd<'_>; N],
-    timeout: Option<Duration>,
-) -> io::Result<[bool; N]> {
+/// `poll(2)` for readability on `fds` (their `events` are set here), until
+/// one is ready or `timeout` passes (`None`: no limit). Retries on EINTR with
+/// the time that is left. Afterwards `revents` says which are ready; errors
+/// and hang-ups count as ready, so the read that follows reports them.
+pub(crate) fn poll_readable(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let mut pollfds = fds.map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+    for fd in fds.iter_mut() {
+        fd.events = libc::POLLIN;
+        fd.revents = 0;
+    }
     loop {
         let millis = match deadline {
             None => -1,
@@ -26,19 +27,23 @@ pub(crate) fn wait_readable<const N: usize>(
                 left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
             }
         };
-        // SAFETY: `pollfds` is a live, exclusively borrowed array of N pollfd
-        // structs and N is passed as its length; the fds are borrowed, so
-        // they stay open for the duration of the call.
-        let ready = unsafe { libc::poll(pollfds.as_mut_ptr(), N as libc::nfds_t, millis) };
+        // SAFETY: `fds` is a live, exclusively borrowed slice of pollfd structs
+        // and its length is passed with it. poll reads the fd numbers only as
+        // numbers: one that is closed is reported as POLLNVAL, not misused.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
         if ready >= 0 {
-            // Errors and hang-ups count as readable: the read that follows reports them.
-            return Ok(pollfds.map(|p| p.revents != 0));
+            return Ok(());
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
     }
+}
+
+/// A pollfd entry for `fd`, to fill a reusable poll set.
+pub(crate) fn poll_entry(fd: BorrowedFd<'_>) -> libc::pollfd {
+    libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }
 }
 
 /// Receives one datagram into `buf`. Returns its length, whether it was

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
+use common::process::*;
 use common::*;
 
 const SEED: [(&str, &str); 8] = [
@@ -29,60 +28,6 @@ fn seed_request() -> String {
 
 fn seed_answers() -> String {
     SEED.iter().map(|(_, a)| format!("{a}\n")).collect()
-}
-
-/// The example binary, built by `cargo test` next to this test's binary.
-fn prime_binary() -> PathBuf {
-    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
-    let path = deps.parent().unwrap().join("examples").join("prime");
-    assert!(path.exists(), "{} missing: run `cargo build --example prime`", path.display());
-    path
-}
-
-/// A `prime serve` process; killed if the test ends without stopping it.
-struct Serve {
-    child: Child,
-    address: String,
-}
-
-impl Serve {
-    fn start(kind: &str, addr: &str, flags: &[&str]) -> Serve {
-        let mut child = Command::new(prime_binary())
-            .args(["serve", kind, addr])
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-        let address = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}")).trim_end();
-        Serve { address: address.to_string(), child }
-    }
-
-    fn signal(&mut self, signal: &str) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-s", signal, &pid]).status().unwrap().success());
-        self.wait()
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + IO_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "prime serve did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn stream_exchange(address: &str, request: &[u8]) -> String {

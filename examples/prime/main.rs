@@ -40,7 +40,8 @@ serve FLAGS:
   --fork                 a child process per request
   --max-connections N    stream servers: at most N connections open at once
   --max-line BYTES       longest request line (default 4400)
-  --timeout SECS         per-connection read/write timeout (default: none)";
+  --timeout SECS         close a connection silent this long; bound each read/write
+  --connection-timeout SECS  close any connection this long after it opened";
 
 /// The numbers the seed's client sends, with the answers it expects.
 const SEED: [(&str, char); 8] = [
@@ -127,6 +128,7 @@ struct ServeOptions {
     max_connections: Option<usize>,
     max_line: Option<usize>,
     timeout: Option<Duration>,
+    connection_timeout: Option<Duration>,
 }
 
 impl ServeOptions {
@@ -152,14 +154,16 @@ fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptions),
             "--fork" => options.set_dispatch(flag, Dispatch::fork())?,
             "--max-connections" => options.max_connections = Some(number(flag, value()?)?),
             "--max-line" => options.max_line = Some(number(flag, value()?)?),
-            "--timeout" => {
-                let secs: f64 = number(flag, value()?)?;
-                options.timeout = Some(Duration::try_from_secs_f64(secs).map_err(|e| format!("{flag}: {e}"))?);
-            }
+            "--timeout" => options.timeout = Some(seconds(flag, value()?)?),
+            "--connection-timeout" => options.connection_timeout = Some(seconds(flag, value()?)?),
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
     Ok((kind.parse()?, addr.clone(), options))
+}
+
+fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(number(flag, value)?).map_err(|e| format!("{flag}: {e}"))
 }
 
 fn number<N: FromStr>(flag: &str, value: &str) -> Result<N, String> {
@@ -190,7 +194,13 @@ fn configure<T: Transport>(
     builder: ServerBuilder<T, PrimeService>,
     options: &ServeOptions,
 ) -> ServerBuilder<T, PrimeService> {
-    let builder = builder.handler_timeout(options.timeout).dispatch(options.dispatch.clone().unwrap_or_default());
+    // Clients speak first in this protocol, so a silent connection can wait
+    // for its first line in the serving loop instead of in a handler.
+    let builder = builder
+        .handler_timeout(options.timeout)
+        .idle_timeout(options.timeout)
+        .connection_timeout(options.connection_timeout)
+        .dispatch(options.dispatch.clone().unwrap_or_default());
     match options.max_connections {
         Some(n) => builder.max_connections(n),
         None => builder,

@@ -15,7 +15,7 @@ use socket2::{SockAddr, Socket};
 
 pub use config::{Dispatch, Forking, Threading, WorkerPool};
 
-use crate::adapter::{self, Context};
+use crate::adapter::{self, Context, Incoming};
 use crate::shutdown::ShutdownHandle;
 use crate::{Address, Error, RequestHandler};
 use capacity::Capacity;
@@ -51,26 +51,26 @@ impl<H: RequestHandler> Dispatcher<H> {
     }
 
     /// Runs a stream request; the connection is closed when it is done.
-    pub fn stream(&mut self, ctx: &Context<H>, conn: Socket, peer: Address) {
+    pub fn stream(&mut self, ctx: &Context<H>, conn: Incoming) {
         let slot = self.capacity.take();
         let failed = match &mut self.mode {
             Mode::Sequential => {
-                adapter::serve_stream(ctx, conn, peer);
+                adapter::serve_stream(ctx, conn);
                 return;
             }
             Mode::Threads(threads) => {
                 let ctx = ctx.clone();
-                let who = peer.clone();
+                let who = conn.peer.clone();
                 threads
                     .spawn(move || {
                         let _slot = slot;
-                        adapter::serve_stream(&ctx, conn, peer);
+                        adapter::serve_stream(&ctx, conn);
                     })
                     .err()
                     .map(|e| (threads::SPAWN, who, e))
             }
-            Mode::Pool(pool) => pool.submit(ctx, pool::Job::Stream { conn, peer, slot }).err(),
-            Mode::Fork(fork) => fork.run(peer.clone(), slot, || adapter::serve_stream(ctx, conn, peer)).err(),
+            Mode::Pool(pool) => pool.submit(ctx, pool::Job::Stream { conn, slot }).err(),
+            Mode::Fork(fork) => fork.run(conn.peer.clone(), slot, || adapter::serve_stream(ctx, conn)).err(),
         };
         if let Some((action, peer, source)) = failed {
             (ctx.on_error)(&Error::Dispatch { action, peer, source });

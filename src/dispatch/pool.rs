@@ -10,12 +10,12 @@ use socket2::{SockAddr, Socket};
 
 use super::capacity::Slot;
 use super::config::WorkerPool;
-use crate::adapter::{self, Context};
+use crate::adapter::{self, Context, Incoming};
 use crate::{Address, RequestHandler};
 
 /// A request waiting for a worker, holding its capacity slot.
 pub(crate) enum Job {
-    Stream { conn: Socket, peer: Address, slot: Slot },
+    Stream { conn: Incoming, slot: Slot },
     Datagram { socket: Arc<Socket>, packet: Vec<u8>, peer: Address, reply_to: SockAddr, slot: Slot },
 }
 
@@ -74,7 +74,8 @@ impl<H> Pool<H> {
 impl Job {
     fn peer(&self) -> &Address {
         match self {
-            Job::Stream { peer, .. } | Job::Datagram { peer, .. } => peer,
+            Job::Stream { conn, .. } => &conn.peer,
+            Job::Datagram { peer, .. } => peer,
         }
     }
 }
@@ -84,8 +85,8 @@ fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Mutex<Receiver<Job>>) {
     loop {
         let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
         match next {
-            Ok(Job::Stream { conn, peer, slot: _slot }) => {
-                adapter::serve_stream(ctx, conn, peer);
+            Ok(Job::Stream { conn, slot: _slot }) => {
+                adapter::serve_stream(ctx, conn);
             }
             Ok(Job::Datagram { socket, packet, peer, reply_to, slot: _slot }) => {
                 adapter::serve_datagram(ctx, &socket, &packet, &peer, &reply_to, &mut reply);

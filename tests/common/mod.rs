@@ -2,6 +2,8 @@
 //! clients for every transport, and temp socket paths.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};

@@ -1,8 +1,15 @@
 //! Stream and datagram adapters: turn a connection or a packet into the
 //! `rfile`/`wfile` pair a handler sees, run the handler, and deliver the answer.
 
-use std::cell::RefCell;
-use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
+mod conn;
+mod rw;
+
+pub(crate) use conn::{Incoming, NO_SIGNAL, Timeouts};
+pub use rw::{Reader, Writer};
+
+use conn::Conn;
+
+use std::io;
 use std::net::Shutdown;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -12,9 +19,6 @@ use socket2::{SockAddr, Socket};
 use crate::handler::{Kind, Request, RequestHandler};
 use crate::{Address, Error};
 
-/// Size of a stream connection's read and write buffers.
-const STREAM_BUFFER: usize = 8 * 1024;
-
 /// Called with every error that concerns one request (Python's `handle_error`).
 pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
 
@@ -23,6 +27,7 @@ pub(crate) struct Context<H> {
     pub handler: Arc<H>,
     pub on_error: ErrorHook,
     pub server_address: Arc<Address>,
+    pub timeouts: Timeouts,
 }
 
 impl<H> Clone for Context<H> {
@@ -31,138 +36,9 @@ impl<H> Clone for Context<H> {
             handler: Arc::clone(&self.handler),
             on_error: Arc::clone(&self.on_error),
             server_address: Arc::clone(&self.server_address),
+            timeouts: self.timeouts,
         }
     }
-}
-
-/// The reading half of a request: the connection, or the one datagram.
-///
-/// On a stream, reading when no input is buffered first flushes what the
-/// handler wrote to `wfile`. A request/response handler therefore never
-/// deadlocks waiting for a client that waits for its answer, while answers to
-/// pipelined requests still leave in as few sends as possible.
-pub struct Reader<'a> {
-    source: Source<'a>,
-}
-
-enum Source<'a> {
-    Stream { input: BufReader<&'a Socket>, conn: &'a Conn },
-    Datagram(&'a [u8]),
-}
-
-impl Reader<'_> {
-    fn flush_before_blocking(&mut self) -> io::Result<()> {
-        match &mut self.source {
-            Source::Stream { input, conn } if input.buffer().is_empty() => conn.flush(),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl Read for Reader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.flush_before_blocking()?;
-        match &mut self.source {
-            Source::Stream { input, .. } => input.read(buf),
-            Source::Datagram(packet) => packet.read(buf),
-        }
-    }
-}
-
-impl BufRead for Reader<'_> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.flush_before_blocking()?;
-        match &mut self.source {
-            Source::Stream { input, .. } => input.fill_buf(),
-            Source::Datagram(packet) => Ok(packet),
-        }
-    }
-
-    fn consume(&mut self, amount: usize) {
-        match &mut self.source {
-            Source::Stream { input, .. } => input.consume(amount),
-            Source::Datagram(packet) => packet.consume(amount),
-        }
-    }
-}
-
-/// The writing half of a request: buffered onto the connection (stream), or
-/// collected into the one reply datagram (datagram).
-///
-/// A stream writer is flushed when the handler reads and no input is
-/// buffered, when the buffer fills, and after `finish`. A datagram reply is
-/// sent once, after `finish`, and only if something was written.
-pub struct Writer<'a> {
-    sink: Sink<'a>,
-}
-
-enum Sink<'a> {
-    Stream(&'a Conn),
-    Datagram(&'a mut Vec<u8>),
-}
-
-impl Write for Writer<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[IoSlice::new(data)])
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match &mut self.sink {
-            Sink::Stream(conn) => conn.write_vectored(bufs),
-            Sink::Datagram(reply) => reply.write_vectored(bufs),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match &mut self.sink {
-            Sink::Stream(conn) => conn.flush(),
-            Sink::Datagram(_) => Ok(()),
-        }
-    }
-}
-
-/// A stream connection with its output buffer. The buffer sits beside the
-/// socket rather than in a `BufWriter` so that the reader can flush it.
-pub(crate) struct Conn {
-    socket: Socket,
-    out: RefCell<Vec<u8>>,
-}
-
-impl Conn {
-    fn new(socket: Socket) -> Self {
-        Conn { socket, out: RefCell::new(Vec::with_capacity(STREAM_BUFFER)) }
-    }
-
-    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut out = self.out.borrow_mut();
-        if out.len() + total > STREAM_BUFFER {
-            send_all(&self.socket, &mut out)?;
-        }
-        if total >= STREAM_BUFFER {
-            // Too big to be worth copying: straight to the kernel, in one writev.
-            return (&self.socket).write_vectored(bufs);
-        }
-        for buf in bufs {
-            out.extend_from_slice(buf);
-        }
-        Ok(total)
-    }
-
-    fn flush(&self) -> io::Result<()> {
-        send_all(&self.socket, &mut self.out.borrow_mut())
-    }
-}
-
-fn send_all(socket: &Socket, out: &mut Vec<u8>) -> io::Result<()> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    let sent = (&*socket).write_all(out);
-    // After a failed send the connection is unusable; keeping the bytes would
-    // only make `finish` fail the same way again.
-    out.clear();
-    sent
 }
 
 /// How a request ended (a forked child's exit status says the same).
@@ -222,17 +98,12 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Serves one stream connection, then shuts down its write half and closes
 /// it (Python's `shutdown_request`). Every failure reaches `on_error`.
-pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, socket: Socket, peer: Address) -> Outcome {
-    let conn = Conn::new(socket);
+pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, incoming: Incoming) -> Outcome {
+    let Incoming { socket, peer, deadline } = incoming;
+    let conn = Conn::new(socket, ctx.timeouts, deadline);
     let outcome = {
-        let input = BufReader::with_capacity(STREAM_BUFFER, &conn.socket);
-        let mut req = Request::new(
-            Reader { source: Source::Stream { input, conn: &conn } },
-            Writer { sink: Sink::Stream(&conn) },
-            &peer,
-            &ctx.server_address,
-            Kind::Stream,
-        );
+        let mut req =
+            Request::new(Reader::stream(&conn), Writer::stream(&conn), &peer, &ctx.server_address, Kind::Stream);
         run_handler(&*ctx.handler, &mut req)
     };
     // As Python's StreamRequestHandler.finish, what was written is flushed
@@ -275,13 +146,8 @@ pub(crate) fn serve_datagram<H: RequestHandler>(
 ) -> Outcome {
     reply.clear();
     let outcome = {
-        let mut req = Request::new(
-            Reader { source: Source::Datagram(packet) },
-            Writer { sink: Sink::Datagram(reply) },
-            peer,
-            &ctx.server_address,
-            Kind::Datagram,
-        );
+        let mut req =
+            Request::new(Reader::datagram(packet), Writer::datagram(reply), peer, &ctx.server_address, Kind::Datagram);
         run_handler(&*ctx.handler, &mut req)
     };
     // As in Python's DatagramRequestHandler.finish, what was written is sent
@@ -310,7 +176,7 @@ fn send_reply(socket: &Socket, reply: &[u8], peer: &Address, reply_to: &SockAddr
             "cannot reply: the sender's Unix socket has no name (bind the client to a path)",
         ));
     }
-    let sent = socket.send_to(reply, reply_to)?;
+    let sent = socket.send_to_with_flags(reply, reply_to, NO_SIGNAL)?;
     if sent < reply.len() {
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,

@@ -1,0 +1,142 @@
+//! A stream connection as the adapter drives it: the socket, the output
+//! buffer the reader can flush, per-operation timeouts capped by the
+//! connection's deadline, and sends that never raise SIGPIPE.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice, Read};
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use crate::Address;
+
+/// Size of a stream connection's read and write buffers.
+pub(crate) const STREAM_BUFFER: usize = 8 * 1024;
+
+/// On Linux a send to a closed peer raises SIGPIPE unless told not to; the
+/// error return is all a server wants. (macOS uses SO_NOSIGPIPE instead.)
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+pub(crate) const NO_SIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd"
+)))]
+pub(crate) const NO_SIGNAL: libc::c_int = 0;
+
+/// The server's per-operation timeouts, already set on each accepted socket.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Timeouts {
+    pub read: Option<Duration>,
+    pub write: Option<Duration>,
+}
+
+/// An accepted connection on its way to a handler.
+pub(crate) struct Incoming {
+    pub socket: Socket,
+    pub peer: Address,
+    /// When the whole connection must be over, however it trickles.
+    pub deadline: Option<Instant>,
+}
+
+pub(crate) struct Conn {
+    pub socket: Socket,
+    out: RefCell<Vec<u8>>,
+    timeouts: Timeouts,
+    deadline: Option<Instant>,
+}
+
+impl Conn {
+    pub fn new(socket: Socket, timeouts: Timeouts, deadline: Option<Instant>) -> Self {
+        Conn { socket, out: RefCell::new(Vec::with_capacity(STREAM_BUFFER)), timeouts, deadline }
+    }
+
+    /// Before a blocking operation: with a deadline, the socket's timeout
+    /// becomes the smaller of the configured one and the time left.
+    fn arm(
+        &self,
+        configured: Option<Duration>,
+        set: impl Fn(&Socket, Option<Duration>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let Some(deadline) = self.deadline else { return Ok(()) };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "connection deadline passed"));
+        }
+        set(&self.socket, Some(configured.map_or(left, |t| t.min(left))))
+    }
+
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm(self.timeouts.read, Socket::set_read_timeout)?;
+        (&self.socket).read(buf).map_err(|e| timed_out(e, "read"))
+    }
+
+    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut out = self.out.borrow_mut();
+        if out.len() + total > STREAM_BUFFER {
+            self.send_all(&mut out)?;
+        }
+        if total >= STREAM_BUFFER {
+            // Too big to be worth copying: straight to the kernel, in one writev.
+            self.arm(self.timeouts.write, Socket::set_write_timeout)?;
+            return self.socket.send_vectored_with_flags(bufs, NO_SIGNAL).map_err(|e| timed_out(e, "write"));
+        }
+        for buf in bufs {
+            out.extend_from_slice(buf);
+        }
+        Ok(total)
+    }
+
+    pub fn flush(&self) -> io::Result<()> {
+        self.send_all(&mut self.out.borrow_mut())
+    }
+
+    fn send_all(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        let mut sent = 0;
+        let result = loop {
+            if sent == out.len() {
+                break Ok(());
+            }
+            if let Err(e) = self.arm(self.timeouts.write, Socket::set_write_timeout) {
+                break Err(e);
+            }
+            match self.socket.send_with_flags(&out[sent..], NO_SIGNAL) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(timed_out(e, "write")),
+            }
+        };
+        // After a failed send the connection is unusable; keeping the bytes
+        // would only make `finish` fail the same way again.
+        out.clear();
+        result
+    }
+}
+
+/// A socket timeout surfaces as EAGAIN; say what it is.
+fn timed_out(e: io::Error, what: &str) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
+    } else {
+        e
+    }
+}
+
+/// The connection as a `Read`, for the reader's `BufReader`.
+pub(crate) struct ConnRead<'a>(pub &'a Conn);
+
+impl Read for ConnRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}

@@ -1,0 +1,146 @@
+//! `Reader` and `Writer`: the `rfile` and `wfile` of every request.
+
+use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
+
+use super::conn::{Conn, ConnRead, STREAM_BUFFER};
+
+/// The reading half of a request: the connection, or the one datagram.
+///
+/// On a stream, reading when no input is buffered first flushes what the
+/// handler wrote to `wfile`. A request/response handler therefore never
+/// deadlocks waiting for a client that waits for its answer, while answers to
+/// pipelined requests still leave in as few sends as possible.
+pub struct Reader<'a> {
+    source: Source<'a>,
+}
+
+pub(crate) enum Source<'a> {
+    Stream { input: BufReader<ConnRead<'a>>, conn: &'a Conn },
+    Datagram(&'a [u8]),
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn stream(conn: &'a Conn) -> Self {
+        let input = BufReader::with_capacity(STREAM_BUFFER, ConnRead(conn));
+        Reader { source: Source::Stream { input, conn } }
+    }
+
+    pub(crate) fn datagram(packet: &'a [u8]) -> Self {
+        Reader { source: Source::Datagram(packet) }
+    }
+}
+
+impl Reader<'_> {
+    /// Reads up to and including `delimiter` into `buf`, but never more than
+    /// `max` bytes: a bounded `read_until` for handlers facing clients that
+    /// may send an endless line.
+    ///
+    /// Returns the number of bytes read (0 at end of input). If `max` bytes
+    /// arrive without the delimiter, returns an `InvalidData` error; `buf`
+    /// then holds those `max` bytes, and the rest of the line is unread.
+    ///
+    /// ```
+    /// # use std::io::Write;
+    /// # use socketserver::Request;
+    /// let handler = |req: &mut Request<'_>| {
+    ///     let mut line = Vec::new();
+    ///     while req.rfile.read_until_limit(b'\n', &mut line, 1024)? > 0 {
+    ///         req.wfile.write_all(&line)?;
+    ///         line.clear();
+    ///     }
+    ///     Ok(())
+    /// };
+    /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", handler);
+    /// ```
+    pub fn read_until_limit(&mut self, delimiter: u8, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let start = buf.len();
+        let read = self.take(max as u64).read_until(delimiter, buf)?;
+        if read == max && buf.last() != Some(&delimiter) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than {max} bytes without a {:?} delimiter", delimiter as char),
+            ));
+        }
+        debug_assert_eq!(buf.len() - start, read);
+        Ok(read)
+    }
+
+    fn flush_before_blocking(&mut self) -> io::Result<()> {
+        match &mut self.source {
+            Source::Stream { input, conn } if input.buffer().is_empty() => conn.flush(),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Read for Reader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.flush_before_blocking()?;
+        match &mut self.source {
+            Source::Stream { input, .. } => input.read(buf),
+            Source::Datagram(packet) => packet.read(buf),
+        }
+    }
+}
+
+impl BufRead for Reader<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.flush_before_blocking()?;
+        match &mut self.source {
+            Source::Stream { input, .. } => input.fill_buf(),
+            Source::Datagram(packet) => Ok(packet),
+        }
+    }
+
+    fn consume(&mut self, amount: usize) {
+        match &mut self.source {
+            Source::Stream { input, .. } => input.consume(amount),
+            Source::Datagram(packet) => packet.consume(amount),
+        }
+    }
+}
+
+/// The writing half of a request: buffered onto the connection (stream), or
+/// collected into the one reply datagram (datagram).
+///
+/// A stream writer is flushed when the handler reads and no input is
+/// buffered, when the buffer fills, and after `finish`. A datagram reply is
+/// sent once, after `finish`, and only if something was written.
+pub struct Writer<'a> {
+    sink: Sink<'a>,
+}
+
+impl<'a> Writer<'a> {
+    pub(crate) fn stream(conn: &'a Conn) -> Self {
+        Writer { sink: Sink::Stream(conn) }
+    }
+
+    pub(crate) fn datagram(reply: &'a mut Vec<u8>) -> Self {
+        Writer { sink: Sink::Datagram(reply) }
+    }
+}
+
+pub(crate) enum Sink<'a> {
+    Stream(&'a Conn),
+    Datagram(&'a mut Vec<u8>),
+}
+
+impl Write for Writer<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(data)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match &mut self.sink {
+            Sink::Stream(conn) => conn.write_vectored(bufs),
+            Sink::Datagram(reply) => reply.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.sink {
+            Sink::Stream(conn) => conn.flush(),
+            Sink::Datagram(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The prime example's binary as a separate process, and what /proc says
+//! about a process: open fds, threads, memory, CPU time.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::IO_TIMEOUT;
+
+/// The example binary, built by `cargo test` next to this test's binary.
+pub fn prime_binary() -> PathBuf {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let path = deps.parent().unwrap().join("examples").join("prime");
+    assert!(path.exists(), "{} missing: run `cargo build --example prime`", path.display());
+    path
+}
+
+/// A `prime serve` process; killed if the test ends without stopping it.
+pub struct Serve {
+    pub child: Child,
+    pub address: String,
+}
+
+impl Serve {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn start(kind: &str, addr: &str, flags: &[&str]) -> Serve {
+        Serve::from_command(Command::new(prime_binary()).args(["serve", kind, addr]).args(flags))
+    }
+
+    /// Runs `command`, which must print `listening on ADDR` first.
+    pub fn from_command(command: &mut Command) -> Serve {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let address = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}")).trim_end();
+        Serve { address: address.to_string(), child }
+    }
+
+    pub fn signal(&mut self, signal: &str) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-s", signal, &pid]).status().unwrap().success());
+        self.wait()
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "prime serve did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_field(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Resident memory of `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_field(pid, "VmRSS:")
+}
+
+/// Threads of `pid`.
+pub fn threads(pid: u32) -> u64 {
+    status_field(pid, "Threads:")
+}
+
+/// Open fds of `pid`.
+pub fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// User plus system CPU time of `pid`, in clock ticks (1/100 s on Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(") ").unwrap();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the state field: utime and stime are fields 14 and 15 of stat, 12 and 13 here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Waits (bounded) until `done` holds, checking every few milliseconds.
+pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
