@@ -148,6 +148,26 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         self
     }
 
+    /// A bounded graceful close: [`Server::server_close`] (or drop) lets
+    /// running requests finish for up to this long, then shuts down the
+    /// connections still open (fork mode: kills the children), with a log
+    /// line for each, and waits for their handlers to return. Queued pool
+    /// requests are cut the same way, so every accepted request ends with an
+    /// answer or a log line. Default: none (Python's `block_on_close`: wait
+    /// as long as it takes, or not at all).
+    pub fn drain_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.drain_timeout = timeout;
+        self
+    }
+
+    /// Unix sockets bound to a path: set the socket file's permission bits
+    /// (e.g. `0o660` to let one group connect) right after bind. Default:
+    /// what the process umask gives.
+    pub fn socket_mode(mut self, mode: u32) -> Self {
+        self.options.socket_mode = Some(mode);
+        self
+    }
+
     /// Sets TCP_NODELAY on accepted TCP connections. Default: on, unlike
     /// Python: the writer is already buffered and flushed per answer, so
     /// Nagle's algorithm would only add latency.

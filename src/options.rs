@@ -30,6 +30,10 @@ pub struct Options {
     pub idle_timeout: Option<Duration>,
     /// Stream servers only: how long a connection may last in all.
     pub connection_timeout: Option<Duration>,
+    /// On close: how long running requests may go on before they are cut.
+    pub drain_timeout: Option<Duration>,
+    /// Unix sockets bound to a path: the socket file's permission bits.
+    pub socket_mode: Option<u32>,
 }
 
 impl Default for Options {
@@ -47,6 +51,8 @@ impl Default for Options {
             max_connections: None,
             idle_timeout: None,
             connection_timeout: None,
+            drain_timeout: None,
+            socket_mode: None,
         }
     }
 }

@@ -99,7 +99,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
 
     pub(crate) fn open_bound(addr: &Address, options: &Options) -> Result<(Socket, Option<SocketFile>)> {
         let socket = Self::open(addr, options)?;
-        let file = T::bind(&socket, addr)?;
+        let file = bind::<T>(&socket, addr, options)?;
         activate(&socket, T::KIND, options).map_err(|source| Error::Bind {
             action: "listen on",
             addr: addr.clone(),
@@ -122,7 +122,12 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         })?;
         let max_connections = if T::KIND == Kind::Stream { parts.options.max_connections } else { None };
         let mut server = Server {
-            dispatcher: Dispatcher::new(&parts.dispatch, max_connections, shutdown.clone()),
+            dispatcher: Dispatcher::new(
+                &parts.dispatch,
+                max_connections,
+                parts.options.drain_timeout,
+                shutdown.clone(),
+            ),
             socket: Arc::new(socket),
             socket_file,
             ctx: Context {
@@ -151,7 +156,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// Binds the socket (Python's `server_bind`), for a server made with
     /// [`ServerBuilder::build`].
     pub fn server_bind(&mut self) -> Result<()> {
-        self.socket_file = T::bind(&self.socket, &self.ctx.server_address)?;
+        self.socket_file = bind::<T>(&self.socket, &self.ctx.server_address, &self.options)?;
         self.refresh_address()
     }
 
@@ -424,6 +429,20 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             }
         }
     }
+}
+
+/// Python's `server_bind`, plus the socket file's mode when one is asked for.
+fn bind<T: Transport>(socket: &Socket, addr: &Address, options: &Options) -> Result<Option<SocketFile>> {
+    let file = T::bind(socket, addr)?;
+    if let (Some(mode), Some(path)) = (options.socket_mode, addr.as_path()) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| Error::Bind {
+            action: "set the mode of",
+            addr: addr.clone(),
+            source,
+        })?;
+    }
+    Ok(file)
 }
 
 /// Python's `server_activate`: stream sockets listen. Both kinds become

@@ -114,3 +114,10 @@ pub(crate) fn reap(pid: libc::pid_t, block: bool) -> io::Result<Option<ChildExit
         }
     }
 }
+
+/// Sends SIGKILL to child `pid`, one of the server's own.
+pub(crate) fn kill(pid: libc::pid_t) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions; `pid` is a child this
+    // server forked and has not reaped, so it cannot name another process.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}

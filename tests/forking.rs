@@ -114,30 +114,6 @@ fn children_are_reaped_while_serving() {
     }
 }
 
-/// Collects this process's log lines, so a test can see what the parent logged.
-struct Captured;
-
-static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-impl log::Log for Captured {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        LOG.lock().unwrap_or_else(|e| e.into_inner()).push(record.args().to_string());
-    }
-    fn flush(&self) {}
-}
-
-fn captured_log() -> Vec<String> {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&Captured).unwrap();
-        log::set_max_level(log::LevelFilter::Warn);
-    });
-    LOG.lock().unwrap_or_else(|e| e.into_inner()).clone()
-}
-
 #[test]
 fn a_panicking_handler_in_a_child_costs_one_request() {
     let _serial = serial();
@@ -195,4 +171,22 @@ fn the_parent_closes_its_copy_of_each_connection() {
         client.read_to_string(&mut all).unwrap();
         assert_eq!(all, "bye\n");
     }
+}
+
+#[test]
+fn drain_timeout_kills_children_still_running_with_a_log_line() {
+    let _serial = serial();
+    captured_log();
+    let mut server = TcpServer::builder(echo_lines(1))
+        .forking()
+        .drain_timeout(Some(std::time::Duration::from_millis(200)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut silent = StreamClient::connect(server.server_address()).unwrap();
+    server.handle_request().unwrap();
+    server.server_close();
+    assert!(captured_log().iter().any(|l| l.contains("drain timeout passed: killing child")), "{:?}", captured_log());
+    assert!(zombie_children().is_empty(), "the killed child was reaped");
+    let mut rest = Vec::new();
+    assert_eq!(silent.read_to_end(&mut rest).unwrap_or(0), 0);
 }

@@ -103,7 +103,7 @@ fn an_8_mib_line_without_newline_is_answered_e_and_memory_stays_bounded() {
 #[test]
 fn accept_survives_running_out_of_file_descriptors() {
     let command = format!("ulimit -n 24 && exec '{}' serve tcp 127.0.0.1:0 --threads", prime_binary().display());
-    let serve = Serve::from_command(Command::new("sh").args(["-c", &command]));
+    let serve = Serve::from_command(Command::new("sh").args(["-c", &command]).stderr(std::process::Stdio::null()));
     let ask = |conn: &mut TcpStream| -> bool {
         conn.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
         let mut answer = [0u8; 2];
@@ -269,4 +269,56 @@ fn nothing_a_peer_sends_stops_the_server() {
         let out = Command::new(prime_binary()).args(["ask", kind, &serve.address, "97"]).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "97 T\n", "{kind} after garbage");
     }
+}
+
+/// Handlers that block until their client sends a second line; the clients
+/// never do, so only a drain deadline can end them.
+fn blocked_handlers_are_cut_at_the_drain_deadline(dispatch: Dispatch, clients: usize) {
+    captured_log();
+    let handler = |req: &mut Request<'_>| {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut req.rfile, &mut line)?;
+        req.wfile.write_all(line.as_bytes())
+    };
+    let mut server = TcpServer::builder(handler)
+        .dispatch(dispatch)
+        .drain_timeout(Some(Duration::from_millis(200)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    // First in line, so even a one-worker pool gets to it before the blocked ones.
+    let mut quick = TcpStream::connect(server.server_address().as_inet().unwrap()).unwrap();
+    quick.write_all(b"quick\n").unwrap();
+    let mut conns: Vec<TcpStream> =
+        (0..clients).map(|_| TcpStream::connect(server.server_address().as_inet().unwrap()).unwrap()).collect();
+    for _ in 0..=clients {
+        server.handle_request().unwrap();
+    }
+    let peers: Vec<String> = conns.iter().map(|c| c.local_addr().unwrap().to_string()).collect();
+    server.server_close();
+
+    let mut answer = String::new();
+    quick.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "quick\n", "the request that could finish was answered");
+    for conn in &mut conns {
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut rest = Vec::new();
+        assert!(conn.read_to_end(&mut rest).map_or(true, |n| n == 0), "a cut connection is closed");
+    }
+    let log = captured_log();
+    for peer in peers {
+        assert!(
+            log.iter().any(|l| l.contains("drain timeout passed") && l.contains(&peer)),
+            "no log line for {peer}: {log:?}"
+        );
+    }
+}
+
+#[test]
+fn drain_timeout_cuts_what_is_still_running_with_a_log_line_each() {
+    blocked_handlers_are_cut_at_the_drain_deadline(Dispatch::threads(), 3);
+}
+
+#[test]
+fn drain_timeout_cuts_queued_pool_requests_too() {
+    blocked_handlers_are_cut_at_the_drain_deadline(socketserver::WorkerPool::new(1).queue(4).into(), 3);
 }

@@ -176,3 +176,46 @@ fn pipelined_stream_requests_are_all_answered() {
     client.read_to_string(&mut got).unwrap();
     assert_eq!(got, sent);
 }
+
+#[test]
+fn socket_mode_sets_the_socket_files_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    for mode in [0o600, 0o660] {
+        let path = dir.path().join(format!("mode-{mode:o}.sock"));
+        let server = UnixStreamServer::builder(echo()).socket_mode(mode).bind(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, mode);
+        drop(server);
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn abstract_unix_addresses_serve_and_leave_no_file() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("socketserver-test-{}-{}", std::process::id(), unique()).into_bytes();
+    let dir = temp_dir();
+    let stream = Running::start(UnixStreamServer::bind(Address::Abstract(name.clone()), echo()).unwrap());
+    assert_eq!(stream.address, Address::Abstract(name.clone()));
+    assert_eq!(stream.address.to_string(), format!("@{}", String::from_utf8_lossy(&name)));
+    let target = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let mut client = std::os::unix::net::UnixStream::connect_addr(&target).unwrap();
+    client.write_all(b"abstract\n").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "abstract\n");
+
+    let mut dgram_name = name.clone();
+    dgram_name.extend_from_slice(b"-dgram");
+    let dgram = Running::start(UnixDatagramServer::bind(Address::Abstract(dgram_name.clone()), echo()).unwrap());
+    let client = StdUnixDatagram::bind(dir.path().join("c.sock")).unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let target = std::os::unix::net::SocketAddr::from_abstract_name(&dgram_name).unwrap();
+    client.send_to_addr(b"abstract datagram", &target).unwrap();
+    let mut buf = [0u8; 64];
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"abstract datagram");
+    drop(dgram);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the client's own socket file exists");
+}

@@ -119,6 +119,55 @@ mod tests {
         serving.join().unwrap().unwrap();
     }
 
+    /// One TCP and one UDP server for the property tests below, started once.
+    fn servers() -> (std::net::SocketAddr, std::net::SocketAddr) {
+        use socketserver::{TcpServer, UdpServer};
+        static SERVERS: std::sync::OnceLock<(std::net::SocketAddr, std::net::SocketAddr)> = std::sync::OnceLock::new();
+        *SERVERS.get_or_init(|| {
+            let mut tcp = TcpServer::threading("127.0.0.1:0", PrimeService::default()).unwrap();
+            let mut udp = UdpServer::bind("127.0.0.1:0", PrimeService::default()).unwrap();
+            let addrs = (tcp.server_address().as_inet().unwrap(), udp.server_address().as_inet().unwrap());
+            std::thread::spawn(move || tcp.serve_forever());
+            std::thread::spawn(move || udp.serve_forever());
+            addrs
+        })
+    }
+
+    /// What the service must answer to `payload`: one answer per line, in order.
+    fn expected(payload: &[u8]) -> Vec<u8> {
+        payload.split_inclusive(|&b| b == b'\n').flat_map(answer).copied().collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random bytes through the real adapters, over a real connection
+        /// and a real datagram: one answer per line, never a crash.
+        #[test]
+        fn random_bytes_over_real_sockets_get_one_answer_per_line(
+            payload in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'7'), Just(b' '), any::<u8>()], 0..3000)
+        ) {
+            use std::io::Read;
+            let (tcp, udp) = servers();
+            let mut conn = std::net::TcpStream::connect(tcp).unwrap();
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+            conn.write_all(&payload).unwrap();
+            conn.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut answers = Vec::new();
+            conn.read_to_end(&mut answers).unwrap();
+            prop_assert_eq!(&answers, &expected(&payload));
+
+            if !payload.is_empty() {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+                socket.send_to(&payload, udp).unwrap();
+                let mut reply = vec![0u8; 65536];
+                let n = socket.recv(&mut reply).unwrap();
+                prop_assert_eq!(&reply[..n], &expected(&payload)[..]);
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn every_line_gets_one_of_t_f_e(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {

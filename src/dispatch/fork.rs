@@ -3,7 +3,7 @@
 
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::capacity::Slot;
 use super::config::Forking;
@@ -65,8 +65,26 @@ impl Fork {
         !self.children.is_empty()
     }
 
-    pub fn close(&mut self) {
-        if self.config.block_on_close {
+    /// Waits for the children as `block_on_close` says. With a drain
+    /// `deadline`, children still running then are killed, each with a log line.
+    pub fn close(&mut self, deadline: Option<Instant>) {
+        if let Some(deadline) = deadline {
+            loop {
+                self.reap();
+                let left = deadline.saturating_duration_since(Instant::now());
+                if self.children.is_empty() || left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(RECHECK));
+            }
+            for child in &self.children {
+                log::warn!("drain timeout passed: killing child {} serving {}", child.pid, child.peer);
+                if let Err(e) = sys::kill(child.pid) {
+                    log::error!("cannot kill child {} serving {}: {e}", child.pid, child.peer);
+                }
+            }
+        }
+        if self.config.block_on_close || deadline.is_some() {
             for child in self.children.drain(..) {
                 collect(&child, true);
             }

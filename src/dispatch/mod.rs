@@ -9,7 +9,7 @@ mod pool;
 mod threads;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Socket};
 
@@ -24,6 +24,7 @@ use capacity::Capacity;
 pub(crate) struct Dispatcher<H> {
     mode: Mode<H>,
     capacity: Arc<Capacity>,
+    drain_timeout: Option<Duration>,
 }
 
 enum Mode<H> {
@@ -35,7 +36,12 @@ enum Mode<H> {
 
 impl<H: RequestHandler> Dispatcher<H> {
     /// `max_connections` is `None` for datagram servers, where it does not apply.
-    pub fn new(dispatch: &Dispatch, max_connections: Option<usize>, waker: ShutdownHandle) -> Self {
+    pub fn new(
+        dispatch: &Dispatch,
+        max_connections: Option<usize>,
+        drain_timeout: Option<Duration>,
+        waker: ShutdownHandle,
+    ) -> Self {
         let (mode, limit) = match dispatch {
             Dispatch::Sequential => (Mode::Sequential, None),
             Dispatch::Threads(config) => (Mode::Threads(threads::Threads::new(config.clone())), config.max_threads),
@@ -47,12 +53,13 @@ impl<H: RequestHandler> Dispatcher<H> {
             }
         };
         let limit = [limit, max_connections].into_iter().flatten().min();
-        Dispatcher { mode, capacity: Capacity::new(limit, waker) }
+        let track = drain_timeout.is_some() && matches!(dispatch, Dispatch::Threads(_) | Dispatch::Pool(_));
+        Dispatcher { mode, capacity: Capacity::new(limit, waker, track), drain_timeout }
     }
 
     /// Runs a stream request; the connection is closed when it is done.
     pub fn stream(&mut self, ctx: &Context<H>, conn: Incoming) {
-        let slot = self.capacity.take();
+        let slot = self.capacity.take_connection(&conn.socket, &conn.peer);
         let failed = match &mut self.mode {
             Mode::Sequential => {
                 adapter::serve_stream(ctx, conn);
@@ -157,13 +164,30 @@ impl<H: RequestHandler> Dispatcher<H> {
 
 impl<H> Drop for Dispatcher<H> {
     /// Python's `server_close` for the mixins: wait for handler threads,
-    /// pool workers or children, as `block_on_close` says.
+    /// pool workers or children, as `block_on_close` says. With a drain
+    /// timeout, requests still running at the deadline are cut, each with a
+    /// log line, before that wait.
     fn drop(&mut self) {
+        let deadline = self.drain_timeout.map(|t| Instant::now() + t);
         match &mut self.mode {
-            Mode::Threads(threads) => threads.close(),
-            Mode::Pool(pool) => pool.close(),
-            Mode::Fork(fork) => fork.close(),
+            Mode::Threads(threads) => {
+                drain(&self.capacity, deadline);
+                threads.close();
+            }
+            Mode::Pool(pool) => {
+                drain(&self.capacity, deadline);
+                pool.close();
+            }
+            Mode::Fork(fork) => fork.close(deadline),
             Mode::Sequential => {}
         }
+    }
+}
+
+fn drain(capacity: &Capacity, deadline: Option<Instant>) {
+    if let Some(deadline) = deadline
+        && !capacity.wait_idle(deadline)
+    {
+        capacity.cut_open_connections();
     }
 }

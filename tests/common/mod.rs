@@ -344,3 +344,25 @@ pub fn echo_round_trips(kind: Kind, address: &Address, dir: &Path) {
         }
     }
 }
+
+/// Collects this process's log lines, so a test can see what the server
+/// logged. The first call installs the logger.
+pub fn captured_log() -> Vec<String> {
+    struct Captured;
+    static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    impl log::Log for Captured {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            LOG.lock().unwrap_or_else(|e| e.into_inner()).push(record.args().to_string());
+        }
+        fn flush(&self) {}
+    }
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&Captured).unwrap();
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+    LOG.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}

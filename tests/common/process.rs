@@ -28,12 +28,17 @@ impl Serve {
     }
 
     pub fn start(kind: &str, addr: &str, flags: &[&str]) -> Serve {
-        Serve::from_command(Command::new(prime_binary()).args(["serve", kind, addr]).args(flags))
+        Serve::from_command(Command::new(prime_binary()).args(["serve", kind, addr]).args(flags).stderr(Stdio::null()))
+    }
+
+    /// Like `start`, with the server's log (stderr) written to `log`.
+    pub fn start_logged(kind: &str, addr: &str, flags: &[&str], log: std::fs::File) -> Serve {
+        Serve::from_command(Command::new(prime_binary()).args(["serve", kind, addr]).args(flags).stderr(log))
     }
 
     /// Runs `command`, which must print `listening on ADDR` first.
     pub fn from_command(command: &mut Command) -> Serve {
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
         let mut first = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
         let address = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}")).trim_end();
