@@ -160,6 +160,17 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         self
     }
 
+    /// Datagram servers in sequential mode, on Linux: receive up to `n`
+    /// waiting datagrams with one `recvmmsg(2)` and send their replies with
+    /// one `sendmmsg(2)`. Handler semantics do not change (one datagram, one
+    /// request, one reply, in order); only the number of system calls does.
+    /// Elsewhere, and in other dispatch modes, datagrams are taken one at a
+    /// time. Default: 1 (no batching).
+    pub fn datagram_batch(mut self, n: usize) -> Self {
+        self.options.datagram_batch = n.max(1);
+        self
+    }
+
     /// Unix sockets bound to a path: set the socket file's permission bits
     /// (e.g. `0o660` to let one group connect) right after bind. Default:
     /// what the process umask gives.

@@ -52,6 +52,7 @@
 //!   `handle_error`, `handle_timeout`, `service_actions`).
 //! - [`transport`] holds the four transports; [`Dispatch`] says where requests run.
 //! - [`ShutdownHandle`] stops a server from any thread, at once.
+//! - [`ServerGroup`] serves one address from several SO_REUSEPORT sockets and threads.
 //! - [`Error`] is the one error type; every variant names an address or path.
 
 #![deny(missing_docs)]
@@ -61,6 +62,7 @@ mod address;
 mod builder;
 mod dispatch;
 mod error;
+mod group;
 mod handler;
 mod hooks;
 mod options;
@@ -74,6 +76,7 @@ pub use address::Address;
 pub use builder::ServerBuilder;
 pub use dispatch::{Dispatch, Forking, Threading, WorkerPool};
 pub use error::{Error, Result};
+pub use group::ServerGroup;
 pub use handler::{Kind, Request, RequestHandler};
 pub use options::DEFAULT_MAX_PACKET_SIZE;
 pub use server::Server;

@@ -34,6 +34,8 @@ pub struct Options {
     pub drain_timeout: Option<Duration>,
     /// Unix sockets bound to a path: the socket file's permission bits.
     pub socket_mode: Option<u32>,
+    /// Sequential datagram servers on Linux: datagrams per recvmmsg/sendmmsg.
+    pub datagram_batch: usize,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             connection_timeout: None,
             drain_timeout: None,
             socket_mode: None,
+            datagram_batch: 1,
         }
     }
 }

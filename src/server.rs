@@ -23,6 +23,21 @@ use crate::{Address, Error, RequestHandler, Result};
 /// or memory, so the loop does not spin while nothing can be accepted.
 const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How many requests one turn of `serve_forever` takes from a readable
+/// socket before it looks at its other fds again.
+const READY_BUDGET: usize = 64;
+
+/// What one attempt to take a request from the socket found.
+enum Taken {
+    /// Requests dispatched.
+    Requests(usize),
+    /// Something taken but not dispatched: rejected, truncated, or an error
+    /// about one client.
+    Skipped,
+    /// Nothing left to take (or accepting paused).
+    Empty,
+}
+
 /// A connection accepted with `idle_timeout` set, waiting for its first byte
 /// in the loop's poll set rather than in a handler.
 struct Parked {
@@ -56,6 +71,10 @@ pub struct Server<T: Transport, H: RequestHandler> {
     pollfds: Vec<libc::pollfd>,
     packet: Vec<u8>,
     reply: Vec<u8>,
+    /// recvmmsg/sendmmsg buffers, for a sequential datagram server with
+    /// `datagram_batch` above 1.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    batch: Option<sys::DatagramBatch>,
     transport: PhantomData<fn() -> T>,
 }
 
@@ -121,6 +140,10 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             source,
         })?;
         let max_connections = if T::KIND == Kind::Stream { parts.options.max_connections } else { None };
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let batch =
+            (T::KIND == Kind::Datagram && parts.options.datagram_batch > 1 && parts.dispatch == Dispatch::Sequential)
+                .then(|| sys::DatagramBatch::new(parts.options.datagram_batch, parts.options.max_packet_size));
         let mut server = Server {
             dispatcher: Dispatcher::new(
                 &parts.dispatch,
@@ -145,6 +168,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             paused_until: None,
             parked: Vec::new(),
             pollfds: Vec::new(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            batch,
             transport: PhantomData,
         };
         if activated {
@@ -233,7 +258,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let stop = self.shutdown.clone();
         let _serving = stop.enter_loop();
         while !stop.take_request() {
-            self.turn(None)?;
+            self.turn(None, READY_BUDGET)?;
             self.hooks.service_actions();
         }
         Ok(())
@@ -251,7 +276,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let deadline = self.options.timeout.map(|t| Instant::now() + t);
         while !stop.take_request() {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if self.turn(left)? {
+            if self.turn(left, 1)? {
                 return Ok(());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -281,7 +306,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// them. When accepting is paused or the dispatcher is full, requests
     /// wait in the kernel, where they are safe, and a finishing request
     /// wakes the loop.
-    fn turn(&mut self, timeout: Option<Duration>) -> Result<bool> {
+    fn turn(&mut self, timeout: Option<Duration>, budget: usize) -> Result<bool> {
         self.dispatcher.turn();
         let now = Instant::now();
         if self.paused_until.is_some_and(|until| now >= until) {
@@ -316,7 +341,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             took |= self.unpark(&ready);
         }
         if listener_ready {
-            took |= self.handle_request_noblock()?;
+            took |= self.take_ready(budget)?;
         }
         Ok(took)
     }
@@ -347,14 +372,36 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         took
     }
 
-    fn handle_request_noblock(&mut self) -> Result<bool> {
-        match T::KIND {
-            Kind::Stream => self.accept_and_dispatch(),
-            Kind::Datagram => self.receive_and_dispatch(),
+    /// Takes up to `budget` requests from a socket poll found readable,
+    /// until it has no more: one poll serves a burst, not one request.
+    fn take_ready(&mut self, budget: usize) -> Result<bool> {
+        let mut took = false;
+        let mut left = budget;
+        while left > 0 {
+            let taken = match T::KIND {
+                Kind::Stream => self.accept_and_dispatch()?,
+                Kind::Datagram => self.receive_and_dispatch()?,
+            };
+            match taken {
+                Taken::Requests(n) => {
+                    took = true;
+                    left = left.saturating_sub(n);
+                }
+                Taken::Skipped => left -= 1,
+                Taken::Empty => break,
+            }
+            if self.paused_until.is_some()
+                || self.shutdown.is_shutdown_requested()
+                || self.dispatcher.is_full()
+                || !self.below_max_connections()
+            {
+                break;
+            }
         }
+        Ok(took)
     }
 
-    fn accept_and_dispatch(&mut self) -> Result<bool> {
+    fn accept_and_dispatch(&mut self) -> Result<Taken> {
         let (socket, from) = match self.socket.accept() {
             Ok(accepted) => accepted,
             Err(e) => return self.recover("accept", e),
@@ -362,20 +409,20 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let peer = Address::from_sock_addr(&from);
         if let Err(source) = self.prepare_connection(&socket) {
             (self.ctx.on_error)(&Error::Request { peer, source });
-            return Ok(false);
+            return Ok(Taken::Skipped);
         }
         if !self.hooks.verify_request(&peer) {
             adapter::close_stream(socket);
-            return Ok(false);
+            return Ok(Taken::Skipped);
         }
         let now = Instant::now();
         let conn = Incoming { socket, peer, deadline: self.options.connection_timeout.map(|t| now + t) };
         if let Some(idle) = self.options.idle_timeout {
             self.parked.push(Parked { conn, expires: now + idle });
-            return Ok(false);
+            return Ok(Taken::Skipped);
         }
         self.dispatcher.stream(&self.ctx, conn);
-        Ok(true)
+        Ok(Taken::Requests(1))
     }
 
     fn prepare_connection(&self, conn: &Socket) -> io::Result<()> {
@@ -391,7 +438,12 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         T::prepare_connection(conn, &self.options)
     }
 
-    fn receive_and_dispatch(&mut self) -> Result<bool> {
+    fn receive_and_dispatch(&mut self) -> Result<Taken> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(batch) = self.batch.take() {
+            let taken = self.receive_batch(batch);
+            return taken;
+        }
         let (len, truncated, from) = match sys::recv_datagram(&self.socket, &mut self.packet) {
             Ok(received) => received,
             Err(e) => return self.recover("receive", e),
@@ -399,20 +451,55 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let peer = Address::from_sock_addr(&from);
         if truncated {
             (self.ctx.on_error)(&Error::Truncated { peer, max: self.options.max_packet_size });
-            return Ok(false);
+            return Ok(Taken::Skipped);
         }
         if !self.hooks.verify_request(&peer) {
-            return Ok(false);
+            return Ok(Taken::Skipped);
         }
         self.dispatcher.datagram(&self.ctx, &self.socket, &self.packet[..len], peer, &from, &mut self.reply);
-        Ok(true)
+        Ok(Taken::Requests(1))
+    }
+
+    /// The batched datagram path: one recvmmsg, the handler on each datagram
+    /// in order, one sendmmsg for the replies. Same semantics as one at a
+    /// time: one request per datagram, one reply per request.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn receive_batch(&mut self, mut batch: sys::DatagramBatch) -> Result<Taken> {
+        let received = batch.recv(&self.socket);
+        let count = match received {
+            Ok(count) => count,
+            Err(e) => {
+                self.batch = Some(batch);
+                return self.recover("receive", e);
+            }
+        };
+        let mut served = 0;
+        for i in 0..count {
+            let (packet, truncated, from, reply) = batch.datagram(i);
+            let peer = Address::from_sock_addr(&from);
+            if truncated {
+                (self.ctx.on_error)(&Error::Truncated { peer, max: self.options.max_packet_size });
+                continue;
+            }
+            if !self.hooks.verify_request(&peer) {
+                continue;
+            }
+            served += 1;
+            if adapter::answer_datagram(&self.ctx, packet, &peer, reply).1 {
+                batch.reply_later(i);
+            }
+        }
+        let ctx = &self.ctx;
+        batch.send_replies(&self.socket, |to, e| adapter::reply_failed(ctx, &Address::from_sock_addr(&to), e));
+        self.batch = Some(batch);
+        Ok(if served > 0 { Taken::Requests(served) } else { Taken::Skipped })
     }
 
     /// Decides what a failed accept or receive means. Only errors that say
     /// the server's own socket is broken end the loop; a failure caused by
     /// one client is skipped, and running out of fds or memory pauses
     /// accepting briefly instead of spinning.
-    fn recover(&mut self, action: &'static str, e: io::Error) -> Result<bool> {
+    fn recover(&mut self, action: &'static str, e: io::Error) -> Result<Taken> {
         match e.raw_os_error() {
             Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EFAULT | libc::EOPNOTSUPP) => {
                 Err(self.server_error(action, e))
@@ -420,12 +507,13 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                 log::error!("{}; pausing {RESOURCE_BACKOFF:?}", self.server_error(action, e));
                 self.paused_until = Some(Instant::now() + RESOURCE_BACKOFF);
-                Ok(false)
+                Ok(Taken::Empty)
             }
-            _ if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            _ if e.kind() == io::ErrorKind::WouldBlock => Ok(Taken::Empty),
+            _ if e.kind() == io::ErrorKind::Interrupted => Ok(Taken::Skipped),
             _ => {
                 log::warn!("{}", self.server_error(action, e));
-                Ok(false)
+                Ok(Taken::Skipped)
             }
         }
     }

@@ -218,3 +218,32 @@ fn a_pool_serves_queued_requests_before_it_closes() {
         assert_eq!(answer_within(&mut client, IO_TIMEOUT).as_deref(), Some("done\n"), "a queued request was dropped");
     }
 }
+
+#[test]
+fn a_reuseport_group_spreads_connections_across_its_servers() {
+    use socketserver::{ServerGroup, UdpServer};
+    use std::collections::HashSet;
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let record = seen.clone();
+    let handler = move |req: &mut Request<'_>| {
+        record.lock().unwrap().insert(std::thread::current().name().unwrap_or("?").to_string());
+        std::io::copy(&mut req.rfile, &mut req.wfile).map(drop)
+    };
+    let group = ServerGroup::spawn(3, "127.0.0.1:0", || TcpServer::builder(handler.clone())).unwrap();
+    for i in 0..30 {
+        let mut client = StreamClient::connect(group.server_address()).unwrap();
+        client.write_all(format!("{i}\n").as_bytes()).unwrap();
+        client.shutdown_write().unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut client, &mut answer).unwrap();
+        assert_eq!(answer, format!("{i}\n"));
+    }
+    group.shutdown().unwrap();
+    assert!(seen.lock().unwrap().len() >= 2, "one server took every connection: {:?}", seen.lock().unwrap());
+
+    let group = ServerGroup::spawn(2, "127.0.0.1:0", || UdpServer::builder(echo())).unwrap();
+    let dir = temp_dir();
+    let client = DatagramClient::new(group.server_address(), dir.path()).unwrap();
+    assert_eq!(client.ask("udp\n").unwrap(), "udp\n");
+    group.shutdown().unwrap();
+}

@@ -83,8 +83,18 @@ fn seed_list_over_every_transport() {
 #[test]
 fn every_dispatch_flag_serves_the_seed_list_on_every_transport() {
     let dir = temp_dir();
-    for flags in [&["--threads"][..], &["--workers", "3"], &["--fork"], &["--threads", "--max-connections", "4"]] {
+    for flags in [
+        &["--threads"][..],
+        &["--workers", "3"],
+        &["--fork"],
+        &["--threads", "--max-connections", "4"],
+        &["--batch", "16"],
+        &["--reuseport", "2"],
+    ] {
         for kind in ["tcp", "udp", "unix-stream", "unix-datagram"] {
+            if flags[0] == "--reuseport" && kind.starts_with("unix") {
+                continue;
+            }
             let path = dir.path().join(format!("{kind}-{}.sock", unique()));
             let addr = if kind.starts_with("unix") { path.to_str().unwrap().to_string() } else { "127.0.0.1:0".into() };
             let mut serve = Serve::start(kind, &addr, flags);

@@ -219,3 +219,65 @@ fn abstract_unix_addresses_serve_and_leave_no_file() {
     drop(dgram);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the client's own socket file exists");
 }
+
+/// recvmmsg/sendmmsg batching changes system calls, not semantics: every
+/// datagram of a burst is one request with one reply, truncation and
+/// unnamed senders are still reported, over UDP and Unix datagrams.
+#[test]
+fn batched_datagrams_keep_one_reply_per_request() {
+    let dir = temp_dir();
+    let udp_errors = Errors::default();
+    let unix_errors = Errors::default();
+    let servers = [
+        (
+            Running::start(
+                UdpServer::builder(echo())
+                    .datagram_batch(8)
+                    .max_packet_size(1000)
+                    .handle_error(udp_errors.hook())
+                    .bind("127.0.0.1:0")
+                    .unwrap(),
+            ),
+            udp_errors,
+        ),
+        (
+            Running::start(
+                UnixDatagramServer::builder(echo())
+                    .datagram_batch(8)
+                    .max_packet_size(1000)
+                    .handle_error(unix_errors.hook())
+                    .bind(dir.path().join("batch.sock"))
+                    .unwrap(),
+            ),
+            unix_errors,
+        ),
+    ];
+    for (running, errors) in &servers {
+        let clients: Vec<DatagramClient> =
+            (0..4).map(|_| DatagramClient::new(&running.address, dir.path()).unwrap()).collect();
+        // Bursts larger than the batch, so several recvmmsg calls see full
+        // batches, yet within what the kernel queues for one Unix datagram
+        // socket (net.unix.max_dgram_qlen, 10 by default).
+        for round in 0..5 {
+            for (c, client) in clients.iter().enumerate() {
+                for i in 0..8 {
+                    client.send(format!("{round}-{c}-{i}\n").as_bytes()).unwrap();
+                }
+            }
+            for (c, client) in clients.iter().enumerate() {
+                for i in 0..8 {
+                    assert_eq!(String::from_utf8(client.recv().unwrap()).unwrap(), format!("{round}-{c}-{i}\n"));
+                }
+            }
+        }
+        clients[0].send(&[b'x'; 2000]).unwrap();
+        if running.address.is_unix() {
+            StdUnixDatagram::unbound().unwrap().send_to(b"unnamed\n", running.path()).unwrap();
+        }
+        assert_eq!(clients[0].ask("after\n").unwrap(), "after\n");
+        let errors = errors.all();
+        let expected = if running.address.is_unix() { 2 } else { 1 };
+        assert_eq!(errors.len(), expected, "{errors:?}");
+        assert!(errors[0].contains("larger than max_packet_size"), "{errors:?}");
+    }
+}

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use socketserver::transport::{BindAddress, Transport};
 use socketserver::{
-    Dispatch, Server, ServerBuilder, ShutdownHandle, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,
+    Dispatch, Server, ServerBuilder, ServerGroup, ShutdownHandle, TcpServer, UdpServer, UnixDatagramServer,
+    UnixStreamServer,
 };
 
 use prime::PrimeService;
@@ -39,6 +40,8 @@ serve FLAGS:
   --workers N            a pool of N worker threads
   --fork                 a child process per request
   --max-connections N    stream servers: at most N connections open at once
+  --reuseport N          tcp/udp: N sockets on one port (SO_REUSEPORT), a thread each
+  --batch N              datagrams: take up to N per recvmmsg/sendmmsg (Linux)
   --max-line BYTES       longest request line (default 4400)
   --timeout SECS         close a connection silent this long; bound each read/write
   --connection-timeout SECS  close any connection this long after it opened";
@@ -129,6 +132,8 @@ struct ServeOptions {
     max_line: Option<usize>,
     timeout: Option<Duration>,
     connection_timeout: Option<Duration>,
+    batch: Option<usize>,
+    reuseport: Option<usize>,
 }
 
 impl ServeOptions {
@@ -154,6 +159,8 @@ fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptions),
             "--fork" => options.set_dispatch(flag, Dispatch::fork())?,
             "--max-connections" => options.max_connections = Some(number(flag, value()?)?),
             "--max-line" => options.max_line = Some(number(flag, value()?)?),
+            "--batch" => options.batch = Some(number(flag, value()?)?),
+            "--reuseport" => options.reuseport = Some(number(flag, value()?)?),
             "--timeout" => options.timeout = Some(seconds(flag, value()?)?),
             "--connection-timeout" => options.connection_timeout = Some(seconds(flag, value()?)?),
             other => return Err(format!("unknown flag {other:?}")),
@@ -182,11 +189,20 @@ fn parse_ask(args: &[String]) -> Result<(TransportKind, String, Vec<String>), St
 
 fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Result<(), ExitCode> {
     let handler = PrimeService { max_line: options.max_line.unwrap_or(prime::DEFAULT_MAX_LINE) };
-    match kind {
-        TransportKind::Tcp => serve_on(configure(TcpServer::builder(handler), &options), &addr),
-        TransportKind::Udp => serve_on(configure(UdpServer::builder(handler), &options), &addr),
-        TransportKind::UnixStream => serve_on(configure(UnixStreamServer::builder(handler), &options), &addr),
-        TransportKind::UnixDatagram => serve_on(configure(UnixDatagramServer::builder(handler), &options), &addr),
+    match (kind, options.reuseport) {
+        (TransportKind::Tcp, Some(n)) => {
+            serve_group(n, &addr, || configure(TcpServer::builder(handler.clone()), &options))
+        }
+        (TransportKind::Udp, Some(n)) => {
+            serve_group(n, &addr, || configure(UdpServer::builder(handler.clone()), &options))
+        }
+        (_, Some(_)) => Err(usage_error("--reuseport needs tcp or udp".into())),
+        (TransportKind::Tcp, None) => serve_on(configure(TcpServer::builder(handler), &options), &addr),
+        (TransportKind::Udp, None) => serve_on(configure(UdpServer::builder(handler), &options), &addr),
+        (TransportKind::UnixStream, None) => serve_on(configure(UnixStreamServer::builder(handler), &options), &addr),
+        (TransportKind::UnixDatagram, None) => {
+            serve_on(configure(UnixDatagramServer::builder(handler), &options), &addr)
+        }
     }
 }
 
@@ -200,6 +216,7 @@ fn configure<T: Transport>(
         .handler_timeout(options.timeout)
         .idle_timeout(options.timeout)
         .connection_timeout(options.connection_timeout)
+        .datagram_batch(options.batch.unwrap_or(1))
         .dispatch(options.dispatch.clone().unwrap_or_default());
     match options.max_connections {
         Some(n) => builder.max_connections(n),
@@ -212,20 +229,42 @@ where
     for<'a> &'a str: BindAddress<T::Family>,
 {
     let mut server = builder.bind(addr).map_err(failure)?;
-    let stop = server.shutdown_handle();
+    stop_on_signals(vec![server.shutdown_handle()])?;
+    announce(server.server_address())?;
+    server.serve_forever().map_err(failure)
+}
+
+/// `--reuseport N`: N servers on one address, one thread each.
+fn serve_group<T: Transport<Family = socketserver::transport::Inet>>(
+    workers: usize,
+    addr: &str,
+    builder: impl FnMut() -> ServerBuilder<T, PrimeService>,
+) -> Result<(), ExitCode> {
+    let group = ServerGroup::spawn(workers, addr, builder).map_err(failure)?;
+    stop_on_signals(group.shutdown_handles().to_vec())?;
+    announce(group.server_address())?;
+    group.join().map_err(failure)
+}
+
+/// SIGINT and SIGTERM stop the servers cleanly.
+fn stop_on_signals(stops: Vec<ShutdownHandle>) -> Result<(), ExitCode> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             log::info!("signal {signal}: shutting down");
-            stop.request_shutdown();
+            stops.iter().for_each(ShutdownHandle::request_shutdown);
         }
     });
+    Ok(())
+}
+
+/// The CLI contract: the first stdout line is `listening on ADDR`, flushed at once.
+fn announce(address: &socketserver::Address) -> Result<(), ExitCode> {
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on {}", server.server_address())
+    writeln!(stdout, "listening on {address}")
         .and_then(|()| stdout.flush())
-        .map_err(|e| failure(format!("stdout: {e}")))?;
-    server.serve_forever().map_err(failure)
+        .map_err(|e| failure(format!("stdout: {e}")))
 }
 
 fn ask(kind: TransportKind, addr: &str, numbers: &[String]) -> Result<(), ExitCode> {

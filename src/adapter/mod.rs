@@ -144,44 +144,59 @@ pub(crate) fn serve_datagram<H: RequestHandler>(
     reply_to: &SockAddr,
     reply: &mut Vec<u8>,
 ) -> Outcome {
+    let (outcome, send) = answer_datagram(ctx, packet, peer, reply);
+    if !send {
+        return outcome;
+    }
+    let sent = socket.send_to_with_flags(reply, reply_to, NO_SIGNAL).and_then(|n| whole_reply(n, reply.len()));
+    match sent {
+        Err(source) => report(ctx, Failure::Io(source), peer),
+        Ok(()) => outcome,
+    }
+}
+
+/// Runs the handler on one datagram, leaving its reply in `reply`. Returns
+/// how it went and whether the reply is to be sent; errors are reported.
+///
+/// As in Python's `DatagramRequestHandler.finish`, what was written is sent
+/// even when handle failed, but never after a panic, and an empty reply
+/// sends nothing.
+pub(crate) fn answer_datagram<H: RequestHandler>(
+    ctx: &Context<H>,
+    packet: &[u8],
+    peer: &Address,
+    reply: &mut Vec<u8>,
+) -> (Outcome, bool) {
     reply.clear();
     let outcome = {
         let mut req =
             Request::new(Reader::datagram(packet), Writer::datagram(reply), peer, &ctx.server_address, Kind::Datagram);
         run_handler(&*ctx.handler, &mut req)
     };
-    // As in Python's DatagramRequestHandler.finish, what was written is sent
-    // even when handle failed, but never after a panic.
-    let sent = match &outcome {
-        Err(Failure::Panic(_)) => Ok(()),
-        _ => send_reply(socket, reply, peer, reply_to),
-    };
-    let result = match outcome {
+    let send = !reply.is_empty() && !matches!(outcome, Err(Failure::Panic(_)));
+    let outcome = match outcome {
         Err(failure) => report(ctx, failure, peer),
         Ok(()) => Outcome::Served,
     };
-    match sent {
-        Err(source) => report(ctx, Failure::Io(source), peer),
-        Ok(()) => result,
-    }
-}
-
-fn send_reply(socket: &Socket, reply: &[u8], peer: &Address, reply_to: &SockAddr) -> io::Result<()> {
-    if reply.is_empty() {
-        return Ok(());
-    }
-    if *peer == Address::Unnamed {
-        return Err(io::Error::new(
+    if send && *peer == Address::Unnamed {
+        let source = io::Error::new(
             io::ErrorKind::AddrNotAvailable,
             "cannot reply: the sender's Unix socket has no name (bind the client to a path)",
-        ));
+        );
+        return (report(ctx, Failure::Io(source), peer), false);
     }
-    let sent = socket.send_to_with_flags(reply, reply_to, NO_SIGNAL)?;
-    if sent < reply.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            format!("reply datagram cut to {sent} of {} bytes", reply.len()),
-        ));
+    (outcome, send)
+}
+
+/// A datagram is sent whole or not at all; a short count means it was cut.
+pub(crate) fn whole_reply(sent: usize, len: usize) -> io::Result<()> {
+    if sent < len {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, format!("reply datagram cut to {sent} of {len} bytes")));
     }
     Ok(())
+}
+
+/// Reports a reply that could not be sent.
+pub(crate) fn reply_failed<H>(ctx: &Context<H>, peer: &Address, source: io::Error) {
+    report(ctx, Failure::Io(source), peer);
 }

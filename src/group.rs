@@ -1,0 +1,126 @@
+//! `ServerGroup`: one address served by several sockets and threads, with
+//! the kernel spreading the load through SO_REUSEPORT.
+
+use std::thread::{self, JoinHandle};
+
+use crate::transport::{BindAddress, Inet, Transport};
+use crate::{Address, Error, RequestHandler, Result, ServerBuilder, ShutdownHandle};
+
+/// Several servers on one TCP or UDP address, each with its own
+/// SO_REUSEPORT socket and serving thread. The kernel spreads connections
+/// (TCP) or senders (UDP) across them, so a sequential handler scales to
+/// every core without locks or a shared queue.
+///
+/// ```
+/// use std::io::{BufRead, Write};
+/// use socketserver::{Request, ServerGroup, UdpServer};
+///
+/// let echo = |req: &mut Request<'_>| std::io::copy(&mut req.rfile, &mut req.wfile).map(drop);
+/// let group = ServerGroup::spawn(2, "127.0.0.1:0", || UdpServer::builder(echo))?;
+/// let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+/// client.send_to(b"hi", group.server_address().as_inet().unwrap()).unwrap();
+/// let mut buf = [0u8; 2];
+/// client.recv(&mut buf).unwrap();
+/// assert_eq!(&buf, b"hi");
+/// group.shutdown()?;
+/// # Ok::<(), socketserver::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ServerGroup {
+    address: Address,
+    stops: Vec<ShutdownHandle>,
+    threads: Vec<JoinHandle<Result<()>>>,
+}
+
+impl ServerGroup {
+    /// Binds `workers` servers (at least one) to `addr`, each from a fresh
+    /// `builder()` with `allow_reuse_port` on, and runs `serve_forever` on
+    /// each in its own thread. Port 0 is resolved by the first; the others
+    /// join it.
+    pub fn spawn<T, H>(
+        workers: usize,
+        addr: impl BindAddress<Inet>,
+        mut builder: impl FnMut() -> ServerBuilder<T, H>,
+    ) -> Result<ServerGroup>
+    where
+        T: Transport<Family = Inet>,
+        H: RequestHandler,
+    {
+        let first = builder().allow_reuse_port(true).bind(addr)?;
+        let address = first.server_address().clone();
+        let inet = address.as_inet().expect("an inet transport binds an inet address");
+        let mut servers = vec![first];
+        for _ in 1..workers {
+            servers.push(builder().allow_reuse_port(true).bind(inet)?);
+        }
+        let mut group = ServerGroup { address, stops: Vec::new(), threads: Vec::new() };
+        for (i, mut server) in servers.into_iter().enumerate() {
+            group.stops.push(server.shutdown_handle());
+            let spawned = thread::Builder::new()
+                .name(format!("socketserver-reuseport-{i}"))
+                .spawn(move || server.serve_forever())
+                .map_err(|source| Error::Bind {
+                    action: "start a serving thread for",
+                    addr: group.address.clone(),
+                    source,
+                });
+            match spawned {
+                Ok(thread) => group.threads.push(thread),
+                Err(e) => {
+                    group.stop_all();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(group)
+    }
+
+    /// The address every server of the group is bound to.
+    pub fn server_address(&self) -> &Address {
+        &self.address
+    }
+
+    /// One handle per server; a signal handler asks each to stop.
+    pub fn shutdown_handles(&self) -> &[ShutdownHandle] {
+        &self.stops
+    }
+
+    /// Waits until every server has stopped (after its handle was used) and
+    /// returns the first error any of them returned.
+    pub fn join(mut self) -> Result<()> {
+        self.join_all()
+    }
+
+    /// Stops every server, waits for them, and returns the first error.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop_all();
+        self.join_all()
+    }
+
+    fn stop_all(&self) {
+        for stop in &self.stops {
+            stop.request_shutdown();
+        }
+    }
+
+    fn join_all(&mut self) -> Result<()> {
+        let mut first_error = Ok(());
+        for thread in self.threads.drain(..) {
+            let result = thread.join().unwrap_or_else(|_| {
+                log::error!("a serving thread of the group on {} panicked", self.address);
+                Ok(())
+            });
+            if first_error.is_ok() {
+                first_error = result;
+            }
+        }
+        first_error
+    }
+}
+
+impl Drop for ServerGroup {
+    fn drop(&mut self) {
+        self.stop_all();
+        let _ = self.join_all();
+    }
+}
