@@ -36,6 +36,9 @@ enum Taken {
     Skipped,
     /// Nothing left to take (or accepting paused).
     Empty,
+    /// Requests dispatched, and the socket was seen empty while taking them
+    /// (a short batch): no need to ask it again before polling.
+    Drained(usize),
 }
 
 /// A connection accepted with `idle_timeout` set, waiting for its first byte
@@ -387,6 +390,10 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                     took = true;
                     left = left.saturating_sub(n);
                 }
+                Taken::Drained(n) => {
+                    took |= n > 0;
+                    break;
+                }
                 Taken::Skipped => left -= 1,
                 Taken::Empty => break,
             }
@@ -491,8 +498,13 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         }
         let ctx = &self.ctx;
         batch.send_replies(&self.socket, |to, e| adapter::reply_failed(ctx, &Address::from_sock_addr(&to), e));
+        let drained = count < batch.capacity();
         self.batch = Some(batch);
-        Ok(if served > 0 { Taken::Requests(served) } else { Taken::Skipped })
+        Ok(match (served, drained) {
+            (n, true) => Taken::Drained(n),
+            (0, false) => Taken::Skipped,
+            (n, false) => Taken::Requests(n),
+        })
     }
 
     /// Decides what a failed accept or receive means. Only errors that say

@@ -218,6 +218,11 @@ impl DatagramBatch {
         }
     }
 
+    /// How many datagrams one `recv` takes at most.
+    pub fn capacity(&self) -> usize {
+        self.packets.len()
+    }
+
     /// Marks datagram `i`'s reply to be sent by `send_replies`.
     pub fn reply_later(&mut self, i: usize) {
         self.to_send.push(i);

@@ -1,0 +1,198 @@
+//! Load generators that verify every answer: windowed datagrams (batched
+//! with sendmmsg/recvmmsg) and pipelined streams, over several threads.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::prime::answer;
+use crate::sys;
+
+/// The request mix: primes, composites and invalid lines, mostly below 2^32
+/// so that no server is measured on big-number arithmetic.
+const MIX: [&str; 16] = [
+    "2",
+    "97",
+    "7919",
+    "1000003",
+    "4294967291",
+    "4294967297",
+    "561",
+    "1",
+    "-5",
+    "100000",
+    "65537",
+    "999983",
+    "4j",
+    "17",
+    "29",
+    "1125899906842623",
+];
+
+/// What one load run measured.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub requests: u64,
+    pub lost: u64,
+    pub wrong: u64,
+    pub elapsed: Duration,
+    /// Latency of each answered request, in microseconds.
+    pub latencies: Vec<u32>,
+}
+
+impl Stats {
+    fn merge(mut self, other: Stats) -> Stats {
+        self.requests += other.requests;
+        self.lost += other.lost;
+        self.wrong += other.wrong;
+        self.elapsed = self.elapsed.max(other.elapsed);
+        self.latencies.extend(other.latencies);
+        self
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile(&mut self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        self.latencies.sort_unstable();
+        let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
+        f64::from(self.latencies[i])
+    }
+}
+
+fn requests() -> Vec<(Vec<u8>, &'static [u8])> {
+    MIX.iter().map(|n| (format!("{n}\n").into_bytes(), answer(format!("{n}\n").as_bytes()))).collect()
+}
+
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX)) as u32
+}
+
+/// `threads` clients, each keeping `window` datagrams in flight for `duration`.
+pub fn udp(server: SocketAddr, threads: usize, window: usize, duration: Duration) -> Stats {
+    let workers: Vec<_> =
+        (0..threads).map(|t| std::thread::spawn(move || udp_client(server, t, window, duration))).collect();
+    workers.into_iter().map(|w| w.join().expect("udp client")).fold(Stats::default(), Stats::merge)
+}
+
+fn udp_client(server: SocketAddr, offset: usize, window: usize, duration: Duration) -> Stats {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(server).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mix = requests();
+    let mut stats = Stats::default();
+    let mut in_flight: VecDeque<(usize, Instant)> = VecDeque::new();
+    let mut buffers = vec![vec![0u8; 64]; window];
+    let mut lengths = Vec::new();
+    let mut next = offset;
+    let start = Instant::now();
+    let send = |count: usize, next: &mut usize, in_flight: &mut VecDeque<(usize, Instant)>| {
+        let now = Instant::now();
+        let picks: Vec<usize> = (0..count).map(|k| (*next + k) % mix.len()).collect();
+        *next += count;
+        let payloads: Vec<&[u8]> = picks.iter().map(|&i| &mix[i].0[..]).collect();
+        sys::send_all(&socket, &payloads).unwrap();
+        in_flight.extend(picks.into_iter().map(|i| (i, now)));
+    };
+    send(window, &mut next, &mut in_flight);
+    while !in_flight.is_empty() {
+        let sending = start.elapsed() < duration;
+        match sys::recv_some(&socket, &mut buffers, &mut lengths) {
+            Ok(()) => {
+                let now = Instant::now();
+                for (b, &len) in lengths.iter().enumerate() {
+                    let (i, sent) = in_flight.pop_front().expect("a reply for a request");
+                    if &buffers[b][..len] == mix[i].1 {
+                        stats.requests += 1;
+                        stats.latencies.push(micros(now - sent));
+                    } else {
+                        stats.wrong += 1;
+                    }
+                }
+                if sending {
+                    send(lengths.len(), &mut next, &mut in_flight);
+                }
+            }
+            Err(_) => {
+                // Nothing for 500 ms: what is in flight is lost.
+                stats.lost += in_flight.len() as u64;
+                in_flight.clear();
+                if sending {
+                    send(window, &mut next, &mut in_flight);
+                }
+            }
+        }
+    }
+    stats.elapsed = start.elapsed();
+    stats
+}
+
+/// `conns` connections, each keeping `depth` pipelined requests in flight.
+pub fn tcp(server: SocketAddr, conns: usize, depth: usize, duration: Duration) -> Stats {
+    let workers: Vec<_> =
+        (0..conns).map(|c| std::thread::spawn(move || tcp_client(server, c, depth, duration))).collect();
+    workers.into_iter().map(|w| w.join().expect("tcp client")).fold(Stats::default(), Stats::merge)
+}
+
+fn tcp_client(server: SocketAddr, offset: usize, depth: usize, duration: Duration) -> Stats {
+    let mut conn = TcpStream::connect(server).unwrap();
+    conn.set_nodelay(true).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mix = requests();
+    let mut stats = Stats::default();
+    let mut in_flight: VecDeque<(usize, Instant)> = VecDeque::new();
+    let mut next = offset;
+    let mut out = Vec::new();
+    let mut pending = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = Instant::now();
+    let queue = |count: usize, next: &mut usize, out: &mut Vec<u8>, in_flight: &mut VecDeque<(usize, Instant)>| {
+        let now = Instant::now();
+        for _ in 0..count {
+            let i = *next % mix.len();
+            *next += 1;
+            out.extend_from_slice(&mix[i].0);
+            in_flight.push_back((i, now));
+        }
+    };
+    queue(depth, &mut next, &mut out, &mut in_flight);
+    conn.write_all(&out).unwrap();
+    while !in_flight.is_empty() {
+        let n = match conn.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                stats.lost += in_flight.len() as u64;
+                break;
+            }
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let now = Instant::now();
+        let mut answered = 0;
+        let mut consumed = 0;
+        while let Some(end) = pending[consumed..].iter().position(|&b| b == b'\n') {
+            let line = &pending[consumed..consumed + end + 1];
+            let (i, sent) = in_flight.pop_front().expect("an answer for a request");
+            if line == mix[i].1 {
+                stats.requests += 1;
+                stats.latencies.push(micros(now - sent));
+            } else {
+                stats.wrong += 1;
+            }
+            consumed += end + 1;
+            answered += 1;
+        }
+        pending.drain(..consumed);
+        if start.elapsed() < duration && answered > 0 {
+            out.clear();
+            queue(answered, &mut next, &mut out, &mut in_flight);
+            conn.write_all(&out).unwrap();
+        }
+    }
+    stats.elapsed = start.elapsed();
+    stats
+}

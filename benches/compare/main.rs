@@ -1,0 +1,137 @@
+//! `cargo bench --bench compare`: the prime service from this crate against
+//! a hand-written std loop and Python's socketserver, same handler logic,
+//! same load, in one invocation. Prints one table of ratios and writes it to
+//! benches/results/compare.csv and compare.svg (the chart in BENCHMARKS.md).
+//!
+//! COMPARE_SECS sets the length of each load run (default 4 s); COMPARE_ONLY
+//! runs only the runs whose "scenario server" contains it (and no extras).
+
+// The example's own files, so every server runs the same handler logic.
+// Benches build with cfg(test) but never run tests, hence the allow.
+#[allow(dead_code)]
+#[path = "../../examples/prime/parse.rs"]
+mod parse;
+#[allow(dead_code)]
+#[path = "../../examples/prime/primality.rs"]
+mod primality;
+#[allow(dead_code)]
+#[path = "../../examples/prime/prime.rs"]
+mod prime;
+
+mod extra;
+mod load;
+mod report;
+mod serve;
+mod sys;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use report::Row;
+
+/// A server under test, running in its own process.
+pub struct ServerProcess {
+    child: Child,
+    pub address: SocketAddr,
+}
+
+impl ServerProcess {
+    /// One of this binary's own servers (see serve.rs), or Python's.
+    pub fn start(name: &str) -> Option<ServerProcess> {
+        let mut command = match name.strip_prefix("python-") {
+            Some(kind) => {
+                let mut c = Command::new("python3");
+                c.args(["-c", serve::PYTHON_SERVER, kind]);
+                c
+            }
+            None => {
+                let mut c = Command::new(std::env::current_exe().ok()?);
+                c.args(["--serve", name]);
+                c
+            }
+        };
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take()?).read_line(&mut line).ok()?;
+        let address = line.trim().parse().ok()?;
+        Some(ServerProcess { child, address })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User plus system CPU time so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit_once(") ").map_or("", |(_, rest)| rest).split_whitespace().collect();
+        let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+        ticks as f64 / 100.0
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // the server's cue to exit
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn secs() -> Duration {
+    Duration::from_secs_f64(std::env::var("COMPARE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0))
+}
+
+/// One load run against one server.
+fn measure(scenario: &str, server: &str, load: impl Fn(SocketAddr) -> load::Stats) -> Option<Row> {
+    let Some(process) = ServerProcess::start(server) else {
+        eprintln!("{scenario}: {server} could not start; skipped");
+        return None;
+    };
+    let before = process.cpu_seconds();
+    let stats = load(process.address);
+    let cpu = process.cpu_seconds() - before;
+    Some(Row::new(scenario, server, stats, cpu))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        serve::run(&args[i + 1]);
+        return;
+    }
+    let duration = secs();
+    let mut rows = Vec::new();
+    let scenarios: [(&str, &[&str], Box<dyn Fn(SocketAddr) -> load::Stats>); 4] = [
+        (
+            "udp 4x32",
+            &["socketserver-udp", "socketserver-udp-batch", "std-udp", "python-udp"],
+            Box::new(move |a| load::udp(a, 4, 32, duration)),
+        ),
+        ("tcp 8x16", &["socketserver-tcp", "std-tcp", "python-tcp"], Box::new(move |a| load::tcp(a, 8, 16, duration))),
+        (
+            "udp ping-pong",
+            &["socketserver-udp", "std-udp", "python-udp"],
+            Box::new(move |a| load::udp(a, 1, 1, duration)),
+        ),
+        (
+            "tcp ping-pong",
+            &["socketserver-tcp", "std-tcp", "python-tcp"],
+            Box::new(move |a| load::tcp(a, 1, 1, duration)),
+        ),
+    ];
+    let only = std::env::var("COMPARE_ONLY").ok();
+    for (scenario, servers, load) in &scenarios {
+        for server in *servers {
+            if only.as_ref().is_some_and(|o| !format!("{scenario} {server}").contains(o.as_str())) {
+                continue;
+            }
+            eprintln!("running {scenario} against {server}...");
+            rows.extend(measure(scenario, server, load));
+        }
+    }
+    let extras = if only.is_some() { Vec::new() } else { extra::run() };
+    report::print_and_save(&mut rows, &extras);
+}

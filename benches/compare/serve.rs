@@ -1,0 +1,144 @@
+//! The servers under comparison, each run as a child process of the bench
+//! (`compare --serve NAME`), so its CPU time can be read from /proc. Each
+//! prints its address on the first stdout line and serves until stdin closes.
+
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{TcpListener, UdpSocket};
+
+use socketserver::{Dispatch, TcpServer, Threading, UdpServer};
+
+use crate::prime::{PrimeService, answer};
+
+/// Python's socketserver with the same handler logic.
+pub const PYTHON_SERVER: &str = r#"
+import socketserver, sys, threading
+
+def is_prime(n):
+    if n < 2: return False
+    for p in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37):
+        if n % p == 0: return n == p
+    d, s = n - 1, 0
+    while d % 2 == 0: d //= 2; s += 1
+    for a in (2, 325, 9375, 28178, 450775, 9780504, 1795265022):
+        x = pow(a % n, d, n) if a % n else 1
+        if x in (1, n - 1): continue
+        for _ in range(s - 1):
+            x = x * x % n
+            if x == n - 1: break
+        else: return False
+    return True
+
+def answer(line):
+    try: n = int(line)
+    except ValueError: return b"E\n"
+    return b"T\n" if is_prime(n) else b"F\n"
+
+class Stream(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(answer(line))
+
+class Datagram(socketserver.DatagramRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(answer(line))
+
+class Threading(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+kind = sys.argv[1]
+server = Threading(("127.0.0.1", 0), Stream) if kind == "tcp" else socketserver.UDPServer(("127.0.0.1", 0), Datagram)
+host, port = server.server_address
+print(f"{host}:{port}", flush=True)
+threading.Thread(target=lambda: (sys.stdin.read(), server.shutdown()), daemon=True).start()
+server.serve_forever()
+"#;
+
+/// Runs server `name` in this process: prints its address, serves until
+/// stdin closes.
+pub fn run(name: &str) {
+    let address = match name {
+        "socketserver-udp" => spawn(UdpServer::bind("127.0.0.1:0", PrimeService::default())),
+        "socketserver-udp-batch" => {
+            spawn(UdpServer::builder(PrimeService::default()).datagram_batch(32).bind("127.0.0.1:0"))
+        }
+        "socketserver-tcp" => {
+            spawn(TcpServer::builder(PrimeService::default()).dispatch(Dispatch::threads()).bind("127.0.0.1:0"))
+        }
+        "socketserver-tcp-small-stack" => spawn(
+            TcpServer::builder(PrimeService::default())
+                .dispatch(Threading::new().stack_size(64 * 1024).into())
+                .bind("127.0.0.1:0"),
+        ),
+        "std-udp" => std_udp(),
+        "std-tcp" => std_tcp(),
+        other => panic!("unknown server {other}"),
+    };
+    println!("{address}");
+    std::io::stdout().flush().unwrap();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    std::process::exit(0);
+}
+
+fn spawn<T: socketserver::transport::Transport>(
+    server: socketserver::Result<socketserver::Server<T, PrimeService>>,
+) -> String {
+    let mut server = server.expect("bind");
+    let address = server.server_address().to_string();
+    std::thread::spawn(move || server.serve_forever());
+    address
+}
+
+/// The floor for datagrams: a blocking recv_from/send_to loop, nothing else.
+fn std_udp() -> String {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let address = socket.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut packet = vec![0u8; 8192];
+        let mut reply = Vec::with_capacity(8192);
+        loop {
+            let Ok((len, from)) = socket.recv_from(&mut packet) else { continue };
+            reply.clear();
+            for line in packet[..len].split_inclusive(|&b| b == b'\n') {
+                reply.extend_from_slice(answer(line));
+            }
+            if !reply.is_empty() {
+                let _ = socket.send_to(&reply, from);
+            }
+        }
+    });
+    address
+}
+
+/// The floor for streams: a thread per connection, buffered both ways,
+/// flushing when no more input is buffered.
+fn std_tcp() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let _ = conn.set_nodelay(true);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(&conn);
+                let mut writer = BufWriter::new(&conn);
+                let mut line = Vec::new();
+                loop {
+                    if reader.buffer().is_empty() && writer.flush().is_err() {
+                        return;
+                    }
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {
+                            if writer.write_all(answer(&line)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    address
+}
