@@ -80,6 +80,9 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A load to put on one server, given its address.
+type LoadRun = Box<dyn Fn(SocketAddr) -> load::Stats>;
+
 fn secs() -> Duration {
     Duration::from_secs_f64(std::env::var("COMPARE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0))
 }
@@ -104,7 +107,7 @@ fn main() {
     }
     let duration = secs();
     let mut rows = Vec::new();
-    let scenarios: [(&str, &[&str], Box<dyn Fn(SocketAddr) -> load::Stats>); 4] = [
+    let scenarios: [(&str, &[&str], LoadRun); 4] = [
         (
             "udp 4x32",
             &["socketserver-udp", "socketserver-udp-batch", "std-udp", "python-udp"],
