@@ -89,6 +89,14 @@ pub enum Error {
         /// The operating system's error.
         source: io::Error,
     },
+    /// A host-name lookup failed; `message` is the resolver's.
+    #[error("cannot look up {query}: {message}")]
+    Lookup {
+        /// The name or address looked up.
+        query: String,
+        /// The resolver's error message.
+        message: String,
+    },
     /// A datagram did not fit in `max_packet_size` bytes. It was not served.
     #[error("datagram from {peer} is larger than max_packet_size ({max} bytes); dropped")]
     Truncated {

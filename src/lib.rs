@@ -54,6 +54,7 @@
 //! - [`ShutdownHandle`] stops a server from any thread, at once.
 //! - [`ServerGroup`] serves one address from several SO_REUSEPORT sockets and threads.
 //! - [`Error`] is the one error type; every variant names an address or path.
+//! - [`host`] finds this machine's name and addresses, for serving beyond loopback.
 
 #![deny(missing_docs)]
 
@@ -64,6 +65,7 @@ mod dispatch;
 mod error;
 mod group;
 mod handler;
+pub mod host;
 mod hooks;
 mod options;
 mod server;

@@ -8,11 +8,16 @@ use std::time::{Duration, Instant};
 
 use super::IO_TIMEOUT;
 
-/// The example binary, built by `cargo test` next to this test's binary.
+/// The `prime` example binary, built by `cargo test` next to this test's binary.
 pub fn prime_binary() -> PathBuf {
+    example_binary("prime")
+}
+
+/// An example's binary, built by `cargo test` next to this test's binary.
+pub fn example_binary(name: &str) -> PathBuf {
     let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
-    let path = deps.parent().unwrap().join("examples").join("prime");
-    assert!(path.exists(), "{} missing: run `cargo build --example prime`", path.display());
+    let path = deps.parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} missing: run `cargo build --examples`", path.display());
     path
 }
 
