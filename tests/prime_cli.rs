@@ -281,3 +281,24 @@ fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> String {
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[test]
+fn public_listens_on_every_address_dual_stack_with_a_warning() {
+    let dir = temp_dir();
+    let log_path = dir.path().join("stderr");
+    let serve = Serve::start_logged("tcp", "127.0.0.1:0", &["--public"], std::fs::File::create(&log_path).unwrap());
+    let port = serve.address.strip_prefix("[::]:").unwrap_or_else(|| panic!("not [::]: {}", serve.address));
+    // Reached over loopback only, through both families where IPv6 exists.
+    let mut targets = vec![format!("127.0.0.1:{port}")];
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        targets.push(format!("[::1]:{port}"));
+    }
+    for target in targets {
+        let out = Command::new(prime_binary()).args(["ask", "tcp", &target, "31"]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "31 T\n", "{target}");
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("warning: --public"), "{log}");
+    let out = Command::new(prime_binary()).args(["serve", "unix-stream", "/tmp/x.sock", "--public"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

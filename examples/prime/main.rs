@@ -40,6 +40,8 @@ serve FLAGS:
   --workers N            a pool of N worker threads
   --fork                 a child process per request
   --max-connections N    stream servers: at most N connections open at once
+  --public               tcp/udp: listen on every address of this host ([::], IPv4 too),
+                         on ADDR's port, instead of ADDR's host
   --reuseport N          tcp/udp: N sockets on one port (SO_REUSEPORT), a thread each
   --batch N              datagrams: take up to N per recvmmsg/sendmmsg (Linux)
   --max-line BYTES       longest request line (default 4400)
@@ -134,6 +136,7 @@ struct ServeOptions {
     connection_timeout: Option<Duration>,
     batch: Option<usize>,
     reuseport: Option<usize>,
+    public: bool,
 }
 
 impl ServeOptions {
@@ -161,6 +164,7 @@ fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptions),
             "--max-line" => options.max_line = Some(number(flag, value()?)?),
             "--batch" => options.batch = Some(number(flag, value()?)?),
             "--reuseport" => options.reuseport = Some(number(flag, value()?)?),
+            "--public" => options.public = true,
             "--timeout" => options.timeout = Some(seconds(flag, value()?)?),
             "--connection-timeout" => options.connection_timeout = Some(seconds(flag, value()?)?),
             other => return Err(format!("unknown flag {other:?}")),
@@ -189,6 +193,7 @@ fn parse_ask(args: &[String]) -> Result<(TransportKind, String, Vec<String>), St
 
 fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Result<(), ExitCode> {
     let handler = PrimeService { max_line: options.max_line.unwrap_or(prime::DEFAULT_MAX_LINE) };
+    let addr = if options.public { public_address(kind, &addr)? } else { addr };
     match (kind, options.reuseport) {
         (TransportKind::Tcp, Some(n)) => {
             serve_group(n, &addr, || configure(TcpServer::builder(handler.clone()), &options))
@@ -232,6 +237,25 @@ where
     stop_on_signals(vec![server.shutdown_handle()])?;
     announce(server.server_address())?;
     server.serve_forever().map_err(failure)
+}
+
+/// `--public`: the unspecified IPv6 address (dual-stack, so IPv4 too) on
+/// ADDR's port, announced with a warning naming where it can be reached.
+fn public_address(kind: TransportKind, addr: &str) -> Result<String, ExitCode> {
+    if matches!(kind, TransportKind::UnixStream | TransportKind::UnixDatagram) {
+        return Err(usage_error("--public needs tcp or udp".into()));
+    }
+    let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+    let port = port.ok_or_else(|| usage_error(format!("--public: no port in {addr:?}")))?;
+    let reachable = match socketserver::host::host_addresses() {
+        Ok(addresses) => addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        Err(e) => format!("(unknown: {e})"),
+    };
+    eprintln!(
+        "warning: --public: listening on every address of this host, IPv4 and IPv6, port {port}; \
+         reachable beyond loopback, at {reachable} and any other address this host has"
+    );
+    Ok(format!("[::]:{port}"))
 }
 
 /// `--reuseport N`: N servers on one address, one thread each.
