@@ -373,3 +373,23 @@ pub(crate) fn reverse(ip: std::net::IpAddr) -> Result<String, String> {
     // SAFETY: on success getnameinfo wrote a NUL-terminated string into `host`.
     Ok(unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) }.to_string_lossy().into_owned())
 }
+
+/// sendfile(2): up to `count` bytes of `file` from `*offset` to the stream
+/// socket, advancing `*offset`. Returns the bytes sent (0 at end of file).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn sendfile(socket: &Socket, file: &std::fs::File, offset: &mut u64, count: usize) -> io::Result<usize> {
+    let mut off = libc::off_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: both fds are open for the call (borrowed); `off` is a valid,
+        // exclusively borrowed off_t the kernel updates.
+        let sent = unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
+        if sent >= 0 {
+            *offset = off as u64;
+            return Ok(sent as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}

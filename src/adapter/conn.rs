@@ -96,6 +96,24 @@ impl Conn {
         Ok(total)
     }
 
+    /// Sends `len` bytes of `file` from `offset` (to its end if `None`),
+    /// after what is buffered. Linux: sendfile(2), the kernel copies file to
+    /// socket; elsewhere a read/write copy. Returns the bytes sent.
+    pub fn send_file(&self, file: &std::fs::File, offset: u64, len: Option<u64>) -> io::Result<u64> {
+        self.flush()?;
+        let end = len.map(|len| offset.saturating_add(len));
+        let mut position = offset;
+        while end.is_none_or(|end| position < end) {
+            let chunk = end.map_or(1 << 30, |end| (end - position).min(1 << 30)) as usize;
+            self.arm(self.timeouts.write, Socket::set_write_timeout)?;
+            let sent = send_file_chunk(&self.socket, file, &mut position, chunk).map_err(|e| timed_out(e, "write"))?;
+            if sent == 0 {
+                break; // end of file
+            }
+        }
+        Ok(position - offset)
+    }
+
     pub fn flush(&self) -> io::Result<()> {
         self.send_all(&mut self.out.borrow_mut())
     }
@@ -121,6 +139,22 @@ impl Conn {
         out.clear();
         result
     }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_file_chunk(socket: &Socket, file: &std::fs::File, position: &mut u64, chunk: usize) -> io::Result<usize> {
+    crate::sys::sendfile(socket, file, position, chunk)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn send_file_chunk(socket: &Socket, file: &std::fs::File, position: &mut u64, chunk: usize) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; chunk.min(STREAM_BUFFER * 8)];
+    let read = file.read_at(&mut buf, *position)?;
+    socket.send_with_flags(&buf[..read], NO_SIGNAL).map(|sent| {
+        *position += sent as u64;
+        sent
+    })
 }
 
 /// A socket timeout surfaces as EAGAIN; say what it is.

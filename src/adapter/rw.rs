@@ -110,6 +110,39 @@ pub struct Writer<'a> {
     sink: Sink<'a>,
 }
 
+impl Writer<'_> {
+    /// Sends `len` bytes of `file` starting at `offset` (to its end if
+    /// `None`), after anything written before (Python's `socket.sendfile`).
+    ///
+    /// On a Linux stream connection the kernel copies file pages straight to
+    /// the socket (sendfile(2)): no copy through user space. A datagram
+    /// request's reply gets the bytes appended (it is still one datagram).
+    /// Returns how many bytes were sent, fewer than `len` only at end of file.
+    ///
+    /// ```no_run
+    /// # use socketserver::Request;
+    /// let serve_file = |req: &mut Request<'_>| {
+    ///     let file = std::fs::File::open("/srv/big.iso")?;
+    ///     req.wfile.sendfile(&file, 0, None).map(drop)
+    /// };
+    /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", serve_file);
+    /// ```
+    pub fn sendfile(&mut self, file: &std::fs::File, offset: u64, len: Option<u64>) -> io::Result<u64> {
+        match &mut self.sink {
+            Sink::Stream(conn) => conn.send_file(file, offset, len),
+            Sink::Datagram(reply) => {
+                use std::os::unix::fs::FileExt;
+                let available = file.metadata()?.len().saturating_sub(offset);
+                let wanted = len.map_or(available, |len| len.min(available));
+                let start = reply.len();
+                reply.resize(start + wanted as usize, 0);
+                file.read_exact_at(&mut reply[start..], offset)?;
+                Ok(wanted)
+            }
+        }
+    }
+}
+
 impl<'a> Writer<'a> {
     pub(crate) fn stream(conn: &'a Conn) -> Self {
         Writer { sink: Sink::Stream(conn) }
