@@ -2,8 +2,11 @@
 
 use std::io;
 
+use std::os::fd::OwnedFd;
+
 use crate::Address;
-use crate::adapter::{Reader, Writer};
+use crate::adapter::{Conn, Reader, Writer};
+use crate::ancillary::{Ancillary, Credentials};
 
 /// Serves one request: Python's `BaseRequestHandler`, with `setup`, `handle`
 /// and `finish`.
@@ -79,6 +82,15 @@ pub struct Request<'a> {
     client: &'a Address,
     server: &'a Address,
     kind: Kind,
+    extras: Extras<'a>,
+}
+
+/// Where a request's Unix-socket extras come from.
+pub(crate) enum Extras<'a> {
+    /// A connection: fds arrive with the bytes read; credentials by SO_PEERCRED.
+    Stream(&'a Conn),
+    /// A datagram: fds and credentials arrived with it.
+    Datagram(&'a mut Ancillary),
 }
 
 impl<'a> Request<'a> {
@@ -88,8 +100,9 @@ impl<'a> Request<'a> {
         client: &'a Address,
         server: &'a Address,
         kind: Kind,
+        extras: Extras<'a>,
     ) -> Self {
-        Request { rfile, wfile, client, server, kind }
+        Request { rfile, wfile, client, server, kind, extras }
     }
 
     /// The client's address (Python's `client_address`).
@@ -105,5 +118,42 @@ impl<'a> Request<'a> {
     /// Whether this request is a stream connection or one datagram.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// Unix sockets on Linux: the peer process's pid, uid and gid. For a
+    /// stream, those it had when it connected (SO_PEERCRED); for a datagram,
+    /// those the kernel attached to it. `None` on inet sockets or elsewhere.
+    pub fn peer_credentials(&self) -> Option<Credentials> {
+        match &self.extras {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Extras::Stream(conn) if self.client.is_unix() => crate::sys::peer_credentials(&conn.socket).ok(),
+            Extras::Stream(_) => None,
+            Extras::Datagram(ancillary) => ancillary.credentials,
+        }
+    }
+
+    /// Unix sockets on Linux: the file descriptors the client passed
+    /// (SCM_RIGHTS) with the bytes read so far (stream) or with the datagram.
+    /// Each call hands over those not taken yet; any left untaken are
+    /// closed when the request ends, so none leaks.
+    ///
+    /// ```
+    /// # use std::io::Write;
+    /// # use socketserver::Request;
+    /// // Writes a greeting into every fd a client passes (a pipe, say).
+    /// let handler = |req: &mut Request<'_>| {
+    ///     std::io::Read::read(&mut req.rfile, &mut [0u8; 1])?; // the fds come with a byte
+    ///     for fd in req.take_fds() {
+    ///         std::fs::File::from(fd).write_all(b"hello\n")?;
+    ///     }
+    ///     Ok(())
+    /// };
+    /// # let _ = socketserver::UnixStreamServer::bind(std::env::temp_dir().join("take-fds-doc.sock"), handler);
+    /// ```
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        match &mut self.extras {
+            Extras::Stream(conn) => conn.take_fds(),
+            Extras::Datagram(ancillary) => std::mem::take(&mut ancillary.fds),
+        }
     }
 }

@@ -60,6 +60,7 @@
 
 mod adapter;
 mod address;
+mod ancillary;
 mod builder;
 mod dispatch;
 mod error;
@@ -75,6 +76,7 @@ pub mod transport;
 
 pub use adapter::{Reader, Writer};
 pub use address::Address;
+pub use ancillary::Credentials;
 pub use builder::ServerBuilder;
 pub use dispatch::{Dispatch, Forking, Threading, WorkerPool};
 pub use error::{Error, Result};

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::adapter::{self, Context, Incoming, Timeouts};
+use crate::adapter::{self, Context, Incoming, Scratch, Timeouts};
+use crate::ancillary::Ancillary;
 use crate::builder::{Parts, ServerBuilder};
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::handler::Kind;
@@ -73,7 +74,8 @@ pub struct Server<T: Transport, H: RequestHandler> {
     /// The poll set, rebuilt each turn without reallocating.
     pollfds: Vec<libc::pollfd>,
     packet: Vec<u8>,
-    reply: Vec<u8>,
+    /// The reply buffer, and the fds and credentials of the current datagram.
+    scratch: Scratch,
     /// recvmmsg/sendmmsg buffers, for a sequential datagram server with
     /// `datagram_batch` above 1.
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -164,7 +166,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             },
             hooks: parts.hooks,
             packet: vec![0; if T::KIND == Kind::Datagram { parts.options.max_packet_size } else { 0 }],
-            reply: Vec::new(),
+            scratch: Scratch::default(),
             options: parts.options,
             shutdown,
             activated,
@@ -451,7 +453,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             let taken = self.receive_batch(batch);
             return taken;
         }
-        let (len, truncated, from) = match sys::recv_datagram(&self.socket, &mut self.packet) {
+        let (len, truncated, from) = match self.receive() {
             Ok(received) => received,
             Err(e) => return self.recover("receive", e),
         };
@@ -463,8 +465,20 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         if !self.hooks.verify_request(&peer) {
             return Ok(Taken::Skipped);
         }
-        self.dispatcher.datagram(&self.ctx, &self.socket, &self.packet[..len], peer, &from, &mut self.reply);
+        self.dispatcher.datagram(&self.ctx, &self.socket, &self.packet[..len], peer, &from, &mut self.scratch);
+        // Fds the handler did not take are closed here.
+        self.scratch.ancillary = Ancillary::default();
         Ok(Taken::Requests(1))
+    }
+
+    /// One datagram into the packet buffer; on Unix sockets (Linux) with
+    /// its passed fds and sender credentials.
+    fn receive(&mut self) -> io::Result<(usize, bool, socket2::SockAddr)> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if self.ctx.server_address.is_unix() {
+            return sys::recv_with_ancillary(&self.socket, &mut self.packet, &mut self.scratch.ancillary, 0);
+        }
+        sys::recv_datagram(&self.socket, &mut self.packet)
     }
 
     /// The batched datagram path: one recvmmsg, the handler on each datagram
@@ -472,6 +486,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// time: one request per datagram, one reply per request.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn receive_batch(&mut self, mut batch: sys::DatagramBatch) -> Result<Taken> {
+        let mut scratch = Scratch::default();
         let received = batch.recv(&self.socket);
         let count = match received {
             Ok(count) => count,
@@ -483,6 +498,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let mut served = 0;
         for i in 0..count {
             let (packet, truncated, from, reply) = batch.datagram(i);
+            std::mem::swap(reply, &mut scratch.reply);
             let peer = Address::from_sock_addr(&from);
             if truncated {
                 (self.ctx.on_error)(&Error::Truncated { peer, max: self.options.max_packet_size });
@@ -492,7 +508,9 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 continue;
             }
             served += 1;
-            if adapter::answer_datagram(&self.ctx, packet, &peer, reply).1 {
+            let send = adapter::answer_datagram(&self.ctx, packet, &peer, &mut scratch).1;
+            std::mem::swap(reply, &mut scratch.reply);
+            if send {
                 batch.reply_later(i);
             }
         }

@@ -393,3 +393,99 @@ pub(crate) fn sendfile(socket: &Socket, file: &std::fs::File, offset: &mut u64, 
         }
     }
 }
+
+/// Room for the control messages of one receive: credentials and up to 64 fds.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const CONTROL_SPACE: usize = 512;
+
+/// recvmsg(2) into `buf`, collecting passed fds (close-on-exec) and sender
+/// credentials into `ancillary`. Returns the length, whether the datagram
+/// was truncated, and the sender's address.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn recv_with_ancillary(
+    socket: &Socket,
+    buf: &mut [u8],
+    ancillary: &mut crate::ancillary::Ancillary,
+    flags: libc::c_int,
+) -> io::Result<(usize, bool, SockAddr)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    // u64s keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; CONTROL_SPACE / 8];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: all-zero bytes are a valid sockaddr_storage and msghdr.
+    let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_name = (&raw mut from).cast();
+    header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    header.msg_iov = &mut iov;
+    header.msg_iovlen = 1;
+    header.msg_control = control.as_mut_ptr().cast();
+    header.msg_controllen = CONTROL_SPACE as _;
+    let received = loop {
+        // SAFETY: the header points at `from`, `iov` (into `buf`) and
+        // `control`, all alive, exclusively borrowed and sized as declared.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut header, flags | libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    // SAFETY: CMSG_FIRSTHDR/NXTHDR walk the control buffer the kernel just
+    // filled, within msg_controllen; each message's data holds what its
+    // level and type say: c_int fds for SCM_RIGHTS (each a new fd we now
+    // own), a ucred for SCM_CREDENTIALS.
+    unsafe {
+        let mut message = libc::CMSG_FIRSTHDR(&header);
+        while !message.is_null() {
+            let data = libc::CMSG_DATA(message);
+            let data_len = (*message).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+            match ((*message).cmsg_level, (*message).cmsg_type) {
+                (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
+                    for i in 0..data_len / std::mem::size_of::<libc::c_int>() {
+                        let fd = std::ptr::read_unaligned(data.cast::<libc::c_int>().add(i));
+                        ancillary.fds.push(OwnedFd::from_raw_fd(fd));
+                    }
+                }
+                (libc::SOL_SOCKET, libc::SCM_CREDENTIALS) if data_len >= std::mem::size_of::<libc::ucred>() => {
+                    let cred = std::ptr::read_unaligned(data.cast::<libc::ucred>());
+                    ancillary.credentials = Some(crate::Credentials { pid: cred.pid, uid: cred.uid, gid: cred.gid });
+                }
+                _ => {}
+            }
+            message = libc::CMSG_NXTHDR(&header, message);
+        }
+    }
+    if header.msg_flags & libc::MSG_CTRUNC != 0 {
+        log::warn!("control data cut short: more than 64 fds were passed at once; the rest were closed");
+    }
+    let mut storage = socket2::SockAddrStorage::zeroed();
+    // SAFETY: the kernel wrote msg_namelen valid bytes of a sockaddr into
+    // `from`; socket2's storage is repr(transparent) over sockaddr_storage.
+    let sender = unsafe {
+        *storage.view_as::<libc::sockaddr_storage>() = from;
+        SockAddr::new(storage, header.msg_namelen)
+    };
+    Ok((received, header.msg_flags & libc::MSG_TRUNC != 0, sender))
+}
+
+/// The credentials of the process at the other end of a connected Unix
+/// stream socket (SO_PEERCRED).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn peer_credentials(socket: &Socket) -> io::Result<crate::Credentials> {
+    // SAFETY: all-zero bytes are a valid ucred.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid and exclusively borrowed; the kernel
+    // writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&raw mut cred).cast(), &mut len)
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(crate::Credentials { pid: cred.pid, uid: cred.uid, gid: cred.gid })
+}

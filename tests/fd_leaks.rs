@@ -92,3 +92,49 @@ fn served_connections_leave_no_fd_behind() {
     });
     assert!(settled, "fds before {before}, now {}", open_fds());
 }
+
+#[test]
+fn passed_fds_a_handler_does_not_take_are_closed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir();
+    let ignore = |req: &mut socketserver::Request<'_>| std::io::Read::read(&mut req.rfile, &mut [0u8; 8]).map(drop);
+    let stream = Running::start(UnixStreamServer::bind(dir.path().join("s.sock"), ignore).unwrap());
+    let dgram = Running::start(UnixDatagramServer::bind(dir.path().join("d.sock"), ignore).unwrap());
+    let script = r#"
+import os, socket, sys
+stream, dgram, own = sys.argv[1], sys.argv[2], sys.argv[3]
+d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+d.bind(own)
+for _ in range(20):
+    r, w = os.pipe()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(stream)
+    socket.send_fds(s, [b"x"], [r, w])
+    s.close()
+    d.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, r.to_bytes(4, sys.byteorder) + w.to_bytes(4, sys.byteorder))], 0, dgram)
+    os.close(r); os.close(w)
+"#;
+    let before = open_fds();
+    let own = dir.path().join("py.sock");
+    let Ok(out) = std::process::Command::new("python3")
+        .args(["-c", script, stream.path().to_str().unwrap(), dgram.path().to_str().unwrap(), own.to_str().unwrap()])
+        .output()
+    else {
+        eprintln!("skipped: python3 not found");
+        return;
+    };
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // One more request on each, so the 40 passed requests are done.
+    let mut c = StreamClient::connect(&stream.address).unwrap();
+    std::io::Write::write_all(&mut c, b"x").unwrap();
+    let _ = std::io::Read::read_to_end(&mut c, &mut Vec::new());
+    drop(c);
+    let settled = (0..200).any(|_| {
+        if open_fds() <= before {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        false
+    });
+    assert!(settled, "fds before {before}, now {}", open_fds());
+}

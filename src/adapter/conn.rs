@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use crate::Address;
+use crate::ancillary::Ancillary;
+
+/// IOV_MAX on Linux and the BSDs: the most slices one sendmsg takes.
+const MAX_IOVECS: usize = 1024;
 
 /// Size of a stream connection's read and write buffers.
 pub(crate) const STREAM_BUFFER: usize = 8 * 1024;
@@ -52,11 +56,18 @@ pub(crate) struct Conn {
     out: RefCell<Vec<u8>>,
     timeouts: Timeouts,
     deadline: Option<Instant>,
+    /// Unix connections: reads also collect passed fds, kept here until taken.
+    fds: Option<RefCell<Ancillary>>,
 }
 
 impl Conn {
-    pub fn new(socket: Socket, timeouts: Timeouts, deadline: Option<Instant>) -> Self {
-        Conn { socket, out: RefCell::new(Vec::with_capacity(STREAM_BUFFER)), timeouts, deadline }
+    pub fn new(socket: Socket, timeouts: Timeouts, deadline: Option<Instant>, unix: bool) -> Self {
+        let fds = unix.then(RefCell::default);
+        Conn { socket, out: RefCell::new(Vec::with_capacity(STREAM_BUFFER)), timeouts, deadline, fds }
+    }
+
+    pub fn take_fds(&self) -> Vec<std::os::fd::OwnedFd> {
+        self.fds.as_ref().map(|fds| std::mem::take(&mut fds.borrow_mut().fds)).unwrap_or_default()
     }
 
     /// Before a blocking operation: with a deadline, the socket's timeout
@@ -76,10 +87,17 @@ impl Conn {
 
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.arm(self.timeouts.read, Socket::set_read_timeout)?;
-        (&self.socket).read(buf).map_err(|e| timed_out(e, "read"))
+        let read = match &self.fds {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Some(fds) => crate::sys::recv_with_ancillary(&self.socket, buf, &mut fds.borrow_mut(), 0).map(|(n, ..)| n),
+            _ => (&self.socket).read(buf),
+        };
+        read.map_err(|e| timed_out(e, "read"))
     }
 
     pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // sendmsg takes at most IOV_MAX slices; a short write is allowed.
+        let bufs = &bufs[..bufs.len().min(MAX_IOVECS)];
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut out = self.out.borrow_mut();
         if out.len() + total > STREAM_BUFFER {

@@ -4,10 +4,11 @@
 mod conn;
 mod rw;
 
-pub(crate) use conn::{Incoming, NO_SIGNAL, Timeouts};
+pub(crate) use conn::{Conn, Incoming, NO_SIGNAL, Timeouts};
 pub use rw::{Reader, Writer};
 
-use conn::Conn;
+use crate::ancillary::Ancillary;
+use crate::handler::Extras;
 
 use std::io;
 use std::net::Shutdown;
@@ -47,6 +48,15 @@ pub(crate) enum Outcome {
     Served = 0,
     Failed = 1,
     Panicked = 2,
+}
+
+/// What a datagram request writes into besides its packet: the reply being
+/// built, and the fds and credentials that came with the datagram. Reused
+/// from request to request where the dispatch mode allows.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    pub reply: Vec<u8>,
+    pub ancillary: Ancillary,
 }
 
 /// Why a handler did not complete.
@@ -100,10 +110,16 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// it (Python's `shutdown_request`). Every failure reaches `on_error`.
 pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, incoming: Incoming) -> Outcome {
     let Incoming { socket, peer, deadline } = incoming;
-    let conn = Conn::new(socket, ctx.timeouts, deadline);
+    let conn = Conn::new(socket, ctx.timeouts, deadline, peer.is_unix());
     let outcome = {
-        let mut req =
-            Request::new(Reader::stream(&conn), Writer::stream(&conn), &peer, &ctx.server_address, Kind::Stream);
+        let mut req = Request::new(
+            Reader::stream(&conn),
+            Writer::stream(&conn),
+            &peer,
+            &ctx.server_address,
+            Kind::Stream,
+            Extras::Stream(&conn),
+        );
         run_handler(&*ctx.handler, &mut req)
     };
     // As Python's StreamRequestHandler.finish, what was written is flushed
@@ -142,12 +158,13 @@ pub(crate) fn serve_datagram<H: RequestHandler>(
     packet: &[u8],
     peer: &Address,
     reply_to: &SockAddr,
-    reply: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> Outcome {
-    let (outcome, send) = answer_datagram(ctx, packet, peer, reply);
+    let (outcome, send) = answer_datagram(ctx, packet, peer, scratch);
     if !send {
         return outcome;
     }
+    let reply = &scratch.reply;
     let sent = socket.send_to_with_flags(reply, reply_to, NO_SIGNAL).and_then(|n| whole_reply(n, reply.len()));
     match sent {
         Err(source) => report(ctx, Failure::Io(source), peer),
@@ -165,12 +182,19 @@ pub(crate) fn answer_datagram<H: RequestHandler>(
     ctx: &Context<H>,
     packet: &[u8],
     peer: &Address,
-    reply: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> (Outcome, bool) {
+    let Scratch { reply, ancillary } = scratch;
     reply.clear();
     let outcome = {
-        let mut req =
-            Request::new(Reader::datagram(packet), Writer::datagram(reply), peer, &ctx.server_address, Kind::Datagram);
+        let mut req = Request::new(
+            Reader::datagram(packet),
+            Writer::datagram(reply),
+            peer,
+            &ctx.server_address,
+            Kind::Datagram,
+            Extras::Datagram(ancillary),
+        );
         run_handler(&*ctx.handler, &mut req)
     };
     let send = !reply.is_empty() && !matches!(outcome, Err(Failure::Panic(_)));

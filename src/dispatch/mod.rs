@@ -15,7 +15,7 @@ use socket2::{SockAddr, Socket};
 
 pub use config::{Dispatch, Forking, Threading, WorkerPool};
 
-use crate::adapter::{self, Context, Incoming};
+use crate::adapter::{self, Context, Incoming, Scratch};
 use crate::shutdown::ShutdownHandle;
 use crate::{Address, Error, RequestHandler};
 use capacity::Capacity;
@@ -84,7 +84,7 @@ impl<H: RequestHandler> Dispatcher<H> {
         }
     }
 
-    /// Runs a datagram request. `reply` is a reusable buffer of the server's.
+    /// Runs a datagram request. `scratch` is the server's, reused.
     pub fn datagram(
         &mut self,
         ctx: &Context<H>,
@@ -92,21 +92,22 @@ impl<H: RequestHandler> Dispatcher<H> {
         packet: &[u8],
         peer: Address,
         reply_to: &SockAddr,
-        reply: &mut Vec<u8>,
+        scratch: &mut Scratch,
     ) {
         let slot = self.capacity.take();
         let failed = match &mut self.mode {
             Mode::Sequential => {
-                adapter::serve_datagram(ctx, socket, packet, &peer, reply_to, reply);
+                adapter::serve_datagram(ctx, socket, packet, &peer, reply_to, scratch);
                 return;
             }
             Mode::Threads(threads) => {
                 let (ctx, socket, packet, who, reply_to) =
                     (ctx.clone(), Arc::clone(socket), packet.to_vec(), peer.clone(), reply_to.clone());
+                let mut own = Scratch { reply: Vec::new(), ancillary: std::mem::take(&mut scratch.ancillary) };
                 threads
                     .spawn(move || {
                         let _slot = slot;
-                        adapter::serve_datagram(&ctx, &socket, &packet, &peer, &reply_to, &mut Vec::new());
+                        adapter::serve_datagram(&ctx, &socket, &packet, &peer, &reply_to, &mut own);
                     })
                     .err()
                     .map(|e| (threads::SPAWN, who, e))
@@ -117,12 +118,13 @@ impl<H: RequestHandler> Dispatcher<H> {
                     packet: packet.to_vec(),
                     peer,
                     reply_to: reply_to.clone(),
+                    ancillary: std::mem::take(&mut scratch.ancillary),
                     slot,
                 };
                 pool.submit(ctx, job).err()
             }
             Mode::Fork(fork) => fork
-                .run(peer.clone(), slot, || adapter::serve_datagram(ctx, socket, packet, &peer, reply_to, reply))
+                .run(peer.clone(), slot, || adapter::serve_datagram(ctx, socket, packet, &peer, reply_to, scratch))
                 .err(),
         };
         if let Some((action, peer, source)) = failed {

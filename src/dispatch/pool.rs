@@ -10,13 +10,24 @@ use socket2::{SockAddr, Socket};
 
 use super::capacity::Slot;
 use super::config::WorkerPool;
-use crate::adapter::{self, Context, Incoming};
+use crate::adapter::{self, Context, Incoming, Scratch};
+use crate::ancillary::Ancillary;
 use crate::{Address, RequestHandler};
 
 /// A request waiting for a worker, holding its capacity slot.
 pub(crate) enum Job {
-    Stream { conn: Incoming, slot: Slot },
-    Datagram { socket: Arc<Socket>, packet: Vec<u8>, peer: Address, reply_to: SockAddr, slot: Slot },
+    Stream {
+        conn: Incoming,
+        slot: Slot,
+    },
+    Datagram {
+        socket: Arc<Socket>,
+        packet: Vec<u8>,
+        peer: Address,
+        reply_to: SockAddr,
+        ancillary: Ancillary,
+        slot: Slot,
+    },
 }
 
 pub(crate) struct Pool<H> {
@@ -81,15 +92,17 @@ impl Job {
 }
 
 fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Mutex<Receiver<Job>>) {
-    let mut reply = Vec::new();
+    let mut scratch = Scratch::default();
     loop {
         let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
         match next {
             Ok(Job::Stream { conn, slot: _slot }) => {
                 adapter::serve_stream(ctx, conn);
             }
-            Ok(Job::Datagram { socket, packet, peer, reply_to, slot: _slot }) => {
-                adapter::serve_datagram(ctx, &socket, &packet, &peer, &reply_to, &mut reply);
+            Ok(Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot }) => {
+                scratch.ancillary = ancillary;
+                adapter::serve_datagram(ctx, &socket, &packet, &peer, &reply_to, &mut scratch);
+                scratch.ancillary = Ancillary::default();
             }
             Err(mpsc::RecvError) => return,
         }

@@ -47,7 +47,11 @@ impl Setup for UnixStream {
 
 impl Setup for UnixDatagram {
     fn open(_addr: &Address, _opts: &Options) -> io::Result<Socket> {
-        Socket::new(Domain::UNIX, Type::DGRAM, None)
+        let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+        // Have the kernel attach each sender's credentials (Request::peer_credentials).
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        socket.set_passcred(true)?;
+        Ok(socket)
     }
 
     fn bind(socket: &Socket, addr: &Address) -> Result<Option<SocketFile>> {
