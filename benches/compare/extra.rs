@@ -27,7 +27,54 @@ pub fn run() -> Vec<(String, String)> {
         None => out.push(("shutdown latency, Python".into(), "skipped (no python3)".into())),
     }
     out.push(("idle TCP connections, thread each, 64 KiB stacks".into(), idle_connections()));
+    out.push(("64 MiB file over TCP: sendfile vs read/write copy".into(), sendfile_vs_copy()));
     out
+}
+
+/// Sends a 64 MiB file to a loopback client five times each way; reports
+/// the median throughput of `Writer::sendfile` and of a read/write loop.
+fn sendfile_vs_copy() -> String {
+    use socketserver::{Request, TcpServer};
+    let path = std::env::temp_dir().join(format!("compare-sendfile-{}", std::process::id()));
+    if std::fs::write(&path, vec![0x5au8; 64 << 20]).is_err() {
+        return "skipped: cannot write the temp file".into();
+    }
+    let file = std::sync::Arc::new(std::fs::File::open(&path).expect("just written"));
+    let zero_copy = {
+        let file = file.clone();
+        move |req: &mut Request<'_>| req.wfile.sendfile(&file, 0, None).map(drop)
+    };
+    let copy = {
+        let path = path.clone();
+        move |req: &mut Request<'_>| std::io::copy(&mut std::fs::File::open(&path)?, &mut req.wfile).map(drop)
+    };
+    let measure = |address: std::net::SocketAddr| {
+        let mut sink = Vec::with_capacity(64 << 20);
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                sink.clear();
+                let start = Instant::now();
+                let mut conn = TcpStream::connect(address).expect("connect");
+                conn.read_to_end(&mut sink).expect("read");
+                assert_eq!(sink.len(), 64 << 20);
+                start.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        64.0 / times[2]
+    };
+    let mut zero_copy_server = TcpServer::threading("127.0.0.1:0", zero_copy).expect("bind");
+    let mut copy_server = TcpServer::threading("127.0.0.1:0", copy).expect("bind");
+    let (a, b) =
+        (zero_copy_server.server_address().as_inet().unwrap(), copy_server.server_address().as_inet().unwrap());
+    let (stop_a, stop_b) = (zero_copy_server.shutdown_handle(), copy_server.shutdown_handle());
+    std::thread::spawn(move || zero_copy_server.serve_forever());
+    std::thread::spawn(move || copy_server.serve_forever());
+    let (sendfile, copied) = (measure(a), measure(b));
+    stop_a.shutdown();
+    stop_b.shutdown();
+    let _ = std::fs::remove_file(&path);
+    format!("sendfile {sendfile:.0} MiB/s, copy {copied:.0} MiB/s, ratio {:.2}", sendfile / copied)
 }
 
 fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
