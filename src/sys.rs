@@ -143,6 +143,24 @@ pub(crate) struct DatagramBatch {
 // and never dereferenced otherwise.
 unsafe impl Send for DatagramBatch {}
 
+/// Points one mmsghdr at an address slot and one iovec, with no control data.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn point(
+    header: &mut libc::mmsghdr,
+    name: &mut libc::sockaddr_storage,
+    name_len: libc::socklen_t,
+    iov: &mut libc::iovec,
+) {
+    header.msg_hdr.msg_name = std::ptr::from_mut(name).cast();
+    header.msg_hdr.msg_namelen = name_len;
+    header.msg_hdr.msg_iov = iov;
+    header.msg_hdr.msg_iovlen = 1;
+    header.msg_hdr.msg_control = std::ptr::null_mut();
+    header.msg_hdr.msg_controllen = 0;
+    header.msg_hdr.msg_flags = 0;
+    header.msg_len = 0;
+}
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
 impl DatagramBatch {
     pub fn new(n: usize, max_packet_size: usize) -> Self {
@@ -163,18 +181,11 @@ impl DatagramBatch {
     /// Returns how many datagrams arrived (an empty socket is `WouldBlock`).
     pub fn recv(&mut self, socket: &Socket) -> io::Result<usize> {
         let n = self.packets.len();
+        let full = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         for i in 0..n {
             self.iovecs[i] =
                 libc::iovec { iov_base: self.packets[i].as_mut_ptr().cast(), iov_len: self.packets[i].len() };
-            let header = &mut self.headers[i];
-            header.msg_hdr.msg_name = (&raw mut self.senders[i]).cast();
-            header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            header.msg_hdr.msg_iov = &raw mut self.iovecs[i];
-            header.msg_hdr.msg_iovlen = 1;
-            header.msg_hdr.msg_control = std::ptr::null_mut();
-            header.msg_hdr.msg_controllen = 0;
-            header.msg_hdr.msg_flags = 0;
-            header.msg_len = 0;
+            point(&mut self.headers[i], &mut self.senders[i], full, &mut self.iovecs[i]);
         }
         // SAFETY: every header points at a sender slot and an iovec that
         // point into buffers owned by `self`, sized as declared, and none of
@@ -236,15 +247,7 @@ impl DatagramBatch {
         for (slot, &i) in self.to_send.iter().enumerate() {
             self.iovecs[slot] =
                 libc::iovec { iov_base: self.replies[i].as_mut_ptr().cast(), iov_len: self.replies[i].len() };
-            let header = &mut self.headers[slot];
-            header.msg_hdr.msg_name = (&raw mut self.senders[i]).cast();
-            header.msg_hdr.msg_namelen = self.received[i].2;
-            header.msg_hdr.msg_iov = &raw mut self.iovecs[slot];
-            header.msg_hdr.msg_iovlen = 1;
-            header.msg_hdr.msg_control = std::ptr::null_mut();
-            header.msg_hdr.msg_controllen = 0;
-            header.msg_hdr.msg_flags = 0;
-            header.msg_len = 0;
+            point(&mut self.headers[slot], &mut self.senders[i], self.received[i].2, &mut self.iovecs[slot]);
         }
         let mut next = 0;
         while next < count {

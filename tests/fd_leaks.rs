@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::Mutex;
 
+use common::process::eventually;
 use common::*;
 use socketserver::{TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
 
@@ -83,14 +84,7 @@ fn served_connections_leave_no_fd_behind() {
     let mut last = StreamClient::connect(&running.address).unwrap();
     last.ask("sync\n").unwrap();
     drop(last);
-    let settled = (0..200).any(|_| {
-        if open_fds() <= before {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        false
-    });
-    assert!(settled, "fds before {before}, now {}", open_fds());
+    eventually("the fd count is back to where it was", || open_fds() <= before);
 }
 
 #[test]
@@ -129,12 +123,5 @@ for _ in range(20):
     std::io::Write::write_all(&mut c, b"x").unwrap();
     let _ = std::io::Read::read_to_end(&mut c, &mut Vec::new());
     drop(c);
-    let settled = (0..200).any(|_| {
-        if open_fds() <= before {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        false
-    });
-    assert!(settled, "fds before {before}, now {}", open_fds());
+    eventually("the fd count is back to where it was", || open_fds() <= before);
 }
