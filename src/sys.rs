@@ -168,10 +168,12 @@ impl DatagramBatch {
         DatagramBatch {
             packets: (0..n).map(|_| vec![0; max_packet_size]).collect(),
             replies: (0..n).map(|_| Vec::new()).collect(),
-            // SAFETY: all-zero bytes are a valid sockaddr_storage, iovec and mmsghdr.
+            // SAFETY: all-zero bytes are a valid sockaddr_storage.
             senders: vec![unsafe { std::mem::zeroed() }; n],
             received: vec![(0, false, 0); n],
+            // SAFETY: all-zero bytes are a valid iovec (null, empty).
             iovecs: vec![unsafe { std::mem::zeroed() }; n],
+            // SAFETY: all-zero bytes are a valid mmsghdr (no name, no iovecs).
             headers: vec![unsafe { std::mem::zeroed() }; n],
             to_send: Vec::with_capacity(n),
         }
@@ -416,8 +418,9 @@ pub(crate) fn recv_with_ancillary(
     // u64s keep the control buffer aligned for cmsghdr.
     let mut control = [0u64; CONTROL_SPACE / 8];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    // SAFETY: all-zero bytes are a valid sockaddr_storage and msghdr.
+    // SAFETY: all-zero bytes are a valid sockaddr_storage.
     let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: all-zero bytes are a valid msghdr (no name, iovecs or control).
     let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
     header.msg_name = (&raw mut from).cast();
     header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
