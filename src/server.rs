@@ -21,7 +21,8 @@ use crate::transport::{BindAddress, SocketFile, Transport};
 use crate::{Address, Error, RequestHandler, Result};
 
 /// How long accepting pauses after the process ran out of file descriptors
-/// or memory, so the loop does not spin while nothing can be accepted.
+/// or memory, so the loop does not spin while nothing can be accepted. A
+/// request of ours ending ends the pause early: it freed an fd.
 const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How many requests one turn of `serve_forever` takes from a readable
@@ -335,6 +336,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
 
         if self.pollfds[0].revents != 0 {
             self.shutdown.drain_wakeups();
+            // A connection of ours ended: its fd is free, so accepting may work again.
+            self.paused_until = None;
         }
         let listener_ready = accepting && self.pollfds[1].revents != 0;
         let mut took = false;
@@ -537,6 +540,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                 log::error!("{}; pausing {RESOURCE_BACKOFF:?}", self.server_error(action, e));
                 self.paused_until = Some(Instant::now() + RESOURCE_BACKOFF);
+                self.dispatcher.wake_on_next_release();
                 Ok(Taken::Empty)
             }
             _ if e.kind() == io::ErrorKind::WouldBlock => Ok(Taken::Empty),

@@ -89,6 +89,11 @@ impl Capacity {
         true
     }
 
+    /// Makes the next freed slot wake the serving loop, full or not.
+    pub fn wake_on_next_release(&self) {
+        self.waiting.store(true, Ordering::SeqCst);
+    }
+
     /// Waits until no request is in flight or `deadline` passes; true if idle.
     pub fn wait_idle(&self, deadline: Instant) -> bool {
         let mut guard = lock(&self.idle_lock);

@@ -147,6 +147,11 @@ impl<H: RequestHandler> Dispatcher<H> {
         self.capacity.is_full()
     }
 
+    /// Asks for a wake-up when the next running request ends (and frees its fd).
+    pub fn wake_on_next_release(&self) {
+        self.capacity.wake_on_next_release();
+    }
+
     /// How long the loop may wait before it must look again even without a
     /// wake-up: a child announces its exit just before it exits, so one that
     /// was not yet gone at that turn (or was killed) is reaped on a later one.
