@@ -495,3 +495,42 @@ pub(crate) fn peer_credentials(socket: &Socket) -> io::Result<crate::Credentials
     }
     Ok(crate::Credentials { pid: cred.pid, uid: cred.uid, gid: cred.gid })
 }
+
+/// sendmsg(2) of `data` with `fds` attached (SCM_RIGHTS) on a connected
+/// Unix socket. Returns the bytes of `data` sent.
+pub(crate) fn send_with_fds(socket: &Socket, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    let raw: Vec<libc::c_int> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let payload = std::mem::size_of_val(raw.as_slice());
+    // SAFETY: CMSG_SPACE only computes a size from its argument.
+    let space = unsafe { libc::CMSG_SPACE(payload as libc::c_uint) } as usize;
+    // u64s keep the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    // SAFETY: all-zero bytes are a valid msghdr (no name, iovecs or control).
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = &mut iov;
+    header.msg_iovlen = 1;
+    header.msg_control = control.as_mut_ptr().cast();
+    header.msg_controllen = space as _;
+    // SAFETY: the control buffer holds CMSG_SPACE(payload) zeroed, aligned
+    // bytes, so CMSG_FIRSTHDR is non-null and its data area has room for
+    // `payload` bytes; `iov` points at `data`, which the kernel only reads.
+    unsafe {
+        let message = libc::CMSG_FIRSTHDR(&header);
+        (*message).cmsg_level = libc::SOL_SOCKET;
+        (*message).cmsg_type = libc::SCM_RIGHTS;
+        (*message).cmsg_len = libc::CMSG_LEN(payload as libc::c_uint) as _;
+        std::ptr::copy_nonoverlapping(raw.as_ptr().cast::<u8>(), libc::CMSG_DATA(message), payload);
+    }
+    loop {
+        // SAFETY: the header points at `iov` and `control`, alive for the call.
+        let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, crate::adapter::NO_SIGNAL) };
+        if sent >= 0 {
+            return Ok(sent as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}

@@ -107,3 +107,37 @@ fn inet_requests_have_no_credentials() {
     client.read_to_string(&mut answer).unwrap();
     assert_eq!(answer, "none");
 }
+
+/// A handler passes a pipe's read end back to a Python client, which reads
+/// what the handler then writes into the write end.
+#[test]
+fn a_handler_passes_an_fd_back_to_a_python_client() {
+    let dir = temp_dir();
+    let handler = |req: &mut Request<'_>| {
+        let (reader, mut writer) = std::io::pipe()?;
+        req.wfile.send_fds(b"fd", &[std::os::fd::AsFd::as_fd(&reader)])?;
+        writer.write_all(b"through the passed pipe\n")
+    };
+    let running = Running::start(UnixStreamServer::bind(dir.path().join("back.sock"), handler).unwrap());
+    let script = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+msg, fds, flags, addr = socket.recv_fds(s, 16, 4)
+print(msg.decode(), len(fds), os.read(fds[0], 100).decode(), end="")
+"#;
+    let path = running.path();
+    let Ok(out) = Command::new("python3").args(["-c", script, path.to_str().unwrap()]).output() else {
+        eprintln!("skipped: python3 not found");
+        return;
+    };
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "fd 1 through the passed pipe\n");
+
+    let tcp = Running::start(socketserver::TcpServer::bind("127.0.0.1:0", handler).unwrap());
+    let errors_seen = StreamClient::connect(&tcp.address).map(|mut c| {
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).map(|_| rest)
+    });
+    assert!(errors_seen.unwrap().unwrap().is_empty(), "an inet connection cannot carry fds: nothing is sent");
+}

@@ -132,30 +132,42 @@ impl Conn {
         Ok(position - offset)
     }
 
+    /// Sends what is buffered, then `data` with `fds` attached (SCM_RIGHTS).
+    pub fn send_fds(&self, data: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
+        if self.fds.is_none() {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "file descriptors travel only over Unix sockets"));
+        }
+        self.flush()?;
+        self.arm(self.timeouts.write, Socket::set_write_timeout)?;
+        let sent = crate::sys::send_with_fds(&self.socket, data, fds).map_err(|e| timed_out(e, "write"))?;
+        // The fds went with the first byte; the rest is ordinary data.
+        self.send_slice(&data[sent..])
+    }
+
     pub fn flush(&self) -> io::Result<()> {
         self.send_all(&mut self.out.borrow_mut())
     }
 
     fn send_all(&self, out: &mut Vec<u8>) -> io::Result<()> {
-        let mut sent = 0;
-        let result = loop {
-            if sent == out.len() {
-                break Ok(());
-            }
-            if let Err(e) = self.arm(self.timeouts.write, Socket::set_write_timeout) {
-                break Err(e);
-            }
-            match self.socket.send_with_flags(&out[sent..], NO_SIGNAL) {
-                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(timed_out(e, "write")),
-            }
-        };
+        let result = self.send_slice(out);
         // After a failed send the connection is unusable; keeping the bytes
         // would only make `finish` fail the same way again.
         out.clear();
         result
+    }
+
+    /// Sends all of `data`, each send waiting at most the write timeout.
+    fn send_slice(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            self.arm(self.timeouts.write, Socket::set_write_timeout)?;
+            match self.socket.send_with_flags(data, NO_SIGNAL) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(timed_out(e, "write")),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -143,6 +143,24 @@ impl Writer<'_> {
     }
 }
 
+impl Writer<'_> {
+    /// Unix stream connections: sends `data` (at least one byte) with `fds`
+    /// attached (SCM_RIGHTS), after anything written before. The client
+    /// receives its own duplicates of the fds; ours stay open. Datagram
+    /// requests and inet connections get an `Unsupported` error.
+    pub fn send_fds(&mut self, data: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
+        if data.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "fds must travel with at least one byte"));
+        }
+        match &mut self.sink {
+            Sink::Stream(conn) => conn.send_fds(data, fds),
+            Sink::Datagram(_) => {
+                Err(io::Error::new(io::ErrorKind::Unsupported, "a datagram reply cannot carry file descriptors"))
+            }
+        }
+    }
+}
+
 impl<'a> Writer<'a> {
     pub(crate) fn stream(conn: &'a Conn) -> Self {
         Writer { sink: Sink::Stream(conn) }
