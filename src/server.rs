@@ -342,11 +342,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let listener_ready = accepting && self.pollfds[1].revents != 0;
         let mut took = false;
         if !self.parked.is_empty() {
-            let first_parked = if accepting { 2 } else { 1 };
-            let ready: Vec<bool> = (0..self.parked.len())
-                .map(|i| self.pollfds.get(first_parked + i).is_some_and(|p| room && p.revents != 0))
-                .collect();
-            took |= self.unpark(&ready);
+            took |= self.unpark(if accepting { 2 } else { 1 }, room);
         }
         if listener_ready {
             took |= self.take_ready(budget)?;
@@ -361,21 +357,29 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         }
     }
 
-    /// Dispatches the parked connections that sent something, closes those
-    /// that stayed silent past `idle_timeout`, and keeps the rest.
-    fn unpark(&mut self, ready: &[bool]) -> bool {
-        let now = Instant::now();
+    /// Dispatches the parked connections that sent something (if there is
+    /// `room`), closes those that stayed silent past `idle_timeout`, keeps
+    /// the rest. Their poll entries start at `first`, in the same order.
+    fn unpark(&mut self, first: usize, room: bool) -> bool {
+        let Server { parked, pollfds, dispatcher, ctx, .. } = self;
+        let mut entry = first;
         let mut took = false;
-        for (parked, ready) in std::mem::take(&mut self.parked).into_iter().zip(ready) {
-            if *ready {
-                self.dispatcher.stream(&self.ctx, parked.conn);
-                took = true;
-            } else if now >= parked.expires {
-                log::warn!("closing connection from {}: nothing received within the idle timeout", parked.conn.peer);
-                adapter::close_stream(parked.conn.socket);
-            } else {
-                self.parked.push(parked);
-            }
+        // Never more than the dispatcher has room for; the rest wait a turn.
+        let mut free = if room { dispatcher.room() } else { 0 };
+        let spoke = parked.extract_if(.., |_| {
+            let ready = free > 0 && pollfds.get(entry).is_some_and(|p| p.revents != 0);
+            entry += 1;
+            free -= usize::from(ready);
+            ready
+        });
+        for parked in spoke {
+            dispatcher.stream(ctx, parked.conn);
+            took = true;
+        }
+        let now = Instant::now();
+        for silent in parked.extract_if(.., |p| now >= p.expires) {
+            log::warn!("closing connection from {}: nothing received within the idle timeout", silent.conn.peer);
+            adapter::close_stream(silent.conn.socket);
         }
         took
     }

@@ -247,3 +247,23 @@ fn a_reuseport_group_spreads_connections_across_its_servers() {
     assert_eq!(client.ask("udp\n").unwrap(), "udp\n");
     group.shutdown().unwrap();
 }
+
+#[test]
+fn parked_connections_that_speak_together_are_served_within_the_pool_limit() {
+    let server = TcpServer::builder(echo())
+        .dispatch(WorkerPool::new(1).queue(0).into())
+        .idle_timeout(Some(Duration::from_secs(10)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let mut clients: Vec<StreamClient> = (0..5).map(|_| StreamClient::connect(&running.address).unwrap()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.write_all(format!("{i}\n").as_bytes()).unwrap();
+        c.shutdown_write().unwrap();
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut answer = String::new();
+        std::io::Read::read_to_string(c, &mut answer).unwrap();
+        assert_eq!(answer, format!("{i}\n"));
+    }
+}

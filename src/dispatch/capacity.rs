@@ -75,6 +75,10 @@ impl Capacity {
         self.active.load(Ordering::SeqCst)
     }
 
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.active())
+    }
+
     pub fn is_full(&self) -> bool {
         if self.active() < self.limit {
             return false;

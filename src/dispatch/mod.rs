@@ -147,6 +147,11 @@ impl<H: RequestHandler> Dispatcher<H> {
         self.capacity.is_full()
     }
 
+    /// How many more requests may be dispatched now.
+    pub fn room(&self) -> usize {
+        self.capacity.room()
+    }
+
     /// Asks for a wake-up when the next running request ends (and frees its fd).
     pub fn wake_on_next_release(&self) {
         self.capacity.wake_on_next_release();
