@@ -7,9 +7,6 @@ mod rw;
 pub(crate) use conn::{Conn, Incoming, NO_SIGNAL, Timeouts};
 pub use rw::{Reader, Writer};
 
-use crate::ancillary::Ancillary;
-use crate::handler::Extras;
-
 use std::io;
 use std::net::Shutdown;
 use std::panic::{self, AssertUnwindSafe};
@@ -17,7 +14,8 @@ use std::sync::Arc;
 
 use socket2::{SockAddr, Socket};
 
-use crate::handler::{Kind, Request, RequestHandler};
+use crate::ancillary::Ancillary;
+use crate::handler::{Extras, Kind, Request, RequestHandler};
 use crate::{Address, Error};
 
 /// Called with every error that concerns one request (Python's `handle_error`).
