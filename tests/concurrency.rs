@@ -118,7 +118,8 @@ fn finished_threads_do_not_pile_up() {
         server.handle_request().unwrap();
     }
     clients.join().unwrap();
-    assert!(server.active_count() < 10, "{} thread handles held after 100 connections", server.active_count());
+    // Each handler ends right after its client; a server that kept them would stay at 100.
+    common::process::eventually("finished handlers are let go", || server.active_count() < 10);
 }
 
 /// A gate that handlers block on until the test opens it.

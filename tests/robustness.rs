@@ -282,7 +282,7 @@ fn blocked_handlers_are_cut_at_the_drain_deadline(dispatch: Dispatch, clients: u
     };
     let mut server = TcpServer::builder(handler)
         .dispatch(dispatch)
-        .drain_timeout(Some(Duration::from_millis(200)))
+        .drain_timeout(Some(Duration::from_secs(1)))
         .bind("127.0.0.1:0")
         .unwrap();
     // First in line, so even a one-worker pool gets to it before the blocked ones.

@@ -78,14 +78,24 @@ fn dual_stack_on_accepts_ipv4_mapped_clients() {
 }
 
 #[test]
-fn dual_stack_off_refuses_ipv4_clients() {
-    let Ok(server) = TcpServer::builder(echo()).dual_stack(false).bind("[::]:0") else {
-        eprintln!("skipped: no IPv6 on this machine");
-        return;
-    };
-    let running = Running::start(server);
-    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], running.inet().port()));
-    assert!(StreamClient::connect(&Address::Inet(v4)).is_err());
+fn dual_stack_off_leaves_the_ipv4_port_free() {
+    // With IPV6_V6ONLY set, [::]:PORT does not hold 0.0.0.0:PORT, so an IPv4
+    // socket can take it; dual-stack, it could not. (Checked by binding, not
+    // by connecting: another test's IPv4 server may sit on the same number.)
+    for dual_stack in [false, true] {
+        let Ok(server) = TcpServer::builder(echo()).dual_stack(dual_stack).bind("[::]:0") else {
+            eprintln!("skipped: no IPv6 on this machine");
+            return;
+        };
+        let port = server.server_address().as_inet().unwrap().port();
+        let v4 = std::net::TcpListener::bind(("0.0.0.0", port));
+        match (dual_stack, v4) {
+            (false, Ok(_)) => {}
+            (true, Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse),
+            (false, Err(e)) => panic!("v6-only server still held the IPv4 port: {e}"),
+            (true, Ok(_)) => panic!("dual-stack server left the IPv4 port free"),
+        }
+    }
 }
 
 /// The handler sees the client's real address and the server's, and which kind of request it is.
