@@ -51,33 +51,27 @@ pub fn print_and_save(rows: &mut [Row], extras: &[(String, String)]) {
         let (speed, cpu) = reference(rows, &row.scenario).map_or((f64::NAN, f64::NAN), |r| {
             (row.per_second / r.per_second, row.cpu_us_per_request / r.cpu_us_per_request)
         });
-        println!(
-            "{:<14} {:<24} {:>11.0} {:>7.2} {:>8.0} {:>8.0} {:>9.2} {:>8.2} {:>6} {:>6}",
-            row.scenario,
-            row.server,
-            row.per_second,
-            speed,
-            row.p50_us,
-            row.p99_us,
-            row.cpu_us_per_request,
-            cpu,
-            row.lost,
-            row.wrong
-        );
-        let _ = writeln!(
-            csv,
-            "{},{},{:.0},{:.3},{:.0},{:.0},{:.3},{:.3},{},{}",
-            row.scenario,
-            row.server,
-            row.per_second,
-            speed,
-            row.p50_us,
-            row.p99_us,
-            row.cpu_us_per_request,
-            cpu,
-            row.lost,
-            row.wrong
-        );
+        let cells = [
+            row.scenario.clone(),
+            row.server.clone(),
+            format!("{:.0}", row.per_second),
+            format!("{speed:.3}"),
+            format!("{:.0}", row.p50_us),
+            format!("{:.0}", row.p99_us),
+            format!("{:.3}", row.cpu_us_per_request),
+            format!("{cpu:.3}"),
+            row.lost.to_string(),
+            row.wrong.to_string(),
+        ];
+        let widths = [14, 24, 11, 7, 8, 8, 9, 8, 6, 6];
+        let line: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (cell, w))| if i < 2 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
+            .collect();
+        println!("{}", line.join(" "));
+        let _ = writeln!(csv, "{}", cells.join(","));
     }
     println!();
     for (name, value) in extras {

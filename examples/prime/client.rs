@@ -16,19 +16,11 @@ pub fn ask(kind: TransportKind, addr: &str, numbers: &[String], timeout: Duratio
         TransportKind::Tcp => {
             let target = resolve(addr)?;
             let stream = TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect to {addr}: {e}"))?;
-            stream
-                .set_read_timeout(Some(timeout))
-                .and(stream.set_write_timeout(Some(timeout)))
-                .map_err(io_msg(addr))?;
-            ask_stream(stream, |s| s.shutdown(Shutdown::Write), addr, numbers)
+            ask_stream(stream, timeout, addr, numbers)
         }
         TransportKind::UnixStream => {
             let stream = UnixStream::connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
-            stream
-                .set_read_timeout(Some(timeout))
-                .and(stream.set_write_timeout(Some(timeout)))
-                .map_err(io_msg(addr))?;
-            ask_stream(stream, |s| s.shutdown(Shutdown::Write), addr, numbers)
+            ask_stream(stream, timeout, addr, numbers)
         }
         TransportKind::Udp => {
             let target = resolve(addr)?;
@@ -64,15 +56,15 @@ fn io_msg(addr: &str) -> impl Fn(std::io::Error) -> String + '_ {
 
 /// Sends every number as a line, closes the sending side, and reads one
 /// answer line per number (the server answers pipelined requests in order).
-fn ask_stream<S: Read + Write>(
-    mut stream: S,
-    close_write: impl Fn(&S) -> std::io::Result<()>,
-    addr: &str,
-    numbers: &[String],
-) -> Result<Vec<char>, String> {
+fn ask_stream<S>(mut stream: S, timeout: Duration, addr: &str, numbers: &[String]) -> Result<Vec<char>, String>
+where
+    S: Read + Write + std::os::fd::AsFd,
+{
+    let socket = socket2::SockRef::from(&stream);
+    socket.set_read_timeout(Some(timeout)).and(socket.set_write_timeout(Some(timeout))).map_err(io_msg(addr))?;
     let request: String = numbers.iter().map(|n| format!("{n}\n")).collect();
     stream.write_all(request.as_bytes()).map_err(io_msg(addr))?;
-    close_write(&stream).map_err(io_msg(addr))?;
+    socket2::SockRef::from(&stream).shutdown(Shutdown::Write).map_err(io_msg(addr))?;
     let mut reader = BufReader::new(stream);
     let mut answers = Vec::with_capacity(numbers.len());
     for n in numbers {
