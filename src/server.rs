@@ -40,6 +40,7 @@ enum Taken {
     Empty,
     /// Requests dispatched, and the socket was seen empty while taking them
     /// (a short batch): no need to ask it again before polling.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     Drained(usize),
 }
 
@@ -399,6 +400,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                     took = true;
                     left = left.saturating_sub(n);
                 }
+                #[cfg(any(target_os = "linux", target_os = "android"))]
                 Taken::Drained(n) => {
                     took |= n > 0;
                     break;

@@ -366,7 +366,7 @@ pub(crate) fn reverse(ip: std::net::IpAddr) -> Result<String, String> {
             addr.as_ptr().cast(),
             addr.len(),
             host.as_mut_ptr(),
-            host.len() as libc::socklen_t,
+            host.len() as _,
             std::ptr::null_mut(),
             0,
             libc::NI_NAMEREQD,
