@@ -4,17 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::*;
 use socketserver::{Dispatch, Request, TcpServer, Threading, WorkerPool};
-
-/// How long a client that must be held back is watched for an answer it must
-/// not get. Slowness can only make such a check pass, never fail.
-const HELD_BACK: Duration = Duration::from_millis(300);
 
 #[test]
 fn echo_over_every_transport_in_every_mode() {
@@ -55,36 +51,11 @@ fn fifty_clients_held_open_and_a_fifty_first_is_answered() {
     drop(held);
 }
 
-fn answer_within(client: &mut StreamClient, limit: Duration) -> Option<String> {
-    client.set_read_timeout(limit).unwrap();
-    let mut line = String::new();
-    let got = std::io::BufReader::new(&mut *client).read_line(&mut line);
-    client.set_read_timeout(IO_TIMEOUT).unwrap();
-    got.ok().filter(|n| *n > 0).map(|_| line)
-}
-
-/// `busy` clients each hold a request open; the next one must wait (not be
-/// dropped) and be answered once one of them leaves.
-fn next_client_waits_for_a_free_slot(running: &Running, busy: usize) {
-    let mut holders: Vec<StreamClient> = (0..busy)
-        .map(|i| {
-            let mut c = StreamClient::connect(&running.address).unwrap();
-            assert_eq!(c.ask(&format!("{i}\n")).unwrap(), format!("{i}\n"));
-            c
-        })
-        .collect();
-    let mut waiting = StreamClient::connect(&running.address).unwrap();
-    waiting.write_all(b"waiting\n").unwrap();
-    assert_eq!(answer_within(&mut waiting, HELD_BACK), None, "served beyond the limit");
-    holders.pop();
-    assert_eq!(answer_within(&mut waiting, IO_TIMEOUT).as_deref(), Some("waiting\n"), "never served");
-}
-
 #[test]
 fn a_pool_of_four_makes_the_fifth_request_wait_then_serves_it() {
     for pool in [WorkerPool::new(4), WorkerPool::new(4).queue(0)] {
         let running = Running::start(TcpServer::builder(echo()).dispatch(pool.into()).bind("127.0.0.1:0").unwrap());
-        next_client_waits_for_a_free_slot(&running, 4);
+        next_client_waits_for_a_free_slot(&running, 4, |holders| drop(holders.pop()));
     }
 }
 
@@ -92,7 +63,7 @@ fn a_pool_of_four_makes_the_fifth_request_wait_then_serves_it() {
 fn max_threads_holds_back_the_next_request() {
     let dispatch = Threading::new().max_threads(3).into();
     let running = Running::start(TcpServer::builder(echo()).dispatch(dispatch).bind("127.0.0.1:0").unwrap());
-    next_client_waits_for_a_free_slot(&running, 3);
+    next_client_waits_for_a_free_slot(&running, 3, |holders| drop(holders.pop()));
 }
 
 #[test]
@@ -100,7 +71,7 @@ fn max_connections_holds_back_the_next_connection_in_every_threaded_mode() {
     for dispatch in [Dispatch::threads(), Dispatch::pool(8)] {
         let server = TcpServer::builder(echo()).dispatch(dispatch).max_connections(2).bind("127.0.0.1:0").unwrap();
         let running = Running::start(server);
-        next_client_waits_for_a_free_slot(&running, 2);
+        next_client_waits_for_a_free_slot(&running, 2, |holders| drop(holders.pop()));
     }
 }
 
@@ -175,7 +146,7 @@ fn shutdown_with_ten_blocked_handlers(config: Threading, close_waits: bool) {
         closed_tx.send(()).unwrap();
     });
     if close_waits {
-        assert!(closed.recv_timeout(HELD_BACK).is_err(), "server_close returned while handlers ran");
+        assert!(closed.recv_timeout(common::HELD_BACK).is_err(), "server_close returned while handlers ran");
         gate.open();
         closed.recv_timeout(IO_TIMEOUT).expect("server_close never returned");
     } else {

@@ -135,27 +135,12 @@ fn max_children_holds_back_the_next_request() {
     let _serial = serial();
     let dispatch = Forking::new().max_children(2).into();
     let running = Running::start(TcpServer::builder(echo_lines(2)).dispatch(dispatch).bind("127.0.0.1:0").unwrap());
-    let mut holders: Vec<StreamClient> = (0..2)
-        .map(|i| {
-            let mut c = StreamClient::connect(&running.address).unwrap();
-            assert_eq!(c.ask(&format!("{i}\n")).unwrap(), format!("{i}\n"));
-            c
-        })
-        .collect();
-    let mut waiting = StreamClient::connect(&running.address).unwrap();
-    waiting.write_all(b"third\n").unwrap();
-    waiting.set_read_timeout(std::time::Duration::from_millis(300)).unwrap();
-    let mut byte = [0u8; 1];
-    assert!(waiting.read(&mut byte).is_err(), "a third child ran beyond max_children");
-    waiting.set_read_timeout(IO_TIMEOUT).unwrap();
-    // The holder's second line ends its child, which frees a slot.
-    assert_eq!(holders[0].ask("second\n").unwrap(), "second\n");
-    let mut line = String::new();
-    std::io::BufReader::new(&mut waiting).read_line(&mut line).unwrap();
-    assert_eq!(line, "third\n");
+    // A holder's second line ends its child, which frees a slot.
+    let release = |holders: &mut Vec<StreamClient>| assert_eq!(holders[0].ask("second\n").unwrap(), "second\n");
+    let (mut holders, mut waiting) = next_client_waits_for_a_free_slot(&running, 2, release);
     // Let the two children still reading finish, so the server can close.
     assert_eq!(holders[1].ask("second\n").unwrap(), "second\n");
-    assert_eq!(waiting.ask("fourth\n").unwrap(), "fourth\n");
+    assert_eq!(waiting.ask("again\n").unwrap(), "again\n");
 }
 
 #[test]

@@ -57,17 +57,17 @@ pub(crate) struct Conn {
     timeouts: Timeouts,
     deadline: Option<Instant>,
     /// Unix connections: reads also collect passed fds, kept here until taken.
-    fds: Option<RefCell<Ancillary>>,
+    ancillary: Option<RefCell<Ancillary>>,
 }
 
 impl Conn {
     pub fn new(socket: Socket, timeouts: Timeouts, deadline: Option<Instant>, unix: bool) -> Self {
-        let fds = unix.then(RefCell::default);
-        Conn { socket, out: RefCell::new(Vec::with_capacity(STREAM_BUFFER)), timeouts, deadline, fds }
+        let ancillary = unix.then(RefCell::default);
+        Conn { socket, out: RefCell::new(Vec::with_capacity(STREAM_BUFFER)), timeouts, deadline, ancillary }
     }
 
     pub fn take_fds(&self) -> Vec<std::os::fd::OwnedFd> {
-        self.fds.as_ref().map(|fds| std::mem::take(&mut fds.borrow_mut().fds)).unwrap_or_default()
+        self.ancillary.as_ref().map(|a| std::mem::take(&mut a.borrow_mut().fds)).unwrap_or_default()
     }
 
     /// Before a blocking operation: with a deadline, the socket's timeout
@@ -87,9 +87,9 @@ impl Conn {
 
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.arm(self.timeouts.read, Socket::set_read_timeout)?;
-        let read = match &self.fds {
+        let read = match &self.ancillary {
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            Some(fds) => crate::sys::recv_with_ancillary(&self.socket, buf, &mut fds.borrow_mut(), 0).map(|(n, ..)| n),
+            Some(a) => crate::sys::recv_with_ancillary(&self.socket, buf, &mut a.borrow_mut(), 0).map(|(n, ..)| n),
             _ => (&self.socket).read(buf),
         };
         read.map_err(|e| timed_out(e, "read"))
@@ -134,7 +134,7 @@ impl Conn {
 
     /// Sends what is buffered, then `data` with `fds` attached (SCM_RIGHTS).
     pub fn send_fds(&self, data: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
-        if self.fds.is_none() {
+        if self.ancillary.is_none() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "file descriptors travel only over Unix sockets"));
         }
         self.flush()?;

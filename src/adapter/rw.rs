@@ -14,7 +14,7 @@ pub struct Reader<'a> {
     source: Source<'a>,
 }
 
-pub(crate) enum Source<'a> {
+enum Source<'a> {
     Stream { input: BufReader<ConnRead<'a>>, conn: &'a Conn },
     Datagram(&'a [u8]),
 }
@@ -53,7 +53,6 @@ impl Reader<'_> {
     /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", handler);
     /// ```
     pub fn read_until_limit(&mut self, delimiter: u8, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        let start = buf.len();
         let read = self.take(max as u64).read_until(delimiter, buf)?;
         if read == max && buf.last() != Some(&delimiter) {
             return Err(io::Error::new(
@@ -61,7 +60,6 @@ impl Reader<'_> {
                 format!("more than {max} bytes without a {:?} delimiter", delimiter as char),
             ));
         }
-        debug_assert_eq!(buf.len() - start, read);
         Ok(read)
     }
 
@@ -141,9 +139,7 @@ impl Writer<'_> {
             }
         }
     }
-}
 
-impl Writer<'_> {
     /// Unix stream connections: sends `data` (at least one byte) with `fds`
     /// attached (SCM_RIGHTS), after anything written before. The client
     /// receives its own duplicates of the fds; ours stay open. Datagram
@@ -171,7 +167,7 @@ impl<'a> Writer<'a> {
     }
 }
 
-pub(crate) enum Sink<'a> {
+enum Sink<'a> {
     Stream(&'a Conn),
     Datagram(&'a mut Vec<u8>),
 }

@@ -18,6 +18,10 @@ use socketserver::{Address, Error, Kind, Request, RequestHandler, Server, Shutdo
 /// Generous bound for any single client operation; a hang fails the test instead of stalling CI.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a client that must be held back is watched for an answer it must
+/// not get. Slowness can only make such a check pass, never fail.
+pub const HELD_BACK: Duration = Duration::from_millis(300);
+
 /// Echoes every line back, on any transport.
 pub fn echo() -> impl RequestHandler + Clone {
     |req: &mut Request<'_>| {
@@ -365,4 +369,36 @@ pub fn captured_log() -> Vec<String> {
         log::set_max_level(log::LevelFilter::Warn);
     });
     LOG.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The first line `client` receives within `limit`, if any.
+pub fn answer_within(client: &mut StreamClient, limit: Duration) -> Option<String> {
+    client.set_read_timeout(limit).unwrap();
+    let mut line = String::new();
+    let got = io::BufReader::new(&mut *client).read_line(&mut line);
+    client.set_read_timeout(IO_TIMEOUT).unwrap();
+    got.ok().filter(|n| *n > 0).map(|_| line)
+}
+
+/// `busy` echo clients each hold a request open; the next one must wait
+/// (not be dropped), and be answered once `release` lets one of them go.
+/// Returns the clients still held, and the one that waited.
+pub fn next_client_waits_for_a_free_slot(
+    running: &Running,
+    busy: usize,
+    release: impl FnOnce(&mut Vec<StreamClient>),
+) -> (Vec<StreamClient>, StreamClient) {
+    let mut holders: Vec<StreamClient> = (0..busy)
+        .map(|i| {
+            let mut c = StreamClient::connect(&running.address).unwrap();
+            assert_eq!(c.ask(&format!("{i}\n")).unwrap(), format!("{i}\n"));
+            c
+        })
+        .collect();
+    let mut waiting = StreamClient::connect(&running.address).unwrap();
+    waiting.write_all(b"waiting\n").unwrap();
+    assert_eq!(answer_within(&mut waiting, HELD_BACK), None, "served beyond the limit");
+    release(&mut holders);
+    assert_eq!(answer_within(&mut waiting, IO_TIMEOUT).as_deref(), Some("waiting\n"), "never served");
+    (holders, waiting)
 }
