@@ -49,6 +49,7 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
     /// Binds to the first of `addr`'s addresses that accepts, then listens
     /// (Python's constructor with `bind_and_activate=True`).
     pub fn bind(self, addr: impl BindAddress<T::Family>) -> Result<Server<T, H>> {
+        self.check()?;
         let mut last_error = None;
         for candidate in addr.resolve()? {
             match Server::<T, H>::open_bound(&candidate, &self.options) {
@@ -63,9 +64,16 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
     /// `bind_and_activate=False`): set options on [`Server::socket`], then
     /// call [`Server::server_bind`] and [`Server::server_activate`].
     pub fn build(self, addr: impl BindAddress<T::Family>) -> Result<Server<T, H>> {
+        self.check()?;
         let candidate = addr.resolve()?.swap_remove(0);
         let socket = Server::<T, H>::open(&candidate, &self.options)?;
         Server::from_parts(self.into_parts(), socket, None, candidate, false)
+    }
+
+    /// Settings that cannot work are refused before anything is bound.
+    fn check(&self) -> Result<()> {
+        self.options.check()?;
+        self.dispatch.check()
     }
 
     fn into_parts(self) -> Parts<H> {
@@ -167,7 +175,7 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
     /// Elsewhere, and in other dispatch modes, datagrams are taken one at a
     /// time. Default: 1 (no batching).
     pub fn datagram_batch(mut self, n: usize) -> Self {
-        self.options.datagram_batch = n.max(1);
+        self.options.datagram_batch = n;
         self
     }
 
@@ -216,7 +224,7 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
     /// ends; clients wait in the kernel's backlog and none is dropped.
     /// Ignored by datagram servers.
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.options.max_connections = Some(n.max(1));
+        self.options.max_connections = Some(n);
         self
     }
 

@@ -97,6 +97,15 @@ pub enum Error {
         /// The resolver's error message.
         message: String,
     },
+    /// A builder setting that cannot work was refused before anything was
+    /// bound (a zero timeout, a pool of no workers, ...).
+    #[error("invalid {option}: {problem}")]
+    Config {
+        /// The builder setting, by its method's name.
+        option: &'static str,
+        /// What is wrong with the value given.
+        problem: &'static str,
+    },
     /// A datagram did not fit in `max_packet_size` bytes. It was not served.
     #[error("datagram from {peer} is larger than max_packet_size ({max} bytes); dropped")]
     Truncated {

@@ -1,6 +1,7 @@
 //! Python's overridable server methods, as closures set on the builder.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::adapter::ErrorHook;
 use crate::{Address, Error};
@@ -18,13 +19,68 @@ pub(crate) struct Hooks {
 
 impl Default for Hooks {
     fn default() -> Self {
-        Hooks { verify_request: None, handle_error: Arc::new(log_error), handle_timeout: None, service_actions: None }
+        Hooks { verify_request: None, handle_error: log_errors(), handle_timeout: None, service_actions: None }
     }
 }
 
-/// The default `handle_error`: one log line naming the client, then serving goes on.
-fn log_error(err: &Error) {
-    log::error!("{err}");
+/// Log lines the default `handle_error` writes per second at most.
+const LOGGED_PER_SECOND: u32 = 20;
+
+/// The default `handle_error`: one log line naming the client, then serving
+/// goes on. Errors that can come once per packet (a flood of datagrams that
+/// cannot be answered, say) would drown the log, so past
+/// [`LOGGED_PER_SECOND`] lines in a second the rest are counted, and the
+/// count is logged with the next line that is written.
+fn log_errors() -> ErrorHook {
+    let limit = RateLimit::new(LOGGED_PER_SECOND);
+    Arc::new(move |err: &Error| match limit.admit(Instant::now()) {
+        Admit::Log { suppressed: 0 } => log::error!("{err}"),
+        Admit::Log { suppressed } => {
+            log::error!("{err} (and {suppressed} more request errors not logged: over {LOGGED_PER_SECOND} a second)")
+        }
+        Admit::Suppress => {}
+    })
+}
+
+/// Whether an event may be logged, under a limit per one-second window.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Log it, mentioning how many were suppressed since the last logged one.
+    Log {
+        suppressed: u64,
+    },
+    Suppress,
+}
+
+struct RateLimit {
+    per_second: u32,
+    state: Mutex<Window>,
+}
+
+struct Window {
+    start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> Self {
+        RateLimit { per_second, state: Mutex::new(Window { start: None, logged: 0, suppressed: 0 }) }
+    }
+
+    fn admit(&self, now: Instant) -> Admit {
+        let mut window = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if window.start.is_none_or(|start| now.saturating_duration_since(start) >= Duration::from_secs(1)) {
+            window.start = Some(now);
+            window.logged = 0;
+        }
+        if window.logged == self.per_second {
+            window.suppressed += 1;
+            return Admit::Suppress;
+        }
+        window.logged += 1;
+        Admit::Log { suppressed: std::mem::take(&mut window.suppressed) }
+    }
 }
 
 impl Hooks {
@@ -42,5 +98,27 @@ impl Hooks {
         if let Some(hook) = &mut self.service_actions {
             hook();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_limit_errors_are_counted_and_the_count_is_logged_with_the_next_window() {
+        let limit = RateLimit::new(3);
+        let t0 = Instant::now();
+        let first: Vec<Admit> = (0..10).map(|_| limit.admit(t0)).collect();
+        assert_eq!(
+            first[..3],
+            [Admit::Log { suppressed: 0 }, Admit::Log { suppressed: 0 }, Admit::Log { suppressed: 0 }]
+        );
+        assert!(first[3..].iter().all(|a| *a == Admit::Suppress), "{first:?}");
+        // Still inside the first second: suppressed.
+        assert_eq!(limit.admit(t0 + Duration::from_millis(999)), Admit::Suppress);
+        // A new second: logged, with the 8 held back.
+        assert_eq!(limit.admit(t0 + Duration::from_secs(1)), Admit::Log { suppressed: 8 });
+        assert_eq!(limit.admit(t0 + Duration::from_secs(1)), Admit::Log { suppressed: 0 });
     }
 }

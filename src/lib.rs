@@ -69,6 +69,7 @@ mod handler;
 mod hooks;
 pub mod host;
 mod options;
+mod parking;
 mod server;
 mod shutdown;
 mod sys;

@@ -1,8 +1,18 @@
 //! Server options: Python's class attributes, with defaults fit for production.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::Error;
 use crate::handler::Kind;
+
+/// Where a deadline lands when a timeout is too long for the clock.
+const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// `now + timeout`, saturating: a timeout too long for the clock (say
+/// `Duration::MAX`) gives a deadline decades away, never a panic.
+pub(crate) fn deadline_after(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout).or_else(|| now.checked_add(FOREVER)).unwrap_or(now)
+}
 
 /// Python's `max_packet_size`: the largest datagram served whole.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
@@ -60,7 +70,38 @@ impl Default for Options {
     }
 }
 
+/// The shortest socket timeout: the OS counts in microseconds, and a timeout
+/// that rounds to zero would mean no timeout at all.
+const SHORTEST_SOCKET_TIMEOUT: Duration = Duration::from_micros(1);
+
+/// A timeout as a socket timeout: rounded up so it stays a timeout.
+pub(crate) fn socket_timeout(timeout: Duration) -> Duration {
+    timeout.max(SHORTEST_SOCKET_TIMEOUT)
+}
+
 impl Options {
+    /// Refuses settings that cannot work, before anything is bound.
+    pub fn check(&self) -> Result<(), Error> {
+        let problem = |option, problem| Err(Error::Config { option, problem });
+        let zero = Some(Duration::ZERO);
+        if self.read_timeout == zero || self.write_timeout == zero {
+            return problem("handler timeout", "a zero socket timeout means none at all; pass None for no timeout");
+        }
+        if self.idle_timeout == zero || self.connection_timeout == zero {
+            return problem("connection timeout", "0 would close every connection before it is served");
+        }
+        if self.max_connections == Some(0) {
+            return problem("max_connections", "0 would never accept a connection");
+        }
+        if self.max_packet_size == 0 {
+            return problem("max_packet_size", "0 would drop every datagram");
+        }
+        if self.datagram_batch == 0 {
+            return problem("datagram_batch", "0 would never receive a datagram");
+        }
+        Ok(())
+    }
+
     pub fn reuse_address(&self, kind: Kind) -> bool {
         self.allow_reuse_address.unwrap_or(kind == Kind::Stream)
     }

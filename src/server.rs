@@ -14,7 +14,8 @@ use crate::builder::{Parts, ServerBuilder};
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::handler::Kind;
 use crate::hooks::Hooks;
-use crate::options::Options;
+use crate::options::{Options, deadline_after, socket_timeout};
+use crate::parking::Parking;
 use crate::shutdown::ShutdownHandle;
 use crate::sys;
 use crate::transport::{BindAddress, SocketFile, Transport};
@@ -29,6 +30,10 @@ const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 /// socket before it looks at its other fds again.
 const READY_BUDGET: usize = 64;
 
+/// At most this many clients are taken from the backlog to be closed with a
+/// log line when the server closes, so a flood cannot hold the close up.
+const BACKLOG_CLOSE_LIMIT: usize = 65_536;
+
 /// What one attempt to take a request from the socket found.
 enum Taken {
     /// Requests dispatched.
@@ -42,13 +47,6 @@ enum Taken {
     /// (a short batch): no need to ask it again before polling.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     Drained(usize),
-}
-
-/// A connection accepted with `idle_timeout` set, waiting for its first byte
-/// in the loop's poll set rather than in a handler.
-struct Parked {
-    conn: Incoming,
-    expires: Instant,
 }
 
 /// A socket server: one transport `T`, one handler `H`.
@@ -71,8 +69,8 @@ pub struct Server<T: Transport, H: RequestHandler> {
     activated: bool,
     /// Accepting is paused until then after a resource error.
     paused_until: Option<Instant>,
-    /// Connections waiting for their first byte (with `idle_timeout`).
-    parked: Vec<Parked>,
+    /// Connections waiting for their first byte or for room (with `idle_timeout`).
+    parking: Parking,
     /// The poll set, rebuilt each turn without reallocating.
     pollfds: Vec<libc::pollfd>,
     packet: Vec<u8>,
@@ -157,6 +155,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 max_connections,
                 parts.options.drain_timeout,
                 shutdown.clone(),
+                (T::KIND == Kind::Stream).then(|| socket.as_raw_fd()),
             ),
             socket: Arc::new(socket),
             socket_file,
@@ -173,7 +172,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             shutdown,
             activated,
             paused_until: None,
-            parked: Vec::new(),
+            parking: Parking::default(),
             pollfds: Vec::new(),
             #[cfg(any(target_os = "linux", target_os = "android"))]
             batch,
@@ -280,7 +279,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         self.check_activated()?;
         let stop = self.shutdown.clone();
         let _serving = stop.enter_loop();
-        let deadline = self.options.timeout.map(|t| Instant::now() + t);
+        let deadline = self.options.timeout.map(|t| deadline_after(Instant::now(), t));
         while !stop.take_request() {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if self.turn(left, 1)? {
@@ -309,30 +308,44 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// passes), then take it. Returns whether a request was dispatched.
     ///
     /// The poll set holds the wake-up socket, the server socket while the
-    /// server takes requests, and parked connections while there is room for
-    /// them. When accepting is paused or the dispatcher is full, requests
-    /// wait in the kernel, where they are safe, and a finishing request
-    /// wakes the loop.
+    /// server takes requests, and every parked connection that has not yet
+    /// spoken, room or not. Connections that spoke are dispatched, oldest
+    /// first, before new ones are accepted. When accepting is paused or the
+    /// dispatcher is full, requests wait in the kernel, where they are safe,
+    /// and a finishing request wakes the loop.
     fn turn(&mut self, timeout: Option<Duration>, budget: usize) -> Result<bool> {
         self.dispatcher.turn();
+        let mut left = budget;
+        let queued = self.dispatch_spoken(&mut left);
+        if left == 0 {
+            return Ok(true);
+        }
         let now = Instant::now();
         if self.paused_until.is_some_and(|until| now >= until) {
             self.paused_until = None;
         }
-        let room = !self.dispatcher.is_full() && self.below_max_connections();
-        let accepting = room && self.paused_until.is_none();
+        let below_max = self.below_max_connections();
+        if !below_max {
+            // Parked connections may be what fills the limit; one of the
+            // running requests ending must still wake the loop.
+            self.dispatcher.wake_on_next_release();
+        }
+        let accepting = !self.dispatcher.is_full() && below_max && self.paused_until.is_none();
         let pause = self.paused_until.map(|until| until - now);
-        let expiry = self.parked.iter().map(|p| p.expires.saturating_duration_since(now)).min();
-        let limit = [timeout, pause, expiry, self.dispatcher.recheck_after()].into_iter().flatten().min();
+        // Having served some, return to the caller (and `service_actions`) soon.
+        let timeout = if queued { Some(Duration::ZERO) } else { timeout };
+        let limit = [timeout, pause, self.parking.next_expiry(now), self.dispatcher.recheck_after()]
+            .into_iter()
+            .flatten()
+            .min();
 
         self.pollfds.clear();
         self.pollfds.push(sys::poll_entry(self.shutdown.wake_fd()));
         if accepting {
             self.pollfds.push(sys::poll_entry(self.socket.as_fd()));
         }
-        if room {
-            self.pollfds.extend(self.parked.iter().map(|p| sys::poll_entry(p.conn.socket.as_fd())));
-        }
+        let first_parked = self.pollfds.len();
+        self.pollfds.extend(self.parking.poll_fds().map(sys::poll_entry));
         sys::poll_readable(&mut self.pollfds, limit).map_err(|e| self.server_error("wait", e))?;
 
         if self.pollfds[0].revents != 0 {
@@ -341,46 +354,32 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             self.paused_until = None;
         }
         let listener_ready = accepting && self.pollfds[1].revents != 0;
-        let mut took = false;
-        if !self.parked.is_empty() {
-            took |= self.unpark(if accepting { 2 } else { 1 }, room);
-        }
-        if listener_ready {
-            took |= self.take_ready(budget)?;
+        self.parking.sort(&self.pollfds[first_parked..], Instant::now());
+        let mut took = queued | self.dispatch_spoken(&mut left);
+        if listener_ready && left > 0 {
+            took |= self.take_ready(left)?;
         }
         Ok(took)
     }
 
+    /// Open connections, parked ones included, are below `max_connections`.
     fn below_max_connections(&self) -> bool {
         match self.options.max_connections {
-            Some(max) if T::KIND == Kind::Stream => self.parked.len() + self.dispatcher.active() < max,
+            Some(max) if T::KIND == Kind::Stream => self.parking.len() + self.dispatcher.active() < max,
             _ => true,
         }
     }
 
-    /// Dispatches the parked connections that sent something (if there is
-    /// `room`), closes those that stayed silent past `idle_timeout`, keeps
-    /// the rest. Their poll entries start at `first`, in the same order.
-    fn unpark(&mut self, first: usize, room: bool) -> bool {
-        let Server { parked, pollfds, dispatcher, ctx, .. } = self;
-        let mut entry = first;
+    /// Dispatches parked connections that have spoken, oldest first, while
+    /// the dispatcher has room and `left` allows. Parked connections already
+    /// count as open, so `max_connections` does not hold them back.
+    fn dispatch_spoken(&mut self, left: &mut usize) -> bool {
         let mut took = false;
-        // Never more than the dispatcher has room for; the rest wait a turn.
-        let mut free = if room { dispatcher.room() } else { 0 };
-        let spoke = parked.extract_if(.., |_| {
-            let ready = free > 0 && pollfds.get(entry).is_some_and(|p| p.revents != 0);
-            entry += 1;
-            free -= usize::from(ready);
-            ready
-        });
-        for parked in spoke {
-            dispatcher.stream(ctx, parked.conn);
+        while *left > 0 && self.parking.has_spoken() && self.dispatcher.room() > 0 {
+            let Some(conn) = self.parking.next_spoken() else { break };
+            self.dispatcher.stream(&self.ctx, conn);
+            *left -= 1;
             took = true;
-        }
-        let now = Instant::now();
-        for silent in parked.extract_if(.., |p| now >= p.expires) {
-            log::warn!("closing connection from {}: nothing received within the idle timeout", silent.conn.peer);
-            adapter::close_stream(silent.conn.socket);
         }
         took
     }
@@ -434,9 +433,10 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             return Ok(Taken::Skipped);
         }
         let now = Instant::now();
-        let conn = Incoming { socket, peer, deadline: self.options.connection_timeout.map(|t| now + t) };
+        let deadline = self.options.connection_timeout.map(|t| deadline_after(now, t));
+        let conn = Incoming { socket, peer, deadline };
         if let Some(idle) = self.options.idle_timeout {
-            self.parked.push(Parked { conn, expires: now + idle });
+            self.parking.park(conn, now, idle);
             return Ok(Taken::Skipped);
         }
         self.dispatcher.stream(&self.ctx, conn);
@@ -447,11 +447,11 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         // Linux's accept4 never passes O_NONBLOCK on; BSDs inherit it from the listener.
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         conn.set_nonblocking(false)?;
-        if self.options.read_timeout.is_some() {
-            conn.set_read_timeout(self.options.read_timeout)?;
+        if let Some(timeout) = self.options.read_timeout {
+            conn.set_read_timeout(Some(socket_timeout(timeout)))?;
         }
-        if self.options.write_timeout.is_some() {
-            conn.set_write_timeout(self.options.write_timeout)?;
+        if let Some(timeout) = self.options.write_timeout {
+            conn.set_write_timeout(Some(socket_timeout(timeout)))?;
         }
         T::prepare_connection(conn, &self.options)
     }
@@ -581,6 +581,24 @@ fn activate(socket: &Socket, kind: Kind, options: &Options) -> io::Result<()> {
         socket.listen(options.backlog())?;
     }
     socket.set_nonblocking(true)
+}
+
+impl<T: Transport, H: RequestHandler> Drop for Server<T, H> {
+    /// Before the socket closes (Python's `server_close`): connections taken
+    /// but not served, and clients still waiting in the listen backlog, are
+    /// closed with a log line each instead of being reset unnoticed.
+    fn drop(&mut self) {
+        self.parking.close_all();
+        if T::KIND == Kind::Stream && self.activated {
+            for _ in 0..BACKLOG_CLOSE_LIMIT {
+                match self.socket.accept() {
+                    Ok((conn, from)) => adapter::close_unserved(conn, &Address::from_sock_addr(&from)),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    }
 }
 
 impl<T: Transport, H: RequestHandler> AsFd for Server<T, H> {

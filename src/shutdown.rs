@@ -40,6 +40,7 @@ struct Serving {
 #[derive(Debug)]
 struct Shared {
     requested: AtomicBool,
+    aborted: AtomicBool,
     wake_tx: UnixStream,
     wake_rx: UnixStream,
     serving: Mutex<Serving>,
@@ -54,6 +55,7 @@ impl ShutdownHandle {
         Ok(ShutdownHandle {
             shared: Arc::new(Shared {
                 requested: AtomicBool::new(false),
+                aborted: AtomicBool::new(false),
                 wake_tx,
                 wake_rx,
                 serving: Mutex::new(Serving::default()),
@@ -83,6 +85,24 @@ impl ShutdownHandle {
     pub fn request_shutdown(&self) {
         self.shared.requested.store(true, Ordering::SeqCst);
         self.wake();
+    }
+
+    /// Asks the server to stop now, without waiting for its requests: like
+    /// [`request_shutdown`](Self::request_shutdown), and a close that drains
+    /// with a [`drain_timeout`](crate::ServerBuilder::drain_timeout) (now or
+    /// later) cuts what is still running at once, as if the timeout had
+    /// passed: connections are shut down and children killed, each with a
+    /// log line. This is the second Ctrl-C of a server that is draining.
+    /// Without a drain timeout there is no drain to cut, and closing waits
+    /// as `block_on_close` says. Returns without waiting.
+    pub fn abort(&self) {
+        self.shared.aborted.store(true, Ordering::SeqCst);
+        self.request_shutdown();
+    }
+
+    /// Whether [`abort`](Self::abort) was called.
+    pub fn is_aborted(&self) -> bool {
+        self.shared.aborted.load(Ordering::SeqCst)
     }
 
     /// Wakes the serving loop so it looks at its state again (a shutdown

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use socket2::{MaybeUninitSlice, SockAddr, Socket};
@@ -13,7 +13,8 @@ use socket2::{MaybeUninitSlice, SockAddr, Socket};
 /// the time that is left. Afterwards `revents` says which are ready; errors
 /// and hang-ups count as ready, so the read that follows reports them.
 pub(crate) fn poll_readable(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout too long to be a deadline is no limit at all.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     for fd in fds.iter_mut() {
         fd.events = libc::POLLIN;
         fd.revents = 0;
@@ -46,6 +47,12 @@ pub(crate) fn poll_entry(fd: BorrowedFd<'_>) -> libc::pollfd {
     libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }
 }
 
+/// Whether `fd` has input, a hang-up or an error waiting right now.
+pub(crate) fn has_input(fd: BorrowedFd<'_>) -> bool {
+    let mut entry = [poll_entry(fd)];
+    poll_readable(&mut entry, Some(Duration::ZERO)).is_ok() && entry[0].revents != 0
+}
+
 /// Receives one datagram into `buf`. Returns its length, whether it was
 /// truncated (it did not fit in `buf`: MSG_TRUNC), and the sender.
 pub(crate) fn recv_datagram(socket: &Socket, buf: &mut [u8]) -> io::Result<(usize, bool, SockAddr)> {
@@ -73,6 +80,43 @@ pub(crate) fn fork() -> io::Result<Forked> {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// In a forked child: closes its inherited copy of the server's listening
+/// socket, so clients that connect while the parent drains are refused
+/// instead of waiting in a backlog nobody will accept.
+pub(crate) fn close_listener_in_child(fd: RawFd) {
+    // SAFETY: called only in a forked child, which never touches the
+    // parent's `Socket` that owns `fd` again and leaves through `_exit`, so
+    // the fd is neither used nor closed a second time after this.
+    unsafe { libc::close(fd) };
+}
+
+/// Signal numbers looked at when a child resets its handlers (Linux has 64;
+/// numbers an OS lacks fail in `sigaction` and are skipped).
+const SIGNAL_NUMBERS: std::ops::Range<libc::c_int> = 1..65;
+
+/// In a forked child: every signal the parent catches goes back to its
+/// default action, as `execve` would do; ignored signals stay ignored. The
+/// parent's handlers hand signals to threads the child does not have, so
+/// keeping them would leave the child deaf to SIGTERM and SIGINT.
+pub(crate) fn reset_signal_handlers_in_child() {
+    for signal in SIGNAL_NUMBERS {
+        // SAFETY: `sigaction` is a plain C struct for which all zero bytes
+        // is a valid value.
+        let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: with a null new action, sigaction only writes the current
+        // one into `current`, a valid, exclusively borrowed struct.
+        if unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) } != 0 {
+            continue;
+        }
+        if current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN {
+            // SAFETY: installing the default disposition has no memory-safety
+            // preconditions; sigaction is async-signal-safe, so it may run
+            // in a child forked from a multi-threaded process.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
     }
 }
 

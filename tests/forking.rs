@@ -9,12 +9,12 @@
 
 mod common;
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 
 use common::*;
-use socketserver::{Dispatch, Forking, Kind, Request, RequestHandler, TcpServer, UdpServer};
+use socketserver::{Dispatch, Forking, Kind, Request, TcpServer, UdpServer};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -36,20 +36,6 @@ fn zombie_children() -> Vec<u32> {
         }
     }
     zombies
-}
-
-/// Echoes `n` lines, then ends the request.
-fn echo_lines(n: usize) -> impl RequestHandler + Clone {
-    move |req: &mut Request<'_>| {
-        for _ in 0..n {
-            let mut line = String::new();
-            if req.rfile.read_line(&mut line)? == 0 {
-                break;
-            }
-            req.wfile.write_all(line.as_bytes())?;
-        }
-        Ok(())
-    }
 }
 
 #[test]
@@ -174,4 +160,10 @@ fn drain_timeout_kills_children_still_running_with_a_log_line() {
     assert!(zombie_children().is_empty(), "the killed child was reaped");
     let mut rest = Vec::new();
     assert_eq!(silent.read_to_end(&mut rest).unwrap_or(0), 0);
+}
+
+#[test]
+fn a_burst_beyond_max_children_and_max_connections_is_answered() {
+    let _serial = serial();
+    a_burst_beyond_the_limits_is_answered(Forking::new().max_children(4).into());
 }

@@ -145,7 +145,7 @@ fn bad_arguments_print_usage_and_exit_2() {
         &["serve"][..],
         &["serve", "sctp", "127.0.0.1:0"],
         &["serve", "tcp", "127.0.0.1:0", "--bogus"],
-        &["serve", "tcp", "127.0.0.1:0", "--max-line", "many"],
+        &["serve", "tcp", "127.0.0.1:0", "--max-digits", "many"],
         &["serve", "tcp", "127.0.0.1:0", "--threads", "--fork"],
         &["serve", "tcp", "127.0.0.1:0", "--workers"],
         &["ask", "tcp"],

@@ -44,9 +44,27 @@ serve FLAGS:
                          on ADDR's port, instead of ADDR's host
   --reuseport N          tcp/udp: N sockets on one port (SO_REUSEPORT), a thread each
   --batch N              datagrams: take up to N per recvmmsg/sendmmsg (Linux)
-  --max-line BYTES       longest request line (default 4400)
+  --max-digits N         longest number read, in digits (default 4300, Python's
+                         int() limit); longer ones are answered E. A test costs
+                         about the cube of N: a sequential server serves one
+                         request at a time, so public servers use --workers or
+                         --threads with timeouts
   --timeout SECS         close a connection silent this long; bound each read/write
-  --connection-timeout SECS  close any connection this long after it opened";
+  --connection-timeout SECS  close any connection this long after it opened
+  --drain-timeout SECS   on SIGINT/SIGTERM, let running requests finish this long,
+                         then cut them (default 10); a second signal cuts them at once";
+
+/// `--drain-timeout` when none is given.
+const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+
+/// The largest `--max-digits`: a test of a number this long already takes
+/// minutes of CPU.
+const MAX_MAX_DIGITS: usize = 1_000_000;
+
+/// After a second signal, how long the process may take to finish cutting
+/// its requests before it exits regardless (a handler busy computing cannot
+/// be interrupted).
+const ABORT_GRACE: Duration = Duration::from_secs(2);
 
 /// The numbers the seed's client sends, with the answers it expects.
 const SEED: [(&str, char); 8] = [
@@ -131,9 +149,10 @@ fn failure(message: impl std::fmt::Display) -> ExitCode {
 struct ServeOptions {
     dispatch: Option<Dispatch>,
     max_connections: Option<usize>,
-    max_line: Option<usize>,
+    max_digits: Option<usize>,
     timeout: Option<Duration>,
     connection_timeout: Option<Duration>,
+    drain_timeout: Option<Duration>,
     batch: Option<usize>,
     reuseport: Option<usize>,
     public: bool,
@@ -158,15 +177,16 @@ fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptions),
         let mut value = || flags.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--threads" => options.set_dispatch(flag, Dispatch::threads())?,
-            "--workers" => options.set_dispatch(flag, Dispatch::pool(number(flag, value()?)?))?,
+            "--workers" => options.set_dispatch(flag, Dispatch::pool(count(flag, value()?, usize::MAX)?))?,
             "--fork" => options.set_dispatch(flag, Dispatch::fork())?,
-            "--max-connections" => options.max_connections = Some(number(flag, value()?)?),
-            "--max-line" => options.max_line = Some(number(flag, value()?)?),
-            "--batch" => options.batch = Some(number(flag, value()?)?),
-            "--reuseport" => options.reuseport = Some(number(flag, value()?)?),
+            "--max-connections" => options.max_connections = Some(count(flag, value()?, usize::MAX)?),
+            "--max-digits" => options.max_digits = Some(count(flag, value()?, MAX_MAX_DIGITS)?),
+            "--batch" => options.batch = Some(count(flag, value()?, 1024)?),
+            "--reuseport" => options.reuseport = Some(count(flag, value()?, 1024)?),
             "--public" => options.public = true,
-            "--timeout" => options.timeout = Some(seconds(flag, value()?)?),
-            "--connection-timeout" => options.connection_timeout = Some(seconds(flag, value()?)?),
+            "--timeout" => options.timeout = Some(positive_seconds(flag, value()?)?),
+            "--connection-timeout" => options.connection_timeout = Some(positive_seconds(flag, value()?)?),
+            "--drain-timeout" => options.drain_timeout = Some(seconds(flag, value()?)?),
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
@@ -174,7 +194,24 @@ fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptions),
 }
 
 fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(number(flag, value)?).map_err(|e| format!("{flag}: {e}"))
+    Duration::try_from_secs_f64(number(flag, value)?).map_err(|e| format!("{flag}: {value:?}: {e}"))
+}
+
+/// Seconds, more than zero: a zero timeout would close everything at once.
+fn positive_seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    let duration = seconds(flag, value)?;
+    if duration.is_zero() {
+        return Err(format!("{flag}: must be more than 0 seconds"));
+    }
+    Ok(duration)
+}
+
+/// A count from 1 to `max`.
+fn count(flag: &str, value: &str, max: usize) -> Result<usize, String> {
+    match number(flag, value)? {
+        n @ 1.. if n <= max => Ok(n),
+        _ => Err(format!("{flag}: {value} is out of range (1 to {max})")),
+    }
 }
 
 fn number<N: FromStr>(flag: &str, value: &str) -> Result<N, String> {
@@ -192,7 +229,7 @@ fn parse_ask(args: &[String]) -> Result<(TransportKind, String, Vec<String>), St
 }
 
 fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Result<(), ExitCode> {
-    let handler = PrimeService { max_line: options.max_line.unwrap_or(prime::DEFAULT_MAX_LINE) };
+    let handler = PrimeService { max_digits: options.max_digits.unwrap_or(parse::MAX_DIGITS) };
     let addr = if options.public { public_address(kind, &addr)? } else { addr };
     match (kind, options.reuseport) {
         (TransportKind::Tcp, Some(n)) => {
@@ -221,6 +258,7 @@ fn configure<T: Transport>(
         .handler_timeout(options.timeout)
         .idle_timeout(options.timeout)
         .connection_timeout(options.connection_timeout)
+        .drain_timeout(Some(options.drain_timeout.unwrap_or(DEFAULT_DRAIN)))
         .datagram_batch(options.batch.unwrap_or(1))
         .dispatch(options.dispatch.clone().unwrap_or_default());
     match options.max_connections {
@@ -234,9 +272,21 @@ where
     for<'a> &'a str: BindAddress<T::Family>,
 {
     let mut server = builder.bind(addr).map_err(failure)?;
-    stop_on_signals(vec![server.shutdown_handle()])?;
+    let stop = server.shutdown_handle();
+    stop_on_signals(vec![stop.clone()])?;
     announce(server.server_address())?;
-    server.serve_forever().map_err(failure)
+    server.serve_forever().map_err(failure)?;
+    // Closing drains the requests still running, within --drain-timeout.
+    drop(server);
+    finished(&stop)
+}
+
+/// Exit status 0 after a graceful stop; 1 when a second signal cut it short.
+fn finished(stop: &ShutdownHandle) -> Result<(), ExitCode> {
+    if stop.is_aborted() {
+        return Err(failure("stopped by a second signal: requests still running were cut"));
+    }
+    Ok(())
 }
 
 /// `--public`: the unspecified IPv6 address (dual-stack, so IPv4 too) on
@@ -265,19 +315,30 @@ fn serve_group<T: Transport<Family = socketserver::transport::Inet>>(
     builder: impl FnMut() -> ServerBuilder<T, PrimeService>,
 ) -> Result<(), ExitCode> {
     let group = ServerGroup::spawn(workers, addr, builder).map_err(failure)?;
+    let stop = group.shutdown_handles()[0].clone();
     stop_on_signals(group.shutdown_handles().to_vec())?;
     announce(group.server_address())?;
-    group.join().map_err(failure)
+    group.join().map_err(failure)?;
+    finished(&stop)
 }
 
-/// SIGINT and SIGTERM stop the servers cleanly.
+/// SIGINT and SIGTERM stop the servers: the first gracefully, draining
+/// running requests within --drain-timeout; a second one at once.
 fn stop_on_signals(stops: Vec<ShutdownHandle>) -> Result<(), ExitCode> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
     std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            log::info!("signal {signal}: shutting down");
+        let mut received = signals.forever();
+        if let Some(signal) = received.next() {
+            log::info!("signal {signal}: shutting down; a second signal stops at once");
             stops.iter().for_each(ShutdownHandle::request_shutdown);
+        }
+        if let Some(signal) = received.next() {
+            log::warn!("signal {signal} again: stopping now, cutting the requests still running");
+            stops.iter().for_each(ShutdownHandle::abort);
+            std::thread::sleep(ABORT_GRACE);
+            log::error!("still busy {ABORT_GRACE:?} after the second signal: exiting");
+            std::process::exit(1);
         }
     });
     Ok(())

@@ -20,31 +20,103 @@ fn is_space(b: u8) -> bool {
 /// Parses `line` as Python's `int(line)` would: surrounding whitespace,
 /// an optional sign, decimal digits with single underscores between them,
 /// at most [`MAX_DIGITS`] digits. `None` where Python raises `ValueError`.
+#[allow(dead_code, reason = "the benches' std-loop baseline and the tests share this file")]
 pub fn parse_int(line: &[u8]) -> Option<Int> {
-    let start = line.iter().position(|&b| !is_space(b))?;
-    let end = line.iter().rposition(|&b| !is_space(b))? + 1;
-    let mut text = &line[start..end];
-    let negative = text.first() == Some(&b'-');
-    if matches!(text.first(), Some(b'-' | b'+')) {
-        text = &text[1..];
+    let mut parser = LineParser::new(MAX_DIGITS);
+    parser.feed(line);
+    parser.finish()
+}
+
+/// Where a line is, as Python's `int()` would read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Only whitespace so far.
+    Leading,
+    /// A sign, no digit yet.
+    Signed,
+    /// In the digits; `after_digit` is false right after an underscore.
+    Digits { after_digit: bool },
+    /// Whitespace after the digits.
+    Trailing,
+    /// Not an integer, whatever follows.
+    Invalid,
+}
+
+/// Python's `int()` fed a line piece by piece, so a line of any length is
+/// read in memory bounded by the digit limit: only the digits are kept.
+#[derive(Debug, Clone)]
+pub struct LineParser {
+    max_digits: usize,
+    state: State,
+    negative: bool,
+    digits: Vec<u8>,
+    /// Bytes fed since the line began.
+    len: usize,
+}
+
+impl LineParser {
+    /// A parser that accepts at most `max_digits` digits, as Python's
+    /// `sys.set_int_max_str_digits(max_digits)` would.
+    pub fn new(max_digits: usize) -> Self {
+        LineParser { max_digits, state: State::Leading, negative: false, digits: Vec::new(), len: 0 }
     }
-    let mut digits = Vec::with_capacity(text.len());
-    let mut previous_was_digit = false;
-    for &b in text {
-        match b {
-            b'0'..=b'9' => {
-                digits.push(b);
-                previous_was_digit = true;
-            }
-            b'_' if previous_was_digit => previous_was_digit = false,
-            _ => return None,
+
+    /// Reads the next piece of the line (without its newline).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.len += bytes.len();
+        for &b in bytes {
+            self.state = match (self.state, b) {
+                (State::Invalid, _) => return,
+                (State::Leading | State::Trailing, b) if is_space(b) => self.state,
+                (State::Leading, b'-' | b'+') => {
+                    self.negative = b == b'-';
+                    State::Signed
+                }
+                (State::Leading | State::Signed | State::Digits { .. }, b'0'..=b'9') => {
+                    if self.digits.len() == self.max_digits {
+                        State::Invalid
+                    } else {
+                        self.digits.push(b);
+                        State::Digits { after_digit: true }
+                    }
+                }
+                (State::Digits { after_digit: true }, b'_') => State::Digits { after_digit: false },
+                (State::Digits { after_digit: true }, b) if is_space(b) => State::Trailing,
+                _ => State::Invalid,
+            };
         }
     }
-    if !previous_was_digit || digits.len() > MAX_DIGITS {
-        return None;
+
+    /// Whether anything was fed since the line began.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
-    let magnitude = BigUint::parse_bytes(&digits, 10)?;
-    Some(Int { negative, magnitude })
+
+    /// Bytes fed since the line began.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True once no ending can make the line an integer.
+    pub fn is_invalid(&self) -> bool {
+        self.state == State::Invalid
+    }
+
+    /// The line's value, `None` where Python raises `ValueError`; the
+    /// parser is ready for the next line.
+    pub fn finish(&mut self) -> Option<Int> {
+        let state = std::mem::replace(&mut self.state, State::Leading);
+        let negative = std::mem::take(&mut self.negative);
+        self.len = 0;
+        let value = match state {
+            State::Digits { after_digit: true } | State::Trailing => {
+                BigUint::parse_bytes(&self.digits, 10).map(|magnitude| Int { negative, magnitude })
+            }
+            _ => None,
+        };
+        self.digits.clear();
+        value
+    }
 }
 
 #[cfg(test)]
@@ -84,6 +156,41 @@ mod tests {
         ] {
             assert_eq!(value(input), None, "{input:?}");
         }
+    }
+
+    #[test]
+    fn a_line_fed_in_pieces_reads_as_the_whole_line() {
+        let line = b"  -1_234_567  ";
+        for split in 0..=line.len() {
+            let mut parser = LineParser::new(MAX_DIGITS);
+            parser.feed(&line[..split]);
+            parser.feed(&line[split..]);
+            assert_eq!(parser.finish(), parse_int(line), "split at {split}");
+            // Ready for the next line, sign included.
+            parser.feed(b"7");
+            assert_eq!(parser.finish(), parse_int(b"7"));
+        }
+    }
+
+    #[test]
+    fn whitespace_padding_of_any_length_is_accepted_as_python_does() {
+        let mut parser = LineParser::new(MAX_DIGITS);
+        let padding = vec![b' '; 1 << 20];
+        parser.feed(&padding);
+        parser.feed("9".repeat(MAX_DIGITS).as_bytes());
+        parser.feed(&padding);
+        assert!(!parser.is_invalid());
+        assert!(parser.finish().is_some());
+    }
+
+    #[test]
+    fn a_lower_digit_limit_is_honoured() {
+        let mut parser = LineParser::new(3);
+        parser.feed(b"1_2_3");
+        assert!(parser.finish().is_some());
+        parser.feed(b"1234");
+        assert!(parser.is_invalid());
+        assert!(parser.finish().is_none());
     }
 
     #[test]

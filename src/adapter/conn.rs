@@ -10,6 +10,7 @@ use socket2::Socket;
 
 use crate::Address;
 use crate::ancillary::Ancillary;
+use crate::options::socket_timeout;
 
 /// IOV_MAX on Linux and the BSDs: the most slices one sendmsg takes.
 const MAX_IOVECS: usize = 1024;
@@ -82,7 +83,7 @@ impl Conn {
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "connection deadline passed"));
         }
-        set(&self.socket, Some(configured.map_or(left, |t| t.min(left))))
+        set(&self.socket, Some(socket_timeout(configured.map_or(left, |t| t.min(left)))))
     }
 
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {

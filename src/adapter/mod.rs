@@ -148,6 +148,13 @@ pub(crate) fn close_stream(socket: Socket) {
     let _ = socket.shutdown(Shutdown::Write);
 }
 
+/// Closes a connection the server took but will not serve because it is
+/// closing, with the log line that says so.
+pub(crate) fn close_unserved(socket: Socket, peer: &Address) {
+    log::warn!("server closing: connection from {peer} closed before it was served");
+    close_stream(socket);
+}
+
 /// Serves one datagram and sends what the handler wrote back to the sender as
 /// one datagram. `reply` is the caller's reusable buffer.
 pub(crate) fn serve_datagram<H: RequestHandler>(

@@ -5,12 +5,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
 use crate::Address;
 use crate::shutdown::ShutdownHandle;
+
+/// How often a drain looks for an [`abort`](ShutdownHandle::abort).
+pub(crate) const ABORT_CHECK: Duration = Duration::from_millis(20);
 
 pub(crate) struct Capacity {
     limit: usize,
@@ -98,16 +101,19 @@ impl Capacity {
         self.waiting.store(true, Ordering::SeqCst);
     }
 
-    /// Waits until no request is in flight or `deadline` passes; true if idle.
+    /// Waits until no request is in flight, `deadline` passes or the server
+    /// is aborted; true if idle.
     pub fn wait_idle(&self, deadline: Instant) -> bool {
         let mut guard = lock(&self.idle_lock);
         self.draining.store(true, Ordering::SeqCst);
         while self.active() > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || self.waker.is_aborted() {
                 return false;
             }
-            guard = self.idle.wait_timeout(guard, left).unwrap_or_else(PoisonError::into_inner).0;
+            // An abort does not signal `idle`: look for one every so often.
+            let wait = left.min(ABORT_CHECK);
+            guard = self.idle.wait_timeout(guard, wait).unwrap_or_else(PoisonError::into_inner).0;
         }
         true
     }

@@ -1,6 +1,8 @@
 //! The dispatch modes users choose from, with Python's defaults where Python
 //! has one and bounded resources everywhere.
 
+use crate::Error;
+
 /// How a server runs its requests. Set with
 /// [`ServerBuilder::dispatch`](crate::ServerBuilder::dispatch).
 ///
@@ -26,6 +28,17 @@ pub enum Dispatch {
 }
 
 impl Dispatch {
+    /// The setting that makes this mode unable to run a request, if any.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let zero = match self {
+            Dispatch::Threads(Threading { max_threads: Some(0), .. }) => "max_threads",
+            Dispatch::Pool(WorkerPool { workers: 0, .. }) => "workers",
+            Dispatch::Fork(Forking { max_children: 0, .. }) => "max_children",
+            _ => return Ok(()),
+        };
+        Err(Error::Config { option: zero, problem: "0 would never run a request" })
+    }
+
     /// A thread per request, with Python's defaults and no cap.
     pub fn threads() -> Dispatch {
         Dispatch::Threads(Threading::new())
@@ -62,8 +75,9 @@ impl Threading {
 
     /// At most `n` handler threads at once. At the cap the server stops
     /// taking requests until one finishes: clients wait, none is dropped.
+    /// Binding refuses 0 with [`Error::Config`](crate::Error::Config).
     pub fn max_threads(mut self, n: usize) -> Self {
-        self.max_threads = Some(n.max(1));
+        self.max_threads = Some(n);
         self
     }
 
@@ -114,9 +128,9 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// `workers` threads (at least one) and a queue of as many requests.
+    /// `workers` threads and a queue of as many requests. Binding refuses
+    /// 0 workers with [`Error::Config`](crate::Error::Config).
     pub fn new(workers: usize) -> Self {
-        let workers = workers.max(1);
         WorkerPool { workers, queue: workers, stack_size: None }
     }
 
@@ -159,9 +173,10 @@ impl Forking {
         Forking { max_children: 40, block_on_close: true }
     }
 
-    /// At most `n` children at once; at the cap the server waits for one to exit.
+    /// At most `n` children at once; at the cap the server waits for one to
+    /// exit. Binding refuses 0 with [`Error::Config`](crate::Error::Config).
     pub fn max_children(mut self, n: usize) -> Self {
-        self.max_children = n.max(1);
+        self.max_children = n;
         self
     }
 

@@ -2,10 +2,11 @@
 //! own children.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use super::capacity::Slot;
+use super::capacity::{ABORT_CHECK, Slot};
 use super::config::Forking;
 use crate::Address;
 use crate::adapter::Outcome;
@@ -27,11 +28,13 @@ pub(crate) struct Fork {
     config: Forking,
     children: Vec<Child>,
     waker: ShutdownHandle,
+    /// A stream server's listening socket, which children close at once.
+    listener: Option<RawFd>,
 }
 
 impl Fork {
-    pub fn new(config: Forking, waker: ShutdownHandle) -> Self {
-        Fork { config, children: Vec::new(), waker }
+    pub fn new(config: Forking, waker: ShutdownHandle, listener: Option<RawFd>) -> Self {
+        Fork { config, children: Vec::new(), waker, listener }
     }
 
     /// Forks; the child runs `serve` and exits with its outcome, the parent
@@ -44,6 +47,13 @@ impl Fork {
     ) -> Result<(), (&'static str, Address, io::Error)> {
         match sys::fork() {
             Ok(Forked::Child) => {
+                // Unlike Python's ForkingMixIn children: no listener kept
+                // alive behind the parent's back, and no signal handlers
+                // without the threads that serve them.
+                if let Some(fd) = self.listener {
+                    sys::close_listener_in_child(fd);
+                }
+                sys::reset_signal_handlers_in_child();
                 let outcome = panic::catch_unwind(AssertUnwindSafe(serve)).unwrap_or(Outcome::Panicked);
                 self.waker.wake();
                 sys::exit_child(outcome as i32)
@@ -72,10 +82,10 @@ impl Fork {
             loop {
                 self.reap();
                 let left = deadline.saturating_duration_since(Instant::now());
-                if self.children.is_empty() || left.is_zero() {
+                if self.children.is_empty() || left.is_zero() || self.waker.is_aborted() {
                     break;
                 }
-                std::thread::sleep(left.min(RECHECK));
+                std::thread::sleep(left.min(RECHECK).min(ABORT_CHECK));
             }
             for child in &self.children {
                 log::warn!("drain timeout passed: killing child {} serving {}", child.pid, child.peer);

@@ -8,6 +8,7 @@ mod fork;
 mod pool;
 mod threads;
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use socket2::{SockAddr, Socket};
 pub use config::{Dispatch, Forking, Threading, WorkerPool};
 
 use crate::adapter::{self, Context, Incoming, Scratch};
+use crate::options::deadline_after;
 use crate::shutdown::ShutdownHandle;
 use crate::{Address, Error, RequestHandler};
 use capacity::Capacity;
@@ -35,12 +37,14 @@ enum Mode<H> {
 }
 
 impl<H: RequestHandler> Dispatcher<H> {
-    /// `max_connections` is `None` for datagram servers, where it does not apply.
+    /// `max_connections` is `None` for datagram servers, where it does not
+    /// apply; `listener` is a stream server's listening socket.
     pub fn new(
         dispatch: &Dispatch,
         max_connections: Option<usize>,
         drain_timeout: Option<Duration>,
         waker: ShutdownHandle,
+        listener: Option<RawFd>,
     ) -> Self {
         let (mode, limit) = match dispatch {
             Dispatch::Sequential => (Mode::Sequential, None),
@@ -49,7 +53,7 @@ impl<H: RequestHandler> Dispatcher<H> {
                 (Mode::Pool(pool::Pool::new(config.clone())), Some(config.workers + config.queue))
             }
             Dispatch::Fork(config) => {
-                (Mode::Fork(fork::Fork::new(config.clone(), waker.clone())), Some(config.max_children))
+                (Mode::Fork(fork::Fork::new(config.clone(), waker.clone(), listener)), Some(config.max_children))
             }
         };
         let limit = [limit, max_connections].into_iter().flatten().min();
@@ -180,7 +184,7 @@ impl<H> Drop for Dispatcher<H> {
     /// timeout, requests still running at the deadline are cut, each with a
     /// log line, before that wait.
     fn drop(&mut self) {
-        let deadline = self.drain_timeout.map(|t| Instant::now() + t);
+        let deadline = self.drain_timeout.map(|t| deadline_after(Instant::now(), t));
         match &mut self.mode {
             Mode::Threads(threads) => {
                 drain(&self.capacity, deadline);

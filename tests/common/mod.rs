@@ -34,6 +34,52 @@ pub fn echo() -> impl RequestHandler + Clone {
     }
 }
 
+/// Echoes `n` lines, then ends the request. (A forked child inherits the
+/// test's own client sockets, so it never sees its client's end of stream:
+/// fork tests read a known number of lines instead.)
+pub fn echo_lines(n: usize) -> impl RequestHandler + Clone {
+    move |req: &mut Request<'_>| {
+        for _ in 0..n {
+            let mut line = String::new();
+            if req.rfile.read_line(&mut line)? == 0 {
+                break;
+            }
+            req.wfile.write_all(line.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// A burst of honest clients larger than every limit arrives while the
+/// server is not serving yet (as if it were stopped), each with its request
+/// sent: every one must be answered, none closed as idle, although the
+/// burst outlasts the idle timeout and parked connections alone fill
+/// `max_connections`.
+pub fn a_burst_beyond_the_limits_is_answered(dispatch: socketserver::Dispatch) {
+    const CLIENTS: usize = 40;
+    let server = socketserver::TcpServer::builder(echo_lines(1))
+        .dispatch(dispatch)
+        .max_connections(10)
+        .idle_timeout(Some(Duration::from_millis(500)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let address = server.server_address().clone();
+    let mut clients: Vec<StreamClient> = (0..CLIENTS)
+        .map(|i| {
+            let mut client = StreamClient::connect(&address).unwrap();
+            client.write_all(format!("{i}\n").as_bytes()).unwrap();
+            client
+        })
+        .collect();
+    let running = Running::start(server);
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, format!("{i}\n"), "client {i} of {CLIENTS}");
+    }
+    running.stop().unwrap();
+}
+
 /// A server running `serve_forever` on its own thread; dropping it stops and joins.
 pub struct Running {
     pub address: Address,
