@@ -322,3 +322,73 @@ fn drain_timeout_cuts_what_is_still_running_with_a_log_line_each() {
 fn drain_timeout_cuts_queued_pool_requests_too() {
     blocked_handlers_are_cut_at_the_drain_deadline(socketserver::WorkerPool::new(1).queue(4).into(), 3);
 }
+
+/// The reproduction from the reliability report: a stopped server (SIGSTOP)
+/// is sent a burst of requests as large as `max_connections`; once it
+/// continues, every one is answered, in every dispatch mode.
+#[test]
+fn requests_sent_to_a_stopped_server_are_all_answered_once_it_continues() {
+    for mode in [&[][..], &["--threads"], &["--workers", "4"], &["--fork"]] {
+        let flags = [mode, &["--max-connections", "10", "--timeout", "3"]].concat();
+        let mut serve = Serve::start("tcp", "127.0.0.1:0", &flags);
+        send_signal(serve.pid(), "STOP");
+        let mut clients: Vec<TcpStream> = (0..10)
+            .map(|_| {
+                let mut client = TcpStream::connect(&serve.address).unwrap();
+                client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                client.write_all(b"17\n").unwrap();
+                client.shutdown(Shutdown::Write).unwrap();
+                client
+            })
+            .collect();
+        send_signal(serve.pid(), "CONT");
+        for (i, client) in clients.iter_mut().enumerate() {
+            let mut answer = String::new();
+            let _ = client.read_to_string(&mut answer);
+            assert_eq!(answer, "T\n", "{mode:?}: client {i}");
+        }
+        assert!(serve.signal("TERM").success());
+    }
+}
+
+#[test]
+fn out_of_range_values_are_refused_with_exit_2() {
+    for (flag, value) in [
+        ("--workers", "0"),
+        ("--max-connections", "0"),
+        ("--max-digits", "0"),
+        ("--max-digits", "18446744073709551615"),
+        ("--batch", "0"),
+        ("--reuseport", "0"),
+        ("--timeout", "0"),
+        ("--timeout", "1e300"),
+        ("--connection-timeout", "-1"),
+        ("--drain-timeout", "-1"),
+    ] {
+        let out = Command::new(prime_binary()).args(["serve", "tcp", "127.0.0.1:0", flag, value]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: the error names the flag: {stderr}");
+    }
+}
+
+/// Errors that come once per packet are rate-limited in the default
+/// `handle_error`: a flood of datagrams that cannot be answered (from
+/// unnamed Unix sockets) writes a bounded number of log lines.
+#[test]
+fn a_flood_of_unanswerable_datagrams_writes_a_bounded_log() {
+    let dir = temp_dir();
+    let path = dir.path().join("flood.sock");
+    let log = LogFile::new();
+    let serve = Serve::start_logged("unix-datagram", path.to_str().unwrap(), &[], log.writer());
+    let unnamed = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    for _ in 0..2_000 {
+        unnamed.send_to(b"7", &path).unwrap();
+    }
+    // A named client is still answered, after the whole flood (one queue, in order).
+    let client = DatagramClient::new(&parse_address(&serve.address), dir.path()).unwrap();
+    assert_eq!(client.ask("7\n").unwrap(), "T\n");
+    let lines = log.text().lines().count();
+    assert!(lines < 200, "{lines} log lines for 2,000 unanswerable datagrams");
+    assert!(log.text().contains("has no name"), "{}", log.text());
+}

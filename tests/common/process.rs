@@ -50,9 +50,9 @@ impl Serve {
         Serve { address: address.to_string(), child }
     }
 
+    /// Sends `signal` and waits (bounded) for the process to exit.
     pub fn signal(&mut self, signal: &str) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-s", signal, &pid]).status().unwrap().success());
+        send_signal(self.pid(), signal);
         self.wait()
     }
 
@@ -111,5 +111,49 @@ pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pids of `pid`'s child processes, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+        if rest.split_whitespace().nth(1) == Some(&pid.to_string()) {
+            children.extend(entry.file_name().to_string_lossy().parse::<u32>());
+        }
+    }
+    children
+}
+
+/// Sends `signal` (a name such as "TERM") to `pid` without waiting.
+pub fn send_signal(pid: u32, signal: &str) {
+    assert!(Command::new("kill").args(["-s", signal, &pid.to_string()]).status().unwrap().success());
+}
+
+/// A file the server's log goes to, and a way to read what it holds so far.
+pub struct LogFile {
+    file: tempfile::NamedTempFile,
+}
+
+impl LogFile {
+    pub fn new() -> LogFile {
+        LogFile { file: tempfile::NamedTempFile::new().unwrap() }
+    }
+
+    /// A handle for the child's stderr.
+    pub fn writer(&self) -> std::fs::File {
+        self.file.reopen().unwrap()
+    }
+
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(self.file.path()).unwrap()
+    }
+
+    /// Waits (bounded) until the log holds `needle`.
+    pub fn wait_for(&self, needle: &str) {
+        eventually(&format!("the log says {needle:?}"), || self.text().contains(needle));
     }
 }
