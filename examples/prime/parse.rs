@@ -1,6 +1,6 @@
 //! Reading an integer exactly the way Python's `int()` reads bytes.
 
-use num_bigint::BigUint;
+use dashu_int::UBig;
 
 /// Python's default `sys.get_int_max_str_digits()`: longer inputs are rejected.
 pub const MAX_DIGITS: usize = 4300;
@@ -9,7 +9,7 @@ pub const MAX_DIGITS: usize = 4300;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Int {
     pub negative: bool,
-    pub magnitude: BigUint,
+    pub magnitude: UBig,
 }
 
 /// Python's whitespace for bytes (`bytes.isspace`): space and \t \n \v \f \r.
@@ -110,7 +110,8 @@ impl LineParser {
         self.len = 0;
         let value = match state {
             State::Digits { after_digit: true } | State::Trailing => {
-                BigUint::parse_bytes(&self.digits, 10).map(|magnitude| Int { negative, magnitude })
+                let digits = std::str::from_utf8(&self.digits).ok()?;
+                UBig::from_str_radix(digits, 10).ok().map(|magnitude| Int { negative, magnitude })
             }
             _ => None,
         };
@@ -126,7 +127,7 @@ mod tests {
 
     fn value(s: &str) -> Option<String> {
         parse_int(s.as_bytes())
-            .map(|i| format!("{}{}", if i.negative && i.magnitude.bits() > 0 { "-" } else { "" }, i.magnitude))
+            .map(|i| format!("{}{}", if i.negative && i.magnitude != UBig::ZERO { "-" } else { "" }, i.magnitude))
     }
 
     #[test]

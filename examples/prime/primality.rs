@@ -1,8 +1,13 @@
 //! Exact primality: deterministic Miller-Rabin below 2^64, Baillie-PSW above.
+//!
+//! The big-number path runs on dashu's modular arithmetic, whose
+//! multiplication is subquadratic; a 4,300-digit number (Python's `int()`
+//! limit) is what it is sized for.
 
-use num_bigint::{BigInt, BigUint};
-use num_integer::Integer;
-use num_traits::{One, ToPrimitive, Zero};
+use dashu_int::UBig;
+use dashu_int::fast_div::ConstDivisor;
+use dashu_int::modular::Reduced;
+use dashu_int::ops::{BitTest, SquareRoot};
 
 /// Primes used for trial division before any modular exponentiation.
 const SMALL_PRIMES: [u32; 54] = [
@@ -11,21 +16,21 @@ const SMALL_PRIMES: [u32; 54] = [
     241, 251,
 ];
 
-/// Is `n` prime? Exact below 2^64 (a proven deterministic base set); above,
-/// the Baillie-PSW test, which has no known counterexample and has been
-/// checked exhaustively below 2^64.
-pub fn is_prime(n: &BigUint) -> bool {
-    if let Some(small) = n.to_u64() {
+/// Whether `n` is prime: exact below 2^64; above, Baillie-PSW (a strong
+/// probable prime to base 2 and a strong Lucas probable prime), to which
+/// no counterexample is known.
+pub fn is_prime(n: &UBig) -> bool {
+    if let Ok(small) = u64::try_from(n) {
         return is_prime_u64(small);
     }
-    if SMALL_PRIMES.iter().any(|&p| (n % p).is_zero()) {
+    if SMALL_PRIMES.iter().any(|&p| n % p == 0) {
         return false;
     }
-    strong_probable_prime(n, &BigUint::from(2u32)) && strong_lucas_probable_prime(n)
+    let ring = ConstDivisor::new(n.clone());
+    strong_probable_prime_base_2(n, &ring) && strong_lucas_probable_prime(n, &ring)
 }
 
-/// Deterministic for every u64: these seven bases have no strong pseudoprime
-/// below 2^64 (Jim Sinclair's set).
+/// Deterministic Miller-Rabin for every u64 (the seven bases of Jim Sinclair).
 pub fn is_prime_u64(n: u64) -> bool {
     if n < 2 {
         return false;
@@ -56,6 +61,7 @@ pub fn is_prime_u64(n: u64) -> bool {
     })
 }
 
+/// `n = d * 2^s` with `d` odd.
 fn odd_part(mut d: u64) -> (u64, u32) {
     let s = d.trailing_zeros();
     d >>= s;
@@ -78,93 +84,142 @@ fn pow_mod(mut base: u64, mut exp: u64, m: u64) -> u64 {
     result
 }
 
-/// Miller-Rabin to one base, on big odd `n`.
-fn strong_probable_prime(n: &BigUint, base: &BigUint) -> bool {
-    let n_minus_1 = n - 1u32;
+/// Miller-Rabin to base 2. Raising 2 to a power needs only squarings and
+/// doublings (a doubling is an addition), so no multiplication by the base.
+fn strong_probable_prime_base_2(n: &UBig, ring: &ConstDivisor) -> bool {
+    let n_minus_1 = n - UBig::ONE;
     let s = n_minus_1.trailing_zeros().unwrap_or(0);
     let d = &n_minus_1 >> s;
-    let mut x = base.modpow(&d, n);
-    if x.is_one() || x == n_minus_1 {
+    let one = ring.reduce(UBig::ONE);
+    let minus_one = ring.reduce(n_minus_1);
+    let mut x = one.clone();
+    for bit in (0..d.bit_len()).rev() {
+        x = x.sqr();
+        if d.bit(bit) {
+            x = x.dbl();
+        }
+    }
+    if x == one || x == minus_one {
         return true;
     }
     for _ in 1..s {
-        x = &x * &x % n;
-        if x == n_minus_1 {
+        x = x.sqr();
+        if x == minus_one {
             return true;
         }
     }
     false
 }
 
-/// The strong Lucas test with Selfridge's parameters (method A), on big odd `n`.
-fn strong_lucas_probable_prime(n: &BigUint) -> bool {
-    let root = n.sqrt();
-    if &root * &root == *n {
+/// The strong Lucas probable-prime test with Selfridge's parameters (P = 1,
+/// Q = (1 - D) / 4, D the first of 5, -7, 9, -11, ... with Jacobi(D/n) =
+/// -1), computed on the Lucas V sequence alone, so nothing is halved:
+/// with n + 1 = d * 2^s, n passes if U_d = 0 (which holds exactly when
+/// 2 V_{d+1} = P V_d, D being invertible mod n), or V_{d*2^r} = 0 for some
+/// 0 <= r < s.
+fn strong_lucas_probable_prime(n: &UBig, ring: &ConstDivisor) -> bool {
+    if n.sqrt().sqr() == *n {
         return false; // No D with Jacobi(D/n) = -1 exists for a square.
     }
-    let n_int = BigInt::from(n.clone());
     let mut d: i64 = 5;
     loop {
-        match jacobi(&BigInt::from(d).mod_floor(&n_int), &n_int) {
+        match jacobi_small(d, n) {
             -1 => break,
-            0 if BigInt::from(d.abs()) != n_int => return false,
+            0 if UBig::from(d.unsigned_abs()) != *n => return false,
             _ => d = if d > 0 { -(d + 2) } else { -d + 2 },
         }
     }
-    let (p, q) = (BigInt::one(), BigInt::from((1 - d) / 4));
-    let d = BigInt::from(d);
-    let m: BigInt = &n_int + 1u32;
+    let q = (1 - d) / 4;
+    // Multiplying by the small Q costs a short multiplication and a
+    // reduction, not a full modular multiplication.
+    let times_q = |x: &Reduced<'_>| {
+        let product = ring.reduce(x.residue() * UBig::from(q.unsigned_abs()));
+        if q < 0 { -product } else { product }
+    };
+    let m = n + UBig::ONE;
     let s = m.trailing_zeros().unwrap_or(0);
     let k = &m >> s;
 
-    let reduce = |x: BigInt| x.mod_floor(&n_int);
-    let halve = |x: BigInt| {
-        let x = if x.is_odd() { x + &n_int } else { x };
-        reduce(x >> 1)
-    };
-    let (mut u, mut v, mut qk) = (BigInt::one(), p.clone(), reduce(q.clone()));
-    for bit in (0..k.bits() - 1).rev() {
-        u = reduce(&u * &v);
-        v = reduce(&v * &v - 2 * &qk);
-        qk = reduce(&qk * &qk);
+    // The ladder holds V_j, V_{j+1} and Q^j, starting at j = 0; P = 1.
+    let two = ring.reduce(UBig::from(2u8));
+    let (mut v, mut v_next, mut qj) = (two.clone(), ring.reduce(UBig::ONE), ring.reduce(UBig::ONE));
+    for bit in (0..k.bit_len()).rev() {
+        // V_{2j+1} = V_j V_{j+1} - P Q^j, the same for either bit.
+        let v_odd = &v * &v_next - &qj;
         if k.bit(bit) {
-            let next_u = halve(&p * &u + &v);
-            v = halve(&d * &u + &p * &v);
-            u = next_u;
-            qk = reduce(&qk * &q);
+            // j -> 2j + 1: V_{2j+2} = V_{j+1}^2 - 2 Q^{j+1}.
+            v_next = v_next.sqr() - times_q(&qj).dbl();
+            v = v_odd;
+            qj = times_q(&qj.sqr());
+        } else {
+            // j -> 2j: V_{2j} = V_j^2 - 2 Q^j.
+            v = v.sqr() - qj.clone().dbl();
+            v_next = v_odd;
+            qj = qj.sqr();
         }
     }
-    if u.is_zero() || v.is_zero() {
+    let zero = ring.reduce(UBig::ZERO);
+    if v_next.dbl() == v || v == zero {
         return true;
     }
     for _ in 1..s {
-        v = reduce(&v * &v - 2 * &qk);
-        if v.is_zero() {
+        v = v.sqr() - qj.clone().dbl();
+        if v == zero {
             return true;
         }
-        qk = reduce(&qk * &qk);
+        qj = qj.sqr();
     }
     false
 }
 
-/// The Jacobi symbol (a/n) for odd positive n and 0 <= a < n.
-fn jacobi(a: &BigInt, n: &BigInt) -> i32 {
-    let (mut a, mut n) = (a.clone(), n.clone());
+/// Jacobi(a/n) for a small `a` and a big odd `n`, by quadratic reciprocity:
+/// only `n`'s residues mod 8 and mod |a| are needed.
+fn jacobi_small(a: i64, n: &UBig) -> i32 {
+    let n_mod_8 = (n % 8u32) as u64;
     let mut result = 1;
-    while !a.is_zero() {
-        let twos = a.trailing_zeros().unwrap_or(0);
-        a >>= twos;
-        let n_mod_8 = (&n % 8u32).to_u32().unwrap_or(0);
-        if twos % 2 == 1 && (n_mod_8 == 3 || n_mod_8 == 5) {
+    // (-1/n) = -1 exactly when n = 3 mod 4.
+    if a < 0 && n_mod_8 % 4 == 3 {
+        result = -result;
+    }
+    let mut a = a.unsigned_abs();
+    if a == 0 {
+        return 0; // n > 1 divides 0
+    }
+    // (2/n) = -1 exactly when n = 3 or 5 mod 8.
+    while a.is_multiple_of(2) {
+        a /= 2;
+        if n_mod_8 == 3 || n_mod_8 == 5 {
             result = -result;
         }
-        if (&a % 4u32).to_u32() == Some(3) && (&n % 4u32).to_u32() == Some(3) {
-            result = -result;
+    }
+    if a == 1 {
+        return result;
+    }
+    // Reciprocity for odd a and n: (a/n) = (n/a), negated when both are 3 mod 4.
+    if a % 4 == 3 && n_mod_8 % 4 == 3 {
+        result = -result;
+    }
+    result * jacobi_u64(n % a, a)
+}
+
+/// Jacobi(a/n) for odd n, on machine words.
+fn jacobi_u64(mut a: u64, mut n: u64) -> i32 {
+    let mut result = 1;
+    a %= n;
+    while a != 0 {
+        while a.is_multiple_of(2) {
+            a /= 2;
+            if n % 8 == 3 || n % 8 == 5 {
+                result = -result;
+            }
         }
         std::mem::swap(&mut a, &mut n);
-        a = a.mod_floor(&n);
+        if a % 4 == 3 && n % 4 == 3 {
+            result = -result;
+        }
+        a %= n;
     }
-    if n.is_one() { result } else { 0 }
+    if n == 1 { result } else { 0 }
 }
 
 #[cfg(test)]
@@ -172,7 +227,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn big(s: &str) -> BigUint {
+    fn big(s: &str) -> UBig {
         s.parse().unwrap()
     }
 
@@ -184,7 +239,7 @@ mod tests {
     fn small_numbers_match_trial_division() {
         for n in 0..20_000u64 {
             assert_eq!(is_prime_u64(n), trial_division(n), "{n}");
-            assert_eq!(is_prime(&BigUint::from(n)), trial_division(n), "{n}");
+            assert_eq!(is_prime(&UBig::from(n)), trial_division(n), "{n}");
         }
     }
 
@@ -201,7 +256,7 @@ mod tests {
 
     #[test]
     fn mersenne_numbers() {
-        let mersenne = |p: u32| (BigUint::one() << p) - 1u32;
+        let mersenne = |p: usize| (UBig::ONE << p) - UBig::ONE;
         for p in [61, 89, 107, 127, 521, 607] {
             assert!(is_prime(&mersenne(p)), "2^{p}-1 is prime");
         }
@@ -252,7 +307,44 @@ mod tests {
         if n < 300 || SMALL_PRIMES.iter().any(|&p| n.is_multiple_of(u64::from(p))) {
             return is_prime_u64(n);
         }
-        let n = BigUint::from(n);
-        strong_probable_prime(&n, &BigUint::from(2u32)) && strong_lucas_probable_prime(&n)
+        let n = UBig::from(n);
+        let ring = ConstDivisor::new(n.clone());
+        strong_probable_prime_base_2(&n, &ring) && strong_lucas_probable_prime(&n, &ring)
+    }
+
+    /// The strong Lucas test alone, against its known pseudoprimes (OEIS
+    /// A217255): below 20,000 it passes exactly the primes and these.
+    #[test]
+    fn the_lucas_test_alone_passes_primes_and_exactly_its_known_pseudoprimes() {
+        const PSEUDOPRIMES: [u64; 5] = [5459, 5777, 10877, 16109, 18971];
+        for n in (301..20_000u64).step_by(2) {
+            let big = UBig::from(n);
+            let passes = strong_lucas_probable_prime(&big, &ConstDivisor::new(big.clone()));
+            assert_eq!(passes, trial_division(n) || PSEUDOPRIMES.contains(&n), "{n}");
+        }
+    }
+
+    #[test]
+    fn jacobi_symbols_match_eulers_criterion() {
+        for p in [1_000_003u64, 998_244_353] {
+            for a in -50i64..50 {
+                let residue = a.rem_euclid(p as i64) as u64;
+                let euler = pow_mod(residue, (p - 1) / 2, p);
+                let expected = match euler {
+                    0 => 0,
+                    1 => 1,
+                    _ => -1,
+                };
+                assert_eq!(jacobi_small(a, &UBig::from(p)), expected, "({a}/{p})");
+            }
+        }
+    }
+
+    #[test]
+    fn factorial_and_large_primes() {
+        // 1477! + 1 (4,042 digits) is prime; 1477! + 3 is not.
+        let factorial = (1..=1477u32).fold(UBig::ONE, |f, k| f * UBig::from(k));
+        assert!(is_prime(&(&factorial + UBig::ONE)));
+        assert!(!is_prime(&(&factorial + UBig::from(3u8))));
     }
 }
