@@ -14,7 +14,7 @@ use socketserver::host;
 
 fn main() -> ExitCode {
     let result = match std::env::args().nth(1) {
-        Some(name) => host::lookup_host(&name),
+        Some(name) => host::lookup_host(&name).map(|info| (info.name, info.addresses)),
         // The machine's own name as uname gives it; it may not resolve at all
         // (no entry in /etc/hosts or DNS), which leaves it without addresses.
         None => host::hostname().map(|name| {
@@ -22,21 +22,21 @@ fn main() -> ExitCode {
                 eprintln!("hostinfo: {e}");
                 Vec::new()
             });
-            host::HostInfo { name, aliases: Vec::new(), addresses }
+            (name, addresses)
         }),
     };
-    let info = match result {
-        Ok(info) => info,
+    let (name, addresses) = match result {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("hostinfo: {e}");
             return ExitCode::FAILURE;
         }
     };
-    println!("hostname {}", info.name);
-    for ip in &info.addresses {
+    println!("hostname {name}");
+    for ip in &addresses {
         println!("address {ip}");
     }
-    for ip in &info.addresses {
+    for ip in &addresses {
         match host::lookup_addr(*ip) {
             Ok(reverse) => println!("reverse {ip} {}", reverse.name),
             Err(e) => eprintln!("hostinfo: {e}"),

@@ -18,6 +18,7 @@ use socket2::SockAddr;
 /// assert_eq!(Address::Unnamed.to_string(), "(unnamed)");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Address {
     /// An IPv4 or IPv6 address with its port (TCP and UDP).
     Inet(SocketAddr),

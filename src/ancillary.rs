@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 /// had when it connected (SO_PEERCRED); for a datagram, those the kernel
 /// attached to it (SCM_CREDENTIALS). Linux.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Credentials {
     /// Process id.
     pub pid: i32,

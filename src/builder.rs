@@ -203,7 +203,7 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         self
     }
 
-    /// Where requests run. Default: [`Dispatch::Sequential`].
+    /// Where requests run. Default: [`Dispatch::sequential`].
     pub fn dispatch(mut self, mode: Dispatch) -> Self {
         self.dispatch = mode;
         self
@@ -212,6 +212,12 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
     /// A thread per request, with Python's defaults (`ThreadingMixIn`).
     pub fn threading(self) -> Self {
         self.dispatch(Dispatch::threads())
+    }
+
+    /// A pool of `workers` threads with a queue of as many requests
+    /// ([`Dispatch::pool`]).
+    pub fn pool(self, workers: usize) -> Self {
+        self.dispatch(Dispatch::pool(workers))
     }
 
     /// A child process per request, with Python's defaults (`ForkingMixIn`).

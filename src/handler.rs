@@ -62,6 +62,7 @@ where
 
 /// Whether a request is a stream connection or a single datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Kind {
     /// A connection on a TCP or Unix stream socket: `rfile` reads until the
     /// client shuts down its side, `wfile` writes back on the connection.
@@ -83,6 +84,18 @@ pub struct Request<'a> {
     server: &'a Address,
     kind: Kind,
     extras: Extras<'a>,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("client_address", self.client)
+            .field("server_address", self.server)
+            .field("kind", &self.kind)
+            .field("rfile", &self.rfile)
+            .field("wfile", &self.wfile)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a request's Unix-socket extras come from.

@@ -84,17 +84,17 @@ impl RateLimit {
 }
 
 impl Hooks {
-    pub fn verify_request(&mut self, peer: &Address) -> bool {
+    pub(crate) fn verify_request(&mut self, peer: &Address) -> bool {
         self.verify_request.as_mut().is_none_or(|verify| verify(peer))
     }
 
-    pub fn handle_timeout(&mut self) {
+    pub(crate) fn handle_timeout(&mut self) {
         if let Some(hook) = &mut self.handle_timeout {
             hook();
         }
     }
 
-    pub fn service_actions(&mut self) {
+    pub(crate) fn service_actions(&mut self) {
         if let Some(hook) = &mut self.service_actions {
             hook();
         }

@@ -8,6 +8,7 @@ use crate::{Error, Result, sys};
 
 /// What the resolver knows of a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HostInfo {
     /// The canonical name.
     pub name: String,

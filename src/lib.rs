@@ -56,7 +56,8 @@
 //! - [`Error`] is the one error type; every variant names an address or path.
 //! - [`host`] finds this machine's name and addresses, for serving beyond loopback.
 
-#![deny(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations, unreachable_pub, unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod adapter;
 mod address;
@@ -72,6 +73,7 @@ mod options;
 mod parking;
 mod server;
 mod shutdown;
+#[allow(unsafe_code, reason = "the crate's one home of unsafe code, each block with a SAFETY note")]
 mod sys;
 pub mod transport;
 
@@ -88,13 +90,13 @@ pub use server::Server;
 pub use shutdown::ShutdownHandle;
 
 /// A TCP server (Python's `TCPServer`).
-pub type TcpServer<H> = Server<transport::Tcp, H>;
+pub type TcpServer<H> = Server<transport::TcpTransport, H>;
 /// A UDP server (Python's `UDPServer`).
-pub type UdpServer<H> = Server<transport::Udp, H>;
+pub type UdpServer<H> = Server<transport::UdpTransport, H>;
 /// A Unix stream socket server (Python's `UnixStreamServer`).
-pub type UnixStreamServer<H> = Server<transport::UnixStream, H>;
+pub type UnixStreamServer<H> = Server<transport::UnixStreamTransport, H>;
 /// A Unix datagram socket server (Python's `UnixDatagramServer`).
-pub type UnixDatagramServer<H> = Server<transport::UnixDatagram, H>;
+pub type UnixDatagramServer<H> = Server<transport::UnixDatagramTransport, H>;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -30,33 +30,33 @@ pub(crate) struct Parking {
 
 impl Parking {
     /// Parks a connection just accepted, silent until poll says otherwise.
-    pub fn park(&mut self, conn: Incoming, now: Instant, idle: Duration) {
+    pub(crate) fn park(&mut self, conn: Incoming, now: Instant, idle: Duration) {
         self.silent.push(Silent { conn, expires: deadline_after(now, idle) });
     }
 
     /// Connections held here, silent or spoken; they count as open.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.silent.len() + self.spoken.len()
     }
 
-    pub fn has_spoken(&self) -> bool {
+    pub(crate) fn has_spoken(&self) -> bool {
         !self.spoken.is_empty()
     }
 
     /// The fds to poll, in the order [`sort`](Self::sort) expects their results.
-    pub fn poll_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+    pub(crate) fn poll_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
         self.silent.iter().map(|s| s.conn.socket.as_fd())
     }
 
     /// Time until the first silent connection's idle deadline.
-    pub fn next_expiry(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn next_expiry(&self, now: Instant) -> Option<Duration> {
         self.silent.iter().map(|s| s.expires.saturating_duration_since(now)).min()
     }
 
     /// Takes poll's answer for the silent connections (`polled`, one entry
     /// each, in `poll_fds` order): those with input move to the spoken
     /// queue; those silent past their deadline are closed with a log line.
-    pub fn sort(&mut self, polled: &[libc::pollfd], now: Instant) {
+    pub(crate) fn sort(&mut self, polled: &[libc::pollfd], now: Instant) {
         let spoken = &mut self.spoken;
         let mut entry = polled.iter();
         let moved = self.silent.extract_if(.., |s| {
@@ -73,13 +73,13 @@ impl Parking {
     }
 
     /// The connection that spoke first and is still waiting.
-    pub fn next_spoken(&mut self) -> Option<Incoming> {
+    pub(crate) fn next_spoken(&mut self) -> Option<Incoming> {
         self.spoken.pop_front()
     }
 
     /// On close: every connection still here is closed with a log line, so
     /// none is dropped unnoticed.
-    pub fn close_all(&mut self) {
+    pub(crate) fn close_all(&mut self) {
         for conn in self.spoken.drain(..) {
             adapter::close_unserved(conn.socket, &conn.peer);
         }

@@ -114,7 +114,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     }
 
     pub(crate) fn open(addr: &Address, options: &Options) -> Result<Socket> {
-        T::open(addr, options).map_err(|source| Error::Bind {
+        T::open_socket(addr, options).map_err(|source| Error::Bind {
             action: "create a socket for",
             addr: addr.clone(),
             source,
@@ -147,7 +147,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let max_connections = if T::KIND == Kind::Stream { parts.options.max_connections } else { None };
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let batch =
-            (T::KIND == Kind::Datagram && parts.options.datagram_batch > 1 && parts.dispatch == Dispatch::Sequential)
+            (T::KIND == Kind::Datagram && parts.options.datagram_batch > 1 && parts.dispatch == Dispatch::sequential())
                 .then(|| sys::DatagramBatch::new(parts.options.datagram_batch, parts.options.max_packet_size));
         let mut server = Server {
             dispatcher: Dispatcher::new(
@@ -453,7 +453,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         if let Some(timeout) = self.options.write_timeout {
             conn.set_write_timeout(Some(socket_timeout(timeout)))?;
         }
-        T::prepare_connection(conn, &self.options)
+        T::prepare_accepted(conn, &self.options)
     }
 
     fn receive_and_dispatch(&mut self) -> Result<Taken> {
@@ -561,7 +561,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
 
 /// Python's `server_bind`, plus the socket file's mode when one is asked for.
 fn bind<T: Transport>(socket: &Socket, addr: &Address, options: &Options) -> Result<Option<SocketFile>> {
-    let file = T::bind(socket, addr)?;
+    let file = T::bind_socket(socket, addr)?;
     if let (Some(mode), Some(path)) = (options.socket_mode, addr.as_path()) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| Error::Bind {

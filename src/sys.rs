@@ -64,44 +64,62 @@ pub(crate) fn recv_datagram(socket: &Socket, buf: &mut [u8]) -> io::Result<(usiz
     Ok((len, flags.is_truncated(), from))
 }
 
-/// Which side of a `fork` the caller is on.
-pub(crate) enum Forked {
-    Child,
-    Parent(libc::pid_t),
-}
-
-/// `fork(2)`. The child starts with only the calling thread; it must finish
-/// with [`exit_child`] and never return into the parent's serving loop.
-pub(crate) fn fork() -> io::Result<Forked> {
-    // SAFETY: fork has no memory-safety preconditions. The child only serves
-    // one request and then leaves through `_exit`, as Python's ForkingMixIn
-    // does; the crate documents that fork mode suits single-threaded servers.
+/// `fork(2)`: `Some(pid)` in the parent, `None` in the child.
+///
+/// # Safety
+///
+/// The child starts with only the calling thread. A lock another thread held
+/// at that moment (a mutex, a logger's, stdout's) stays locked for ever in
+/// the child, and data another thread was changing may be half-changed;
+/// whatever the child does must not depend on either. The child must never
+/// return into the parent's code: it ends with `_exit`, so nothing the
+/// parent owns is dropped or used twice.
+unsafe fn fork() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: the caller upholds the contract above; fork itself has no
+    // memory-safety preconditions.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid)),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
     }
 }
 
-/// In a forked child: closes its inherited copy of the server's listening
-/// socket, so clients that connect while the parent drains are refused
-/// instead of waiting in a backlog nobody will accept.
-pub(crate) fn close_listener_in_child(fd: RawFd) {
-    // SAFETY: called only in a forked child, which never touches the
-    // parent's `Socket` that owns `fd` again and leaves through `_exit`, so
-    // the fd is neither used nor closed a second time after this.
-    unsafe { libc::close(fd) };
+/// Runs `serve` in a child process; the parent gets the child's pid. The
+/// child first closes `listener` (its copy of a stream server's listening
+/// socket) and puts caught signals back to their default actions, then
+/// exits with `serve`'s status. Unlike Python's `ForkingMixIn`: no listener
+/// kept alive behind the parent's back (clients arriving while the parent
+/// drains are refused, not left waiting), and no signal handlers without the
+/// threads that serve them (SIGTERM stops a child).
+pub(crate) fn fork_child(listener: Option<RawFd>, serve: impl FnOnce() -> i32) -> io::Result<libc::pid_t> {
+    // SAFETY: the child runs only `serve`, one request's handler, which the
+    // `Forking` docs require to need no lock another thread of the parent
+    // could hold, and leaves through `_exit` below without returning.
+    if let Some(pid) = unsafe { fork() }? {
+        return Ok(pid);
+    }
+    if let Some(fd) = listener {
+        // SAFETY: this child never touches the parent's `Socket` that owns
+        // `fd` again and leaves through `_exit`, so the fd is neither used
+        // nor closed a second time after this.
+        unsafe { libc::close(fd) };
+    }
+    reset_caught_signals();
+    let code = serve();
+    // SAFETY: `_exit` is always safe to call; it never returns, and skips
+    // the parent's destructors, atexit handlers and stdio flushes.
+    unsafe { libc::_exit(code) }
 }
 
 /// Signal numbers looked at when a child resets its handlers (Linux has 64;
 /// numbers an OS lacks fail in `sigaction` and are skipped).
 const SIGNAL_NUMBERS: std::ops::Range<libc::c_int> = 1..65;
 
-/// In a forked child: every signal the parent catches goes back to its
-/// default action, as `execve` would do; ignored signals stay ignored. The
-/// parent's handlers hand signals to threads the child does not have, so
-/// keeping them would leave the child deaf to SIGTERM and SIGINT.
-pub(crate) fn reset_signal_handlers_in_child() {
+/// Every signal with a handler goes back to its default action, as `execve`
+/// would do; ignored signals stay ignored. A forked child's inherited
+/// handlers hand signals to threads it does not have, so keeping them
+/// would leave it deaf to SIGTERM and SIGINT.
+fn reset_caught_signals() {
     for signal in SIGNAL_NUMBERS {
         // SAFETY: `sigaction` is a plain C struct for which all zero bytes
         // is a valid value.
@@ -118,13 +136,6 @@ pub(crate) fn reset_signal_handlers_in_child() {
             unsafe { libc::signal(signal, libc::SIG_DFL) };
         }
     }
-}
-
-/// Ends a forked child at once with `code`, without running the parent's
-/// destructors, atexit handlers or stdio flushes.
-pub(crate) fn exit_child(code: i32) -> ! {
-    // SAFETY: `_exit` is always safe to call; it never returns.
-    unsafe { libc::_exit(code) }
 }
 
 /// How a child process ended.
@@ -181,10 +192,10 @@ pub(crate) struct DatagramBatch {
     to_send: Vec<usize>,
 }
 
+// SAFETY: the raw pointers in `iovecs` and `headers` are scratch space,
+// rewritten from the owned buffers before every system call and never
+// dereferenced otherwise, so moving the batch to another thread is sound.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-// SAFETY (for the Send impl): the raw pointers in `iovecs` and `headers` are
-// scratch space, rewritten from the owned buffers before every system call
-// and never dereferenced otherwise.
 unsafe impl Send for DatagramBatch {}
 
 /// Points one mmsghdr at an address slot and one iovec, with no control data.
@@ -207,7 +218,7 @@ fn point(
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 impl DatagramBatch {
-    pub fn new(n: usize, max_packet_size: usize) -> Self {
+    pub(crate) fn new(n: usize, max_packet_size: usize) -> Self {
         let n = n.max(1);
         DatagramBatch {
             packets: (0..n).map(|_| vec![0; max_packet_size]).collect(),
@@ -225,7 +236,7 @@ impl DatagramBatch {
 
     /// Receives what is waiting, up to the batch size, without blocking.
     /// Returns how many datagrams arrived (an empty socket is `WouldBlock`).
-    pub fn recv(&mut self, socket: &Socket) -> io::Result<usize> {
+    pub(crate) fn recv(&mut self, socket: &Socket) -> io::Result<usize> {
         let n = self.packets.len();
         let full = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         for i in 0..n {
@@ -259,7 +270,7 @@ impl DatagramBatch {
 
     /// Datagram `i` of the last `recv`: its bytes, whether it was truncated,
     /// its sender, and the buffer for its reply.
-    pub fn datagram(&mut self, i: usize) -> (&[u8], bool, SockAddr, &mut Vec<u8>) {
+    pub(crate) fn datagram(&mut self, i: usize) -> (&[u8], bool, SockAddr, &mut Vec<u8>) {
         let (len, truncated, _) = self.received[i];
         (&self.packets[i][..len], truncated, self.sender(i), &mut self.replies[i])
     }
@@ -276,19 +287,19 @@ impl DatagramBatch {
     }
 
     /// How many datagrams one `recv` takes at most.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.packets.len()
     }
 
     /// Marks datagram `i`'s reply to be sent by `send_replies`.
-    pub fn reply_later(&mut self, i: usize) {
+    pub(crate) fn reply_later(&mut self, i: usize) {
         self.to_send.push(i);
     }
 
     /// Sends the marked replies, each to its datagram's sender, in as few
     /// `sendmmsg` calls as errors allow. `failed` hears of each reply that
     /// could not be sent, with its destination.
-    pub fn send_replies(&mut self, socket: &Socket, mut failed: impl FnMut(SockAddr, io::Error)) {
+    pub(crate) fn send_replies(&mut self, socket: &Socket, mut failed: impl FnMut(SockAddr, io::Error)) {
         let count = self.to_send.len();
         for (slot, &i) in self.to_send.iter().enumerate() {
             self.iovecs[slot] =

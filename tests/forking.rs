@@ -53,7 +53,7 @@ fn echo_over_every_transport_in_fork_mode() {
                     }
                 }
             }
-            Kind::Datagram => echo_round_trips(kind, &running.address, dir.path()),
+            _ => echo_round_trips(kind, &running.address, dir.path()),
         }
         running.stop().unwrap_or_else(|e| panic!("{transport}: {e}"));
     }

@@ -42,7 +42,7 @@ fn settings_that_cannot_work_are_refused_naming_the_setting() {
 #[test]
 fn timeouts_near_duration_max_saturate_instead_of_panicking() {
     let max = Some(Duration::MAX);
-    for dispatch in [Dispatch::Sequential, Dispatch::threads(), WorkerPool::new(2).into()] {
+    for dispatch in [Dispatch::sequential(), Dispatch::threads(), WorkerPool::new(2).into()] {
         let server = TcpServer::builder(echo())
             .dispatch(dispatch.clone())
             .timeout(max)

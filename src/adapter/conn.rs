@@ -62,12 +62,12 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: Socket, timeouts: Timeouts, deadline: Option<Instant>, unix: bool) -> Self {
+    pub(crate) fn new(socket: Socket, timeouts: Timeouts, deadline: Option<Instant>, unix: bool) -> Self {
         let ancillary = unix.then(RefCell::default);
         Conn { socket, out: RefCell::new(Vec::with_capacity(STREAM_BUFFER)), timeouts, deadline, ancillary }
     }
 
-    pub fn take_fds(&self) -> Vec<std::os::fd::OwnedFd> {
+    pub(crate) fn take_fds(&self) -> Vec<std::os::fd::OwnedFd> {
         self.ancillary.as_ref().map(|a| std::mem::take(&mut a.borrow_mut().fds)).unwrap_or_default()
     }
 
@@ -86,7 +86,7 @@ impl Conn {
         set(&self.socket, Some(socket_timeout(configured.map_or(left, |t| t.min(left)))))
     }
 
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.arm(self.timeouts.read, Socket::set_read_timeout)?;
         let read = match &self.ancillary {
             #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -96,7 +96,7 @@ impl Conn {
         read.map_err(|e| timed_out(e, "read"))
     }
 
-    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         // sendmsg takes at most IOV_MAX slices; a short write is allowed.
         let bufs = &bufs[..bufs.len().min(MAX_IOVECS)];
         let total: usize = bufs.iter().map(|b| b.len()).sum();
@@ -118,7 +118,7 @@ impl Conn {
     /// Sends `len` bytes of `file` from `offset` (to its end if `None`),
     /// after what is buffered. Linux: sendfile(2), the kernel copies file to
     /// socket; elsewhere a read/write copy. Returns the bytes sent.
-    pub fn send_file(&self, file: &std::fs::File, offset: u64, len: Option<u64>) -> io::Result<u64> {
+    pub(crate) fn send_file(&self, file: &std::fs::File, offset: u64, len: Option<u64>) -> io::Result<u64> {
         self.flush()?;
         let end = len.map(|len| offset.saturating_add(len));
         let mut position = offset;
@@ -134,7 +134,7 @@ impl Conn {
     }
 
     /// Sends what is buffered, then `data` with `fds` attached (SCM_RIGHTS).
-    pub fn send_fds(&self, data: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
+    pub(crate) fn send_fds(&self, data: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
         if self.ancillary.is_none() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "file descriptors travel only over Unix sockets"));
         }
@@ -145,7 +145,7 @@ impl Conn {
         self.send_slice(&data[sent..])
     }
 
-    pub fn flush(&self) -> io::Result<()> {
+    pub(crate) fn flush(&self) -> io::Result<()> {
         self.send_all(&mut self.out.borrow_mut())
     }
 

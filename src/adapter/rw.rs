@@ -19,6 +19,17 @@ enum Source<'a> {
     Datagram(&'a [u8]),
 }
 
+impl std::fmt::Debug for Reader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Source::Stream { input, conn } => {
+                f.debug_struct("Reader").field("stream", &conn.socket).field("buffered", &input.buffer().len()).finish()
+            }
+            Source::Datagram(packet) => f.debug_struct("Reader").field("datagram_left", &packet.len()).finish(),
+        }
+    }
+}
+
 impl<'a> Reader<'a> {
     pub(crate) fn stream(conn: &'a Conn) -> Self {
         let input = BufReader::with_capacity(STREAM_BUFFER, ConnRead(conn));
@@ -104,8 +115,22 @@ impl BufRead for Reader<'_> {
 /// A stream writer is flushed when the handler reads and no input is
 /// buffered, when the buffer fills, and after `finish`. A datagram reply is
 /// sent once, after `finish`, and only if something was written.
+///
+/// As with every [`Write`], `write` may take only part of a large buffer
+/// (a stream write past the buffer goes straight to the kernel, which may
+/// take less): use `write_all` (or `write!`), where Python code writes
+/// `wfile.write(data)`.
 pub struct Writer<'a> {
     sink: Sink<'a>,
+}
+
+impl std::fmt::Debug for Writer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.sink {
+            Sink::Stream(conn) => f.debug_struct("Writer").field("stream", &conn.socket).finish(),
+            Sink::Datagram(reply) => f.debug_struct("Writer").field("reply_len", &reply.len()).finish(),
+        }
+    }
 }
 
 impl Writer<'_> {

@@ -38,7 +38,7 @@ pub(crate) struct Slot {
 }
 
 impl Capacity {
-    pub fn new(limit: Option<usize>, waker: ShutdownHandle, track_connections: bool) -> Arc<Self> {
+    pub(super) fn new(limit: Option<usize>, waker: ShutdownHandle, track_connections: bool) -> Arc<Self> {
         Arc::new(Capacity {
             limit: limit.unwrap_or(usize::MAX),
             active: AtomicUsize::new(0),
@@ -52,14 +52,14 @@ impl Capacity {
         })
     }
 
-    pub fn take(self: &Arc<Self>) -> Slot {
+    pub(super) fn take(self: &Arc<Self>) -> Slot {
         self.active.fetch_add(1, Ordering::SeqCst);
         Slot { capacity: Arc::clone(self), tracked: None }
     }
 
     /// Takes a slot for a stream connection, remembering it for a forced
     /// close if the server drains with a deadline.
-    pub fn take_connection(self: &Arc<Self>, socket: &Socket, peer: &Address) -> Slot {
+    pub(super) fn take_connection(self: &Arc<Self>, socket: &Socket, peer: &Address) -> Slot {
         let mut slot = self.take();
         if let Some(open) = &self.open {
             match socket.try_clone() {
@@ -74,15 +74,15 @@ impl Capacity {
         slot
     }
 
-    pub fn active(&self) -> usize {
+    pub(super) fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
     }
 
-    pub fn room(&self) -> usize {
+    pub(super) fn room(&self) -> usize {
         self.limit.saturating_sub(self.active())
     }
 
-    pub fn is_full(&self) -> bool {
+    pub(super) fn is_full(&self) -> bool {
         if self.active() < self.limit {
             return false;
         }
@@ -97,13 +97,13 @@ impl Capacity {
     }
 
     /// Makes the next freed slot wake the serving loop, full or not.
-    pub fn wake_on_next_release(&self) {
+    pub(super) fn wake_on_next_release(&self) {
         self.waiting.store(true, Ordering::SeqCst);
     }
 
     /// Waits until no request is in flight, `deadline` passes or the server
     /// is aborted; true if idle.
-    pub fn wait_idle(&self, deadline: Instant) -> bool {
+    pub(super) fn wait_idle(&self, deadline: Instant) -> bool {
         let mut guard = lock(&self.idle_lock);
         self.draining.store(true, Ordering::SeqCst);
         while self.active() > 0 {
@@ -120,7 +120,7 @@ impl Capacity {
 
     /// Shuts down every connection still open, with a log line each: their
     /// handlers see end of input or an error and return.
-    pub fn cut_open_connections(&self) {
+    pub(super) fn cut_open_connections(&self) {
         let Some(open) = &self.open else { return };
         for (socket, peer) in lock(open).values() {
             log::warn!("drain timeout passed: closing connection from {peer}");

@@ -4,7 +4,9 @@
 use crate::Error;
 
 /// How a server runs its requests. Set with
-/// [`ServerBuilder::dispatch`](crate::ServerBuilder::dispatch).
+/// [`ServerBuilder::dispatch`](crate::ServerBuilder::dispatch), or the
+/// builder's shortcuts [`threading`](crate::ServerBuilder::threading),
+/// [`pool`](crate::ServerBuilder::pool) and [`forking`](crate::ServerBuilder::forking).
 ///
 /// ```
 /// use socketserver::{Dispatch, Request, TcpServer, Threading};
@@ -14,44 +16,53 @@ use crate::Error;
 /// # Ok::<(), socketserver::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Dispatch {
-    /// One request at a time on the serving thread (Python's plain servers).
+pub struct Dispatch(pub(crate) Mode);
+
+/// The dispatch modes, behind [`Dispatch`] so new ones can come.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Mode {
     #[default]
     Sequential,
-    /// A thread per request (Python's `ThreadingMixIn`).
     Threads(Threading),
-    /// A fixed set of worker threads fed by a bounded queue.
     Pool(WorkerPool),
-    /// A child process per request (Python's `ForkingMixIn`).
     Fork(Forking),
 }
 
 impl Dispatch {
+    /// One request at a time on the serving thread (Python's plain servers).
+    /// The default.
+    pub fn sequential() -> Dispatch {
+        Dispatch(Mode::Sequential)
+    }
+
+    /// A thread per request (Python's `ThreadingMixIn`), with Python's
+    /// defaults and no cap; see [`Threading`] for the settings.
+    pub fn threads() -> Dispatch {
+        Threading::new().into()
+    }
+
+    /// A fixed pool of `workers` threads with a queue of as many requests;
+    /// see [`WorkerPool`] for the settings.
+    pub fn pool(workers: usize) -> Dispatch {
+        WorkerPool::new(workers).into()
+    }
+
+    /// A child process per request (Python's `ForkingMixIn`), with Python's
+    /// defaults; see [`Forking`] for the settings, and what a forking server
+    /// must not do.
+    pub fn fork() -> Dispatch {
+        Forking::new().into()
+    }
+
     /// The setting that makes this mode unable to run a request, if any.
     pub(crate) fn check(&self) -> Result<(), Error> {
-        let zero = match self {
-            Dispatch::Threads(Threading { max_threads: Some(0), .. }) => "max_threads",
-            Dispatch::Pool(WorkerPool { workers: 0, .. }) => "workers",
-            Dispatch::Fork(Forking { max_children: 0, .. }) => "max_children",
+        let zero = match &self.0 {
+            Mode::Threads(Threading { max_threads: Some(0), .. }) => "max_threads",
+            Mode::Pool(WorkerPool { workers: 0, .. }) => "workers",
+            Mode::Fork(Forking { max_children: 0, .. }) => "max_children",
             _ => return Ok(()),
         };
         Err(Error::Config { option: zero, problem: "0 would never run a request" })
-    }
-
-    /// A thread per request, with Python's defaults and no cap.
-    pub fn threads() -> Dispatch {
-        Dispatch::Threads(Threading::new())
-    }
-
-    /// A pool of `workers` threads with a queue of as many requests.
-    pub fn pool(workers: usize) -> Dispatch {
-        Dispatch::Pool(WorkerPool::new(workers))
-    }
-
-    /// A child process per request, with Python's defaults.
-    pub fn fork() -> Dispatch {
-        Dispatch::Fork(Forking::new())
     }
 }
 
@@ -111,7 +122,7 @@ impl Default for Threading {
 
 impl From<Threading> for Dispatch {
     fn from(config: Threading) -> Dispatch {
-        Dispatch::Threads(config)
+        Dispatch(Mode::Threads(config))
     }
 }
 
@@ -150,7 +161,7 @@ impl WorkerPool {
 
 impl From<WorkerPool> for Dispatch {
     fn from(config: WorkerPool) -> Dispatch {
-        Dispatch::Pool(config)
+        Dispatch(Mode::Pool(config))
     }
 }
 
@@ -160,7 +171,19 @@ impl From<WorkerPool> for Dispatch {
 /// own children, never "any child": processes the application started
 /// elsewhere are left alone. A child exits 0 when its request was served, 1
 /// when the handler failed, 2 when it panicked; the parent logs non-zero
-/// exits. Fork suits servers whose process runs no other threads.
+/// exits. Each child closes its copy of a stream server's listening socket
+/// at once and puts caught signals back to their default actions (SIGTERM
+/// stops it), which Python's children do not.
+///
+/// # What a forking server must not do
+///
+/// A child starts with only the thread that forked it. A lock another thread
+/// of the parent held at that moment (a `Mutex` in the application, a
+/// logger's, stdout's) stays locked for ever in the child, and a handler
+/// that takes it deadlocks. Fork suits a process that runs no other threads
+/// while it serves: don't combine it with a threaded server or a `ServerGroup`
+/// in the same process, with background threads that take locks the handler
+/// also takes, or with a logger that writes from a thread of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forking {
     pub(crate) max_children: usize,
@@ -195,6 +218,6 @@ impl Default for Forking {
 
 impl From<Forking> for Dispatch {
     fn from(config: Forking) -> Dispatch {
-        Dispatch::Fork(config)
+        Dispatch(Mode::Fork(config))
     }
 }

@@ -11,7 +11,7 @@ use super::config::Forking;
 use crate::Address;
 use crate::adapter::Outcome;
 use crate::shutdown::ShutdownHandle;
-use crate::sys::{self, ChildExit, Forked};
+use crate::sys::{self, ChildExit};
 
 /// How often a fork server with live children looks for exited ones on its
 /// own. A child announces its exit through the wake-up socket just before
@@ -33,32 +33,26 @@ pub(crate) struct Fork {
 }
 
 impl Fork {
-    pub fn new(config: Forking, waker: ShutdownHandle, listener: Option<RawFd>) -> Self {
+    pub(super) fn new(config: Forking, waker: ShutdownHandle, listener: Option<RawFd>) -> Self {
         Fork { config, children: Vec::new(), waker, listener }
     }
 
     /// Forks; the child runs `serve` and exits with its outcome, the parent
     /// records the child and returns (dropping its copies of the request).
-    pub fn run(
+    pub(super) fn run(
         &mut self,
         peer: Address,
         slot: Slot,
         serve: impl FnOnce() -> Outcome,
     ) -> Result<(), (&'static str, Address, io::Error)> {
-        match sys::fork() {
-            Ok(Forked::Child) => {
-                // Unlike Python's ForkingMixIn children: no listener kept
-                // alive behind the parent's back, and no signal handlers
-                // without the threads that serve them.
-                if let Some(fd) = self.listener {
-                    sys::close_listener_in_child(fd);
-                }
-                sys::reset_signal_handlers_in_child();
-                let outcome = panic::catch_unwind(AssertUnwindSafe(serve)).unwrap_or(Outcome::Panicked);
-                self.waker.wake();
-                sys::exit_child(outcome as i32)
-            }
-            Ok(Forked::Parent(pid)) => {
+        let waker = &self.waker;
+        let child = sys::fork_child(self.listener, || {
+            let outcome = panic::catch_unwind(AssertUnwindSafe(serve)).unwrap_or(Outcome::Panicked);
+            waker.wake();
+            outcome as i32
+        });
+        match child {
+            Ok(pid) => {
                 self.children.push(Child { pid, peer, _slot: slot });
                 Ok(())
             }
@@ -67,17 +61,17 @@ impl Fork {
     }
 
     /// Reaps the children that have exited, without blocking.
-    pub fn reap(&mut self) {
+    pub(super) fn reap(&mut self) {
         self.children.retain(|child| !collect(child, false));
     }
 
-    pub fn has_children(&self) -> bool {
+    pub(super) fn has_children(&self) -> bool {
         !self.children.is_empty()
     }
 
     /// Waits for the children as `block_on_close` says. With a drain
     /// `deadline`, children still running then are killed, each with a log line.
-    pub fn close(&mut self, deadline: Option<Instant>) {
+    pub(super) fn close(&mut self, deadline: Option<Instant>) {
         if let Some(deadline) = deadline {
             loop {
                 self.reap();

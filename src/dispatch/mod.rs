@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Socket};
 
+pub(crate) use config::Mode as Config;
 pub use config::{Dispatch, Forking, Threading, WorkerPool};
 
 use crate::adapter::{self, Context, Incoming, Scratch};
@@ -39,30 +40,28 @@ enum Mode<H> {
 impl<H: RequestHandler> Dispatcher<H> {
     /// `max_connections` is `None` for datagram servers, where it does not
     /// apply; `listener` is a stream server's listening socket.
-    pub fn new(
+    pub(crate) fn new(
         dispatch: &Dispatch,
         max_connections: Option<usize>,
         drain_timeout: Option<Duration>,
         waker: ShutdownHandle,
         listener: Option<RawFd>,
     ) -> Self {
-        let (mode, limit) = match dispatch {
-            Dispatch::Sequential => (Mode::Sequential, None),
-            Dispatch::Threads(config) => (Mode::Threads(threads::Threads::new(config.clone())), config.max_threads),
-            Dispatch::Pool(config) => {
-                (Mode::Pool(pool::Pool::new(config.clone())), Some(config.workers + config.queue))
-            }
-            Dispatch::Fork(config) => {
+        let (mode, limit) = match &dispatch.0 {
+            Config::Sequential => (Mode::Sequential, None),
+            Config::Threads(config) => (Mode::Threads(threads::Threads::new(config.clone())), config.max_threads),
+            Config::Pool(config) => (Mode::Pool(pool::Pool::new(config.clone())), Some(config.workers + config.queue)),
+            Config::Fork(config) => {
                 (Mode::Fork(fork::Fork::new(config.clone(), waker.clone(), listener)), Some(config.max_children))
             }
         };
         let limit = [limit, max_connections].into_iter().flatten().min();
-        let track = drain_timeout.is_some() && matches!(dispatch, Dispatch::Threads(_) | Dispatch::Pool(_));
+        let track = drain_timeout.is_some() && matches!(dispatch.0, Config::Threads(_) | Config::Pool(_));
         Dispatcher { mode, capacity: Capacity::new(limit, waker, track), drain_timeout }
     }
 
     /// Runs a stream request; the connection is closed when it is done.
-    pub fn stream(&mut self, ctx: &Context<H>, conn: Incoming) {
+    pub(crate) fn stream(&mut self, ctx: &Context<H>, conn: Incoming) {
         let slot = self.capacity.take_connection(&conn.socket, &conn.peer);
         let failed = match &mut self.mode {
             Mode::Sequential => {
@@ -89,7 +88,7 @@ impl<H: RequestHandler> Dispatcher<H> {
     }
 
     /// Runs a datagram request. `scratch` is the server's, reused.
-    pub fn datagram(
+    pub(crate) fn datagram(
         &mut self,
         ctx: &Context<H>,
         socket: &Arc<Socket>,
@@ -137,7 +136,7 @@ impl<H: RequestHandler> Dispatcher<H> {
     }
 
     /// Once per loop turn: forget finished threads, reap exited children.
-    pub fn turn(&mut self) {
+    pub(crate) fn turn(&mut self) {
         match &mut self.mode {
             Mode::Threads(threads) => threads.reap(),
             Mode::Fork(fork) => fork.reap(),
@@ -147,24 +146,24 @@ impl<H: RequestHandler> Dispatcher<H> {
 
     /// True while the server must not take another request. Arms a wake-up
     /// for when a running request ends.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.capacity.is_full()
     }
 
     /// How many more requests may be dispatched now.
-    pub fn room(&self) -> usize {
+    pub(crate) fn room(&self) -> usize {
         self.capacity.room()
     }
 
     /// Asks for a wake-up when the next running request ends (and frees its fd).
-    pub fn wake_on_next_release(&self) {
+    pub(crate) fn wake_on_next_release(&self) {
         self.capacity.wake_on_next_release();
     }
 
     /// How long the loop may wait before it must look again even without a
     /// wake-up: a child announces its exit just before it exits, so one that
     /// was not yet gone at that turn (or was killed) is reaped on a later one.
-    pub fn recheck_after(&self) -> Option<Duration> {
+    pub(crate) fn recheck_after(&self) -> Option<Duration> {
         match &self.mode {
             Mode::Fork(fork) if fork.has_children() => Some(fork::RECHECK),
             _ => None,
@@ -173,7 +172,7 @@ impl<H: RequestHandler> Dispatcher<H> {
 
     /// Requests in flight: running in threads or children not yet reaped,
     /// or waiting in the pool's queue.
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.capacity.active()
     }
 }

@@ -38,13 +38,13 @@ pub(crate) struct Pool<H> {
 }
 
 impl<H: RequestHandler> Pool<H> {
-    pub fn new(config: WorkerPool) -> Self {
+    pub(super) fn new(config: WorkerPool) -> Self {
         Pool { config, queue: None, workers: Vec::new(), handler: std::marker::PhantomData }
     }
 
     /// Queues `job`, starting the workers on first use (the context is final
     /// by then: a server made with `build` learns its address at bind).
-    pub fn submit(&mut self, ctx: &Context<H>, job: Job) -> Result<(), (&'static str, Address, io::Error)> {
+    pub(super) fn submit(&mut self, ctx: &Context<H>, job: Job) -> Result<(), (&'static str, Address, io::Error)> {
         if self.queue.is_none()
             && let Err(e) = self.start(ctx)
         {
@@ -74,7 +74,7 @@ impl<H: RequestHandler> Pool<H> {
 
 impl<H> Pool<H> {
     /// Closes the queue; workers serve what is queued, then exit and are joined.
-    pub fn close(&mut self) {
+    pub(super) fn close(&mut self) {
         self.queue = None;
         for worker in self.workers.drain(..) {
             let _ = worker.join();

@@ -16,11 +16,11 @@ pub(crate) struct Threads {
 }
 
 impl Threads {
-    pub fn new(config: Threading) -> Self {
+    pub(super) fn new(config: Threading) -> Self {
         Threads { config, handles: Vec::new() }
     }
 
-    pub fn spawn(&mut self, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    pub(super) fn spawn(&mut self, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
         self.reap();
         let mut builder = thread::Builder::new().name("socketserver-handler".into());
         if let Some(bytes) = self.config.stack_size {
@@ -33,11 +33,11 @@ impl Threads {
         Ok(())
     }
 
-    pub fn reap(&mut self) {
+    pub(super) fn reap(&mut self) {
         self.handles.retain(|handle| !handle.is_finished());
     }
 
-    pub fn close(&mut self) {
+    pub(super) fn close(&mut self) {
         for handle in self.handles.drain(..) {
             // A panic was already reported to handle_error by the adapter.
             let _ = handle.join();

@@ -13,35 +13,35 @@ use crate::{Address, Error, Result};
 
 /// TCP: each request is one accepted connection.
 #[derive(Debug)]
-pub enum Tcp {}
+pub enum TcpTransport {}
 
 /// UDP: each request is one datagram; the reply goes back to its sender.
 #[derive(Debug)]
-pub enum Udp {}
+pub enum UdpTransport {}
 
-impl Transport for Tcp {
+impl Transport for TcpTransport {
     const KIND: Kind = Kind::Stream;
     type Family = Inet;
 }
 
-impl Transport for Udp {
+impl Transport for UdpTransport {
     const KIND: Kind = Kind::Datagram;
     type Family = Inet;
 }
 
-impl Sealed for Tcp {}
-impl Sealed for Udp {}
+impl Sealed for TcpTransport {}
+impl Sealed for UdpTransport {}
 
-impl Setup for Tcp {
-    fn open(addr: &Address, opts: &Options) -> io::Result<Socket> {
+impl Setup for TcpTransport {
+    fn open_socket(addr: &Address, opts: &Options) -> io::Result<Socket> {
         open_inet(addr, Type::STREAM, Kind::Stream, opts)
     }
 
-    fn bind(socket: &Socket, addr: &Address) -> Result<Option<SocketFile>> {
+    fn bind_socket(socket: &Socket, addr: &Address) -> Result<Option<SocketFile>> {
         bind_inet(socket, addr)
     }
 
-    fn prepare_connection(conn: &Socket, opts: &Options) -> io::Result<()> {
+    fn prepare_accepted(conn: &Socket, opts: &Options) -> io::Result<()> {
         if opts.disable_nagle_algorithm {
             conn.set_tcp_nodelay(true)?;
         }
@@ -49,12 +49,12 @@ impl Setup for Tcp {
     }
 }
 
-impl Setup for Udp {
-    fn open(addr: &Address, opts: &Options) -> io::Result<Socket> {
+impl Setup for UdpTransport {
+    fn open_socket(addr: &Address, opts: &Options) -> io::Result<Socket> {
         open_inet(addr, Type::DGRAM, Kind::Datagram, opts)
     }
 
-    fn bind(socket: &Socket, addr: &Address) -> Result<Option<SocketFile>> {
+    fn bind_socket(socket: &Socket, addr: &Address) -> Result<Option<SocketFile>> {
         bind_inet(socket, addr)
     }
 }

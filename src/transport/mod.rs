@@ -6,16 +6,18 @@
 mod inet;
 mod unix;
 
-pub use inet::{Tcp, Udp};
+pub use inet::{TcpTransport, UdpTransport};
 pub(crate) use unix::SocketFile;
-pub use unix::{UnixDatagram, UnixStream};
+pub use unix::{UnixDatagramTransport, UnixStreamTransport};
 
 use crate::handler::Kind;
 use crate::{Address, Error, Result};
 
-/// A kind of socket a [`Server`](crate::Server) can serve on: [`Tcp`],
-/// [`Udp`], [`UnixStream`] or [`UnixDatagram`]. Sealed: the crate's own
-/// four are all there is.
+/// A kind of socket a [`Server`](crate::Server) can serve on:
+/// [`TcpTransport`], [`UdpTransport`], [`UnixStreamTransport`] or
+/// [`UnixDatagramTransport`]. Sealed: the crate's own four are all there
+/// is. Named with a `Transport` suffix so they never shadow std's socket
+/// types; most code names the servers instead ([`TcpServer`](crate::TcpServer), ...).
 pub trait Transport: private::Setup + Send + Sync + 'static {
     /// Whether requests are connections or datagrams.
     const KIND: Kind;
@@ -90,12 +92,12 @@ pub(crate) mod private {
     /// The transport-specific steps of setting up a server socket.
     pub trait Setup {
         /// Creates the socket and sets what must be set before bind.
-        fn open(addr: &Address, opts: &Options) -> io::Result<Socket>;
+        fn open_socket(addr: &Address, opts: &Options) -> io::Result<Socket>;
         /// Binds; Unix transports reclaim a stale socket file and return it
         /// so the server can remove it on close.
-        fn bind(socket: &Socket, addr: &Address) -> Result<Option<super::SocketFile>>;
+        fn bind_socket(socket: &Socket, addr: &Address) -> Result<Option<super::SocketFile>>;
         /// Prepares an accepted connection (stream transports only).
-        fn prepare_connection(_conn: &Socket, _opts: &Options) -> io::Result<()> {
+        fn prepare_accepted(_conn: &Socket, _opts: &Options) -> io::Result<()> {
             Ok(())
         }
     }

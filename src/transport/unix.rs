@@ -15,38 +15,38 @@ use crate::{Address, Error, Result};
 
 /// Unix stream sockets: each request is one accepted connection.
 #[derive(Debug)]
-pub enum UnixStream {}
+pub enum UnixStreamTransport {}
 
 /// Unix datagram sockets: each request is one datagram. Replies can only
 /// reach clients that bound their own socket to a name.
 #[derive(Debug)]
-pub enum UnixDatagram {}
+pub enum UnixDatagramTransport {}
 
-impl Transport for UnixStream {
+impl Transport for UnixStreamTransport {
     const KIND: Kind = Kind::Stream;
     type Family = Unix;
 }
 
-impl Transport for UnixDatagram {
+impl Transport for UnixDatagramTransport {
     const KIND: Kind = Kind::Datagram;
     type Family = Unix;
 }
 
-impl Sealed for UnixStream {}
-impl Sealed for UnixDatagram {}
+impl Sealed for UnixStreamTransport {}
+impl Sealed for UnixDatagramTransport {}
 
-impl Setup for UnixStream {
-    fn open(_addr: &Address, _opts: &Options) -> io::Result<Socket> {
+impl Setup for UnixStreamTransport {
+    fn open_socket(_addr: &Address, _opts: &Options) -> io::Result<Socket> {
         Socket::new(Domain::UNIX, Type::STREAM, None)
     }
 
-    fn bind(socket: &Socket, addr: &Address) -> Result<Option<SocketFile>> {
+    fn bind_socket(socket: &Socket, addr: &Address) -> Result<Option<SocketFile>> {
         bind_unix(socket, addr, Type::STREAM)
     }
 }
 
-impl Setup for UnixDatagram {
-    fn open(_addr: &Address, _opts: &Options) -> io::Result<Socket> {
+impl Setup for UnixDatagramTransport {
+    fn open_socket(_addr: &Address, _opts: &Options) -> io::Result<Socket> {
         let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
         // Have the kernel attach each sender's credentials (Request::peer_credentials).
         #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -54,7 +54,7 @@ impl Setup for UnixDatagram {
         Ok(socket)
     }
 
-    fn bind(socket: &Socket, addr: &Address) -> Result<Option<SocketFile>> {
+    fn bind_socket(socket: &Socket, addr: &Address) -> Result<Option<SocketFile>> {
         bind_unix(socket, addr, Type::DGRAM)
     }
 }

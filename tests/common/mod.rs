@@ -282,7 +282,7 @@ pub fn parse_address(printed: &str) -> Address {
 /// The dispatch modes that run in this process (fork has its own test binary).
 pub fn threaded_modes() -> Vec<(&'static str, socketserver::Dispatch)> {
     use socketserver::Dispatch;
-    vec![("sequential", Dispatch::Sequential), ("threads", Dispatch::threads()), ("pool", Dispatch::pool(4))]
+    vec![("sequential", Dispatch::sequential()), ("threads", Dispatch::threads()), ("pool", Dispatch::pool(4))]
 }
 
 /// A handler that panics on lines starting with "panic", else echoes.
@@ -324,7 +324,7 @@ pub fn survive_panics(kind: Kind, address: &Address, dir: &Path, rounds: usize) 
             let mut c = StreamClient::connect(address).unwrap();
             assert_eq!(c.ask("normal\n").unwrap(), "normal\n");
         }
-        Kind::Datagram => {
+        _ => {
             let client = DatagramClient::new(address, dir).unwrap();
             for _ in 0..rounds {
                 client.send(b"panic\n").unwrap();
@@ -385,7 +385,7 @@ pub fn echo_round_trips(kind: Kind, address: &Address, dir: &Path) {
                 }
             }
         }
-        Kind::Datagram => {
+        _ => {
             let client = DatagramClient::new(address, dir).unwrap();
             for i in 0..5 {
                 let payload = format!("datagram {i}\nsecond line\n");
