@@ -2,8 +2,10 @@
 //! Linux (sendfile(2) through `Writer::sendfile`).
 //!
 //! ```text
-//! cargo run --example fileserve -- PATH ADDR     ADDR: HOST:PORT, or a Unix socket path
+//! cargo run --example fileserve -- PATH ENDPOINT
 //! ```
+//! ENDPOINT says where, transport included: `tcp://127.0.0.1:9000`,
+//! `unix:/tmp/file.sock`, or `udp://...` for files that fit in a datagram.
 //! The first stdout line is `listening on ADDR`. SIGINT/SIGTERM stop it.
 
 use std::fs::File;
@@ -11,14 +13,21 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use socketserver::{Request, ShutdownHandle, TcpServer, UnixStreamServer};
+use socketserver::{AnyServer, Endpoint, Request, RequestHandler};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [path, addr] = &args[..] else {
-        eprintln!("usage: fileserve PATH ADDR");
+    let [path, endpoint] = &args[..] else {
+        eprintln!("usage: fileserve PATH ENDPOINT   (ENDPOINT: tcp://HOST:PORT, unix:PATH, ...)");
         return ExitCode::from(2);
+    };
+    let endpoint: Endpoint = match endpoint.parse() {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            eprintln!("fileserve: {e}");
+            return ExitCode::from(2);
+        }
     };
     let file = match File::open(path) {
         Ok(file) => Arc::new(file),
@@ -29,14 +38,7 @@ fn main() -> ExitCode {
     };
     // sendfile reads at an explicit offset, so every handler thread can share one File.
     let handler = move |req: &mut Request<'_>| req.wfile.sendfile(&file, 0, None).map(drop);
-    let served = if addr.contains('/') {
-        UnixStreamServer::threading(addr.as_str(), handler)
-            .map(|mut s| run(s.shutdown_handle(), s.server_address().to_string(), move || s.serve_forever()))
-    } else {
-        TcpServer::threading(addr.as_str(), handler)
-            .map(|mut s| run(s.shutdown_handle(), s.server_address().to_string(), move || s.serve_forever()))
-    };
-    match served.and_then(|result| result) {
+    match AnyServer::builder(handler).threading().bind(&endpoint).and_then(serve) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fileserve: {e}");
@@ -46,11 +48,8 @@ fn main() -> ExitCode {
 }
 
 /// Announces the address, arranges for SIGINT/SIGTERM to stop the server, serves.
-fn run(
-    stop: ShutdownHandle,
-    address: String,
-    serve: impl FnOnce() -> socketserver::Result<()>,
-) -> socketserver::Result<()> {
+fn serve<H: RequestHandler>(mut server: AnyServer<H>) -> socketserver::Result<()> {
+    let stop = server.shutdown_handle();
     match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
         Ok(mut signals) => {
             std::thread::spawn(move || {
@@ -62,6 +61,6 @@ fn run(
         Err(e) => eprintln!("fileserve: no signal handling: {e}"),
     }
     let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "listening on {address}").and_then(|()| stdout.flush());
-    serve()
+    let _ = writeln!(stdout, "listening on {}", server.server_address()).and_then(|()| stdout.flush());
+    server.serve_forever()
 }

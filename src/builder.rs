@@ -4,11 +4,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::any::{AnyServer, Endpoint};
 use crate::dispatch::Dispatch;
 use crate::hooks::Hooks;
 use crate::options::Options;
 use crate::server::Server;
-use crate::transport::{BindAddress, Transport};
+use crate::transport::{
+    AnyTransport, BindAddress, TcpTransport, Transport, UdpTransport, UnixDatagramTransport, UnixStreamTransport,
+};
 use crate::{Address, Error, RequestHandler, Result};
 
 /// Configures a [`Server`] before it binds: Python's class attributes and
@@ -36,18 +39,15 @@ pub struct ServerBuilder<T, H> {
 }
 
 impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
-    pub(crate) fn new(handler: H) -> Self {
-        ServerBuilder {
-            handler,
-            options: Options::default(),
-            hooks: Hooks::default(),
-            dispatch: Dispatch::default(),
-            transport: PhantomData,
-        }
-    }
-
     /// Binds to the first of `addr`'s addresses that accepts, then listens
     /// (Python's constructor with `bind_and_activate=True`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a setting that cannot work; [`Error::Resolve`]
+    /// if `addr` names no address; otherwise the last address's
+    /// [`Error::Bind`] (or [`Error::PathInUse`] for a Unix path that is
+    /// taken), naming the address.
     pub fn bind(self, addr: impl BindAddress<T::Family>) -> Result<Server<T, H>> {
         self.check()?;
         let mut last_error = None;
@@ -63,6 +63,10 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
     /// Creates the socket without binding it (Python's
     /// `bind_and_activate=False`): set options on [`Server::socket`], then
     /// call [`Server::server_bind`] and [`Server::server_activate`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`bind`](Self::bind), for creating the socket.
     pub fn build(self, addr: impl BindAddress<T::Family>) -> Result<Server<T, H>> {
         self.check()?;
         let candidate = addr.resolve()?.swap_remove(0);
@@ -70,14 +74,61 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         Server::from_parts(self.into_parts(), socket, None, candidate, false)
     }
 
+    fn into_parts(self) -> Parts<H> {
+        Parts { handler: Arc::new(self.handler), options: self.options, hooks: self.hooks, dispatch: self.dispatch }
+    }
+}
+
+impl<H: RequestHandler> ServerBuilder<AnyTransport, H> {
+    /// Binds the transport and address `endpoint` names (see [`Endpoint`]),
+    /// with this builder's settings.
+    ///
+    /// ```
+    /// # use socketserver::{AnyServer, Request};
+    /// let endpoint = "udp://127.0.0.1:0".parse()?;
+    /// let server = AnyServer::builder(|_: &mut Request<'_>| Ok(())).max_packet_size(1500).bind(&endpoint)?;
+    /// assert_eq!(server.kind(), socketserver::Kind::Datagram);
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`ServerBuilder::bind`] on the chosen transport.
+    pub fn bind(self, endpoint: &Endpoint) -> Result<AnyServer<H>> {
+        Ok(match endpoint {
+            Endpoint::Tcp(addr) => AnyServer::Tcp(self.retype::<TcpTransport>().bind(addr.as_str())?),
+            Endpoint::Udp(addr) => AnyServer::Udp(self.retype::<UdpTransport>().bind(addr.as_str())?),
+            Endpoint::UnixStream(addr) => {
+                AnyServer::UnixStream(self.retype::<UnixStreamTransport>().bind(addr.clone())?)
+            }
+            Endpoint::UnixDatagram(addr) => {
+                AnyServer::UnixDatagram(self.retype::<UnixDatagramTransport>().bind(addr.clone())?)
+            }
+        })
+    }
+}
+
+impl<T, H: RequestHandler> ServerBuilder<T, H> {
+    pub(crate) fn new(handler: H) -> Self {
+        ServerBuilder {
+            handler,
+            options: Options::default(),
+            hooks: Hooks::default(),
+            dispatch: Dispatch::default(),
+            transport: PhantomData,
+        }
+    }
+
+    /// The same settings, for another transport.
+    fn retype<U>(self) -> ServerBuilder<U, H> {
+        let ServerBuilder { handler, options, hooks, dispatch, .. } = self;
+        ServerBuilder { handler, options, hooks, dispatch, transport: PhantomData }
+    }
+
     /// Settings that cannot work are refused before anything is bound.
     fn check(&self) -> Result<()> {
         self.options.check()?;
         self.dispatch.check()
-    }
-
-    fn into_parts(self) -> Parts<H> {
-        Parts { handler: Arc::new(self.handler), options: self.options, hooks: self.hooks, dispatch: self.dispatch }
     }
 
     /// Sets SO_REUSEADDR. Default: on for stream servers, so a server can
@@ -203,6 +254,15 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         self
     }
 
+    /// How long `serve_forever` waits with nothing to do before it runs
+    /// `service_actions` anyway (Python's `poll_interval`). Default: 0.5 s,
+    /// as Python's. `None`: `service_actions` runs only after activity. This
+    /// never delays a request or a shutdown: the loop is woken for those.
+    pub fn poll_interval(mut self, interval: Option<Duration>) -> Self {
+        self.options.poll_interval = interval;
+        self
+    }
+
     /// Where requests run. Default: [`Dispatch::sequential`].
     pub fn dispatch(mut self, mode: Dispatch) -> Self {
         self.dispatch = mode;
@@ -257,8 +317,11 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         self
     }
 
-    /// Python's `service_actions`: called once per turn of `serve_forever`,
-    /// after each request is dispatched.
+    /// Python's `service_actions`: called on the serving thread after every
+    /// pass of `serve_forever`'s loop: once the requests a wake-up brought
+    /// are dispatched (up to 64 at a time), and when
+    /// [`poll_interval`](Self::poll_interval) passes with nothing to do. Not
+    /// called by `handle_request`, as in Python.
     pub fn service_actions(mut self, hook: impl FnMut() + Send + 'static) -> Self {
         self.hooks.service_actions = Some(Box::new(hook));
         self

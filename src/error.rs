@@ -106,6 +106,15 @@ pub enum Error {
         /// What is wrong with the value given.
         problem: &'static str,
     },
+    /// An endpoint string (`tcp://HOST:PORT`, `unix:PATH`, ...) that does
+    /// not parse.
+    #[error("invalid endpoint {given:?}: {problem}")]
+    Endpoint {
+        /// The string as given.
+        given: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// A datagram did not fit in `max_packet_size` bytes. It was not served.
     #[error("datagram from {peer} is larger than max_packet_size ({max} bytes); dropped")]
     Truncated {

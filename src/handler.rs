@@ -2,7 +2,9 @@
 
 use std::io;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use socket2::{SockRef, Socket};
 
 use crate::Address;
 use crate::adapter::{Conn, Reader, Writer};
@@ -18,6 +20,16 @@ use crate::ancillary::{Ancillary, Credentials};
 /// `finish` runs whenever `setup` succeeded, even when `handle` failed, as in
 /// Python. An error from any of them reaches the server's `handle_error` hook
 /// with the client's address; the server keeps serving.
+///
+/// # One handler, every request
+///
+/// A server holds one handler value and serves every request with it,
+/// concurrently when requests run in threads or a pool (hence `Sync`);
+/// that is unlike Python, which makes a handler instance per request. State
+/// for one request lives in `handle`'s locals, or in a
+/// [`PerRequestHandler`] made fresh for each request by [`PerRequest`];
+/// state shared by all requests lives in the handler behind a `Mutex` or
+/// atomics.
 ///
 /// A closure `Fn(&mut Request) -> io::Result<()>` is a handler too:
 ///
@@ -60,6 +72,71 @@ where
     }
 }
 
+/// A handler made fresh for each request, as Python makes a handler
+/// instance per request: `setup` can fill fields that `handle` and `finish`
+/// then use, through `&mut self`. Served through [`PerRequest`].
+///
+/// ```
+/// use std::io::{self, BufRead, Write};
+/// use socketserver::{PerRequest, PerRequestHandler, Request, TcpServer};
+///
+/// /// Numbers the lines of one connection.
+/// #[derive(Default)]
+/// struct Numbered {
+///     seen: usize,
+/// }
+///
+/// impl PerRequestHandler for Numbered {
+///     fn handle(&mut self, req: &mut Request<'_>) -> io::Result<()> {
+///         let mut line = String::new();
+///         while req.rfile.read_line(&mut line)? > 0 {
+///             self.seen += 1;
+///             write!(req.wfile, "{} {line}", self.seen)?;
+///             line.clear();
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let server = TcpServer::bind("127.0.0.1:0", PerRequest(Numbered::default))?;
+/// # Ok::<(), socketserver::Error>(())
+/// ```
+pub trait PerRequestHandler {
+    /// Runs first. If it fails, neither `handle` nor `finish` runs.
+    fn setup(&mut self, _req: &mut Request<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Serves the request.
+    fn handle(&mut self, req: &mut Request<'_>) -> io::Result<()>;
+
+    /// Runs after `handle`, even when it failed.
+    fn finish(&mut self, _req: &mut Request<'_>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serves each request with a fresh [`PerRequestHandler`] from `make`
+/// (a `Default::default`, a closure, a constructor). The value lives on the
+/// serving thread's stack for the request's duration: nothing is allocated
+/// unless `make` allocates.
+#[derive(Debug, Clone, Copy)]
+pub struct PerRequest<F>(pub F);
+
+impl<F, S> RequestHandler for PerRequest<F>
+where
+    F: Fn() -> S + Send + Sync + 'static,
+    S: PerRequestHandler,
+{
+    fn handle(&self, req: &mut Request<'_>) -> io::Result<()> {
+        let mut handler = (self.0)();
+        handler.setup(req)?;
+        let handled = handler.handle(req);
+        let finished = handler.finish(req);
+        handled.and(finished)
+    }
+}
+
 /// Whether a request is a stream connection or a single datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -98,12 +175,29 @@ impl std::fmt::Debug for Request<'_> {
     }
 }
 
-/// Where a request's Unix-socket extras come from.
+impl AsFd for Request<'_> {
+    /// The fd of [`Request::socket`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.extras {
+            Extras::Stream(conn) => conn.socket.as_fd(),
+            Extras::Datagram(socket, _) => socket.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for Request<'_> {
+    /// The fd of [`Request::socket`] (Python's `request.fileno()`).
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// The socket behind a request, and where its Unix-socket extras come from.
 pub(crate) enum Extras<'a> {
     /// A connection: fds arrive with the bytes read; credentials by SO_PEERCRED.
     Stream(&'a Conn),
-    /// A datagram: fds and credentials arrived with it.
-    Datagram(&'a mut Ancillary),
+    /// A datagram on the server's socket: fds and credentials arrived with it.
+    Datagram(&'a Socket, &'a mut Ancillary),
 }
 
 impl<'a> Request<'a> {
@@ -141,7 +235,7 @@ impl<'a> Request<'a> {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             Extras::Stream(conn) if self.client.is_unix() => crate::sys::peer_credentials(&conn.socket).ok(),
             Extras::Stream(_) => None,
-            Extras::Datagram(ancillary) => ancillary.credentials,
+            Extras::Datagram(_, ancillary) => ancillary.credentials,
         }
     }
 
@@ -166,7 +260,29 @@ impl<'a> Request<'a> {
     pub fn take_fds(&mut self) -> Vec<OwnedFd> {
         match &mut self.extras {
             Extras::Stream(conn) => conn.take_fds(),
-            Extras::Datagram(ancillary) => std::mem::take(&mut ancillary.fds),
+            Extras::Datagram(_, ancillary) => std::mem::take(&mut ancillary.fds),
         }
+    }
+
+    /// The socket behind the request (Python's `self.request`, or
+    /// `request.fileno()`): the connection for a stream request, the
+    /// server's own socket for a datagram request. For per-connection
+    /// options this crate does not set (`SO_PRIORITY`, keepalive, a
+    /// different timeout):
+    ///
+    /// ```
+    /// # use socketserver::{Request, TcpServer};
+    /// let handler = |req: &mut Request<'_>| {
+    ///     req.socket().set_keepalive(true)?;
+    ///     Ok(())
+    /// };
+    /// # let _ = TcpServer::bind("127.0.0.1:0", handler);
+    /// ```
+    ///
+    /// Reading or writing through it bypasses `rfile`'s buffer and
+    /// `wfile`'s; shutting it down or changing its blocking mode disturbs
+    /// the adapters. A datagram server's socket is shared by every request.
+    pub fn socket(&self) -> SockRef<'_> {
+        SockRef::from(self)
     }
 }

@@ -62,6 +62,7 @@
 mod adapter;
 mod address;
 mod ancillary;
+mod any;
 mod builder;
 mod dispatch;
 mod error;
@@ -73,6 +74,7 @@ mod options;
 mod parking;
 mod server;
 mod shutdown;
+mod stats;
 #[allow(unsafe_code, reason = "the crate's one home of unsafe code, each block with a SAFETY note")]
 mod sys;
 pub mod transport;
@@ -80,14 +82,18 @@ pub mod transport;
 pub use adapter::{Reader, Writer};
 pub use address::Address;
 pub use ancillary::Credentials;
+pub use any::{AnyServer, Endpoint};
 pub use builder::ServerBuilder;
 pub use dispatch::{Dispatch, Forking, Threading, WorkerPool};
 pub use error::{Error, Result};
 pub use group::ServerGroup;
-pub use handler::{Kind, Request, RequestHandler};
+pub use handler::{Kind, PerRequest, PerRequestHandler, Request, RequestHandler};
 pub use options::DEFAULT_MAX_PACKET_SIZE;
 pub use server::Server;
 pub use shutdown::ShutdownHandle;
+/// socket2, whose [`SockRef`](socket2::SockRef) and [`Socket`](socket2::Socket) this crate's API hands out.
+pub use socket2;
+pub use stats::{Stats, StatsHandle};
 
 /// A TCP server (Python's `TCPServer`).
 pub type TcpServer<H> = Server<transport::TcpTransport, H>;

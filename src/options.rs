@@ -14,6 +14,9 @@ pub(crate) fn deadline_after(now: Instant, timeout: Duration) -> Instant {
     now.checked_add(timeout).or_else(|| now.checked_add(FOREVER)).unwrap_or(now)
 }
 
+/// Python's `serve_forever(poll_interval=0.5)`.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Python's `max_packet_size`: the largest datagram served whole.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
 
@@ -46,6 +49,9 @@ pub struct Options {
     pub socket_mode: Option<u32>,
     /// Sequential datagram servers on Linux: datagrams per recvmmsg/sendmmsg.
     pub datagram_batch: usize,
+    /// The longest `serve_forever` waits before a pass with nothing to do
+    /// (then `service_actions` runs); `None`: until something happens.
+    pub poll_interval: Option<Duration>,
 }
 
 impl Default for Options {
@@ -66,6 +72,7 @@ impl Default for Options {
             drain_timeout: None,
             socket_mode: None,
             datagram_batch: 1,
+            poll_interval: Some(DEFAULT_POLL_INTERVAL),
         }
     }
 }
@@ -89,6 +96,9 @@ impl Options {
         }
         if self.idle_timeout == zero || self.connection_timeout == zero {
             return problem("connection timeout", "0 would close every connection before it is served");
+        }
+        if self.poll_interval == zero {
+            return problem("poll_interval", "0 would spin the serving loop; pass None to wait for activity");
         }
         if self.max_connections == Some(0) {
             return problem("max_connections", "0 would never accept a connection");

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::adapter::{self, Incoming};
 use crate::options::deadline_after;
+use crate::stats::Counters;
 use crate::sys;
 
 /// A connection that has not sent anything yet.
@@ -56,7 +57,7 @@ impl Parking {
     /// Takes poll's answer for the silent connections (`polled`, one entry
     /// each, in `poll_fds` order): those with input move to the spoken
     /// queue; those silent past their deadline are closed with a log line.
-    pub(crate) fn sort(&mut self, polled: &[libc::pollfd], now: Instant) {
+    pub(crate) fn sort(&mut self, polled: &[libc::pollfd], now: Instant, counters: &Counters) {
         let spoken = &mut self.spoken;
         let mut entry = polled.iter();
         let moved = self.silent.extract_if(.., |s| {
@@ -68,6 +69,7 @@ impl Parking {
         spoken.extend(moved.map(|s| s.conn));
         for silent in self.silent.extract_if(.., |s| now >= s.expires) {
             log::warn!("closing connection from {}: nothing received within the idle timeout", silent.conn.peer);
+            Counters::add(&counters.idle_closed, 1);
             adapter::close_stream(silent.conn.socket);
         }
     }

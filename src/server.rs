@@ -17,6 +17,7 @@ use crate::hooks::Hooks;
 use crate::options::{Options, deadline_after, socket_timeout};
 use crate::parking::Parking;
 use crate::shutdown::ShutdownHandle;
+use crate::stats::{Counters, Stats, StatsHandle};
 use crate::sys;
 use crate::transport::{BindAddress, SocketFile, Transport};
 use crate::{Address, Error, RequestHandler, Result};
@@ -36,14 +37,15 @@ const BACKLOG_CLOSE_LIMIT: usize = 65_536;
 
 /// What one attempt to take a request from the socket found.
 enum Taken {
-    /// Requests dispatched.
+    /// Requests handled: dispatched, or turned away (refused by
+    /// `verify_request`, a truncated datagram, an error about one client).
+    /// Either way each ends one `handle_request`, as in Python.
     Requests(usize),
-    /// Something taken but not dispatched: rejected, truncated, or an error
-    /// about one client.
-    Skipped,
+    /// A connection accepted and parked until it speaks: not a request yet.
+    Parked,
     /// Nothing left to take (or accepting paused).
     Empty,
-    /// Requests dispatched, and the socket was seen empty while taking them
+    /// Requests handled, and the socket was seen empty while taking them
     /// (a short batch): no need to ask it again before polling.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     Drained(usize),
@@ -149,6 +151,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let batch =
             (T::KIND == Kind::Datagram && parts.options.datagram_batch > 1 && parts.dispatch == Dispatch::sequential())
                 .then(|| sys::DatagramBatch::new(parts.options.datagram_batch, parts.options.max_packet_size));
+        let counters = Arc::new(Counters::default());
         let mut server = Server {
             dispatcher: Dispatcher::new(
                 &parts.dispatch,
@@ -156,11 +159,13 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 parts.options.drain_timeout,
                 shutdown.clone(),
                 (T::KIND == Kind::Stream).then(|| socket.as_raw_fd()),
+                Arc::clone(&counters),
             ),
             socket: Arc::new(socket),
             socket_file,
             ctx: Context {
                 handler: parts.handler,
+                counters,
                 on_error: Arc::clone(&parts.hooks.handle_error),
                 server_address: Arc::new(requested),
                 timeouts: Timeouts { read: parts.options.read_timeout, write: parts.options.write_timeout },
@@ -241,6 +246,18 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         self.dispatcher.active()
     }
 
+    /// What the server has done so far: requests accepted, served, refused,
+    /// failed, cut, and running now.
+    pub fn stats(&self) -> Stats {
+        self.stats_handle().get()
+    }
+
+    /// Reads [`stats`](Self::stats) from another thread while this one
+    /// serves.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle::new(Arc::clone(&self.ctx.counters), Arc::clone(self.dispatcher.capacity()))
+    }
+
     /// A handle that stops [`serve_forever`](Self::serve_forever) from any
     /// thread, or from a handler.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -256,25 +273,41 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// `serve_forever`).
     ///
     /// It blocks in `poll(2)` on the server socket and the handle's wake-up
-    /// socket, so a shutdown takes effect at once. Errors about single
-    /// requests go to `handle_error`; only a failure of the server's own
-    /// socket is returned.
+    /// socket, so a shutdown takes effect at once. After every pass of the
+    /// loop (the requests one wake-up brought are dispatched, or
+    /// [`poll_interval`](ServerBuilder::poll_interval) passed with nothing
+    /// to do) it calls `service_actions`, as Python's does. Errors about
+    /// single requests go to `handle_error`; only a failure of the server's
+    /// own socket is returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::State`] if the server was built but not activated;
+    /// [`Error::Server`] if its own socket failed (a closed fd, say).
     pub fn serve_forever(&mut self) -> Result<()> {
         self.check_activated()?;
         let stop = self.shutdown.clone();
         let _serving = stop.enter_loop();
         while !stop.take_request() {
-            self.turn(None, READY_BUDGET)?;
+            self.turn(self.options.poll_interval, READY_BUDGET)?;
             self.hooks.service_actions();
         }
         Ok(())
     }
 
-    /// Waits for one request and serves it (Python's `handle_request`).
+    /// Waits for one request and handles it (Python's `handle_request`).
     ///
     /// Waits at most the server's [`timeout`](ServerBuilder::timeout); when
     /// it passes without a request, calls `handle_timeout` and returns.
-    /// Returns early, without serving, if a shutdown is requested.
+    /// As in Python, a request that is turned away ends the call too, without
+    /// `handle_timeout`: one `verify_request` refused, a truncated datagram,
+    /// or a connection that failed before its handler could start. Returns
+    /// early, without serving, if a shutdown is requested. With
+    /// `idle_timeout`, a connection that has not spoken yet is not a request.
+    ///
+    /// # Errors
+    ///
+    /// As for [`serve_forever`](Self::serve_forever).
     pub fn handle_request(&mut self) -> Result<()> {
         self.check_activated()?;
         let stop = self.shutdown.clone();
@@ -354,7 +387,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             self.paused_until = None;
         }
         let listener_ready = accepting && self.pollfds[1].revents != 0;
-        self.parking.sort(&self.pollfds[first_parked..], Instant::now());
+        self.parking.sort(&self.pollfds[first_parked..], Instant::now(), &self.ctx.counters);
         let mut took = queued | self.dispatch_spoken(&mut left);
         if listener_ready && left > 0 {
             took |= self.take_ready(left)?;
@@ -404,7 +437,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                     took |= n > 0;
                     break;
                 }
-                Taken::Skipped => left -= 1,
+                Taken::Parked => left -= 1,
                 Taken::Empty => break,
             }
             if self.paused_until.is_some()
@@ -424,20 +457,22 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             Err(e) => return self.recover("accept", e),
         };
         let peer = Address::from_sock_addr(&from);
+        Counters::add(&self.ctx.counters.accepted, 1);
         if let Err(source) = self.prepare_connection(&socket) {
             (self.ctx.on_error)(&Error::Request { peer, source });
-            return Ok(Taken::Skipped);
+            return Ok(Taken::Requests(1));
         }
         if !self.hooks.verify_request(&peer) {
+            Counters::add(&self.ctx.counters.refused, 1);
             adapter::close_stream(socket);
-            return Ok(Taken::Skipped);
+            return Ok(Taken::Requests(1));
         }
         let now = Instant::now();
         let deadline = self.options.connection_timeout.map(|t| deadline_after(now, t));
         let conn = Incoming { socket, peer, deadline };
         if let Some(idle) = self.options.idle_timeout {
             self.parking.park(conn, now, idle);
-            return Ok(Taken::Skipped);
+            return Ok(Taken::Parked);
         }
         self.dispatcher.stream(&self.ctx, conn);
         Ok(Taken::Requests(1))
@@ -467,17 +502,31 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             Err(e) => return self.recover("receive", e),
         };
         let peer = Address::from_sock_addr(&from);
-        if truncated {
-            (self.ctx.on_error)(&Error::Truncated { peer, max: self.options.max_packet_size });
-            return Ok(Taken::Skipped);
-        }
-        if !self.hooks.verify_request(&peer) {
-            return Ok(Taken::Skipped);
+        if !self.admit_datagram(&peer, truncated) {
+            return Ok(Taken::Requests(1));
         }
         self.dispatcher.datagram(&self.ctx, &self.socket, &self.packet[..len], peer, &from, &mut self.scratch);
         // Fds the handler did not take are closed here.
         self.scratch.ancillary = Ancillary::default();
         Ok(Taken::Requests(1))
+    }
+
+    /// Counts a datagram just received and says whether to serve it: not if
+    /// it was truncated (reported) or `verify_request` refuses it. The one
+    /// check for the batched and the one-at-a-time receive.
+    fn admit_datagram(&mut self, peer: &Address, truncated: bool) -> bool {
+        let counters = &self.ctx.counters;
+        Counters::add(&counters.accepted, 1);
+        if truncated {
+            Counters::add(&counters.truncated, 1);
+            (self.ctx.on_error)(&Error::Truncated { peer: peer.clone(), max: self.options.max_packet_size });
+            return false;
+        }
+        if !self.hooks.verify_request(peer) {
+            Counters::add(&counters.refused, 1);
+            return false;
+        }
+        true
     }
 
     /// One datagram into the packet buffer; on Unix sockets (Linux) with
@@ -504,20 +553,14 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 return self.recover("receive", e);
             }
         };
-        let mut served = 0;
         for i in 0..count {
             let (packet, truncated, from, reply) = batch.datagram(i);
             std::mem::swap(reply, &mut scratch.reply);
             let peer = Address::from_sock_addr(&from);
-            if truncated {
-                (self.ctx.on_error)(&Error::Truncated { peer, max: self.options.max_packet_size });
+            if !self.admit_datagram(&peer, truncated) {
                 continue;
             }
-            if !self.hooks.verify_request(&peer) {
-                continue;
-            }
-            served += 1;
-            let send = adapter::answer_datagram(&self.ctx, packet, &peer, &mut scratch).1;
+            let send = adapter::answer_datagram(&self.ctx, &self.socket, packet, &peer, &mut scratch).1;
             std::mem::swap(reply, &mut scratch.reply);
             if send {
                 batch.reply_later(i);
@@ -527,11 +570,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         batch.send_replies(&self.socket, |to, e| adapter::reply_failed(ctx, &Address::from_sock_addr(&to), e));
         let drained = count < batch.capacity();
         self.batch = Some(batch);
-        Ok(match (served, drained) {
-            (n, true) => Taken::Drained(n),
-            (0, false) => Taken::Skipped,
-            (n, false) => Taken::Requests(n),
-        })
+        Ok(if drained { Taken::Drained(count) } else { Taken::Requests(count) })
     }
 
     /// Decides what a failed accept or receive means. Only errors that say
@@ -545,15 +584,17 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             }
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                 log::error!("{}; pausing {RESOURCE_BACKOFF:?}", self.server_error(action, e));
+                Counters::add(&self.ctx.counters.resource_pauses, 1);
                 self.paused_until = Some(Instant::now() + RESOURCE_BACKOFF);
                 self.dispatcher.wake_on_next_release();
                 Ok(Taken::Empty)
             }
-            _ if e.kind() == io::ErrorKind::WouldBlock => Ok(Taken::Empty),
-            _ if e.kind() == io::ErrorKind::Interrupted => Ok(Taken::Skipped),
+            _ if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(Taken::Empty),
             _ => {
+                // About one client (ECONNABORTED, say): like Python's
+                // `handle_request`, that ends the request.
                 log::warn!("{}", self.server_error(action, e));
-                Ok(Taken::Skipped)
+                Ok(Taken::Requests(1))
             }
         }
     }

@@ -167,3 +167,29 @@ fn a_burst_beyond_max_children_and_max_connections_is_answered() {
     let _serial = serial();
     a_burst_beyond_the_limits_is_answered(Forking::new().max_children(4).into());
 }
+
+/// A child's counts die with it: the parent counts each request from its
+/// child's exit status.
+#[test]
+fn stats_count_requests_served_in_children() {
+    let _serial = serial();
+    quiet_deliberate_panics();
+    let server = TcpServer::builder(panics_on_request())
+        .dispatch(Dispatch::fork())
+        .handle_error(|_| {})
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    for i in 0..3 {
+        let mut client = StreamClient::connect(&running.address).unwrap();
+        assert_eq!(client.ask(&format!("{i}\n")).unwrap(), format!("{i}\n"));
+    }
+    let mut client = StreamClient::connect(&running.address).unwrap();
+    client.write_all(b"panic\n").unwrap();
+    common::process::eventually("every child is reaped and counted", || {
+        let s = stats.get();
+        s.served == 3 && s.panics == 1 && s.active == 0
+    });
+    running.stop().unwrap();
+}

@@ -33,7 +33,7 @@ fn a_64_mib_file_through_fileserve_arrives_byte_identical() {
     let (path, data) = make_file(dir.path(), 64 << 20);
     let serve = Serve::from_command(
         Command::new(example_binary("fileserve"))
-            .args([path.to_str().unwrap(), "127.0.0.1:0"])
+            .args([path.to_str().unwrap(), "tcp://127.0.0.1:0"])
             .stderr(std::process::Stdio::null()),
     );
     for _ in 0..2 {
@@ -85,7 +85,7 @@ fn a_peer_that_leaves_halfway_costs_one_log_line() {
     let log_path = dir.path().join("stderr");
     let serve = Serve::from_command(
         Command::new(example_binary("fileserve"))
-            .args([path.to_str().unwrap(), "127.0.0.1:0"])
+            .args([path.to_str().unwrap(), "tcp://127.0.0.1:0"])
             .stderr(std::fs::File::create(&log_path).unwrap()),
     );
     let mut quitter = TcpStream::connect(&serve.address).unwrap();

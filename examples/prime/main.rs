@@ -19,11 +19,8 @@ use std::str::FromStr;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use socketserver::transport::{BindAddress, Transport};
-use socketserver::{
-    Dispatch, Server, ServerBuilder, ServerGroup, ShutdownHandle, TcpServer, UdpServer, UnixDatagramServer,
-    UnixStreamServer,
-};
+use socketserver::transport::AnyTransport;
+use socketserver::{AnyServer, Dispatch, Endpoint, ServerBuilder, ServerGroup, ShutdownHandle, TcpServer, UdpServer};
 
 use prime::PrimeService;
 
@@ -105,6 +102,11 @@ impl FromStr for TransportKind {
 impl TransportKind {
     const ALL: [TransportKind; 4] =
         [TransportKind::Tcp, TransportKind::Udp, TransportKind::UnixStream, TransportKind::UnixDatagram];
+
+    /// The endpoint for `addr` on this transport (KIND is its scheme).
+    fn endpoint(self, addr: &str) -> socketserver::Result<Endpoint> {
+        format!("{}:{addr}", self.name()).parse()
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -231,27 +233,20 @@ fn parse_ask(args: &[String]) -> Result<(TransportKind, String, Vec<String>), St
 fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Result<(), ExitCode> {
     let handler = PrimeService { max_digits: options.max_digits.unwrap_or(parse::MAX_DIGITS) };
     let addr = if options.public { public_address(kind, &addr)? } else { addr };
-    match (kind, options.reuseport) {
-        (TransportKind::Tcp, Some(n)) => {
-            serve_group(n, &addr, || configure(TcpServer::builder(handler.clone()), &options))
+    let endpoint = kind.endpoint(&addr).map_err(|e| usage_error(e.to_string()))?;
+    match (options.reuseport, &endpoint) {
+        (Some(n), Endpoint::Tcp(addr)) => {
+            serve_group(n, addr, || configure(TcpServer::builder(handler.clone()), &options))
         }
-        (TransportKind::Udp, Some(n)) => {
-            serve_group(n, &addr, || configure(UdpServer::builder(handler.clone()), &options))
+        (Some(n), Endpoint::Udp(addr)) => {
+            serve_group(n, addr, || configure(UdpServer::builder(handler.clone()), &options))
         }
-        (_, Some(_)) => Err(usage_error("--reuseport needs tcp or udp".into())),
-        (TransportKind::Tcp, None) => serve_on(configure(TcpServer::builder(handler), &options), &addr),
-        (TransportKind::Udp, None) => serve_on(configure(UdpServer::builder(handler), &options), &addr),
-        (TransportKind::UnixStream, None) => serve_on(configure(UnixStreamServer::builder(handler), &options), &addr),
-        (TransportKind::UnixDatagram, None) => {
-            serve_on(configure(UnixDatagramServer::builder(handler), &options), &addr)
-        }
+        (Some(_), _) => Err(usage_error("--reuseport needs tcp or udp".into())),
+        (None, _) => serve_on(configure(AnyServer::builder(handler), &options), &endpoint),
     }
 }
 
-fn configure<T: Transport>(
-    builder: ServerBuilder<T, PrimeService>,
-    options: &ServeOptions,
-) -> ServerBuilder<T, PrimeService> {
+fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions) -> ServerBuilder<T, PrimeService> {
     // Clients speak first in this protocol, so a silent connection can wait
     // for its first line in the serving loop instead of in a handler.
     let builder = builder
@@ -267,11 +262,8 @@ fn configure<T: Transport>(
     }
 }
 
-fn serve_on<T: Transport>(builder: ServerBuilder<T, PrimeService>, addr: &str) -> Result<(), ExitCode>
-where
-    for<'a> &'a str: BindAddress<T::Family>,
-{
-    let mut server = builder.bind(addr).map_err(failure)?;
+fn serve_on(builder: ServerBuilder<AnyTransport, PrimeService>, endpoint: &Endpoint) -> Result<(), ExitCode> {
+    let mut server = builder.bind(endpoint).map_err(failure)?;
     let stop = server.shutdown_handle();
     stop_on_signals(vec![stop.clone()])?;
     announce(server.server_address())?;
@@ -309,7 +301,7 @@ fn public_address(kind: TransportKind, addr: &str) -> Result<String, ExitCode> {
 }
 
 /// `--reuseport N`: N servers on one address, one thread each.
-fn serve_group<T: Transport<Family = socketserver::transport::Inet>>(
+fn serve_group<T: socketserver::transport::Transport<Family = socketserver::transport::Inet>>(
     workers: usize,
     addr: &str,
     builder: impl FnMut() -> ServerBuilder<T, PrimeService>,
@@ -368,11 +360,9 @@ struct DemoServer {
     thread: JoinHandle<socketserver::Result<()>>,
 }
 
-fn start<T: Transport>(
-    kind: TransportKind,
-    server: socketserver::Result<Server<T, PrimeService>>,
-) -> Result<DemoServer, ExitCode> {
-    let mut server = server.map_err(failure)?;
+fn start(kind: TransportKind, addr: &str) -> Result<DemoServer, ExitCode> {
+    let endpoint = kind.endpoint(addr).map_err(failure)?;
+    let mut server = AnyServer::bind(&endpoint, PrimeService::default()).map_err(failure)?;
     let address = server.server_address().to_string();
     let stop = server.shutdown_handle();
     let thread = std::thread::spawn(move || server.serve_forever());
@@ -381,12 +371,12 @@ fn start<T: Transport>(
 
 fn demo() -> Result<(), ExitCode> {
     let dir = tempfile::Builder::new().prefix("prime-demo").tempdir().map_err(failure)?;
-    let h = PrimeService::default;
+    let path = |name: &str| dir.path().join(name).display().to_string();
     let servers = [
-        start(TransportKind::Tcp, TcpServer::bind("127.0.0.1:0", h()))?,
-        start(TransportKind::Udp, UdpServer::bind("127.0.0.1:0", h()))?,
-        start(TransportKind::UnixStream, UnixStreamServer::bind(dir.path().join("prime-stream.sock"), h()))?,
-        start(TransportKind::UnixDatagram, UnixDatagramServer::bind(dir.path().join("prime-dgram.sock"), h()))?,
+        start(TransportKind::Tcp, "127.0.0.1:0")?,
+        start(TransportKind::Udp, "127.0.0.1:0")?,
+        start(TransportKind::UnixStream, &path("prime-stream.sock"))?,
+        start(TransportKind::UnixDatagram, &path("prime-dgram.sock"))?,
     ];
     println!("The prime service, one handler on four transports:");
     for s in &servers {

@@ -16,6 +16,7 @@ use socket2::{SockAddr, Socket};
 
 use crate::ancillary::Ancillary;
 use crate::handler::{Extras, Kind, Request, RequestHandler};
+use crate::stats::Counters;
 use crate::{Address, Error};
 
 /// Called with every error that concerns one request (Python's `handle_error`).
@@ -24,6 +25,7 @@ pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
 /// What a request needs from its server; cheap to clone into worker threads.
 pub(crate) struct Context<H> {
     pub handler: Arc<H>,
+    pub counters: Arc<Counters>,
     pub on_error: ErrorHook,
     pub server_address: Arc<Address>,
     pub timeouts: Timeouts,
@@ -33,6 +35,7 @@ impl<H> Clone for Context<H> {
     fn clone(&self) -> Self {
         Context {
             handler: Arc::clone(&self.handler),
+            counters: Arc::clone(&self.counters),
             on_error: Arc::clone(&self.on_error),
             server_address: Arc::clone(&self.server_address),
             timeouts: self.timeouts,
@@ -46,6 +49,30 @@ pub(crate) enum Outcome {
     Served = 0,
     Failed = 1,
     Panicked = 2,
+    TimedOut = 3,
+}
+
+impl Outcome {
+    /// A forked child's exit status read back; anything else is a failure.
+    pub(crate) fn from_exit_code(code: i32) -> Outcome {
+        match code {
+            0 => Outcome::Served,
+            2 => Outcome::Panicked,
+            3 => Outcome::TimedOut,
+            _ => Outcome::Failed,
+        }
+    }
+
+    /// Counts this ending in `counters`.
+    pub(crate) fn count(self, counters: &Counters) {
+        let counter = match self {
+            Outcome::Served => &counters.served,
+            Outcome::Failed => &counters.errors,
+            Outcome::Panicked => &counters.panics,
+            Outcome::TimedOut => &counters.timed_out,
+        };
+        Counters::add(counter, 1);
+    }
 }
 
 /// What a datagram request writes into besides its packet: the reply being
@@ -66,6 +93,9 @@ enum Failure {
 impl Failure {
     fn outcome(&self) -> Outcome {
         match self {
+            Failure::Io(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+                Outcome::TimedOut
+            }
             Failure::Io(_) => Outcome::Failed,
             Failure::Panic(_) => Outcome::Panicked,
         }
@@ -129,16 +159,24 @@ pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, incoming: Incomi
     let result = match (outcome, flushed) {
         (Err(failure), _) => report(ctx, failure, &peer),
         (Ok(()), Err(source)) => report(ctx, Failure::Io(source), &peer),
-        (Ok(()), Ok(())) => Outcome::Served,
+        (Ok(()), Ok(())) => served(ctx),
     };
     close_stream(conn.socket);
     result
 }
 
+/// Reports a failed request to `handle_error` and counts it.
 fn report<H>(ctx: &Context<H>, failure: Failure, peer: &Address) -> Outcome {
     let outcome = failure.outcome();
+    outcome.count(&ctx.counters);
     (ctx.on_error)(&failure.into_error(peer));
     outcome
+}
+
+/// Counts a request whose handler completed.
+fn served<H>(ctx: &Context<H>) -> Outcome {
+    Outcome::Served.count(&ctx.counters);
+    Outcome::Served
 }
 
 /// Shuts down the write half so the client sees a clean end of stream, then
@@ -165,7 +203,7 @@ pub(crate) fn serve_datagram<H: RequestHandler>(
     reply_to: &SockAddr,
     scratch: &mut Scratch,
 ) -> Outcome {
-    let (outcome, send) = answer_datagram(ctx, packet, peer, scratch);
+    let (outcome, send) = answer_datagram(ctx, socket, packet, peer, scratch);
     if !send {
         return outcome;
     }
@@ -185,6 +223,7 @@ pub(crate) fn serve_datagram<H: RequestHandler>(
 /// sends nothing.
 pub(crate) fn answer_datagram<H: RequestHandler>(
     ctx: &Context<H>,
+    socket: &Socket,
     packet: &[u8],
     peer: &Address,
     scratch: &mut Scratch,
@@ -198,14 +237,14 @@ pub(crate) fn answer_datagram<H: RequestHandler>(
             peer,
             &ctx.server_address,
             Kind::Datagram,
-            Extras::Datagram(ancillary),
+            Extras::Datagram(socket, ancillary),
         );
         run_handler(&*ctx.handler, &mut req)
     };
     let send = !reply.is_empty() && !matches!(outcome, Err(Failure::Panic(_)));
     let outcome = match outcome {
         Err(failure) => report(ctx, failure, peer),
-        Ok(()) => Outcome::Served,
+        Ok(()) => served(ctx),
     };
     if send && *peer == Address::Unnamed {
         let source = io::Error::new(

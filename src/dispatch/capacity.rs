@@ -11,10 +11,12 @@ use socket2::Socket;
 
 use crate::Address;
 use crate::shutdown::ShutdownHandle;
+use crate::stats::Counters;
 
 /// How often a drain looks for an [`abort`](ShutdownHandle::abort).
 pub(crate) const ABORT_CHECK: Duration = Duration::from_millis(20);
 
+#[derive(Debug)]
 pub(crate) struct Capacity {
     limit: usize,
     active: AtomicUsize,
@@ -29,6 +31,7 @@ pub(crate) struct Capacity {
     draining: AtomicBool,
     idle_lock: Mutex<()>,
     idle: Condvar,
+    counters: Arc<Counters>,
 }
 
 /// One request in flight; dropping it frees the slot.
@@ -38,7 +41,12 @@ pub(crate) struct Slot {
 }
 
 impl Capacity {
-    pub(super) fn new(limit: Option<usize>, waker: ShutdownHandle, track_connections: bool) -> Arc<Self> {
+    pub(super) fn new(
+        limit: Option<usize>,
+        waker: ShutdownHandle,
+        track_connections: bool,
+        counters: Arc<Counters>,
+    ) -> Arc<Self> {
         Arc::new(Capacity {
             limit: limit.unwrap_or(usize::MAX),
             active: AtomicUsize::new(0),
@@ -49,6 +57,7 @@ impl Capacity {
             draining: AtomicBool::new(false),
             idle_lock: Mutex::new(()),
             idle: Condvar::new(),
+            counters,
         })
     }
 
@@ -74,7 +83,7 @@ impl Capacity {
         slot
     }
 
-    pub(super) fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
     }
 
@@ -124,6 +133,7 @@ impl Capacity {
         let Some(open) = &self.open else { return };
         for (socket, peer) in lock(open).values() {
             log::warn!("drain timeout passed: closing connection from {peer}");
+            Counters::add(&self.counters.cut_at_drain, 1);
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
     }

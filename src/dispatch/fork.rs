@@ -4,6 +4,7 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::capacity::{ABORT_CHECK, Slot};
@@ -11,6 +12,7 @@ use super::config::Forking;
 use crate::Address;
 use crate::adapter::Outcome;
 use crate::shutdown::ShutdownHandle;
+use crate::stats::Counters;
 use crate::sys::{self, ChildExit};
 
 /// How often a fork server with live children looks for exited ones on its
@@ -30,11 +32,17 @@ pub(crate) struct Fork {
     waker: ShutdownHandle,
     /// A stream server's listening socket, which children close at once.
     listener: Option<RawFd>,
+    counters: Arc<Counters>,
 }
 
 impl Fork {
-    pub(super) fn new(config: Forking, waker: ShutdownHandle, listener: Option<RawFd>) -> Self {
-        Fork { config, children: Vec::new(), waker, listener }
+    pub(super) fn new(
+        config: Forking,
+        waker: ShutdownHandle,
+        listener: Option<RawFd>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Fork { config, children: Vec::new(), waker, listener, counters }
     }
 
     /// Forks; the child runs `serve` and exits with its outcome, the parent
@@ -62,7 +70,8 @@ impl Fork {
 
     /// Reaps the children that have exited, without blocking.
     pub(super) fn reap(&mut self) {
-        self.children.retain(|child| !collect(child, false));
+        let counters = &self.counters;
+        self.children.retain(|child| !collect(child, false, counters));
     }
 
     pub(super) fn has_children(&self) -> bool {
@@ -83,6 +92,7 @@ impl Fork {
             }
             for child in &self.children {
                 log::warn!("drain timeout passed: killing child {} serving {}", child.pid, child.peer);
+                Counters::add(&self.counters.cut_at_drain, 1);
                 if let Err(e) = sys::kill(child.pid) {
                     log::error!("cannot kill child {} serving {}: {e}", child.pid, child.peer);
                 }
@@ -90,21 +100,29 @@ impl Fork {
         }
         if self.config.block_on_close || deadline.is_some() {
             for child in self.children.drain(..) {
-                collect(&child, true);
+                collect(&child, true, &self.counters);
             }
         }
     }
 }
 
-/// Waits on one child (`block`: until it exits); true once it is gone.
-fn collect(child: &Child, block: bool) -> bool {
+/// Waits on one child (`block`: until it exits); true once it is gone. Its
+/// exit status is counted as the request's outcome (the child's own counts
+/// died with it).
+fn collect(child: &Child, block: bool, counters: &Counters) -> bool {
     match sys::reap(child.pid, block) {
         Ok(None) => false,
-        Ok(Some(ChildExit::Code(0))) => true,
         Ok(Some(exit)) => {
+            let outcome = match exit {
+                ChildExit::Code(code) => Outcome::from_exit_code(code),
+                ChildExit::Signal(_) => Outcome::Failed,
+            };
+            outcome.count(counters);
             let how = match exit {
+                ChildExit::Code(0) => return true,
                 ChildExit::Code(1) => "exit status 1 (handler failed)".to_string(),
                 ChildExit::Code(2) => "exit status 2 (handler panicked)".to_string(),
+                ChildExit::Code(3) => "exit status 3 (timed out)".to_string(),
                 ChildExit::Code(code) => format!("exit status {code}"),
                 ChildExit::Signal(signal) => format!("signal {signal}"),
             };

@@ -20,8 +20,9 @@ pub use config::{Dispatch, Forking, Threading, WorkerPool};
 use crate::adapter::{self, Context, Incoming, Scratch};
 use crate::options::deadline_after;
 use crate::shutdown::ShutdownHandle;
+use crate::stats::Counters;
 use crate::{Address, Error, RequestHandler};
-use capacity::Capacity;
+pub(crate) use capacity::Capacity;
 
 /// The running state of a [`Dispatch`] mode.
 pub(crate) struct Dispatcher<H> {
@@ -46,18 +47,20 @@ impl<H: RequestHandler> Dispatcher<H> {
         drain_timeout: Option<Duration>,
         waker: ShutdownHandle,
         listener: Option<RawFd>,
+        counters: Arc<Counters>,
     ) -> Self {
         let (mode, limit) = match &dispatch.0 {
             Config::Sequential => (Mode::Sequential, None),
             Config::Threads(config) => (Mode::Threads(threads::Threads::new(config.clone())), config.max_threads),
             Config::Pool(config) => (Mode::Pool(pool::Pool::new(config.clone())), Some(config.workers + config.queue)),
-            Config::Fork(config) => {
-                (Mode::Fork(fork::Fork::new(config.clone(), waker.clone(), listener)), Some(config.max_children))
-            }
+            Config::Fork(config) => (
+                Mode::Fork(fork::Fork::new(config.clone(), waker.clone(), listener, Arc::clone(&counters))),
+                Some(config.max_children),
+            ),
         };
         let limit = [limit, max_connections].into_iter().flatten().min();
         let track = drain_timeout.is_some() && matches!(dispatch.0, Config::Threads(_) | Config::Pool(_));
-        Dispatcher { mode, capacity: Capacity::new(limit, waker, track), drain_timeout }
+        Dispatcher { mode, capacity: Capacity::new(limit, waker, track, counters), drain_timeout }
     }
 
     /// Runs a stream request; the connection is closed when it is done.
@@ -168,6 +171,11 @@ impl<H: RequestHandler> Dispatcher<H> {
             Mode::Fork(fork) if fork.has_children() => Some(fork::RECHECK),
             _ => None,
         }
+    }
+
+    /// The request count the server's stats read.
+    pub(crate) fn capacity(&self) -> &Arc<Capacity> {
+        &self.capacity
     }
 
     /// Requests in flight: running in threads or children not yet reaped,

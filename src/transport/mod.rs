@@ -25,6 +25,11 @@ pub trait Transport: private::Setup + Send + Sync + 'static {
     type Family: Family;
 }
 
+/// The transport of an [`AnyServer`](crate::AnyServer)'s builder: chosen
+/// by the [`Endpoint`](crate::Endpoint) it binds, at run time.
+#[derive(Debug)]
+pub enum AnyTransport {}
+
 /// Address families: [`Inet`] for TCP and UDP, [`Unix`] for Unix sockets.
 pub trait Family: private::Sealed {}
 

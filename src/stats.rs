@@ -1,0 +1,97 @@
+//! What a server has done so far: counters kept with atomics (no lock, no
+//! allocation per request), read as a [`Stats`] snapshot from any thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::dispatch::Capacity;
+
+/// A snapshot of a server's counters, from [`Server::stats`](crate::Server::stats)
+/// or a [`StatsHandle`]. Counts start at zero when the server is built.
+///
+/// A request is counted once in `served`, `errors`, `panics` or `timed_out`
+/// when it ends (in fork mode: when its child is reaped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections accepted, or datagrams received.
+    pub accepted: u64,
+    /// Requests whose handler completed and whose answer went out.
+    pub served: u64,
+    /// Requests `verify_request` turned away.
+    pub refused: u64,
+    /// Requests that ended with an error from the handler or its I/O.
+    pub errors: u64,
+    /// Requests whose handler panicked.
+    pub panics: u64,
+    /// Requests that ended because a read or write timed out (handler
+    /// timeouts, `connection_timeout`).
+    pub timed_out: u64,
+    /// Datagrams dropped for being larger than `max_packet_size`.
+    pub truncated: u64,
+    /// Connections closed because they sent nothing within `idle_timeout`.
+    pub idle_closed: u64,
+    /// Requests cut because they still ran at the `drain_timeout` deadline
+    /// (connections shut down, children killed).
+    pub cut_at_drain: u64,
+    /// Times accepting paused because the process ran out of fds or memory.
+    pub resource_pauses: u64,
+    /// Requests running now: in handler threads, queued for the pool, or in
+    /// children not yet reaped.
+    pub active: u64,
+}
+
+/// Reads a server's [`Stats`] from any thread while it serves; from
+/// [`Server::stats_handle`](crate::Server::stats_handle). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StatsHandle {
+    counters: Arc<Counters>,
+    capacity: Arc<Capacity>,
+}
+
+impl StatsHandle {
+    pub(crate) fn new(counters: Arc<Counters>, capacity: Arc<Capacity>) -> Self {
+        StatsHandle { counters, capacity }
+    }
+
+    /// The counters now.
+    pub fn get(&self) -> Stats {
+        let c = &*self.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Stats {
+            accepted: read(&c.accepted),
+            served: read(&c.served),
+            refused: read(&c.refused),
+            errors: read(&c.errors),
+            panics: read(&c.panics),
+            timed_out: read(&c.timed_out),
+            truncated: read(&c.truncated),
+            idle_closed: read(&c.idle_closed),
+            cut_at_drain: read(&c.cut_at_drain),
+            resource_pauses: read(&c.resource_pauses),
+            active: self.capacity.active() as u64,
+        }
+    }
+}
+
+/// The live counters behind [`Stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) served: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) truncated: AtomicU64,
+    pub(crate) idle_closed: AtomicU64,
+    pub(crate) cut_at_drain: AtomicU64,
+    pub(crate) resource_pauses: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one event; relaxed, as the counters order nothing else.
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

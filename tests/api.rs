@@ -1,0 +1,169 @@
+//! The 1.0 shape (README, "A complete handler" and "From Python"): the
+//! transport chosen at run time from an endpoint string, a handler made per
+//! request, and the counters a server keeps.
+
+mod common;
+
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::process::eventually;
+use common::*;
+use socketserver::{
+    AnyServer, Dispatch, Endpoint, Error, Kind, PerRequest, PerRequestHandler, Request, Stats, TcpServer, UdpServer,
+};
+
+#[test]
+fn one_handler_serves_every_endpoint_chosen_at_run_time() {
+    let dir = temp_dir();
+    let configured = [
+        "tcp://127.0.0.1:0".to_string(),
+        "udp://127.0.0.1:0".to_string(),
+        format!("unix:{}", dir.path().join("any-s.sock").display()),
+        format!("unix-datagram:{}", dir.path().join("any-d.sock").display()),
+    ];
+    for text in configured {
+        let endpoint: Endpoint = text.parse().unwrap();
+        let mut server = AnyServer::builder(echo()).pool(2).bind(&endpoint).unwrap();
+        assert_eq!(server.kind(), endpoint.kind(), "{text}");
+        let address = server.server_address().clone();
+        let stop = server.shutdown_handle();
+        let serving = std::thread::spawn(move || server.serve_forever());
+        let answer = match endpoint.kind() {
+            Kind::Stream => StreamClient::connect(&address).unwrap().ask("hello\n").unwrap(),
+            _ => DatagramClient::new(&address, dir.path()).unwrap().ask("hello\n").unwrap(),
+        };
+        assert_eq!(answer, "hello\n", "{text}");
+        stop.shutdown();
+        serving.join().unwrap().unwrap();
+    }
+}
+
+#[test]
+fn a_bad_endpoint_is_an_error_naming_it() {
+    match "tcp:/no-port".parse::<Endpoint>() {
+        Err(e @ Error::Endpoint { .. }) => assert!(e.to_string().contains("tcp:/no-port"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A fresh handler per request: state set in `setup` is seen by `handle`
+/// and `finish`, and never leaks into another request, even concurrently.
+#[test]
+fn a_per_request_handler_starts_fresh_for_every_request() {
+    #[derive(Default)]
+    struct Session {
+        greeting: Option<String>,
+        lines: usize,
+    }
+    impl PerRequestHandler for Session {
+        fn setup(&mut self, req: &mut Request<'_>) -> io::Result<()> {
+            self.greeting = Some(format!("hello {}", req.kind() == Kind::Stream));
+            Ok(())
+        }
+        fn handle(&mut self, req: &mut Request<'_>) -> io::Result<()> {
+            let mut line = String::new();
+            while req.rfile.read_line(&mut line)? > 0 {
+                self.lines += 1;
+                writeln!(req.wfile, "{} #{}", self.greeting.as_deref().unwrap_or("-"), self.lines)?;
+                line.clear();
+            }
+            Ok(())
+        }
+        fn finish(&mut self, req: &mut Request<'_>) -> io::Result<()> {
+            writeln!(req.wfile, "bye after {}", self.lines)
+        }
+    }
+    let server = TcpServer::builder(PerRequest(Session::default)).threading().bind("127.0.0.1:0").unwrap();
+    let running = Running::start(server);
+    let mut first = StreamClient::connect(&running.address).unwrap();
+    let mut second = StreamClient::connect(&running.address).unwrap();
+    assert_eq!(first.ask("a\n").unwrap(), "hello true #1\n");
+    assert_eq!(second.ask("a\n").unwrap(), "hello true #1\n");
+    assert_eq!(first.ask("b\n").unwrap(), "hello true #2\n");
+    first.shutdown_write().unwrap();
+    let mut rest = String::new();
+    io::Read::read_to_string(&mut first, &mut rest).unwrap();
+    assert_eq!(rest, "bye after 2\n");
+    assert_eq!(second.ask("b\n").unwrap(), "hello true #2\n");
+}
+
+/// Lines "fail" and "panic" end the request that way; anything else is echoed.
+fn eventful() -> impl socketserver::RequestHandler + Clone {
+    |req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        match line.trim() {
+            "fail" => Err(io::Error::other("asked to fail")),
+            "panic" => panic!("handler asked to panic"),
+            _ => req.wfile.write_all(line.as_bytes()),
+        }
+    }
+}
+
+#[test]
+fn stats_count_every_way_a_request_ends() {
+    quiet_deliberate_panics();
+    let refuse = Arc::new(AtomicBool::new(false));
+    let refusing = Arc::clone(&refuse);
+    let server = TcpServer::builder(eventful())
+        .dispatch(Dispatch::pool(2))
+        .idle_timeout(Some(Duration::from_millis(200)))
+        .verify_request(move |_| !refusing.load(Ordering::SeqCst))
+        .handle_error(|_| {})
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    assert_eq!(stats.get(), Stats::default());
+    let running = Running::start(server);
+    let ask = |line: &str| {
+        let mut client = StreamClient::connect(&running.address).unwrap();
+        let answer = client.ask(line).unwrap_or_default();
+        drop(client);
+        answer
+    };
+    for _ in 0..3 {
+        assert_eq!(ask("ok\n"), "ok\n");
+    }
+    assert_eq!(ask("fail\n"), "");
+    assert_eq!(ask("panic\n"), "");
+    refuse.store(true, Ordering::SeqCst);
+    assert_eq!(ask("refused\n"), "");
+    refuse.store(false, Ordering::SeqCst);
+    let silent = StreamClient::connect(&running.address).unwrap();
+    eventually("the silent client is closed", || stats.get().idle_closed == 1);
+    drop(silent);
+    eventually("every request has ended", || {
+        let s = stats.get();
+        s.served == 3 && s.errors == 1 && s.panics == 1 && s.active == 0
+    });
+    let s = stats.get();
+    assert_eq!((s.accepted, s.refused, s.timed_out, s.truncated, s.cut_at_drain), (7, 1, 0, 0, 0), "{s:?}");
+    running.stop().unwrap();
+}
+
+#[test]
+fn stats_count_timeouts_and_truncated_datagrams() {
+    let server = TcpServer::builder(eventful())
+        .read_timeout(Some(Duration::from_millis(50)))
+        .handle_error(|_| {})
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let _silent = StreamClient::connect(&running.address).unwrap();
+    eventually("the silent client's read times out", || stats.get().timed_out == 1);
+    running.stop().unwrap();
+
+    let dir = temp_dir();
+    let server = UdpServer::builder(eventful()).max_packet_size(16).handle_error(|_| {}).bind("127.0.0.1:0").unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let client = DatagramClient::new(&running.address, dir.path()).unwrap();
+    client.send(&[b'x'; 100]).unwrap();
+    assert_eq!(client.ask("ok\n").unwrap(), "ok\n");
+    let s = stats.get();
+    assert_eq!((s.accepted, s.truncated, s.served), (2, 1, 1), "{s:?}");
+}
