@@ -17,6 +17,11 @@ pub(crate) fn deadline_after(now: Instant, timeout: Duration) -> Instant {
 /// Python's `serve_forever(poll_interval=0.5)`.
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Datagrams a sequential UDP server takes per `recvmmsg` on Linux unless
+/// told otherwise: fewer system calls than one at a time, and the same
+/// one-request-per-datagram semantics.
+pub(crate) const DEFAULT_UDP_BATCH: usize = 32;
+
 /// Python's `max_packet_size`: the largest datagram served whole.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
 
@@ -47,8 +52,9 @@ pub struct Options {
     pub drain_timeout: Option<Duration>,
     /// Unix sockets bound to a path: the socket file's permission bits.
     pub socket_mode: Option<u32>,
-    /// Sequential datagram servers on Linux: datagrams per recvmmsg/sendmmsg.
-    pub datagram_batch: usize,
+    /// Sequential datagram servers on Linux: datagrams per recvmmsg/sendmmsg;
+    /// `None`: [`DEFAULT_UDP_BATCH`] for UDP, 1 for Unix datagram sockets.
+    pub datagram_batch: Option<usize>,
     /// The longest `serve_forever` waits before a pass with nothing to do
     /// (then `service_actions` runs); `None`: until something happens.
     pub poll_interval: Option<Duration>,
@@ -71,7 +77,7 @@ impl Default for Options {
             connection_timeout: None,
             drain_timeout: None,
             socket_mode: None,
-            datagram_batch: 1,
+            datagram_batch: None,
             poll_interval: Some(DEFAULT_POLL_INTERVAL),
         }
     }
@@ -87,6 +93,13 @@ pub(crate) fn socket_timeout(timeout: Duration) -> Duration {
 }
 
 impl Options {
+    /// How many datagrams a sequential server on `addr` takes per batch.
+    /// Unix datagram sockets take one at a time by default: a batch carries
+    /// no passed fds or credentials.
+    pub(crate) fn datagram_batch_for(&self, addr: &crate::Address) -> usize {
+        self.datagram_batch.unwrap_or(if addr.is_unix() { 1 } else { DEFAULT_UDP_BATCH })
+    }
+
     /// Refuses settings that cannot work, before anything is bound.
     pub fn check(&self) -> Result<(), Error> {
         let problem = |option, problem| Err(Error::Config { option, problem });
@@ -106,7 +119,7 @@ impl Options {
         if self.max_packet_size == 0 {
             return problem("max_packet_size", "0 would drop every datagram");
         }
-        if self.datagram_batch == 0 {
+        if self.datagram_batch == Some(0) {
             return problem("datagram_batch", "0 would never receive a datagram");
         }
         Ok(())

@@ -148,9 +148,11 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         })?;
         let max_connections = if T::KIND == Kind::Stream { parts.options.max_connections } else { None };
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        let batch =
-            (T::KIND == Kind::Datagram && parts.options.datagram_batch > 1 && parts.dispatch == Dispatch::sequential())
-                .then(|| sys::DatagramBatch::new(parts.options.datagram_batch, parts.options.max_packet_size));
+        let batch = {
+            let n = parts.options.datagram_batch_for(&requested);
+            (T::KIND == Kind::Datagram && n > 1 && parts.dispatch == Dispatch::sequential())
+                .then(|| sys::DatagramBatch::new(n, parts.options.max_packet_size))
+        };
         let counters = Arc::new(Counters::default());
         let mut server = Server {
             dispatcher: Dispatcher::new(
@@ -425,7 +427,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         while left > 0 {
             let taken = match T::KIND {
                 Kind::Stream => self.accept_and_dispatch()?,
-                Kind::Datagram => self.receive_and_dispatch()?,
+                Kind::Datagram => self.receive_and_dispatch(left)?,
             };
             match taken {
                 Taken::Requests(n) => {
@@ -491,11 +493,11 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         T::prepare_accepted(conn, &self.options)
     }
 
-    fn receive_and_dispatch(&mut self) -> Result<Taken> {
+    /// Takes one datagram, or (batching) up to `budget` of them.
+    fn receive_and_dispatch(&mut self, budget: usize) -> Result<Taken> {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         if let Some(batch) = self.batch.take() {
-            let taken = self.receive_batch(batch);
-            return taken;
+            return self.receive_batch(batch, budget);
         }
         let (len, truncated, from) = match self.receive() {
             Ok(received) => received,
@@ -543,9 +545,9 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// in order, one sendmmsg for the replies. Same semantics as one at a
     /// time: one request per datagram, one reply per request.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn receive_batch(&mut self, mut batch: sys::DatagramBatch) -> Result<Taken> {
+    fn receive_batch(&mut self, mut batch: sys::DatagramBatch, budget: usize) -> Result<Taken> {
         let mut scratch = Scratch::default();
-        let received = batch.recv(&self.socket);
+        let received = batch.recv(&self.socket, budget);
         let count = match received {
             Ok(count) => count,
             Err(e) => {
@@ -568,7 +570,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         }
         let ctx = &self.ctx;
         batch.send_replies(&self.socket, |to, e| adapter::reply_failed(ctx, &Address::from_sock_addr(&to), e));
-        let drained = count < batch.capacity();
+        let drained = count < batch.capacity().min(budget);
         self.batch = Some(batch);
         Ok(if drained { Taken::Drained(count) } else { Taken::Requests(count) })
     }

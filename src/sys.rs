@@ -234,10 +234,11 @@ impl DatagramBatch {
         }
     }
 
-    /// Receives what is waiting, up to the batch size, without blocking.
-    /// Returns how many datagrams arrived (an empty socket is `WouldBlock`).
-    pub(crate) fn recv(&mut self, socket: &Socket) -> io::Result<usize> {
-        let n = self.packets.len();
+    /// Receives what is waiting, up to the batch size and `max`, without
+    /// blocking. Returns how many datagrams arrived (an empty socket is
+    /// `WouldBlock`).
+    pub(crate) fn recv(&mut self, socket: &Socket, max: usize) -> io::Result<usize> {
+        let n = self.packets.len().min(max);
         let full = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         for i in 0..n {
             self.iovecs[i] =

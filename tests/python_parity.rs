@@ -173,3 +173,23 @@ fn a_request_exposes_its_socket() {
         running.stop().unwrap();
     }
 }
+
+/// A UDP server takes datagrams in batches by default; `handle_request`
+/// still handles exactly one, as Python's does.
+#[test]
+fn handle_request_serves_one_datagram_even_when_several_wait() {
+    let dir = temp_dir();
+    let mut server = UdpServer::bind("127.0.0.1:0", echo()).unwrap();
+    let client = DatagramClient::new(server.server_address(), dir.path()).unwrap();
+    for i in 0..3 {
+        client.send(format!("{i}\n").as_bytes()).unwrap();
+    }
+    for i in 0..3 {
+        server.handle_request().unwrap();
+        assert_eq!(client.recv().unwrap(), format!("{i}\n").as_bytes());
+    }
+    if let DatagramClient::Udp(socket, _) = &client {
+        socket.set_read_timeout(Some(HELD_BACK)).unwrap();
+    }
+    assert!(client.recv().is_err(), "a fourth reply without a fourth request");
+}

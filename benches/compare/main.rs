@@ -110,7 +110,7 @@ fn main() {
     let scenarios: [(&str, &[&str], LoadRun); 4] = [
         (
             "udp 4x32",
-            &["socketserver-udp", "socketserver-udp-batch", "std-udp", "python-udp"],
+            &["socketserver-udp", "socketserver-udp-unbatched", "std-udp", "python-udp"],
             Box::new(move |a| load::udp(a, 4, 32, duration)),
         ),
         ("tcp 8x16", &["socketserver-tcp", "std-tcp", "python-tcp"], Box::new(move |a| load::tcp(a, 8, 16, duration))),

@@ -60,8 +60,8 @@ server.serve_forever()
 pub fn run(name: &str) {
     let address = match name {
         "socketserver-udp" => spawn(UdpServer::bind("127.0.0.1:0", PrimeService::default())),
-        "socketserver-udp-batch" => {
-            spawn(UdpServer::builder(PrimeService::default()).datagram_batch(32).bind("127.0.0.1:0"))
+        "socketserver-udp-unbatched" => {
+            spawn(UdpServer::builder(PrimeService::default()).datagram_batch(1).bind("127.0.0.1:0"))
         }
         "socketserver-tcp" => {
             spawn(TcpServer::builder(PrimeService::default()).dispatch(Dispatch::threads()).bind("127.0.0.1:0"))

@@ -40,7 +40,8 @@ serve FLAGS:
   --public               tcp/udp: listen on every address of this host ([::], IPv4 too),
                          on ADDR's port, instead of ADDR's host
   --reuseport N          tcp/udp: N sockets on one port (SO_REUSEPORT), a thread each
-  --batch N              datagrams: take up to N per recvmmsg/sendmmsg (Linux)
+  --batch N              datagrams: take up to N per recvmmsg/sendmmsg (Linux; default
+                         32 for udp, 1 for unix-datagram; 1 answers each before the next)
   --max-digits N         longest number read, in digits (default 4300, Python's
                          int() limit); longer ones are answered E. A test costs
                          about the cube of N: a sequential server serves one
@@ -254,8 +255,11 @@ fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions)
         .idle_timeout(options.timeout)
         .connection_timeout(options.connection_timeout)
         .drain_timeout(Some(options.drain_timeout.unwrap_or(DEFAULT_DRAIN)))
-        .datagram_batch(options.batch.unwrap_or(1))
         .dispatch(options.dispatch.clone().unwrap_or_default());
+    let builder = match options.batch {
+        Some(n) => builder.datagram_batch(n),
+        None => builder,
+    };
     match options.max_connections {
         Some(n) => builder.max_connections(n),
         None => builder,

@@ -112,6 +112,16 @@ impl Failure {
 /// Python's `BaseRequestHandler.__init__`: setup, then handle, then finish
 /// even if handle failed. A panic is caught here, so it costs one request.
 fn run_handler<H: RequestHandler>(handler: &H, req: &mut Request<'_>) -> Result<(), Failure> {
+    // With the `tracing` feature, the handler's own events nest in a span
+    // that names the request.
+    #[cfg(feature = "tracing")]
+    let _span = tracing::info_span!(
+        "request",
+        peer = %req.client_address(),
+        server = %req.server_address(),
+        kind = ?req.kind()
+    )
+    .entered();
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
         handler.setup(req)?;
         let handled = handler.handle(req);
