@@ -10,7 +10,7 @@ use std::str::FromStr;
 use crate::builder::ServerBuilder;
 use crate::handler::Kind;
 use crate::shutdown::ShutdownHandle;
-use crate::stats::Stats;
+use crate::stats::{Stats, StatsHandle};
 use crate::transport::AnyTransport;
 use crate::{Address, Error, RequestHandler, Result, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
 
@@ -201,6 +201,11 @@ impl<H: RequestHandler> AnyServer<H> {
     /// See [`Server::stats`](crate::Server::stats).
     pub fn stats(&self) -> Stats {
         each!(self, s => s.stats())
+    }
+
+    /// See [`Server::stats_handle`](crate::Server::stats_handle).
+    pub fn stats_handle(&self) -> StatsHandle {
+        each!(self, s => s.stats_handle())
     }
 
     /// See [`Server::server_close`](crate::Server::server_close).
