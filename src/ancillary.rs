@@ -23,3 +23,27 @@ pub(crate) struct Ancillary {
     pub fds: Vec<OwnedFd>,
     pub credentials: Option<Credentials>,
 }
+
+impl Credentials {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn from_ids((pid, uid, gid): crate::sys::Ids) -> Self {
+        Credentials { pid, uid, gid }
+    }
+}
+
+impl Ancillary {
+    /// One receive on a Unix socket (Linux), keeping what came with it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn receive(
+        &mut self,
+        socket: &socket2::Socket,
+        buf: &mut [u8],
+    ) -> std::io::Result<(usize, bool, socket2::SockAddr)> {
+        let mut ids = None;
+        let received = crate::sys::recv_with_ancillary(socket, buf, &mut self.fds, &mut ids);
+        if let Some(ids) = ids {
+            self.credentials = Some(Credentials::from_ids(ids));
+        }
+        received
+    }
+}

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::builder::ServerBuilder;
-use crate::handler::Kind;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Stats, StatsHandle};
 use crate::transport::AnyTransport;
+use crate::transport::Kind;
 use crate::{Address, Error, RequestHandler, Result, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
 
 /// Where to serve, with the transport named: what a configuration file or a

@@ -4,13 +4,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::adapter::ErrorHook;
 use crate::any::{AnyServer, Endpoint};
 use crate::dispatch::Dispatch;
-use crate::hooks::Hooks;
+use crate::hooks::{Hooks, log_errors};
 use crate::options::Options;
 use crate::server::Server;
 use crate::transport::{
-    AnyTransport, BindAddress, TcpTransport, Transport, UdpTransport, UnixDatagramTransport, UnixStreamTransport,
+    self, AnyTransport, BindAddress, TcpTransport, Transport, UdpTransport, UnixDatagramTransport, UnixStreamTransport,
 };
 use crate::{Address, Error, RequestHandler, Result};
 
@@ -34,6 +35,8 @@ pub struct ServerBuilder<T, H> {
     handler: H,
     pub(crate) options: Options,
     pub(crate) hooks: Hooks,
+    /// `handle_error`, called from every thread that serves requests.
+    on_error: ErrorHook,
     pub(crate) dispatch: Dispatch,
     transport: PhantomData<fn() -> T>,
 }
@@ -52,7 +55,7 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         self.check()?;
         let mut last_error = None;
         for candidate in addr.resolve()? {
-            match Server::<T, H>::open_bound(&candidate, &self.options) {
+            match transport::open_bound::<T>(&candidate, &self.options) {
                 Ok((socket, file)) => return Server::from_parts(self.into_parts(), socket, file, candidate, true),
                 Err(e) => last_error = Some(e),
             }
@@ -70,12 +73,18 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
     pub fn build(self, addr: impl BindAddress<T::Family>) -> Result<Server<T, H>> {
         self.check()?;
         let candidate = addr.resolve()?.swap_remove(0);
-        let socket = Server::<T, H>::open(&candidate, &self.options)?;
+        let socket = transport::open::<T>(&candidate, &self.options)?;
         Server::from_parts(self.into_parts(), socket, None, candidate, false)
     }
 
     fn into_parts(self) -> Parts<H> {
-        Parts { handler: Arc::new(self.handler), options: self.options, hooks: self.hooks, dispatch: self.dispatch }
+        Parts {
+            handler: Arc::new(self.handler),
+            options: self.options,
+            hooks: self.hooks,
+            on_error: self.on_error,
+            dispatch: self.dispatch,
+        }
     }
 }
 
@@ -114,6 +123,7 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
             handler,
             options: Options::default(),
             hooks: Hooks::default(),
+            on_error: log_errors(),
             dispatch: Dispatch::default(),
             transport: PhantomData,
         }
@@ -121,8 +131,8 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
 
     /// The same settings, for another transport.
     fn retype<U>(self) -> ServerBuilder<U, H> {
-        let ServerBuilder { handler, options, hooks, dispatch, .. } = self;
-        ServerBuilder { handler, options, hooks, dispatch, transport: PhantomData }
+        let ServerBuilder { handler, options, hooks, on_error, dispatch, .. } = self;
+        ServerBuilder { handler, options, hooks, on_error, dispatch, transport: PhantomData }
     }
 
     /// Settings that cannot work are refused before anything is bound.
@@ -309,7 +319,7 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
     /// request (it carries the client address). The default logs it through
     /// the `log` crate at error level. The server keeps serving either way.
     pub fn handle_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
-        self.hooks.handle_error = Arc::new(hook);
+        self.on_error = Arc::new(hook);
         self
     }
 
@@ -336,6 +346,7 @@ pub(crate) struct Parts<H> {
     pub handler: Arc<H>,
     pub options: Options,
     pub hooks: Hooks,
+    pub on_error: ErrorHook,
     pub dispatch: Dispatch,
 }
 

@@ -3,6 +3,7 @@
 
 use std::thread::{self, JoinHandle};
 
+use crate::stats::{Stats, StatsHandle};
 use crate::transport::{BindAddress, Inet, Transport};
 use crate::{Address, Error, RequestHandler, Result, ServerBuilder, ShutdownHandle};
 
@@ -29,6 +30,7 @@ use crate::{Address, Error, RequestHandler, Result, ServerBuilder, ShutdownHandl
 pub struct ServerGroup {
     address: Address,
     stops: Vec<ShutdownHandle>,
+    stats: Vec<StatsHandle>,
     threads: Vec<JoinHandle<Result<()>>>,
 }
 
@@ -37,6 +39,10 @@ impl ServerGroup {
     /// `builder()` with `allow_reuse_port` on, and runs `serve_forever` on
     /// each in its own thread. Port 0 is resolved by the first; the others
     /// join it.
+    ///
+    /// # Errors
+    ///
+    /// The first server's bind error (naming the address), a later server's if the port cannot be shared, or `Error::Bind` if no serving thread could start; servers already started are stopped.
     pub fn spawn<T, H>(
         workers: usize,
         addr: impl BindAddress<Inet>,
@@ -53,9 +59,10 @@ impl ServerGroup {
         for _ in 1..workers {
             servers.push(builder().allow_reuse_port(true).bind(inet)?);
         }
-        let mut group = ServerGroup { address, stops: Vec::new(), threads: Vec::new() };
+        let mut group = ServerGroup { address, stops: Vec::new(), stats: Vec::new(), threads: Vec::new() };
         for (i, mut server) in servers.into_iter().enumerate() {
             group.stops.push(server.shutdown_handle());
+            group.stats.push(server.stats_handle());
             let spawned = thread::Builder::new()
                 .name(format!("socketserver-reuseport-{i}"))
                 .spawn(move || server.serve_forever())
@@ -85,13 +92,26 @@ impl ServerGroup {
         &self.stops
     }
 
+    /// The counters of every server of the group, added up.
+    pub fn stats(&self) -> Stats {
+        self.stats.iter().map(StatsHandle::get).fold(Stats::default(), Stats::plus)
+    }
+
     /// Waits until every server has stopped (after its handle was used) and
     /// returns the first error any of them returned.
+    ///
+    /// # Errors
+    ///
+    /// The first error a server's `serve_forever` returned.
     pub fn join(mut self) -> Result<()> {
         self.join_all()
     }
 
     /// Stops every server, waits for them, and returns the first error.
+    ///
+    /// # Errors
+    ///
+    /// The first error a server's `serve_forever` returned.
     pub fn shutdown(mut self) -> Result<()> {
         self.stop_all();
         self.join_all()

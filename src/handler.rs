@@ -9,6 +9,7 @@ use socket2::{SockRef, Socket};
 use crate::Address;
 use crate::adapter::{Conn, Reader, Writer};
 use crate::ancillary::{Ancillary, Credentials};
+use crate::transport::Kind;
 
 /// Serves one request: Python's `BaseRequestHandler`, with `setup`, `handle`
 /// and `finish`.
@@ -49,15 +50,27 @@ use crate::ancillary::{Ancillary, Credentials};
 pub trait RequestHandler: Send + Sync + 'static {
     /// Runs before [`handle`](Self::handle). If it fails, neither `handle` nor
     /// `finish` runs.
+    ///
+    /// # Errors
+    ///
+    /// An error ends the request before `handle`; it reaches `handle_error` with the client's address.
     fn setup(&self, _req: &mut Request<'_>) -> io::Result<()> {
         Ok(())
     }
 
     /// Serves the request.
+    ///
+    /// # Errors
+    ///
+    /// An error ends the request (after `finish`); it reaches `handle_error` with the client's address.
     fn handle(&self, req: &mut Request<'_>) -> io::Result<()>;
 
     /// Runs after [`handle`](Self::handle), even when it failed. The writer is
     /// flushed (stream) or the reply sent (datagram) after this returns.
+    ///
+    /// # Errors
+    ///
+    /// An error reaches `handle_error` with the client's address.
     fn finish(&self, _req: &mut Request<'_>) -> io::Result<()> {
         Ok(())
     }
@@ -103,14 +116,26 @@ where
 /// ```
 pub trait PerRequestHandler {
     /// Runs first. If it fails, neither `handle` nor `finish` runs.
+    ///
+    /// # Errors
+    ///
+    /// An error ends the request before `handle`; it reaches `handle_error` with the client's address.
     fn setup(&mut self, _req: &mut Request<'_>) -> io::Result<()> {
         Ok(())
     }
 
     /// Serves the request.
+    ///
+    /// # Errors
+    ///
+    /// An error ends the request (after `finish`); it reaches `handle_error` with the client's address.
     fn handle(&mut self, req: &mut Request<'_>) -> io::Result<()>;
 
     /// Runs after `handle`, even when it failed.
+    ///
+    /// # Errors
+    ///
+    /// An error reaches `handle_error` with the client's address.
     fn finish(&mut self, _req: &mut Request<'_>) -> io::Result<()> {
         Ok(())
     }
@@ -135,18 +160,6 @@ where
         let finished = handler.finish(req);
         handled.and(finished)
     }
-}
-
-/// Whether a request is a stream connection or a single datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Kind {
-    /// A connection on a TCP or Unix stream socket: `rfile` reads until the
-    /// client shuts down its side, `wfile` writes back on the connection.
-    Stream,
-    /// One datagram on a UDP or Unix datagram socket: `rfile` reads that one
-    /// packet, and whatever is written to `wfile` is sent back as one datagram.
-    Datagram,
 }
 
 /// One request as the handler sees it: a reader, a writer and two addresses.
@@ -232,9 +245,7 @@ impl<'a> Request<'a> {
     /// those the kernel attached to it. `None` on inet sockets or elsewhere.
     pub fn peer_credentials(&self) -> Option<Credentials> {
         match &self.extras {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            Extras::Stream(conn) if self.client.is_unix() => crate::sys::peer_credentials(&conn.socket).ok(),
-            Extras::Stream(_) => None,
+            Extras::Stream(conn) => conn.peer_credentials(),
             Extras::Datagram(_, ancillary) => ancillary.credentials,
         }
     }

@@ -9,18 +9,13 @@ use crate::{Address, Error};
 type Verify = Box<dyn FnMut(&Address) -> bool + Send>;
 type Action = Box<dyn FnMut() + Send>;
 
-/// The hooks a server calls. Those without `Sync` run only on the serving thread.
+/// The hooks the serving thread calls (`handle_error` is shared with the
+/// threads that serve requests, so it lives apart, in the request context).
+#[derive(Default)]
 pub(crate) struct Hooks {
     pub verify_request: Option<Verify>,
-    pub handle_error: ErrorHook,
     pub handle_timeout: Option<Action>,
     pub service_actions: Option<Action>,
-}
-
-impl Default for Hooks {
-    fn default() -> Self {
-        Hooks { verify_request: None, handle_error: log_errors(), handle_timeout: None, service_actions: None }
-    }
 }
 
 /// Log lines the default `handle_error` writes per second at most.
@@ -31,7 +26,7 @@ const LOGGED_PER_SECOND: u32 = 20;
 /// cannot be answered, say) would drown the log, so past
 /// [`LOGGED_PER_SECOND`] lines in a second the rest are counted, and the
 /// count is logged with the next line that is written.
-fn log_errors() -> ErrorHook {
+pub(crate) fn log_errors() -> ErrorHook {
     let limit = RateLimit::new(LOGGED_PER_SECOND);
     Arc::new(move |err: &Error| match limit.admit(Instant::now()) {
         Admit::Log { suppressed: 0 } => log::error!("{err}"),

@@ -25,6 +25,10 @@ pub struct HostInfo {
 /// assert!(!name.is_empty());
 /// # Ok::<(), socketserver::Error>(())
 /// ```
+///
+/// # Errors
+///
+/// `Error::Lookup` if the system gives no name.
 pub fn hostname() -> Result<String> {
     sys::nodename().map_err(|e| Error::Lookup { query: "this host's name".into(), message: e.to_string() })
 }
@@ -36,6 +40,10 @@ pub fn hostname() -> Result<String> {
 /// assert!(localhost.addresses.iter().any(|ip| ip.is_loopback()));
 /// # Ok::<(), socketserver::Error>(())
 /// ```
+///
+/// # Errors
+///
+/// `Error::Lookup` with the resolver's message if `name` does not resolve.
 pub fn lookup_host(name: &str) -> Result<HostInfo> {
     let (canonical, addresses) =
         sys::resolve(name).map_err(|message| Error::Lookup { query: name.to_string(), message })?;
@@ -46,6 +54,10 @@ pub fn lookup_host(name: &str) -> Result<HostInfo> {
 
 /// Reverse lookup (Python's `gethostbyaddr`): the name of `ip`, with the
 /// addresses that name resolves to (`ip` itself at least).
+///
+/// # Errors
+///
+/// `Error::Lookup` with the resolver's message if `ip` has no name.
 pub fn lookup_addr(ip: IpAddr) -> Result<HostInfo> {
     let name = sys::reverse(ip).map_err(|message| Error::Lookup { query: ip.to_string(), message })?;
     let mut addresses = sys::resolve(&name).map(|(_, found)| found).unwrap_or_default();
@@ -57,6 +69,10 @@ pub fn lookup_addr(ip: IpAddr) -> Result<HostInfo> {
 
 /// Every address this host resolves its own name to (what a server listening
 /// "beyond loopback" can be reached at), or the error saying why not.
+///
+/// # Errors
+///
+/// `Error::Lookup` if this host's own name does not resolve.
 pub fn host_addresses() -> Result<Vec<IpAddr>> {
     lookup_host(&hostname()?).map(|info| info.addresses)
 }

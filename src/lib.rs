@@ -57,7 +57,7 @@
 //! - [`host`] finds this machine's name and addresses, for serving beyond loopback.
 
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub, unsafe_code)]
-#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_errors_doc)]
 
 mod adapter;
 mod address;
@@ -87,13 +87,14 @@ pub use builder::ServerBuilder;
 pub use dispatch::{Dispatch, Forking, Threading, WorkerPool};
 pub use error::{Error, Result};
 pub use group::ServerGroup;
-pub use handler::{Kind, PerRequest, PerRequestHandler, Request, RequestHandler};
+pub use handler::{PerRequest, PerRequestHandler, Request, RequestHandler};
 pub use options::DEFAULT_MAX_PACKET_SIZE;
 pub use server::Server;
 pub use shutdown::ShutdownHandle;
 /// socket2, whose [`SockRef`](socket2::SockRef) and [`Socket`](socket2::Socket) this crate's API hands out.
 pub use socket2;
 pub use stats::{Stats, StatsHandle};
+pub use transport::Kind;
 
 /// A TCP server (Python's `TCPServer`).
 pub type TcpServer<H> = Server<transport::TcpTransport, H>;

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::handler::Kind;
+use crate::transport::Kind;
 
 /// Where a deadline lands when a timeout is too long for the clock.
 const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);

@@ -12,14 +12,13 @@ use crate::adapter::{self, Context, Incoming, Scratch, Timeouts};
 use crate::ancillary::Ancillary;
 use crate::builder::{Parts, ServerBuilder};
 use crate::dispatch::{Dispatch, Dispatcher};
-use crate::handler::Kind;
 use crate::hooks::Hooks;
 use crate::options::{Options, deadline_after, socket_timeout};
 use crate::parking::Parking;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Counters, Stats, StatsHandle};
 use crate::sys;
-use crate::transport::{BindAddress, SocketFile, Transport};
+use crate::transport::{self, BindAddress, Kind, SocketFile, Transport};
 use crate::{Address, Error, RequestHandler, Result};
 
 /// How long accepting pauses after the process ran out of file descriptors
@@ -94,6 +93,10 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// assert_ne!(server.server_address().as_inet().unwrap().port(), 0);
     /// # Ok::<(), socketserver::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`ServerBuilder::bind`].
     pub fn bind(addr: impl BindAddress<T::Family>, handler: H) -> Result<Self> {
         Self::builder(handler).bind(addr)
     }
@@ -105,33 +108,22 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
 
     /// Binds `addr` with a thread per request (Python's `ThreadingTCPServer`
     /// and friends: `TcpServer::threading(addr, handler)`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`ServerBuilder::bind`].
     pub fn threading(addr: impl BindAddress<T::Family>, handler: H) -> Result<Self> {
         Self::builder(handler).dispatch(Dispatch::threads()).bind(addr)
     }
 
     /// Binds `addr` with a child process per request (Python's
     /// `ForkingTCPServer` and friends: `TcpServer::forking(addr, handler)`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`ServerBuilder::bind`].
     pub fn forking(addr: impl BindAddress<T::Family>, handler: H) -> Result<Self> {
         Self::builder(handler).dispatch(Dispatch::fork()).bind(addr)
-    }
-
-    pub(crate) fn open(addr: &Address, options: &Options) -> Result<Socket> {
-        T::open_socket(addr, options).map_err(|source| Error::Bind {
-            action: "create a socket for",
-            addr: addr.clone(),
-            source,
-        })
-    }
-
-    pub(crate) fn open_bound(addr: &Address, options: &Options) -> Result<(Socket, Option<SocketFile>)> {
-        let socket = Self::open(addr, options)?;
-        let file = bind::<T>(&socket, addr, options)?;
-        activate(&socket, T::KIND, options).map_err(|source| Error::Bind {
-            action: "listen on",
-            addr: addr.clone(),
-            source,
-        })?;
-        Ok((socket, file))
     }
 
     pub(crate) fn from_parts(
@@ -168,7 +160,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             ctx: Context {
                 handler: parts.handler,
                 counters,
-                on_error: Arc::clone(&parts.hooks.handle_error),
+                on_error: parts.on_error,
                 server_address: Arc::new(requested),
                 timeouts: Timeouts { read: parts.options.read_timeout, write: parts.options.write_timeout },
             },
@@ -193,14 +185,23 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
 
     /// Binds the socket (Python's `server_bind`), for a server made with
     /// [`ServerBuilder::build`].
+    ///
+    /// # Errors
+    ///
+    /// `Error::Bind` or `Error::PathInUse`, naming the address.
     pub fn server_bind(&mut self) -> Result<()> {
-        self.socket_file = bind::<T>(&self.socket, &self.ctx.server_address, &self.options)?;
+        self.socket_file = transport::bind::<T>(&self.socket, &self.ctx.server_address, &self.options)?;
         self.refresh_address()
     }
 
     /// Starts listening (Python's `server_activate`), after [`server_bind`](Self::server_bind).
+    ///
+    /// # Errors
+    ///
+    /// `Error::Bind` naming the address if listening fails.
     pub fn server_activate(&mut self) -> Result<()> {
-        activate(&self.socket, T::KIND, &self.options).map_err(|source| self.bind_error("listen on", source))?;
+        transport::activate(&self.socket, T::KIND, &self.options)
+            .map_err(|source| self.bind_error("listen on", source))?;
         self.activated = true;
         Ok(())
     }
@@ -536,7 +537,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     fn receive(&mut self) -> io::Result<(usize, bool, socket2::SockAddr)> {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         if self.ctx.server_address.is_unix() {
-            return sys::recv_with_ancillary(&self.socket, &mut self.packet, &mut self.scratch.ancillary, 0);
+            return self.scratch.ancillary.receive(&self.socket, &mut self.packet);
         }
         sys::recv_datagram(&self.socket, &mut self.packet)
     }
@@ -600,30 +601,6 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             }
         }
     }
-}
-
-/// Python's `server_bind`, plus the socket file's mode when one is asked for.
-fn bind<T: Transport>(socket: &Socket, addr: &Address, options: &Options) -> Result<Option<SocketFile>> {
-    let file = T::bind_socket(socket, addr)?;
-    if let (Some(mode), Some(path)) = (options.socket_mode, addr.as_path()) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| Error::Bind {
-            action: "set the mode of",
-            addr: addr.clone(),
-            source,
-        })?;
-    }
-    Ok(file)
-}
-
-/// Python's `server_activate`: stream sockets listen. Both kinds become
-/// non-blocking, so a request that vanishes between poll and accept or
-/// receive cannot block the loop.
-fn activate(socket: &Socket, kind: Kind, options: &Options) -> io::Result<()> {
-    if kind == Kind::Stream {
-        socket.listen(options.backlog())?;
-    }
-    socket.set_nonblocking(true)
 }
 
 impl<T: Transport, H: RequestHandler> Drop for Server<T, H> {

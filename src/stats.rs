@@ -41,6 +41,25 @@ pub struct Stats {
     pub active: u64,
 }
 
+impl Stats {
+    /// Two servers' counts added up (a [`ServerGroup`](crate::ServerGroup)'s).
+    pub(crate) fn plus(self, other: Stats) -> Stats {
+        Stats {
+            accepted: self.accepted + other.accepted,
+            served: self.served + other.served,
+            refused: self.refused + other.refused,
+            errors: self.errors + other.errors,
+            panics: self.panics + other.panics,
+            timed_out: self.timed_out + other.timed_out,
+            truncated: self.truncated + other.truncated,
+            idle_closed: self.idle_closed + other.idle_closed,
+            cut_at_drain: self.cut_at_drain + other.cut_at_drain,
+            resource_pauses: self.resource_pauses + other.resource_pauses,
+            active: self.active + other.active,
+        }
+    }
+}
+
 /// Reads a server's [`Stats`] from any thread while it serves; from
 /// [`Server::stats_handle`](crate::Server::stats_handle). Cheap to clone.
 #[derive(Clone, Debug)]

@@ -8,6 +8,25 @@ use std::time::{Duration, Instant};
 
 use socket2::{MaybeUninitSlice, SockAddr, Socket};
 
+/// On Linux a send to a closed peer raises SIGPIPE unless told not to; the
+/// error return is all a server wants. (macOS uses SO_NOSIGPIPE instead.)
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+pub(crate) const NO_SIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd"
+)))]
+pub(crate) const NO_SIGNAL: libc::c_int = 0;
+
 /// `poll(2)` for readability on `fds` (their `events` are set here), until
 /// one is ready or `timeout` passes (`None`: no limit). Retries on EINTR with
 /// the time that is left. Afterwards `revents` says which are ready; errors
@@ -459,15 +478,18 @@ pub(crate) fn sendfile(socket: &Socket, file: &std::fs::File, offset: &mut u64, 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const CONTROL_SPACE: usize = 512;
 
-/// recvmsg(2) into `buf`, collecting passed fds (close-on-exec) and sender
-/// credentials into `ancillary`. Returns the length, whether the datagram
-/// was truncated, and the sender's address.
+/// A peer process's (pid, uid, gid).
+pub(crate) type Ids = (i32, u32, u32);
+
+/// recvmsg(2) into `buf`, collecting passed fds (close-on-exec) into `fds`
+/// and the sender's credentials into `credentials`. Returns the length,
+/// whether the datagram was truncated, and the sender's address.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn recv_with_ancillary(
     socket: &Socket,
     buf: &mut [u8],
-    ancillary: &mut crate::ancillary::Ancillary,
-    flags: libc::c_int,
+    fds: &mut Vec<std::os::fd::OwnedFd>,
+    credentials: &mut Option<Ids>,
 ) -> io::Result<(usize, bool, SockAddr)> {
     use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -487,7 +509,7 @@ pub(crate) fn recv_with_ancillary(
     let received = loop {
         // SAFETY: the header points at `from`, `iov` (into `buf`) and
         // `control`, all alive, exclusively borrowed and sized as declared.
-        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut header, flags | libc::MSG_CMSG_CLOEXEC) };
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut header, libc::MSG_CMSG_CLOEXEC) };
         if n >= 0 {
             break n as usize;
         }
@@ -509,12 +531,12 @@ pub(crate) fn recv_with_ancillary(
                 (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
                     for i in 0..data_len / std::mem::size_of::<libc::c_int>() {
                         let fd = std::ptr::read_unaligned(data.cast::<libc::c_int>().add(i));
-                        ancillary.fds.push(OwnedFd::from_raw_fd(fd));
+                        fds.push(OwnedFd::from_raw_fd(fd));
                     }
                 }
                 (libc::SOL_SOCKET, libc::SCM_CREDENTIALS) if data_len >= std::mem::size_of::<libc::ucred>() => {
                     let cred = std::ptr::read_unaligned(data.cast::<libc::ucred>());
-                    ancillary.credentials = Some(crate::Credentials { pid: cred.pid, uid: cred.uid, gid: cred.gid });
+                    *credentials = Some((cred.pid, cred.uid, cred.gid));
                 }
                 _ => {}
             }
@@ -537,7 +559,7 @@ pub(crate) fn recv_with_ancillary(
 /// The credentials of the process at the other end of a connected Unix
 /// stream socket (SO_PEERCRED).
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn peer_credentials(socket: &Socket) -> io::Result<crate::Credentials> {
+pub(crate) fn peer_credentials(socket: &Socket) -> io::Result<Ids> {
     // SAFETY: all-zero bytes are a valid ucred.
     let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
@@ -549,7 +571,7 @@ pub(crate) fn peer_credentials(socket: &Socket) -> io::Result<crate::Credentials
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(crate::Credentials { pid: cred.pid, uid: cred.uid, gid: cred.gid })
+    Ok((cred.pid, cred.uid, cred.gid))
 }
 
 /// sendmsg(2) of `data` with `fds` attached (SCM_RIGHTS) on a connected
@@ -580,7 +602,7 @@ pub(crate) fn send_with_fds(socket: &Socket, data: &[u8], fds: &[BorrowedFd<'_>]
     }
     loop {
         // SAFETY: the header points at `iov` and `control`, alive for the call.
-        let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, crate::adapter::NO_SIGNAL) };
+        let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, NO_SIGNAL) };
         if sent >= 0 {
             return Ok(sent as usize);
         }

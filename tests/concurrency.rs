@@ -217,6 +217,10 @@ fn a_reuseport_group_spreads_connections_across_its_servers() {
     let dir = temp_dir();
     let client = DatagramClient::new(group.server_address(), dir.path()).unwrap();
     assert_eq!(client.ask("udp\n").unwrap(), "udp\n");
+    assert_eq!(client.ask("again\n").unwrap(), "again\n");
+    // The group's stats add up its servers' counters.
+    let stats = group.stats();
+    assert_eq!((stats.accepted, stats.served), (2, 2), "{stats:?}");
     group.shutdown().unwrap();
 }
 

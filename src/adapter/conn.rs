@@ -9,33 +9,15 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use crate::Address;
-use crate::ancillary::Ancillary;
+use crate::ancillary::{Ancillary, Credentials};
 use crate::options::socket_timeout;
+use crate::sys::NO_SIGNAL;
 
 /// IOV_MAX on Linux and the BSDs: the most slices one sendmsg takes.
 const MAX_IOVECS: usize = 1024;
 
 /// Size of a stream connection's read and write buffers.
 pub(crate) const STREAM_BUFFER: usize = 8 * 1024;
-
-/// On Linux a send to a closed peer raises SIGPIPE unless told not to; the
-/// error return is all a server wants. (macOS uses SO_NOSIGPIPE instead.)
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
-pub(crate) const NO_SIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd"
-)))]
-pub(crate) const NO_SIGNAL: libc::c_int = 0;
 
 /// The server's per-operation timeouts, already set on each accepted socket.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,6 +49,15 @@ impl Conn {
         Conn { socket, out: RefCell::new(Vec::with_capacity(STREAM_BUFFER)), timeouts, deadline, ancillary }
     }
 
+    /// The peer's credentials (SO_PEERCRED), on a Unix connection on Linux.
+    pub(crate) fn peer_credentials(&self) -> Option<Credentials> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if self.ancillary.is_some() {
+            return crate::sys::peer_credentials(&self.socket).ok().map(Credentials::from_ids);
+        }
+        None
+    }
+
     pub(crate) fn take_fds(&self) -> Vec<std::os::fd::OwnedFd> {
         self.ancillary.as_ref().map(|a| std::mem::take(&mut a.borrow_mut().fds)).unwrap_or_default()
     }
@@ -90,7 +81,7 @@ impl Conn {
         self.arm(self.timeouts.read, Socket::set_read_timeout)?;
         let read = match &self.ancillary {
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            Some(a) => crate::sys::recv_with_ancillary(&self.socket, buf, &mut a.borrow_mut(), 0).map(|(n, ..)| n),
+            Some(a) => a.borrow_mut().receive(&self.socket, buf).map(|(n, ..)| n),
             _ => (&self.socket).read(buf),
         };
         read.map_err(|e| timed_out(e, "read"))

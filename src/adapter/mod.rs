@@ -4,7 +4,7 @@
 mod conn;
 mod rw;
 
-pub(crate) use conn::{Conn, Incoming, NO_SIGNAL, Timeouts};
+pub(crate) use conn::{Conn, Incoming, Timeouts};
 pub use rw::{Reader, Writer};
 
 use std::io;
@@ -15,8 +15,10 @@ use std::sync::Arc;
 use socket2::{SockAddr, Socket};
 
 use crate::ancillary::Ancillary;
-use crate::handler::{Extras, Kind, Request, RequestHandler};
+use crate::handler::{Extras, Request, RequestHandler};
 use crate::stats::Counters;
+use crate::sys::NO_SIGNAL;
+use crate::transport::Kind;
 use crate::{Address, Error};
 
 /// Called with every error that concerns one request (Python's `handle_error`).

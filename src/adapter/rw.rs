@@ -63,6 +63,10 @@ impl Reader<'_> {
     /// };
     /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", handler);
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData` when `max` bytes came without the delimiter; otherwise the connection's read error (a timeout, a reset).
     pub fn read_until_limit(&mut self, delimiter: u8, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         let read = self.take(max as u64).read_until(delimiter, buf)?;
         if read == max && buf.last() != Some(&delimiter) {
@@ -150,6 +154,10 @@ impl Writer<'_> {
     /// };
     /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", serve_file);
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// The file's or the connection's I/O error; a peer that left gives a broken-pipe or reset error, never a SIGPIPE.
     pub fn sendfile(&mut self, file: &std::fs::File, offset: u64, len: Option<u64>) -> io::Result<u64> {
         match &mut self.sink {
             Sink::Stream(conn) => conn.send_file(file, offset, len),
@@ -169,6 +177,10 @@ impl Writer<'_> {
     /// attached (SCM_RIGHTS), after anything written before. The client
     /// receives its own duplicates of the fds; ours stay open. Datagram
     /// requests and inet connections get an `Unsupported` error.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` on a datagram request or an inet connection; otherwise the send's I/O error.
     pub fn send_fds(&mut self, data: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
         if data.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "fds must travel with at least one byte"));

@@ -7,8 +7,8 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::private::{Sealed, Setup};
 use super::{Inet, SocketFile, Transport};
-use crate::handler::Kind;
 use crate::options::Options;
+use crate::transport::Kind;
 use crate::{Address, Error, Result};
 
 /// TCP: each request is one accepted connection.

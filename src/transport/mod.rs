@@ -10,8 +10,22 @@ pub use inet::{TcpTransport, UdpTransport};
 pub(crate) use unix::SocketFile;
 pub use unix::{UnixDatagramTransport, UnixStreamTransport};
 
-use crate::handler::Kind;
+use socket2::Socket;
+
+use crate::options::Options;
 use crate::{Address, Error, Result};
+
+/// Whether a request is a stream connection or a single datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// A connection on a TCP or Unix stream socket: `rfile` reads until the
+    /// client shuts down its side, `wfile` writes back on the connection.
+    Stream,
+    /// One datagram on a UDP or Unix datagram socket: `rfile` reads that one
+    /// packet, and whatever is written to `wfile` is sent back as one datagram.
+    Datagram,
+}
 
 /// A kind of socket a [`Server`](crate::Server) can serve on:
 /// [`TcpTransport`], [`UdpTransport`], [`UnixStreamTransport`] or
@@ -57,6 +71,10 @@ impl Family for Unix {}
 /// ```
 pub trait BindAddress<F: Family> {
     /// The candidate addresses, tried in order until one binds.
+    ///
+    /// # Errors
+    ///
+    /// `Error::Resolve` if the address names no usable address.
     fn resolve(&self) -> Result<Vec<Address>>;
 }
 
@@ -106,4 +124,50 @@ pub(crate) mod private {
             Ok(())
         }
     }
+}
+
+/// Creates the socket for `addr`, with the options that must be set before bind.
+pub(crate) fn open<T: Transport>(addr: &Address, options: &Options) -> Result<Socket> {
+    T::open_socket(addr, options).map_err(|source| Error::Bind {
+        action: "create a socket for",
+        addr: addr.clone(),
+        source,
+    })
+}
+
+/// Creates, binds and activates a server socket (Python's constructor with
+/// `bind_and_activate=True`).
+pub(crate) fn open_bound<T: Transport>(addr: &Address, options: &Options) -> Result<(Socket, Option<SocketFile>)> {
+    let socket = open::<T>(addr, options)?;
+    let file = bind::<T>(&socket, addr, options)?;
+    activate(&socket, T::KIND, options).map_err(|source| Error::Bind {
+        action: "listen on",
+        addr: addr.clone(),
+        source,
+    })?;
+    Ok((socket, file))
+}
+
+/// Python's `server_bind`, plus the socket file's mode when one is asked for.
+pub(crate) fn bind<T: Transport>(socket: &Socket, addr: &Address, options: &Options) -> Result<Option<SocketFile>> {
+    let file = T::bind_socket(socket, addr)?;
+    if let (Some(mode), Some(path)) = (options.socket_mode, addr.as_path()) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| Error::Bind {
+            action: "set the mode of",
+            addr: addr.clone(),
+            source,
+        })?;
+    }
+    Ok(file)
+}
+
+/// Python's `server_activate`: stream sockets listen. Both kinds become
+/// non-blocking, so a request that vanishes between poll and accept or
+/// receive cannot block the loop.
+pub(crate) fn activate(socket: &Socket, kind: Kind, options: &Options) -> std::io::Result<()> {
+    if kind == Kind::Stream {
+        socket.listen(options.backlog())?;
+    }
+    socket.set_nonblocking(true)
 }

@@ -9,8 +9,8 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::private::{Sealed, Setup};
 use super::{Transport, Unix};
-use crate::handler::Kind;
 use crate::options::Options;
+use crate::transport::Kind;
 use crate::{Address, Error, Result};
 
 /// Unix stream sockets: each request is one accepted connection.
