@@ -32,18 +32,23 @@ impl Credentials {
 }
 
 impl Ancillary {
-    /// One receive on a Unix socket (Linux), keeping what came with it.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    /// One receive on a Unix socket, keeping what came with it (Linux;
+    /// elsewhere the bytes alone).
     pub(crate) fn receive(
         &mut self,
         socket: &socket2::Socket,
         buf: &mut [u8],
     ) -> std::io::Result<(usize, bool, socket2::SockAddr)> {
-        let mut ids = None;
-        let received = crate::sys::recv_with_ancillary(socket, buf, &mut self.fds, &mut ids);
-        if let Some(ids) = ids {
-            self.credentials = Some(Credentials::from_ids(ids));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let mut ids = None;
+            let received = crate::sys::recv_with_ancillary(socket, buf, &mut self.fds, &mut ids);
+            if let Some(ids) = ids {
+                self.credentials = Some(Credentials::from_ids(ids));
+            }
+            received
         }
-        received
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        crate::sys::recv_datagram(socket, buf)
     }
 }

@@ -46,7 +46,6 @@ enum Taken {
     Empty,
     /// Requests handled, and the socket was seen empty while taking them
     /// (a short batch): no need to ask it again before polling.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
     Drained(usize),
 }
 
@@ -79,7 +78,6 @@ pub struct Server<T: Transport, H: RequestHandler> {
     scratch: Scratch,
     /// recvmmsg/sendmmsg buffers, for a sequential datagram server with
     /// `datagram_batch` above 1.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
     batch: Option<sys::DatagramBatch>,
     transport: PhantomData<fn() -> T>,
 }
@@ -139,7 +137,6 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             source,
         })?;
         let max_connections = if T::KIND == Kind::Stream { parts.options.max_connections } else { None };
-        #[cfg(any(target_os = "linux", target_os = "android"))]
         let batch = {
             let n = parts.options.datagram_batch_for(&requested);
             (T::KIND == Kind::Datagram && n > 1 && parts.dispatch == Dispatch::sequential())
@@ -173,7 +170,6 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             paused_until: None,
             parking: Parking::default(),
             pollfds: Vec::new(),
-            #[cfg(any(target_os = "linux", target_os = "android"))]
             batch,
             transport: PhantomData,
         };
@@ -435,7 +431,6 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                     took = true;
                     left = left.saturating_sub(n);
                 }
-                #[cfg(any(target_os = "linux", target_os = "android"))]
                 Taken::Drained(n) => {
                     took |= n > 0;
                     break;
@@ -482,9 +477,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     }
 
     fn prepare_connection(&self, conn: &Socket) -> io::Result<()> {
-        // Linux's accept4 never passes O_NONBLOCK on; BSDs inherit it from the listener.
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        conn.set_nonblocking(false)?;
+        sys::accepted_blocking(conn)?;
         if let Some(timeout) = self.options.read_timeout {
             conn.set_read_timeout(Some(socket_timeout(timeout)))?;
         }
@@ -496,7 +489,6 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
 
     /// Takes one datagram, or (batching) up to `budget` of them.
     fn receive_and_dispatch(&mut self, budget: usize) -> Result<Taken> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
         if let Some(batch) = self.batch.take() {
             return self.receive_batch(batch, budget);
         }
@@ -532,10 +524,9 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         true
     }
 
-    /// One datagram into the packet buffer; on Unix sockets (Linux) with
-    /// its passed fds and sender credentials.
+    /// One datagram into the packet buffer; on Unix sockets with its passed
+    /// fds and sender credentials (Linux).
     fn receive(&mut self) -> io::Result<(usize, bool, socket2::SockAddr)> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
         if self.ctx.server_address.is_unix() {
             return self.scratch.ancillary.receive(&self.socket, &mut self.packet);
         }
@@ -545,7 +536,6 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// The batched datagram path: one recvmmsg, the handler on each datagram
     /// in order, one sendmmsg for the replies. Same semantics as one at a
     /// time: one request per datagram, one reply per request.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn receive_batch(&mut self, mut batch: sys::DatagramBatch, budget: usize) -> Result<Taken> {
         let mut scratch = Scratch::default();
         let received = batch.recv(&self.socket, budget);

@@ -358,6 +358,79 @@ impl DatagramBatch {
     }
 }
 
+/// Elsewhere than Linux there is no recvmmsg/sendmmsg: the same batch, taken
+/// with one receive per datagram until the socket is empty, and replies sent
+/// one by one. The server's code does not change.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) struct DatagramBatch {
+    packets: Vec<Vec<u8>>,
+    replies: Vec<Vec<u8>>,
+    received: Vec<(usize, bool, Option<SockAddr>)>,
+    to_send: Vec<usize>,
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+impl DatagramBatch {
+    pub(crate) fn new(n: usize, max_packet_size: usize) -> Self {
+        let n = n.max(1);
+        DatagramBatch {
+            packets: (0..n).map(|_| vec![0; max_packet_size]).collect(),
+            replies: (0..n).map(|_| Vec::new()).collect(),
+            received: (0..n).map(|_| (0, false, None)).collect(),
+            to_send: Vec::with_capacity(n),
+        }
+    }
+
+    /// As on Linux: what is waiting, up to the batch size and `max`.
+    pub(crate) fn recv(&mut self, socket: &Socket, max: usize) -> io::Result<usize> {
+        let mut got = 0;
+        while got < self.packets.len().min(max) {
+            match recv_datagram(socket, &mut self.packets[got]) {
+                Ok((len, truncated, from)) => self.received[got] = (len, truncated, Some(from)),
+                Err(e) if got == 0 => return Err(e),
+                Err(_) => break,
+            }
+            got += 1;
+        }
+        self.to_send.clear();
+        Ok(got)
+    }
+
+    pub(crate) fn datagram(&mut self, i: usize) -> (&[u8], bool, SockAddr, &mut Vec<u8>) {
+        let (len, truncated, from) = &self.received[i];
+        let from = from.clone().expect("datagram i was received");
+        (&self.packets[i][..*len], *truncated, from, &mut self.replies[i])
+    }
+
+    pub(crate) fn reply_later(&mut self, i: usize) {
+        self.to_send.push(i);
+    }
+
+    pub(crate) fn send_replies(&mut self, socket: &Socket, mut failed: impl FnMut(SockAddr, io::Error)) {
+        for &i in &self.to_send {
+            let (reply, to) = (&self.replies[i], self.received[i].2.clone().expect("datagram i was received"));
+            let sent = socket.send_to_with_flags(reply, &to, NO_SIGNAL);
+            match sent {
+                Ok(n) if n == reply.len() => {}
+                Ok(n) => failed(to, io::Error::new(io::ErrorKind::WriteZero, format!("reply cut to {n} bytes"))),
+                Err(e) => failed(to, e),
+            }
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.packets.len()
+    }
+}
+
+/// A connection just accepted blocks, whatever the listener was: Linux's
+/// accept4 never passes O_NONBLOCK on, the BSDs do.
+pub(crate) fn accepted_blocking(_conn: &Socket) -> io::Result<()> {
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    _conn.set_nonblocking(false)?;
+    Ok(())
+}
+
 /// The machine's node name (`uname -n`).
 pub(crate) fn nodename() -> io::Result<String> {
     // SAFETY: all-zero bytes are a valid utsname, which uname fills in.
@@ -479,6 +552,7 @@ pub(crate) fn sendfile(socket: &Socket, file: &std::fs::File, offset: &mut u64, 
 const CONTROL_SPACE: usize = 512;
 
 /// A peer process's (pid, uid, gid).
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) type Ids = (i32, u32, u32);
 
 /// recvmsg(2) into `buf`, collecting passed fds (close-on-exec) into `fds`

@@ -277,7 +277,6 @@ pub(crate) fn whole_reply(sent: usize, len: usize) -> io::Result<()> {
 }
 
 /// Reports a reply that could not be sent (by the batched send).
-#[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn reply_failed<H>(ctx: &Context<H>, peer: &Address, source: io::Error) {
     report(ctx, Failure::Io(source), peer);
 }
