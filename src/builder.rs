@@ -77,6 +77,36 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         Server::from_parts(self.into_parts(), socket, None, candidate, false)
     }
 
+    /// Serves a socket the process did not create: one a supervisor, a
+    /// socket-activating service manager or a restarting predecessor handed
+    /// over, already bound (and, for streams, listening). Its type, address
+    /// family and listening state are checked against the transport; the
+    /// server address is read from it. A Unix socket file behind it is never
+    /// removed: the server did not create it.
+    ///
+    /// ```
+    /// # use socketserver::{Request, TcpServer};
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?; // handed over, say
+    /// let server = TcpServer::builder(|_: &mut Request<'_>| Ok(())).from_fd(listener.into())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Inherited`] naming the fd when it is not a socket, is a
+    /// datagram socket given to a stream server (or the reverse), belongs
+    /// to the other address family, or is a stream socket that does not
+    /// listen; [`Error::Config`] for a setting that cannot work.
+    pub fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<Server<T, H>> {
+        use std::os::fd::AsRawFd;
+        self.check()?;
+        let number = fd.as_raw_fd();
+        let socket = socket2::Socket::from(fd);
+        let address = transport::check_inherited::<T>(&socket, number)?;
+        socket.set_nonblocking(true).map_err(|e| Error::Inherited { fd: number, problem: e.to_string() })?;
+        Server::from_parts(self.into_parts(), socket, None, address, true)
+    }
+
     fn into_parts(self) -> Parts<H> {
         Parts {
             handler: Arc::new(self.handler),
@@ -248,6 +278,15 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
     /// what the process umask gives.
     pub fn socket_mode(mut self, mode: u32) -> Self {
         self.options.socket_mode = Some(mode);
+        self
+    }
+
+    /// Unix sockets bound to a path: give the socket file to this user and
+    /// group right after bind (from [`privileges::lookup`](crate::privileges::lookup)),
+    /// so the server can still remove it once it has dropped to them.
+    /// Default: whoever binds it.
+    pub fn socket_owner(mut self, ids: crate::privileges::Ids) -> Self {
+        self.options.socket_owner = Some(ids);
         self
     }
 

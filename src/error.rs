@@ -106,6 +106,23 @@ pub enum Error {
         /// What is wrong with the value given.
         problem: &'static str,
     },
+    /// A socket handed to the process (by a supervisor, socket activation or
+    /// a restart) is not what the server serves, or not a socket at all.
+    #[error("inherited fd {fd}: {problem}")]
+    Inherited {
+        /// The file descriptor number.
+        fd: i32,
+        /// What it is, against what the server wants.
+        problem: String,
+    },
+    /// Looking up a user or group, or becoming them, failed.
+    #[error("cannot serve as {who}: {source}")]
+    Privileges {
+        /// The user, group or ids involved.
+        who: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
     /// An endpoint string (`tcp://HOST:PORT`, `unix:PATH`, ...) that does
     /// not parse.
     #[error("invalid endpoint {given:?}: {problem}")]

@@ -72,6 +72,7 @@ mod hooks;
 pub mod host;
 mod options;
 mod parking;
+pub mod privileges;
 mod server;
 mod shutdown;
 mod stats;

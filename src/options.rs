@@ -52,6 +52,8 @@ pub struct Options {
     pub drain_timeout: Option<Duration>,
     /// Unix sockets bound to a path: the socket file's permission bits.
     pub socket_mode: Option<u32>,
+    /// Unix sockets bound to a path: the socket file's owner and group.
+    pub socket_owner: Option<crate::privileges::Ids>,
     /// Sequential datagram servers on Linux: datagrams per recvmmsg/sendmmsg;
     /// `None`: [`DEFAULT_UDP_BATCH`] for UDP, 1 for Unix datagram sockets.
     pub datagram_batch: Option<usize>,
@@ -77,6 +79,7 @@ impl Default for Options {
             connection_timeout: None,
             drain_timeout: None,
             socket_mode: None,
+            socket_owner: None,
             datagram_batch: None,
             poll_interval: Some(DEFAULT_POLL_INTERVAL),
         }

@@ -423,6 +423,102 @@ impl DatagramBatch {
     }
 }
 
+/// Takes ownership of fd `fd`, which the process inherited at exec: each
+/// number at most once per process, and only if it is open. `None` if it is
+/// closed or was taken before.
+pub(crate) fn take_inherited(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::collections::HashSet;
+    use std::os::fd::FromRawFd;
+    use std::sync::Mutex;
+    static TAKEN: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
+    let mut taken = TAKEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if fd < 0 || !taken.get_or_insert_with(HashSet::new).insert(fd) {
+        return None;
+    }
+    // SAFETY: F_GETFD only reads the fd's flags; on a closed fd it fails with EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        taken.as_mut().map(|t| t.remove(&fd));
+        return None;
+    }
+    // SAFETY: `fd` is open, and it was handed to this process at exec for
+    // the server (the documented contract of `take_inherited_fd`); the set
+    // above makes sure no second owner is made here.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// The uid and primary gid of user `name` (getpwnam_r).
+pub(crate) fn user_ids(name: &str) -> io::Result<(u32, u32)> {
+    let name =
+        std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the name"))?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: all-zero bytes are a valid passwd (null pointers, zero ids).
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: `name` is NUL-terminated,
+    // `entry` and `found` are exclusively borrowed, `buf` is as long as passed.
+    let r = unsafe { libc::getpwnam_r(name.as_ptr(), &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    if found.is_null() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no such user"));
+    }
+    Ok((entry.pw_uid, entry.pw_gid))
+}
+
+/// The gid of group `name` (getgrnam_r).
+pub(crate) fn group_id(name: &str) -> io::Result<u32> {
+    let name =
+        std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the name"))?;
+    let mut buf = vec![0 as libc::c_char; 64 * 1024];
+    // SAFETY: all-zero bytes are a valid group (null pointers, zero id).
+    let mut entry: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as for getpwnam_r above.
+    let r = unsafe { libc::getgrnam_r(name.as_ptr(), &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    if found.is_null() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no such group"));
+    }
+    Ok(entry.gr_gid)
+}
+
+/// Becomes `uid`/`gid` for good: supplementary groups to `gid` alone, then
+/// the group, then the user (the order that leaves nothing behind), and a
+/// check that root cannot be regained. Any failure is returned; the caller
+/// must not go on serving after one.
+pub(crate) fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+    let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
+    let groups = [gid as libc::gid_t];
+    // SAFETY: `groups` is a valid array of the length passed.
+    check(unsafe { libc::setgroups(1, groups.as_ptr()) })?;
+    // SAFETY: setgid and setuid have no memory-safety preconditions.
+    check(unsafe { libc::setgid(gid) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::setuid(uid) })?;
+    // SAFETY: getters without preconditions; setuid(0) must now fail.
+    let (ruid, euid, egid) = unsafe { (libc::getuid(), libc::geteuid(), libc::getegid()) };
+    // SAFETY: as above.
+    if ruid != uid || euid != uid || egid != gid || (uid != 0 && unsafe { libc::setuid(0) } == 0) {
+        return Err(io::Error::other("the ids did not change as asked"));
+    }
+    Ok(())
+}
+
+/// Whether a stream socket listens (SO_ACCEPTCONN); `None` where the OS
+/// cannot tell.
+pub(crate) fn is_listening(socket: &Socket) -> Option<bool> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    return socket.is_listener().ok();
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    return {
+        let _ = socket;
+        None
+    };
+}
+
 /// A connection just accepted blocks, whatever the listener was: Linux's
 /// accept4 never passes O_NONBLOCK on, the BSDs do.
 pub(crate) fn accepted_blocking(_conn: &Socket) -> io::Result<()> {

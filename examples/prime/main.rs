@@ -12,15 +12,14 @@ mod client;
 mod parse;
 mod primality;
 mod prime;
+mod serve;
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use socketserver::transport::AnyTransport;
-use socketserver::{AnyServer, Dispatch, Endpoint, ServerBuilder, ServerGroup, ShutdownHandle, TcpServer, UdpServer};
+use socketserver::{AnyServer, Endpoint, ShutdownHandle};
 
 use prime::PrimeService;
 
@@ -30,7 +29,8 @@ usage: prime                          run the demo over every transport
        prime ask KIND ADDR N...       ask a server about each N
 
 KIND:  tcp | udp | unix-stream | unix-datagram
-ADDR:  HOST:PORT (port 0 picks one) or a socket path
+ADDR:  HOST:PORT (port 0 picks one), a socket path, or fd:N (serve the socket
+       this process inherited as fd N: from a supervisor or launcher)
 
 serve FLAGS:
   --threads              a thread per request (default: one request at a time)
@@ -50,19 +50,11 @@ serve FLAGS:
   --timeout SECS         close a connection silent this long; bound each read/write
   --connection-timeout SECS  close any connection this long after it opened
   --drain-timeout SECS   on SIGINT/SIGTERM, let running requests finish this long,
-                         then cut them (default 10); a second signal cuts them at once";
-
-/// `--drain-timeout` when none is given.
-const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
-
-/// The largest `--max-digits`: a test of a number this long already takes
-/// minutes of CPU.
-const MAX_MAX_DIGITS: usize = 1_000_000;
-
-/// After a second signal, how long the process may take to finish cutting
-/// its requests before it exits regardless (a handler busy computing cannot
-/// be interrupted).
-const ABORT_GRACE: Duration = Duration::from_secs(2);
+                         then cut them (default 10); a second signal cuts them at once
+  --user NAME            once every socket is bound, serve as NAME (a Unix socket
+                         file is given to NAME first); needs root
+  --group NAME           with --user: serve as group NAME instead of NAME's own
+  --pid-file PATH        write this process's pid to PATH once it serves";
 
 /// The numbers the seed's client sends, with the answers it expects.
 const SEED: [(&str, char); 8] = [
@@ -124,7 +116,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         None => demo(),
-        Some("serve") => parse_serve(&args[1..]).map_err(usage_error).and_then(serve),
+        Some("serve") => serve::parse_serve(&args[1..]).map_err(usage_error).and_then(serve::serve),
         Some("ask") => {
             parse_ask(&args[1..]).map_err(usage_error).and_then(|(kind, addr, numbers)| ask(kind, &addr, &numbers))
         }
@@ -147,80 +139,6 @@ fn failure(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Options of `prime serve`.
-#[derive(Debug, Default)]
-struct ServeOptions {
-    dispatch: Option<Dispatch>,
-    max_connections: Option<usize>,
-    max_digits: Option<usize>,
-    timeout: Option<Duration>,
-    connection_timeout: Option<Duration>,
-    drain_timeout: Option<Duration>,
-    batch: Option<usize>,
-    reuseport: Option<usize>,
-    public: bool,
-}
-
-impl ServeOptions {
-    fn set_dispatch(&mut self, flag: &str, dispatch: Dispatch) -> Result<(), String> {
-        if self.dispatch.replace(dispatch).is_some() {
-            return Err(format!("{flag}: choose one of --threads, --workers, --fork"));
-        }
-        Ok(())
-    }
-}
-
-fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptions), String> {
-    let [kind, addr, flags @ ..] = args else {
-        return Err("serve needs KIND and ADDR".into());
-    };
-    let mut options = ServeOptions::default();
-    let mut flags = flags.iter();
-    while let Some(flag) = flags.next() {
-        let mut value = || flags.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--threads" => options.set_dispatch(flag, Dispatch::threads())?,
-            "--workers" => options.set_dispatch(flag, Dispatch::pool(count(flag, value()?, usize::MAX)?))?,
-            "--fork" => options.set_dispatch(flag, Dispatch::fork())?,
-            "--max-connections" => options.max_connections = Some(count(flag, value()?, usize::MAX)?),
-            "--max-digits" => options.max_digits = Some(count(flag, value()?, MAX_MAX_DIGITS)?),
-            "--batch" => options.batch = Some(count(flag, value()?, 1024)?),
-            "--reuseport" => options.reuseport = Some(count(flag, value()?, 1024)?),
-            "--public" => options.public = true,
-            "--timeout" => options.timeout = Some(positive_seconds(flag, value()?)?),
-            "--connection-timeout" => options.connection_timeout = Some(positive_seconds(flag, value()?)?),
-            "--drain-timeout" => options.drain_timeout = Some(seconds(flag, value()?)?),
-            other => return Err(format!("unknown flag {other:?}")),
-        }
-    }
-    Ok((kind.parse()?, addr.clone(), options))
-}
-
-fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(number(flag, value)?).map_err(|e| format!("{flag}: {value:?}: {e}"))
-}
-
-/// Seconds, more than zero: a zero timeout would close everything at once.
-fn positive_seconds(flag: &str, value: &str) -> Result<Duration, String> {
-    let duration = seconds(flag, value)?;
-    if duration.is_zero() {
-        return Err(format!("{flag}: must be more than 0 seconds"));
-    }
-    Ok(duration)
-}
-
-/// A count from 1 to `max`.
-fn count(flag: &str, value: &str, max: usize) -> Result<usize, String> {
-    match number(flag, value)? {
-        n @ 1.. if n <= max => Ok(n),
-        _ => Err(format!("{flag}: {value} is out of range (1 to {max})")),
-    }
-}
-
-fn number<N: FromStr>(flag: &str, value: &str) -> Result<N, String> {
-    value.parse().map_err(|_| format!("{flag}: {value:?} is not a valid number"))
-}
-
 fn parse_ask(args: &[String]) -> Result<(TransportKind, String, Vec<String>), String> {
     let [kind, addr, numbers @ ..] = args else {
         return Err("ask needs KIND and ADDR".into());
@@ -229,123 +147,6 @@ fn parse_ask(args: &[String]) -> Result<(TransportKind, String, Vec<String>), St
         return Err("ask needs at least one number".into());
     }
     Ok((kind.parse()?, addr.clone(), numbers.to_vec()))
-}
-
-fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Result<(), ExitCode> {
-    let handler = PrimeService { max_digits: options.max_digits.unwrap_or(parse::MAX_DIGITS) };
-    let addr = if options.public { public_address(kind, &addr)? } else { addr };
-    let endpoint = kind.endpoint(&addr).map_err(|e| usage_error(e.to_string()))?;
-    match (options.reuseport, &endpoint) {
-        (Some(n), Endpoint::Tcp(addr)) => {
-            serve_group(n, addr, || configure(TcpServer::builder(handler.clone()), &options))
-        }
-        (Some(n), Endpoint::Udp(addr)) => {
-            serve_group(n, addr, || configure(UdpServer::builder(handler.clone()), &options))
-        }
-        (Some(_), _) => Err(usage_error("--reuseport needs tcp or udp".into())),
-        (None, _) => serve_on(configure(AnyServer::builder(handler), &options), &endpoint),
-    }
-}
-
-fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions) -> ServerBuilder<T, PrimeService> {
-    // Clients speak first in this protocol, so a silent connection can wait
-    // for its first line in the serving loop instead of in a handler.
-    let builder = builder
-        .handler_timeout(options.timeout)
-        .idle_timeout(options.timeout)
-        .connection_timeout(options.connection_timeout)
-        .drain_timeout(Some(options.drain_timeout.unwrap_or(DEFAULT_DRAIN)))
-        .dispatch(options.dispatch.clone().unwrap_or_default());
-    let builder = match options.batch {
-        Some(n) => builder.datagram_batch(n),
-        None => builder,
-    };
-    match options.max_connections {
-        Some(n) => builder.max_connections(n),
-        None => builder,
-    }
-}
-
-fn serve_on(builder: ServerBuilder<AnyTransport, PrimeService>, endpoint: &Endpoint) -> Result<(), ExitCode> {
-    let mut server = builder.bind(endpoint).map_err(failure)?;
-    let stop = server.shutdown_handle();
-    stop_on_signals(vec![stop.clone()])?;
-    announce(server.server_address())?;
-    server.serve_forever().map_err(failure)?;
-    // Closing drains the requests still running, within --drain-timeout.
-    drop(server);
-    finished(&stop)
-}
-
-/// Exit status 0 after a graceful stop; 1 when a second signal cut it short.
-fn finished(stop: &ShutdownHandle) -> Result<(), ExitCode> {
-    if stop.is_aborted() {
-        return Err(failure("stopped by a second signal: requests still running were cut"));
-    }
-    Ok(())
-}
-
-/// `--public`: the unspecified IPv6 address (dual-stack, so IPv4 too) on
-/// ADDR's port, announced with a warning naming where it can be reached.
-fn public_address(kind: TransportKind, addr: &str) -> Result<String, ExitCode> {
-    if matches!(kind, TransportKind::UnixStream | TransportKind::UnixDatagram) {
-        return Err(usage_error("--public needs tcp or udp".into()));
-    }
-    let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
-    let port = port.ok_or_else(|| usage_error(format!("--public: no port in {addr:?}")))?;
-    let reachable = match socketserver::host::host_addresses() {
-        Ok(addresses) => addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-        Err(e) => format!("(unknown: {e})"),
-    };
-    eprintln!(
-        "warning: --public: listening on every address of this host, IPv4 and IPv6, port {port}; \
-         reachable beyond loopback, at {reachable} and any other address this host has"
-    );
-    Ok(format!("[::]:{port}"))
-}
-
-/// `--reuseport N`: N servers on one address, one thread each.
-fn serve_group<T: socketserver::transport::Transport<Family = socketserver::transport::Inet>>(
-    workers: usize,
-    addr: &str,
-    builder: impl FnMut() -> ServerBuilder<T, PrimeService>,
-) -> Result<(), ExitCode> {
-    let group = ServerGroup::spawn(workers, addr, builder).map_err(failure)?;
-    let stop = group.shutdown_handles()[0].clone();
-    stop_on_signals(group.shutdown_handles().to_vec())?;
-    announce(group.server_address())?;
-    group.join().map_err(failure)?;
-    finished(&stop)
-}
-
-/// SIGINT and SIGTERM stop the servers: the first gracefully, draining
-/// running requests within --drain-timeout; a second one at once.
-fn stop_on_signals(stops: Vec<ShutdownHandle>) -> Result<(), ExitCode> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
-    std::thread::spawn(move || {
-        let mut received = signals.forever();
-        if let Some(signal) = received.next() {
-            log::info!("signal {signal}: shutting down; a second signal stops at once");
-            stops.iter().for_each(ShutdownHandle::request_shutdown);
-        }
-        if let Some(signal) = received.next() {
-            log::warn!("signal {signal} again: stopping now, cutting the requests still running");
-            stops.iter().for_each(ShutdownHandle::abort);
-            std::thread::sleep(ABORT_GRACE);
-            log::error!("still busy {ABORT_GRACE:?} after the second signal: exiting");
-            std::process::exit(1);
-        }
-    });
-    Ok(())
-}
-
-/// The CLI contract: the first stdout line is `listening on ADDR`, flushed at once.
-fn announce(address: &socketserver::Address) -> Result<(), ExitCode> {
-    let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on {address}")
-        .and_then(|()| stdout.flush())
-        .map_err(|e| failure(format!("stdout: {e}")))
 }
 
 fn ask(kind: TransportKind, addr: &str, numbers: &[String]) -> Result<(), ExitCode> {

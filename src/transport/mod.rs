@@ -27,6 +27,15 @@ pub enum Kind {
     Datagram,
 }
 
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Stream => "stream",
+            Kind::Datagram => "datagram",
+        }
+    }
+}
+
 /// A kind of socket a [`Server`](crate::Server) can serve on:
 /// [`TcpTransport`], [`UdpTransport`], [`UnixStreamTransport`] or
 /// [`UnixDatagramTransport`]. Sealed: the crate's own four are all there
@@ -45,7 +54,11 @@ pub trait Transport: private::Setup + Send + Sync + 'static {
 pub enum AnyTransport {}
 
 /// Address families: [`Inet`] for TCP and UDP, [`Unix`] for Unix sockets.
-pub trait Family: private::Sealed {}
+pub trait Family: private::Sealed {
+    /// Whether this is the IP family.
+    #[doc(hidden)]
+    const INET: bool;
+}
 
 /// IPv4 and IPv6: servers bind anything that is [`ToSocketAddrs`](std::net::ToSocketAddrs).
 #[derive(Debug)]
@@ -56,8 +69,12 @@ pub enum Unix {}
 
 impl private::Sealed for Inet {}
 impl private::Sealed for Unix {}
-impl Family for Inet {}
-impl Family for Unix {}
+impl Family for Inet {
+    const INET: bool = true;
+}
+impl Family for Unix {
+    const INET: bool = false;
+}
 
 /// Anything a server of family `F` can be bound to.
 ///
@@ -159,6 +176,13 @@ pub(crate) fn bind<T: Transport>(socket: &Socket, addr: &Address, options: &Opti
             source,
         })?;
     }
+    if let (Some(ids), Some(path)) = (options.socket_owner, addr.as_path()) {
+        std::os::unix::fs::chown(path, Some(ids.uid), Some(ids.gid)).map_err(|source| Error::Bind {
+            action: "set the owner of",
+            addr: addr.clone(),
+            source,
+        })?;
+    }
     Ok(file)
 }
 
@@ -170,4 +194,47 @@ pub(crate) fn activate(socket: &Socket, kind: Kind, options: &Options) -> std::i
         socket.listen(options.backlog())?;
     }
     socket.set_nonblocking(true)
+}
+
+/// Takes the socket a supervisor or launcher handed this process as fd
+/// `fd` (say by `prime serve tcp fd:3`), for
+/// [`ServerBuilder::from_fd`](crate::ServerBuilder::from_fd).
+///
+/// The fd must have been inherited at exec for this purpose, with nothing
+/// else in the process using it: the process takes ownership (it is closed
+/// when the server is). Each number is given out at most once.
+///
+/// # Errors
+///
+/// [`Error::Inherited`] if fd `fd` is not open, or was taken before.
+pub fn take_inherited_fd(fd: i32) -> Result<std::os::fd::OwnedFd> {
+    crate::sys::take_inherited(fd)
+        .ok_or_else(|| Error::Inherited { fd, problem: "not open, or already taken by this process".into() })
+}
+
+/// Checks that an inherited socket is what transport `T` serves: its type
+/// (stream or datagram), its address family, and for streams that it
+/// listens. Returns its address. Every mismatch is an [`Error::Inherited`]
+/// naming the fd.
+pub(crate) fn check_inherited<T: Transport>(socket: &Socket, fd: i32) -> Result<Address> {
+    let problem = |problem: String| Error::Inherited { fd, problem };
+    let kind = match socket.r#type() {
+        Ok(ty) if ty == socket2::Type::STREAM => Kind::Stream,
+        Ok(ty) if ty == socket2::Type::DGRAM => Kind::Datagram,
+        Ok(_) => return Err(problem("a socket of a type no server serves".into())),
+        Err(e) => return Err(problem(format!("not a socket ({e})"))),
+    };
+    if kind != T::KIND {
+        return Err(problem(format!("a {} socket, not the {} socket this server serves", kind.name(), T::KIND.name())));
+    }
+    let local = socket.local_addr().map_err(|e| problem(format!("no local address ({e})")))?;
+    let inet = matches!(local.family() as i32, libc::AF_INET | libc::AF_INET6);
+    if inet != T::Family::INET {
+        let (is, wants) = if inet { ("an IP", "a Unix") } else { ("a Unix", "an IP") };
+        return Err(problem(format!("{is} socket, not {wants} socket")));
+    }
+    if kind == Kind::Stream && crate::sys::is_listening(socket) == Some(false) {
+        return Err(problem("a stream socket that is not listening (call listen before handing it over)".into()));
+    }
+    Ok(Address::from_sock_addr(&local))
 }

@@ -1,0 +1,293 @@
+//! `prime serve`: its flags, and serving until SIGINT/SIGTERM. ADDR is
+//! HOST:PORT or a path, or `fd:N` for a socket the process inherited at fd
+//! N (from a supervisor, or any launcher that passes fds).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use socketserver::transport::take_inherited_fd;
+use socketserver::{
+    AnyServer, Dispatch, Endpoint, ServerBuilder, ServerGroup, ShutdownHandle, TcpServer, UdpServer,
+    UnixDatagramServer, UnixStreamServer, privileges,
+};
+
+use crate::prime::PrimeService;
+use crate::{TransportKind, failure, parse, usage_error};
+
+/// `--drain-timeout` when none is given.
+const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+
+/// The largest `--max-digits`: a test of a number this long already takes
+/// minutes of CPU.
+const MAX_MAX_DIGITS: usize = 1_000_000;
+
+/// After a second signal, how long the process may take to finish cutting
+/// its requests before it exits regardless (a handler busy computing cannot
+/// be interrupted).
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// Options of `prime serve`.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    dispatch: Option<Dispatch>,
+    max_connections: Option<usize>,
+    max_digits: Option<usize>,
+    timeout: Option<Duration>,
+    connection_timeout: Option<Duration>,
+    drain_timeout: Option<Duration>,
+    batch: Option<usize>,
+    reuseport: Option<usize>,
+    public: bool,
+    user: Option<String>,
+    group: Option<String>,
+    pid_file: Option<std::path::PathBuf>,
+}
+
+impl ServeOptions {
+    fn set_dispatch(&mut self, flag: &str, dispatch: Dispatch) -> Result<(), String> {
+        if self.dispatch.replace(dispatch).is_some() {
+            return Err(format!("{flag}: choose one of --threads, --workers, --fork"));
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptions), String> {
+    let [kind, addr, flags @ ..] = args else {
+        return Err("serve needs KIND and ADDR".into());
+    };
+    let mut options = ServeOptions::default();
+    let mut flags = flags.iter();
+    while let Some(flag) = flags.next() {
+        let mut value = || flags.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--threads" => options.set_dispatch(flag, Dispatch::threads())?,
+            "--workers" => options.set_dispatch(flag, Dispatch::pool(count(flag, value()?, usize::MAX)?))?,
+            "--fork" => options.set_dispatch(flag, Dispatch::fork())?,
+            "--max-connections" => options.max_connections = Some(count(flag, value()?, usize::MAX)?),
+            "--max-digits" => options.max_digits = Some(count(flag, value()?, MAX_MAX_DIGITS)?),
+            "--batch" => options.batch = Some(count(flag, value()?, 1024)?),
+            "--reuseport" => options.reuseport = Some(count(flag, value()?, 1024)?),
+            "--public" => options.public = true,
+            "--timeout" => options.timeout = Some(positive_seconds(flag, value()?)?),
+            "--connection-timeout" => options.connection_timeout = Some(positive_seconds(flag, value()?)?),
+            "--drain-timeout" => options.drain_timeout = Some(seconds(flag, value()?)?),
+            "--user" => options.user = Some(value()?.clone()),
+            "--group" => options.group = Some(value()?.clone()),
+            "--pid-file" => options.pid_file = Some(value()?.into()),
+            other => return Err(format!("unknown flag {other:?}")),
+        }
+    }
+    if options.group.is_some() && options.user.is_none() {
+        return Err("--group needs --user".into());
+    }
+    Ok((kind.parse()?, addr.clone(), options))
+}
+
+fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(number(flag, value)?).map_err(|e| format!("{flag}: {value:?}: {e}"))
+}
+
+/// Seconds, more than zero: a zero timeout would close everything at once.
+fn positive_seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    let duration = seconds(flag, value)?;
+    if duration.is_zero() {
+        return Err(format!("{flag}: must be more than 0 seconds"));
+    }
+    Ok(duration)
+}
+
+/// A count from 1 to `max`.
+fn count(flag: &str, value: &str, max: usize) -> Result<usize, String> {
+    match number(flag, value)? {
+        n @ 1.. if n <= max => Ok(n),
+        _ => Err(format!("{flag}: {value} is out of range (1 to {max})")),
+    }
+}
+
+fn number<N: FromStr>(flag: &str, value: &str) -> Result<N, String> {
+    value.parse().map_err(|_| format!("{flag}: {value:?} is not a valid number"))
+}
+
+pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Result<(), ExitCode> {
+    let handler = PrimeService { max_digits: options.max_digits.unwrap_or(parse::MAX_DIGITS) };
+    // Looked up while names still resolve; dropped to once every socket is bound.
+    let ids = match &options.user {
+        Some(user) => Some(privileges::lookup(user, options.group.as_deref()).map_err(failure)?),
+        None => None,
+    };
+    if let Some(fd) = addr.strip_prefix("fd:") {
+        let fd = fd.parse().map_err(|_| usage_error(format!("{addr:?}: fd:N needs a number")))?;
+        let fd = take_inherited_fd(fd).map_err(inherited_error)?;
+        let server = inherited(kind, fd, handler, &options).map_err(inherited_error)?;
+        return serve_on(server, ids, &options);
+    }
+    let addr = if options.public { public_address(kind, &addr)? } else { addr };
+    let endpoint = kind.endpoint(&addr).map_err(|e| usage_error(e.to_string()))?;
+    match (options.reuseport, &endpoint) {
+        (Some(n), Endpoint::Tcp(addr)) => {
+            serve_group(n, addr, ids, || configure(TcpServer::builder(handler.clone()), &options))
+        }
+        (Some(n), Endpoint::Udp(addr)) => {
+            serve_group(n, addr, ids, || configure(UdpServer::builder(handler.clone()), &options))
+        }
+        (Some(_), _) => Err(usage_error("--reuseport needs tcp or udp".into())),
+        (None, _) => {
+            let mut builder = configure(AnyServer::builder(handler), &options);
+            if let Some(ids) = ids {
+                builder = builder.socket_owner(ids);
+            }
+            serve_on(builder.bind(&endpoint).map_err(failure)?, ids, &options)
+        }
+    }
+}
+
+/// A socket handed over that is not what KIND serves: a usage error.
+fn inherited_error(e: socketserver::Error) -> ExitCode {
+    eprintln!("prime: {e}");
+    ExitCode::from(2)
+}
+
+/// The server for an inherited socket, checked against KIND.
+fn inherited(
+    kind: TransportKind,
+    fd: std::os::fd::OwnedFd,
+    handler: PrimeService,
+    options: &ServeOptions,
+) -> socketserver::Result<AnyServer<PrimeService>> {
+    Ok(match kind {
+        TransportKind::Tcp => AnyServer::Tcp(configure(TcpServer::builder(handler), options).from_fd(fd)?),
+        TransportKind::Udp => AnyServer::Udp(configure(UdpServer::builder(handler), options).from_fd(fd)?),
+        TransportKind::UnixStream => {
+            AnyServer::UnixStream(configure(UnixStreamServer::builder(handler), options).from_fd(fd)?)
+        }
+        TransportKind::UnixDatagram => {
+            AnyServer::UnixDatagram(configure(UnixDatagramServer::builder(handler), options).from_fd(fd)?)
+        }
+    })
+}
+
+fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions) -> ServerBuilder<T, PrimeService> {
+    // Clients speak first in this protocol, so a silent connection can wait
+    // for its first line in the serving loop instead of in a handler.
+    let builder = builder
+        .handler_timeout(options.timeout)
+        .idle_timeout(options.timeout)
+        .connection_timeout(options.connection_timeout)
+        .drain_timeout(Some(options.drain_timeout.unwrap_or(DEFAULT_DRAIN)))
+        .dispatch(options.dispatch.clone().unwrap_or_default());
+    let builder = match options.batch {
+        Some(n) => builder.datagram_batch(n),
+        None => builder,
+    };
+    match options.max_connections {
+        Some(n) => builder.max_connections(n),
+        None => builder,
+    }
+}
+
+/// Serves until a signal: drops privileges, announces, writes the pid file.
+fn serve_on(
+    mut server: AnyServer<PrimeService>,
+    ids: Option<privileges::Ids>,
+    options: &ServeOptions,
+) -> Result<(), ExitCode> {
+    let stop = server.shutdown_handle();
+    ready(ids, options, server.server_address(), vec![stop.clone()])?;
+    server.serve_forever().map_err(failure)?;
+    // Closing drains the requests still running, within --drain-timeout.
+    drop(server);
+    finished(&stop)
+}
+
+/// Every socket is bound: write --pid-file (while still allowed to), serve
+/// as --user, stop on signals, and say where.
+fn ready(
+    ids: Option<privileges::Ids>,
+    options: &ServeOptions,
+    address: &socketserver::Address,
+    stops: Vec<ShutdownHandle>,
+) -> Result<(), ExitCode> {
+    if let Some(path) = &options.pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| failure(format!("cannot write the pid file {}: {e}", path.display())))?;
+    }
+    if let Some(ids) = ids {
+        privileges::drop_to(ids).map_err(failure)?;
+    }
+    stop_on_signals(stops)?;
+    announce(address)
+}
+
+/// Exit status 0 after a graceful stop; 1 when a second signal cut it short.
+fn finished(stop: &ShutdownHandle) -> Result<(), ExitCode> {
+    if stop.is_aborted() {
+        return Err(failure("stopped by a second signal: requests still running were cut"));
+    }
+    Ok(())
+}
+
+/// `--public`: the unspecified IPv6 address (dual-stack, so IPv4 too) on
+/// ADDR's port, announced with a warning naming where it can be reached.
+fn public_address(kind: TransportKind, addr: &str) -> Result<String, ExitCode> {
+    if matches!(kind, TransportKind::UnixStream | TransportKind::UnixDatagram) {
+        return Err(usage_error("--public needs tcp or udp".into()));
+    }
+    let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+    let port = port.ok_or_else(|| usage_error(format!("--public: no port in {addr:?}")))?;
+    let reachable = match socketserver::host::host_addresses() {
+        Ok(addresses) => addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        Err(e) => format!("(unknown: {e})"),
+    };
+    eprintln!(
+        "warning: --public: listening on every address of this host, IPv4 and IPv6, port {port}; \
+         reachable beyond loopback, at {reachable} and any other address this host has"
+    );
+    Ok(format!("[::]:{port}"))
+}
+
+/// `--reuseport N`: N servers on one address, one thread each.
+fn serve_group<T: socketserver::transport::Transport<Family = socketserver::transport::Inet>>(
+    workers: usize,
+    addr: &str,
+    ids: Option<privileges::Ids>,
+    builder: impl FnMut() -> ServerBuilder<T, PrimeService>,
+) -> Result<(), ExitCode> {
+    let group = ServerGroup::spawn(workers, addr, builder).map_err(failure)?;
+    let stop = group.shutdown_handles()[0].clone();
+    ready(ids, &ServeOptions::default(), group.server_address(), group.shutdown_handles().to_vec())?;
+    group.join().map_err(failure)?;
+    finished(&stop)
+}
+
+/// SIGINT and SIGTERM stop the servers: the first gracefully, draining
+/// running requests within --drain-timeout; a second one at once.
+fn stop_on_signals(stops: Vec<ShutdownHandle>) -> Result<(), ExitCode> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
+    std::thread::spawn(move || {
+        let mut received = signals.forever();
+        if let Some(signal) = received.next() {
+            log::info!("signal {signal}: shutting down; a second signal stops at once");
+            stops.iter().for_each(ShutdownHandle::request_shutdown);
+        }
+        if let Some(signal) = received.next() {
+            log::warn!("signal {signal} again: stopping now, cutting the requests still running");
+            stops.iter().for_each(ShutdownHandle::abort);
+            std::thread::sleep(ABORT_GRACE);
+            log::error!("still busy {ABORT_GRACE:?} after the second signal: exiting");
+            std::process::exit(1);
+        }
+    });
+    Ok(())
+}
+
+/// The CLI contract: the first stdout line is `listening on ADDR`, flushed at once.
+fn announce(address: &socketserver::Address) -> Result<(), ExitCode> {
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {address}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| failure(format!("stdout: {e}")))
+}
