@@ -82,7 +82,8 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
     /// over, already bound (and, for streams, listening). Its type, address
     /// family and listening state are checked against the transport; the
     /// server address is read from it. A Unix socket file behind it is never
-    /// removed: the server did not create it.
+    /// removed, and clients still in its listen backlog at close are left
+    /// there: the socket may be shared, and they are not the server's.
     ///
     /// ```
     /// # use socketserver::{Request, TcpServer};
@@ -104,7 +105,7 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         let socket = socket2::Socket::from(fd);
         let address = transport::check_inherited::<T>(&socket, number)?;
         socket.set_nonblocking(true).map_err(|e| Error::Inherited { fd: number, problem: e.to_string() })?;
-        Server::from_parts(self.into_parts(), socket, None, address, true)
+        Server::from_parts(self.into_parts(), socket, None, address, true).map(Server::inherited)
     }
 
     fn into_parts(self) -> Parts<H> {
@@ -312,6 +313,23 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
     /// never delays a request or a shutdown: the loop is woken for those.
     pub fn poll_interval(mut self, interval: Option<Duration>) -> Self {
         self.options.poll_interval = interval;
+        self
+    }
+
+    /// Tells the service manager about this server (feature `systemd`,
+    /// through `NOTIFY_SOCKET`; nothing without it): `READY=1` when
+    /// `serve_forever` starts taking requests, `STATUS=` with the active requests as they change,
+    /// `WATCHDOG=1` from the serving loop itself at half of `WATCHDOG_USEC`
+    /// (the loop passes at least that often), and `STOPPING=1` when
+    /// `serve_forever` is asked to stop.
+    #[cfg(feature = "systemd")]
+    pub fn systemd_notify(mut self) -> Self {
+        let notifier = crate::systemd::Notifier::from_env();
+        if let Some(interval) = notifier.watchdog_interval() {
+            let current = self.options.poll_interval.unwrap_or(interval);
+            self.options.poll_interval = Some(current.min(interval).max(std::time::Duration::from_millis(1)));
+        }
+        self.hooks.systemd = Some(notifier);
         self
     }
 

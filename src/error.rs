@@ -123,6 +123,14 @@ pub enum Error {
         /// The operating system's error.
         source: io::Error,
     },
+    /// A restart could not hand the sockets to a successor.
+    #[error("restart: cannot start {what}: {source}")]
+    Restart {
+        /// The successor, or what it needed.
+        what: String,
+        /// What went wrong.
+        source: io::Error,
+    },
     /// An endpoint string (`tcp://HOST:PORT`, `unix:PATH`, ...) that does
     /// not parse.
     #[error("invalid endpoint {given:?}: {problem}")]

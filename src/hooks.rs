@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::adapter::ErrorHook;
+use crate::stats::Stats;
 use crate::{Address, Error};
 
 type Verify = Box<dyn FnMut(&Address) -> bool + Send>;
@@ -13,6 +14,9 @@ type Action = Box<dyn FnMut() + Send>;
 /// threads that serve requests, so it lives apart, in the request context).
 #[derive(Default)]
 pub(crate) struct Hooks {
+    /// The service manager to tell about the lifecycle (feature `systemd`).
+    #[cfg(feature = "systemd")]
+    pub(crate) systemd: Option<crate::systemd::Notifier>,
     pub verify_request: Option<Verify>,
     pub handle_timeout: Option<Action>,
     pub service_actions: Option<Action>,
@@ -89,9 +93,31 @@ impl Hooks {
         }
     }
 
-    pub(crate) fn service_actions(&mut self) {
+    /// After every pass of `serve_forever`: Python's `service_actions`, and
+    /// the service manager's watchdog and status (feature `systemd`).
+    pub(crate) fn passed(&mut self, _stats: impl FnOnce() -> Stats) {
         if let Some(hook) = &mut self.service_actions {
             hook();
+        }
+        #[cfg(feature = "systemd")]
+        if let Some(notifier) = &mut self.systemd {
+            notifier.passed(_stats());
+        }
+    }
+
+    /// `serve_forever` starts: the socket listens and requests are taken.
+    pub(crate) fn serving(&self) {
+        #[cfg(feature = "systemd")]
+        if let Some(notifier) = &self.systemd {
+            notifier.ready();
+        }
+    }
+
+    /// `serve_forever` was asked to stop.
+    pub(crate) fn stopping(&self) {
+        #[cfg(feature = "systemd")]
+        if let Some(notifier) = &self.systemd {
+            notifier.stopping();
         }
     }
 }

@@ -78,6 +78,8 @@ mod shutdown;
 mod stats;
 #[allow(unsafe_code, reason = "the crate's one home of unsafe code, each block with a SAFETY note")]
 mod sys;
+#[cfg(feature = "systemd")]
+pub mod systemd;
 pub mod transport;
 
 pub use adapter::{Reader, Writer};

@@ -67,6 +67,8 @@ pub struct Server<T: Transport, H: RequestHandler> {
     options: Options,
     shutdown: ShutdownHandle,
     activated: bool,
+    /// False for a socket handed over (`from_fd`), which may be shared.
+    owns_socket: bool,
     /// Accepting is paused until then after a resource error.
     paused_until: Option<Instant>,
     /// Connections waiting for their first byte or for room (with `idle_timeout`).
@@ -167,6 +169,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             options: parts.options,
             shutdown,
             activated,
+            owns_socket: true,
             paused_until: None,
             parking: Parking::default(),
             pollfds: Vec::new(),
@@ -177,6 +180,12 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             server.refresh_address()?;
         }
         Ok(server)
+    }
+
+    /// Marks the socket as handed over rather than made here.
+    pub(crate) fn inherited(mut self) -> Self {
+        self.owns_socket = false;
+        self
     }
 
     /// Binds the socket (Python's `server_bind`), for a server made with
@@ -248,7 +257,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// What the server has done so far: requests accepted, served, refused,
     /// failed, cut, and running now.
     pub fn stats(&self) -> Stats {
-        self.stats_handle().get()
+        Stats::read(&self.ctx.counters, self.dispatcher.capacity())
     }
 
     /// Reads [`stats`](Self::stats) from another thread while this one
@@ -287,10 +296,13 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         self.check_activated()?;
         let stop = self.shutdown.clone();
         let _serving = stop.enter_loop();
+        self.hooks.serving();
         while !stop.take_request() {
             self.turn(self.options.poll_interval, READY_BUDGET)?;
-            self.hooks.service_actions();
+            let Server { hooks, ctx, dispatcher, .. } = self;
+            hooks.passed(|| Stats::read(&ctx.counters, dispatcher.capacity()));
         }
+        self.hooks.stopping();
         Ok(())
     }
 
@@ -599,7 +611,16 @@ impl<T: Transport, H: RequestHandler> Drop for Server<T, H> {
     /// closed with a log line each instead of being reset unnoticed.
     fn drop(&mut self) {
         self.parking.close_all();
-        if T::KIND == Kind::Stream && self.activated {
+        if self.shutdown.is_handed_over() {
+            // The socket lives on in a successor: its backlog and its file are the successor's.
+            if let Some(file) = self.socket_file.take() {
+                file.disown();
+            }
+            return;
+        }
+        // Only the backlog of a socket the server made is its own to close:
+        // an inherited one may be shared (systemd keeps its copy).
+        if T::KIND == Kind::Stream && self.activated && self.owns_socket {
             for _ in 0..BACKLOG_CLOSE_LIMIT {
                 match self.socket.accept() {
                     Ok((conn, from)) => adapter::close_unserved(conn, &Address::from_sock_addr(&from)),

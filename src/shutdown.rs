@@ -41,6 +41,7 @@ struct Serving {
 struct Shared {
     requested: AtomicBool,
     aborted: AtomicBool,
+    handed_over: AtomicBool,
     wake_tx: UnixStream,
     wake_rx: UnixStream,
     serving: Mutex<Serving>,
@@ -56,6 +57,7 @@ impl ShutdownHandle {
             shared: Arc::new(Shared {
                 requested: AtomicBool::new(false),
                 aborted: AtomicBool::new(false),
+                handed_over: AtomicBool::new(false),
                 wake_tx,
                 wake_rx,
                 serving: Mutex::new(Serving::default()),
@@ -98,6 +100,21 @@ impl ShutdownHandle {
     pub fn abort(&self) {
         self.shared.aborted.store(true, Ordering::SeqCst);
         self.request_shutdown();
+    }
+
+    /// Stops serving because another process now serves the same socket
+    /// (a restart: see `systemd::Successor`): like
+    /// [`request_shutdown`](Self::request_shutdown), and on close the server
+    /// leaves clients waiting in the listen backlog, and its Unix socket
+    /// file, to the other process instead of closing and removing them.
+    /// Requests it already took are finished (or cut) as in any close.
+    pub fn hand_over(&self) {
+        self.shared.handed_over.store(true, Ordering::SeqCst);
+        self.request_shutdown();
+    }
+
+    pub(crate) fn is_handed_over(&self) -> bool {
+        self.shared.handed_over.load(Ordering::SeqCst)
     }
 
     /// Whether [`abort`](Self::abort) was called.

@@ -75,7 +75,12 @@ impl StatsHandle {
 
     /// The counters now.
     pub fn get(&self) -> Stats {
-        let c = &*self.counters;
+        Stats::read(&self.counters, &self.capacity)
+    }
+}
+
+impl Stats {
+    pub(crate) fn read(c: &Counters, capacity: &Capacity) -> Stats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Stats {
             accepted: read(&c.accepted),
@@ -88,7 +93,7 @@ impl StatsHandle {
             idle_closed: read(&c.idle_closed),
             cut_at_drain: read(&c.cut_at_drain),
             resource_pauses: read(&c.resource_pauses),
-            active: self.capacity.active() as u64,
+            active: capacity.active() as u64,
         }
     }
 }

@@ -507,6 +507,47 @@ pub(crate) fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "systemd")]
+/// Spawns `command` with `fds` as its fds 3, 4, ... (the LISTEN_FDS
+/// convention), inheritable, whatever numbers they have here.
+pub(crate) fn spawn_with_fds(
+    command: &mut std::process::Command,
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<std::process::Child> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    // Copies above every target number first, so moving one into place in
+    // the child never overwrites another still to be moved.
+    let floor = 3 + fds.len() as libc::c_int;
+    let mut high = Vec::with_capacity(fds.len());
+    for fd in fds {
+        // SAFETY: F_DUPFD_CLOEXEC makes a new fd, which we own below.
+        let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
+        if copy == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `copy` was just created by fcntl and nobody else owns it.
+        high.push(unsafe { OwnedFd::from_raw_fd(copy) });
+    }
+    let raw: Vec<libc::c_int> = high.iter().map(|fd| fd.as_raw_fd()).collect();
+    // SAFETY: the closure runs in the child between fork and exec, and only
+    // calls dup2, which is async-signal-safe, on numbers computed before
+    // the fork; dup2 leaves the new fd without FD_CLOEXEC, so exec keeps it.
+    unsafe {
+        command.pre_exec(move || {
+            for (i, &fd) in raw.iter().enumerate() {
+                if libc::dup2(fd, 3 + i as libc::c_int) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn();
+    drop(high);
+    child
+}
+
 /// Whether a stream socket listens (SO_ACCEPTCONN); `None` where the OS
 /// cannot tell.
 pub(crate) fn is_listening(socket: &Socket) -> Option<bool> {

@@ -198,3 +198,33 @@ fn a_unix_socket_file_is_given_to_the_user_before_dropping_to_them() {
     assert!(serve.signal("TERM").success());
     assert!(!path.exists(), "the server, now nobody, removed its own socket file");
 }
+
+/// Why restarts hand the same socket over instead of opening a second one
+/// with SO_REUSEPORT (the naive restart): connections the kernel already
+/// queued on the old socket die with it, although a new socket listens on
+/// the same port.
+#[test]
+fn a_naive_reuseport_restart_drops_the_connections_queued_on_the_old_socket() {
+    let old = TcpServer::builder(echo()).allow_reuse_port(true).bind("127.0.0.1:0").unwrap();
+    let address = old.server_address().as_inet().unwrap();
+    // Not serving yet: connections wait in the old socket's queue.
+    let mut queued: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(address).unwrap()).collect();
+    let new = TcpServer::builder(echo()).allow_reuse_port(true).bind(address).unwrap();
+    let running = Running::start(new);
+    // The old process goes away without a handover (its close would log
+    // and close them; a crash or a plain exit resets them the same).
+    drop(old);
+    let mut lost = 0;
+    for client in &mut queued {
+        client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let _ = client.write_all(b"x\n");
+        let _ = client.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        if !(client.read_to_string(&mut answer).is_ok() && answer == "x\n") {
+            lost += 1;
+        }
+    }
+    assert_eq!(lost, queued.len(), "every queued connection is lost, though the port still listens");
+    let mut fresh = StreamClient::connect(&running.address).unwrap();
+    assert_eq!(fresh.ask("new\n").unwrap(), "new\n");
+}

@@ -13,6 +13,7 @@ mod parse;
 mod primality;
 mod prime;
 mod serve;
+mod signals;
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -30,7 +31,9 @@ usage: prime                          run the demo over every transport
 
 KIND:  tcp | udp | unix-stream | unix-datagram
 ADDR:  HOST:PORT (port 0 picks one), a socket path, or fd:N (serve the socket
-       this process inherited as fd N: from a supervisor or launcher)
+       this process inherited as fd N: from a supervisor or launcher); with the
+       systemd feature also systemd or systemd:NAME (a socket-activated socket;
+       SIGHUP then restarts on the same sockets without refusing a client)
 
 serve FLAGS:
   --threads              a thread per request (default: one request at a time)

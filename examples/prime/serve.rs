@@ -14,7 +14,7 @@ use socketserver::{
 };
 
 use crate::prime::PrimeService;
-use crate::{TransportKind, failure, parse, usage_error};
+use crate::{TransportKind, failure, parse, signals, usage_error};
 
 /// `--drain-timeout` when none is given.
 const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
@@ -22,11 +22,6 @@ const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 /// The largest `--max-digits`: a test of a number this long already takes
 /// minutes of CPU.
 const MAX_MAX_DIGITS: usize = 1_000_000;
-
-/// After a second signal, how long the process may take to finish cutting
-/// its requests before it exits regardless (a handler busy computing cannot
-/// be interrupted).
-const ABORT_GRACE: Duration = Duration::from_secs(2);
 
 /// Options of `prime serve`.
 #[derive(Debug, Default)]
@@ -122,7 +117,13 @@ pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Re
         let fd = fd.parse().map_err(|_| usage_error(format!("{addr:?}: fd:N needs a number")))?;
         let fd = take_inherited_fd(fd).map_err(inherited_error)?;
         let server = inherited(kind, fd, handler, &options).map_err(inherited_error)?;
-        return serve_on(server, ids, &options);
+        return serve_on(server, ids, &options, &addr);
+    }
+    #[cfg(feature = "systemd")]
+    if let Some(name) = addr.strip_prefix("systemd") {
+        let fd = activated_socket(name.strip_prefix(':')).map_err(inherited_error)?;
+        let server = inherited(kind, fd, handler, &options).map_err(inherited_error)?;
+        return serve_on(server, ids, &options, &addr);
     }
     let addr = if options.public { public_address(kind, &addr)? } else { addr };
     let endpoint = kind.endpoint(&addr).map_err(|e| usage_error(e.to_string()))?;
@@ -139,9 +140,26 @@ pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Re
             if let Some(ids) = ids {
                 builder = builder.socket_owner(ids);
             }
-            serve_on(builder.bind(&endpoint).map_err(failure)?, ids, &options)
+            serve_on(builder.bind(&endpoint).map_err(failure)?, ids, &options, &addr)
         }
     }
+}
+
+/// The socket-activated socket: the first passed, or the one named NAME.
+#[cfg(feature = "systemd")]
+fn activated_socket(name: Option<&str>) -> socketserver::Result<std::os::fd::OwnedFd> {
+    let passed = socketserver::systemd::listen_fds()?;
+    let found = match name {
+        Some(name) => passed.into_iter().find(|(_, n)| n == name),
+        None => passed.into_iter().next(),
+    };
+    found.map(|(fd, _)| fd).ok_or_else(|| socketserver::Error::Inherited {
+        fd: 3,
+        problem: format!(
+            "no socket {} was passed (LISTEN_FDS)",
+            name.map_or("at all".into(), |n| format!("named {n:?}"))
+        ),
+    })
 }
 
 /// A socket handed over that is not what KIND serves: a usage error.
@@ -178,6 +196,10 @@ fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions)
         .connection_timeout(options.connection_timeout)
         .drain_timeout(Some(options.drain_timeout.unwrap_or(DEFAULT_DRAIN)))
         .dispatch(options.dispatch.clone().unwrap_or_default());
+    // Tells systemd (or a restarting predecessor) READY=1 and the rest,
+    // when NOTIFY_SOCKET says where; nothing otherwise.
+    #[cfg(feature = "systemd")]
+    let builder = builder.systemd_notify();
     let builder = match options.batch {
         Some(n) => builder.datagram_batch(n),
         None => builder,
@@ -193,23 +215,47 @@ fn serve_on(
     mut server: AnyServer<PrimeService>,
     ids: Option<privileges::Ids>,
     options: &ServeOptions,
+    #[cfg_attr(not(feature = "systemd"), allow(unused_variables))] addr: &str,
 ) -> Result<(), ExitCode> {
     let stop = server.shutdown_handle();
-    ready(ids, options, server.server_address(), vec![stop.clone()])?;
+    #[cfg(feature = "systemd")]
+    let handover = handover(&server, addr);
+    ready(ids, options)?;
+    signals::install(
+        vec![stop.clone()],
+        #[cfg(feature = "systemd")]
+        handover,
+    )?;
+    announce(server.server_address())?;
     server.serve_forever().map_err(failure)?;
     // Closing drains the requests still running, within --drain-timeout.
     drop(server);
     finished(&stop)
 }
 
-/// Every socket is bound: write --pid-file (while still allowed to), serve
-/// as --user, stop on signals, and say where.
-fn ready(
-    ids: Option<privileges::Ids>,
-    options: &ServeOptions,
-    address: &socketserver::Address,
-    stops: Vec<ShutdownHandle>,
-) -> Result<(), ExitCode> {
+/// What a SIGHUP restart gives the successor: this server's socket, as
+/// `systemd:NAME` (the name it came with, or `prime`).
+#[cfg(feature = "systemd")]
+fn handover(server: &AnyServer<PrimeService>, addr: &str) -> Option<signals::Handover> {
+    use std::os::fd::AsFd;
+    let name = addr.strip_prefix("systemd:").unwrap_or("prime").to_string();
+    let socket = match server.as_fd().try_clone_to_owned() {
+        Ok(socket) => socket,
+        Err(e) => {
+            log::warn!("no restart on SIGHUP: cannot copy the listening socket: {e}");
+            return None;
+        }
+    };
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(arg) = args.get_mut(2) {
+        *arg = format!("systemd:{name}").into();
+    }
+    Some(signals::Handover { socket, name, args })
+}
+
+/// Every socket is bound: write --pid-file (while still allowed to), and
+/// serve as --user.
+fn ready(ids: Option<privileges::Ids>, options: &ServeOptions) -> Result<(), ExitCode> {
     if let Some(path) = &options.pid_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .map_err(|e| failure(format!("cannot write the pid file {}: {e}", path.display())))?;
@@ -217,8 +263,7 @@ fn ready(
     if let Some(ids) = ids {
         privileges::drop_to(ids).map_err(failure)?;
     }
-    stop_on_signals(stops)?;
-    announce(address)
+    Ok(())
 }
 
 /// Exit status 0 after a graceful stop; 1 when a second signal cut it short.
@@ -257,37 +302,23 @@ fn serve_group<T: socketserver::transport::Transport<Family = socketserver::tran
 ) -> Result<(), ExitCode> {
     let group = ServerGroup::spawn(workers, addr, builder).map_err(failure)?;
     let stop = group.shutdown_handles()[0].clone();
-    ready(ids, &ServeOptions::default(), group.server_address(), group.shutdown_handles().to_vec())?;
+    ready(ids, &ServeOptions::default())?;
+    signals::install(
+        group.shutdown_handles().to_vec(),
+        #[cfg(feature = "systemd")]
+        None,
+    )?;
+    announce(group.server_address())?;
     group.join().map_err(failure)?;
     finished(&stop)
 }
 
-/// SIGINT and SIGTERM stop the servers: the first gracefully, draining
-/// running requests within --drain-timeout; a second one at once.
-fn stop_on_signals(stops: Vec<ShutdownHandle>) -> Result<(), ExitCode> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
-    std::thread::spawn(move || {
-        let mut received = signals.forever();
-        if let Some(signal) = received.next() {
-            log::info!("signal {signal}: shutting down; a second signal stops at once");
-            stops.iter().for_each(ShutdownHandle::request_shutdown);
-        }
-        if let Some(signal) = received.next() {
-            log::warn!("signal {signal} again: stopping now, cutting the requests still running");
-            stops.iter().for_each(ShutdownHandle::abort);
-            std::thread::sleep(ABORT_GRACE);
-            log::error!("still busy {ABORT_GRACE:?} after the second signal: exiting");
-            std::process::exit(1);
-        }
-    });
-    Ok(())
-}
-
-/// The CLI contract: the first stdout line is `listening on ADDR`, flushed at once.
+/// The CLI contract: the first stdout line is `listening on ADDR`, flushed
+/// at once. A closed stdout is no reason to stop serving: say so on stderr.
 fn announce(address: &socketserver::Address) -> Result<(), ExitCode> {
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on {address}")
-        .and_then(|()| stdout.flush())
-        .map_err(|e| failure(format!("stdout: {e}")))
+    if let Err(e) = writeln!(stdout, "listening on {address}").and_then(|()| stdout.flush()) {
+        log::warn!("listening on {address} (cannot say so on stdout: {e})");
+    }
+    Ok(())
 }

@@ -112,6 +112,11 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
+    /// Leaves the file in place: another process serves on it now.
+    pub(crate) fn disown(self) {
+        std::mem::forget(self);
+    }
+
     fn record(path: &Path) -> Option<SocketFile> {
         let meta = fs::symlink_metadata(path).ok()?;
         Some(SocketFile { path: path.to_path_buf(), id: (meta.dev(), meta.ino()) })

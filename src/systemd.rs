@@ -1,0 +1,196 @@
+//! systemd (feature `systemd`): sockets the service manager passed
+//! (`LISTEN_FDS`), the lifecycle it is told about (`READY=1`, `STATUS=`,
+//! `WATCHDOG=1`, `STOPPING=1`), and restarts without refusing a
+//! connection: the sockets go to a successor process the same way, and the
+//! old process stops once the new one says it is ready.
+//!
+//! ```no_run
+//! # use socketserver::{systemd, Request, TcpServer};
+//! let (fd, _name) = systemd::listen_fds()?.into_iter().next().expect("socket-activated");
+//! let mut server = TcpServer::builder(|_: &mut Request<'_>| Ok(())).systemd_notify().from_fd(fd)?;
+//! server.serve_forever()?; // READY=1 as it starts, WATCHDOG=1 from this loop
+//! # Ok::<(), socketserver::Error>(())
+//! ```
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+
+use crate::stats::Stats;
+use crate::{Error, Result, sys};
+
+/// The sockets the service manager (or a predecessor, see [`Successor`])
+/// passed to this process, in order, each with its name (`LISTEN_FDNAMES`,
+/// `"unknown"` when unnamed). Empty when none were passed to this process.
+///
+/// Each fd is taken once: a second call returns none of them again. The
+/// variables stay in the environment (clearing it is not thread-safe); a
+/// child process never matches `LISTEN_PID`, and [`Successor`] sets its own.
+///
+/// # Errors
+///
+/// [`Error::Inherited`] if the variables are malformed or name a closed fd.
+pub fn listen_fds() -> Result<Vec<(OwnedFd, String)>> {
+    let passed = sd_notify::listen_fds_with_names()
+        .map_err(|e| Error::Inherited { fd: 3, problem: format!("LISTEN_FDS: {e}") })?;
+    passed.map(|(fd, name)| Ok((crate::transport::take_inherited_fd(fd)?, name))).collect()
+}
+
+/// Tells the service manager (`NOTIFY_SOCKET`) about a server's lifecycle;
+/// set up by [`ServerBuilder::systemd_notify`](crate::ServerBuilder::systemd_notify).
+/// Without `NOTIFY_SOCKET` every message is a no-op.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    /// Half of `WATCHDOG_USEC`: how often the loop must ping.
+    watchdog: Option<Duration>,
+    last_ping: Instant,
+    last_active: Option<u64>,
+}
+
+impl Notifier {
+    pub(crate) fn from_env() -> Self {
+        Notifier {
+            watchdog: sd_notify::watchdog_enabled().map(|t| t / 2),
+            last_ping: Instant::now(),
+            last_active: None,
+        }
+    }
+
+    /// How often the serving loop must pass to keep the watchdog fed.
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
+        self.watchdog
+    }
+
+    pub(crate) fn ready(&self) {
+        self.send(&[NotifyState::Ready, NotifyState::MainPid(std::process::id()), NotifyState::Status("serving")]);
+    }
+
+    /// After every pass of the serving loop: the watchdog ping when due
+    /// (sent from the loop itself, so it proves the loop is alive) and the
+    /// status when the number of active requests changed.
+    pub(crate) fn passed(&mut self, stats: Stats) {
+        if self.watchdog.is_some_and(|interval| self.last_ping.elapsed() >= interval) {
+            self.send(&[NotifyState::Watchdog]);
+            self.last_ping = Instant::now();
+        }
+        if self.last_active != Some(stats.active) {
+            self.last_active = Some(stats.active);
+            let status = format!("serving; {} active requests, {} served", stats.active, stats.served);
+            self.send(&[NotifyState::Status(&status)]);
+        }
+    }
+
+    pub(crate) fn stopping(&self) {
+        self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    }
+
+    fn send(&self, states: &[NotifyState<'_>]) {
+        if let Err(e) = sd_notify::notify(states) {
+            log::warn!("cannot notify the service manager: {e}");
+        }
+    }
+}
+
+/// How long a [`Successor`] may take to say it is ready, unless told otherwise.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A new process started on this process's sockets, for a restart without
+/// downtime: it gets them as `LISTEN_FDS` (the same code path as systemd
+/// socket activation) and says `READY=1` on a notify socket of ours.
+///
+/// The restart: [`Successor::spawn`], [`Successor::wait_ready`], then
+/// [`ShutdownHandle::hand_over`](crate::ShutdownHandle::hand_over) on every
+/// server, which stops taking requests and drains within `drain_timeout`,
+/// leaving the listen backlog and socket files to the successor. The
+/// sockets are the same ones, so no client is refused in between.
+#[derive(Debug)]
+pub struct Successor {
+    child: Child,
+    notify: UnixDatagram,
+    notify_path: PathBuf,
+}
+
+impl Successor {
+    /// Starts `program` with `args`, passing `sockets` (fd and name each) as
+    /// `LISTEN_FDS`/`LISTEN_FDNAMES`, and `NOTIFY_SOCKET` pointing at a socket
+    /// of ours.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Restart`] if the notify socket cannot be made or the program
+    /// cannot start.
+    pub fn spawn(program: &Path, args: &[OsString], sockets: &[(BorrowedFd<'_>, &str)]) -> Result<Successor> {
+        let restart_error = |what: &str, source: io::Error| Error::Restart { what: what.to_string(), source };
+        let notify_path = std::env::temp_dir().join(format!("socketserver-restart-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).map_err(|e| restart_error("a notify socket", e))?;
+        let names: Vec<&str> = sockets.iter().map(|(_, name)| *name).collect();
+        let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|(fd, _)| *fd).collect();
+        let mut command = Command::new("/bin/sh");
+        // LISTEN_PID must be the new process's own pid: the shell exports its
+        // pid and execs the program, which keeps it.
+        command
+            .arg("-c")
+            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+            .arg(program)
+            .args(args)
+            .env("LISTEN_FDS", fds.len().to_string())
+            .env("LISTEN_FDNAMES", names.join(":"))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("LISTEN_PID")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID");
+        let child =
+            sys::spawn_with_fds(&mut command, &fds).map_err(|e| restart_error(&format!("{}", program.display()), e))?;
+        Ok(Successor { child, notify, notify_path })
+    }
+
+    /// The successor's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the successor says `READY=1`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Restart`] if it exits, or is not ready within `timeout`;
+    /// the caller then keeps serving (and the successor is killed).
+    pub fn wait_ready(mut self, timeout: Duration) -> Result<u32> {
+        let deadline = Instant::now() + timeout;
+        let mut message = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.failed("no READY=1 in time"));
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(self.failed(&format!("it exited ({status}) before it was ready")));
+            }
+            let _ = self.notify.set_read_timeout(Some(left.min(Duration::from_millis(100))));
+            if let Ok(n) = self.notify.recv(&mut message)
+                && message[..n].split(|&b| b == b'\n').any(|line| line == b"READY=1")
+            {
+                return Ok(self.child.id());
+            }
+        }
+    }
+
+    fn failed(&mut self, why: &str) -> Error {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Error::Restart { what: format!("successor {}", self.child.id()), source: io::Error::other(why.to_string()) }
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.notify_path);
+    }
+}
