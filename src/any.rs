@@ -208,6 +208,16 @@ impl<H: RequestHandler> AnyServer<H> {
         each!(self, s => s.stats_handle())
     }
 
+    /// See [`Server::listener_copy`](crate::Server::listener_copy).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Server::listener_copy`](crate::Server::listener_copy).
+    #[cfg(feature = "systemd")]
+    pub fn listener_copy(&self) -> Result<crate::systemd::ListenerCopy> {
+        each!(self, s => s.listener_copy())
+    }
+
     /// See [`Server::server_close`](crate::Server::server_close).
     pub fn server_close(self) {}
 }

@@ -266,6 +266,18 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         StatsHandle::new(Arc::clone(&self.ctx.counters), Arc::clone(self.dispatcher.capacity()))
     }
 
+    /// A copy of the listening socket for a restart's
+    /// [`Successor`](crate::systemd::Successor) (feature `systemd`), kept
+    /// while this server serves on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Restart`] if the socket cannot be copied.
+    #[cfg(feature = "systemd")]
+    pub fn listener_copy(&self) -> Result<crate::systemd::ListenerCopy> {
+        crate::systemd::ListenerCopy::new(&self.socket)
+    }
+
     /// A handle that stops [`serve_forever`](Self::serve_forever) from any
     /// thread, or from a handler.
     pub fn shutdown_handle(&self) -> ShutdownHandle {

@@ -4,6 +4,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{MaybeUninitSlice, SockAddr, Socket};
@@ -117,10 +118,11 @@ pub(crate) fn fork_child(listener: Option<RawFd>, serve: impl FnOnce() -> i32) -
     if let Some(pid) = unsafe { fork() }? {
         return Ok(pid);
     }
-    if let Some(fd) = listener {
-        // SAFETY: this child never touches the parent's `Socket` that owns
-        // `fd` again and leaves through `_exit`, so the fd is neither used
-        // nor closed a second time after this.
+    let copies = LISTENER_COPIES.iter().map(|slot| slot.load(Ordering::SeqCst));
+    for fd in listener.into_iter().chain(copies.filter(|&fd| fd >= 0)) {
+        // SAFETY: this child never touches the parent's `Socket` (or the
+        // listener copy) that owns `fd` again and leaves through `_exit`, so
+        // the fd is neither used nor closed a second time after this.
         unsafe { libc::close(fd) };
     }
     reset_caught_signals();
@@ -128,6 +130,25 @@ pub(crate) fn fork_child(listener: Option<RawFd>, serve: impl FnOnce() -> i32) -
     // SAFETY: `_exit` is always safe to call; it never returns, and skips
     // the parent's destructors, atexit handlers and stdio flushes.
     unsafe { libc::_exit(code) }
+}
+
+/// Copies of listening sockets kept for a restart (see
+/// `systemd::ListenerCopy`), which forked children close with the listener
+/// itself. Atomics, not a lock: a child reads them right after fork.
+static LISTENER_COPIES: [AtomicI32; 16] = [const { AtomicI32::new(-1) }; 16];
+
+/// Records `fd` as a listener copy; false if every slot is taken.
+#[cfg(feature = "systemd")]
+pub(crate) fn register_listener_copy(fd: RawFd) -> bool {
+    LISTENER_COPIES.iter().any(|slot| slot.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+}
+
+/// Forgets `fd` as a listener copy (it is about to be closed).
+#[cfg(feature = "systemd")]
+pub(crate) fn unregister_listener_copy(fd: RawFd) {
+    for slot in &LISTENER_COPIES {
+        let _ = slot.compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst);
+    }
 }
 
 /// Signal numbers looked at when a child resets its handlers (Linux has 64;

@@ -42,6 +42,41 @@ pub fn listen_fds() -> Result<Vec<(OwnedFd, String)>> {
     passed.map(|(fd, name)| Ok((crate::transport::take_inherited_fd(fd)?, name))).collect()
 }
 
+/// A copy of a server's listening socket, kept to hand to a [`Successor`]
+/// while the server goes on serving: from
+/// [`Server::listener_copy`](crate::Server::listener_copy). Forked children
+/// close it with the listener, so a draining fork server's port refuses new
+/// clients as it should; dropping it closes the copy.
+#[derive(Debug)]
+pub struct ListenerCopy {
+    fd: OwnedFd,
+}
+
+impl ListenerCopy {
+    pub(crate) fn new(socket: &socket2::Socket) -> Result<ListenerCopy> {
+        use std::os::fd::AsRawFd;
+        let copy_error = |source| Error::Restart { what: "a copy of the listening socket".into(), source };
+        let fd = OwnedFd::from(socket.try_clone().map_err(copy_error)?);
+        if !sys::register_listener_copy(fd.as_raw_fd()) {
+            return Err(copy_error(io::Error::other("too many listener copies (16 at most)")));
+        }
+        Ok(ListenerCopy { fd })
+    }
+}
+
+impl std::os::fd::AsFd for ListenerCopy {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+}
+
+impl Drop for ListenerCopy {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        sys::unregister_listener_copy(self.fd.as_raw_fd());
+    }
+}
+
 /// Tells the service manager (`NOTIFY_SOCKET`) about a server's lifecycle;
 /// set up by [`ServerBuilder::systemd_notify`](crate::ServerBuilder::systemd_notify).
 /// Without `NOTIFY_SOCKET` every message is a no-op.
@@ -49,6 +84,8 @@ pub fn listen_fds() -> Result<Vec<(OwnedFd, String)>> {
 pub(crate) struct Notifier {
     /// Half of `WATCHDOG_USEC`: how often the loop must ping.
     watchdog: Option<Duration>,
+    /// A restarting predecessor's notify socket (see [`Successor`]).
+    predecessor: Option<PathBuf>,
     last_ping: Instant,
     last_active: Option<u64>,
 }
@@ -57,6 +94,7 @@ impl Notifier {
     pub(crate) fn from_env() -> Self {
         Notifier {
             watchdog: sd_notify::watchdog_enabled().map(|t| t / 2),
+            predecessor: std::env::var_os(HANDOVER_NOTIFY).map(PathBuf::from),
             last_ping: Instant::now(),
             last_active: None,
         }
@@ -67,8 +105,16 @@ impl Notifier {
         self.watchdog
     }
 
+    /// `READY=1` to the service manager, with our pid (after a restart it
+    /// is the new main process), and to a waiting predecessor.
     pub(crate) fn ready(&self) {
         self.send(&[NotifyState::Ready, NotifyState::MainPid(std::process::id()), NotifyState::Status("serving")]);
+        if let Some(path) = &self.predecessor {
+            let told = UnixDatagram::unbound().and_then(|socket| socket.send_to(b"READY=1", path));
+            if let Err(e) = told {
+                log::warn!("cannot tell the process that started this one that it is ready: {e}");
+            }
+        }
     }
 
     /// After every pass of the serving loop: the watchdog ping when due
@@ -97,12 +143,18 @@ impl Notifier {
     }
 }
 
+/// The variable naming a predecessor's notify socket, set by [`Successor`].
+const HANDOVER_NOTIFY: &str = "SOCKETSERVER_HANDOVER_NOTIFY";
+
 /// How long a [`Successor`] may take to say it is ready, unless told otherwise.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A new process started on this process's sockets, for a restart without
 /// downtime: it gets them as `LISTEN_FDS` (the same code path as systemd
-/// socket activation) and says `READY=1` on a notify socket of ours.
+/// socket activation) and says `READY=1` on a notify socket of ours (named
+/// by `SOCKETSERVER_HANDOVER_NOTIFY`). Under systemd it also tells systemd
+/// `READY=1` and `MAINPID=` itself, through the unchanged `NOTIFY_SOCKET`
+/// (the unit needs `NotifyAccess=all`), so the service lives on in it.
 ///
 /// The restart: [`Successor::spawn`], [`Successor::wait_ready`], then
 /// [`ShutdownHandle::hand_over`](crate::ShutdownHandle::hand_over) on every
@@ -118,8 +170,7 @@ pub struct Successor {
 
 impl Successor {
     /// Starts `program` with `args`, passing `sockets` (fd and name each) as
-    /// `LISTEN_FDS`/`LISTEN_FDNAMES`, and `NOTIFY_SOCKET` pointing at a socket
-    /// of ours.
+    /// `LISTEN_FDS`/`LISTEN_FDNAMES`, and a notify socket of ours.
     ///
     /// # Errors
     ///
@@ -142,9 +193,9 @@ impl Successor {
             .args(args)
             .env("LISTEN_FDS", fds.len().to_string())
             .env("LISTEN_FDNAMES", names.join(":"))
-            .env("NOTIFY_SOCKET", &notify_path)
+            .env(HANDOVER_NOTIFY, &notify_path)
             .env_remove("LISTEN_PID")
-            .env_remove("WATCHDOG_USEC")
+            // The watchdog follows the main pid, which the successor becomes.
             .env_remove("WATCHDOG_PID");
         let child =
             sys::spawn_with_fds(&mut command, &fds).map_err(|e| restart_error(&format!("{}", program.display()), e))?;

@@ -237,9 +237,8 @@ fn serve_on(
 /// `systemd:NAME` (the name it came with, or `prime`).
 #[cfg(feature = "systemd")]
 fn handover(server: &AnyServer<PrimeService>, addr: &str) -> Option<signals::Handover> {
-    use std::os::fd::AsFd;
     let name = addr.strip_prefix("systemd:").unwrap_or("prime").to_string();
-    let socket = match server.as_fd().try_clone_to_owned() {
+    let socket = match server.listener_copy() {
         Ok(socket) => socket,
         Err(e) => {
             log::warn!("no restart on SIGHUP: cannot copy the listening socket: {e}");

@@ -22,7 +22,7 @@ const ABORT_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Handover {
     /// A copy of the listening socket, dropped as soon as this process stops.
-    pub socket: std::os::fd::OwnedFd,
+    pub socket: socketserver::systemd::ListenerCopy,
     /// Its LISTEN_FDNAMES name.
     pub name: String,
     /// The successor's arguments: ours, with ADDR made `systemd[:NAME]`.
