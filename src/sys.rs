@@ -469,8 +469,7 @@ pub(crate) fn take_inherited(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
 
 /// The uid and primary gid of user `name` (getpwnam_r).
 pub(crate) fn user_ids(name: &str) -> io::Result<(u32, u32)> {
-    let name =
-        std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the name"))?;
+    let name = c_name(name)?;
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     // SAFETY: all-zero bytes are a valid passwd (null pointers, zero ids).
     let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
@@ -478,32 +477,32 @@ pub(crate) fn user_ids(name: &str) -> io::Result<(u32, u32)> {
     // SAFETY: every pointer is valid for the call: `name` is NUL-terminated,
     // `entry` and `found` are exclusively borrowed, `buf` is as long as passed.
     let r = unsafe { libc::getpwnam_r(name.as_ptr(), &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if r != 0 {
-        return Err(io::Error::from_raw_os_error(r));
-    }
-    if found.is_null() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, "no such user"));
-    }
-    Ok((entry.pw_uid, entry.pw_gid))
+    lookup_found(r, found.is_null(), "no such user").map(|()| (entry.pw_uid, entry.pw_gid))
 }
 
 /// The gid of group `name` (getgrnam_r).
 pub(crate) fn group_id(name: &str) -> io::Result<u32> {
-    let name =
-        std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the name"))?;
+    let name = c_name(name)?;
     let mut buf = vec![0 as libc::c_char; 64 * 1024];
     // SAFETY: all-zero bytes are a valid group (null pointers, zero id).
     let mut entry: libc::group = unsafe { std::mem::zeroed() };
     let mut found: *mut libc::group = std::ptr::null_mut();
     // SAFETY: as for getpwnam_r above.
     let r = unsafe { libc::getgrnam_r(name.as_ptr(), &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if r != 0 {
-        return Err(io::Error::from_raw_os_error(r));
+    lookup_found(r, found.is_null(), "no such group").map(|()| entry.gr_gid)
+}
+
+fn c_name(name: &str) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the name"))
+}
+
+/// What a get*nam_r call's return code and result pointer mean.
+fn lookup_found(code: libc::c_int, missing: bool, none: &str) -> io::Result<()> {
+    match (code, missing) {
+        (0, false) => Ok(()),
+        (0, true) => Err(io::Error::new(io::ErrorKind::NotFound, none.to_string())),
+        (code, _) => Err(io::Error::from_raw_os_error(code)),
     }
-    if found.is_null() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, "no such group"));
-    }
-    Ok(entry.gr_gid)
 }
 
 /// Becomes `uid`/`gid` for good: supplementary groups to `gid` alone, then

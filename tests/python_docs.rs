@@ -50,10 +50,23 @@ fn python(script: &str, port: &str) -> Option<String> {
     Some(String::from_utf8(out.stdout).unwrap())
 }
 
+/// The documentation's client for `example` says what the documentation
+/// shows, and the server prints the request.
+fn the_documentations_client_is_answered(example: &str, client: &str) {
+    let mut server = Example::start(example);
+    let Some(out) = python(client, &server.port) else {
+        eprintln!("skipped: python3 not found");
+        return;
+    };
+    assert_eq!(out, "Sent:     hello world\nReceived: HELLO WORLD\n", "{example}");
+    assert_eq!(server.next_line(), "127.0.0.1 wrote: hello world", "{example}");
+}
+
 #[test]
 fn the_tcp_example_answers_the_documentations_client() {
-    let mut server = Example::start("python_tcp");
-    let client = r#"
+    the_documentations_client_is_answered(
+        "python_tcp",
+        r#"
 import socket, sys
 HOST, PORT = sys.argv[1], int(sys.argv[2])
 data = "hello world"
@@ -63,19 +76,15 @@ with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
     received = str(sock.recv(1024), "utf-8")
 print("Sent:     {}".format(data))
 print("Received: {}".format(received))
-"#;
-    let Some(out) = python(client, &server.port) else {
-        eprintln!("skipped: python3 not found");
-        return;
-    };
-    assert_eq!(out, "Sent:     hello world\nReceived: HELLO WORLD\n");
-    assert_eq!(server.next_line(), "127.0.0.1 wrote: hello world");
+"#,
+    );
 }
 
 #[test]
 fn the_udp_example_answers_the_documentations_client() {
-    let mut server = Example::start("python_udp");
-    let client = r#"
+    the_documentations_client_is_answered(
+        "python_udp",
+        r#"
 import socket, sys
 HOST, PORT = sys.argv[1], int(sys.argv[2])
 data = "hello world"
@@ -85,13 +94,8 @@ sock.sendto(bytes(data + "\n", "utf-8"), (HOST, PORT))
 received = str(sock.recv(1024), "utf-8")
 print("Sent:     {}".format(data))
 print("Received: {}".format(received))
-"#;
-    let Some(out) = python(client, &server.port) else {
-        eprintln!("skipped: python3 not found");
-        return;
-    };
-    assert_eq!(out, "Sent:     hello world\nReceived: HELLO WORLD\n");
-    assert_eq!(server.next_line(), "127.0.0.1 wrote: hello world");
+"#,
+    );
 }
 
 #[test]
