@@ -5,7 +5,7 @@ use std::thread::{self, JoinHandle};
 
 use crate::stats::{Stats, StatsHandle};
 use crate::transport::{BindAddress, Inet, Transport};
-use crate::{Address, Error, RequestHandler, Result, ServerBuilder, ShutdownHandle};
+use crate::{Address, Error, RequestHandler, Result, Server, ServerBuilder, ShutdownHandle};
 
 /// Several servers on one TCP or UDP address, each with its own
 /// SO_REUSEPORT socket and serving thread. The kernel spreads connections
@@ -59,12 +59,29 @@ impl ServerGroup {
         for _ in 1..workers {
             servers.push(builder().allow_reuse_port(true).bind(inet)?);
         }
+        Self::serve(servers)
+    }
+
+    /// Serves servers already made, each on a thread of its own: several
+    /// inherited sockets, say (systemd passing more than one, each from
+    /// [`ServerBuilder::from_fd`](crate::ServerBuilder::from_fd)). The group's
+    /// [`server_address`](Self::server_address) is the first server's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::State`] for an empty list; [`Error::Bind`] if a serving
+    /// thread cannot start (servers already started are stopped).
+    pub fn serve<T: Transport, H: RequestHandler>(servers: Vec<Server<T, H>>) -> Result<ServerGroup> {
+        let Some(first) = servers.first() else {
+            return Err(Error::State { addr: Address::Unnamed, state: "an empty group: no server to serve" });
+        };
+        let address = first.server_address().clone();
         let mut group = ServerGroup { address, stops: Vec::new(), stats: Vec::new(), threads: Vec::new() };
         for (i, mut server) in servers.into_iter().enumerate() {
             group.stops.push(server.shutdown_handle());
             group.stats.push(server.stats_handle());
             let spawned = thread::Builder::new()
-                .name(format!("socketserver-reuseport-{i}"))
+                .name(format!("socketserver-group-{i}"))
                 .spawn(move || server.serve_forever())
                 .map_err(|source| Error::Bind {
                     action: "start a serving thread for",

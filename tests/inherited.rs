@@ -228,3 +228,28 @@ fn a_naive_reuseport_restart_drops_the_connections_queued_on_the_old_socket() {
     let mut fresh = StreamClient::connect(&running.address).unwrap();
     assert_eq!(fresh.ask("new\n").unwrap(), "new\n");
 }
+
+/// Several inherited sockets (as systemd passes more than one) served by one
+/// group, a thread each, with their counters added up.
+#[test]
+fn a_group_serves_several_inherited_sockets() {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let addresses: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let servers =
+        listeners.into_iter().map(|l| TcpServer::builder(echo()).from_fd(OwnedFd::from(l)).unwrap()).collect();
+    let group = socketserver::ServerGroup::serve(servers).unwrap();
+    assert_eq!(group.server_address().as_inet(), Some(addresses[0]));
+    for address in &addresses {
+        let mut client = StreamClient::connect(&socketserver::Address::Inet(*address)).unwrap();
+        assert_eq!(client.ask("each\n").unwrap(), "each\n");
+    }
+    eventually("both requests are counted", || group.stats().accepted == 2);
+    group.shutdown().unwrap();
+    assert!(matches!(
+        socketserver::ServerGroup::serve(
+            Vec::<socketserver::TcpServer<fn(&mut Request<'_>) -> std::io::Result<()>>>::new()
+        ),
+        Err(Error::State { .. })
+    ));
+}
