@@ -170,8 +170,8 @@ impl From<WorkerPool> for Dispatch {
 /// The parent closes its copy of the connection at once and reaps only its
 /// own children, never "any child": processes the application started
 /// elsewhere are left alone. A child exits 0 when its request was served, 1
-/// when the handler failed, 2 when it panicked; the parent logs non-zero
-/// exits. Each child closes its copy of a stream server's listening socket
+/// when the handler failed, 2 when it panicked, 3 when it timed out; the
+/// parent logs non-zero exits and counts each in [`Stats`](crate::Stats). Each child closes its copy of a stream server's listening socket
 /// at once and puts caught signals back to their default actions (SIGTERM
 /// stops it), which Python's children do not.
 ///
