@@ -31,9 +31,9 @@ usage: prime                          run the demo over every transport
 
 KIND:  tcp | udp | unix-stream | unix-datagram
 ADDR:  HOST:PORT (port 0 picks one), a socket path, or fd:N (serve the socket
-       this process inherited as fd N: from a supervisor or launcher); with the
-       systemd feature also systemd or systemd:NAME (a socket-activated socket;
-       SIGHUP then restarts on the same sockets without refusing a client)
+       this process inherited as fd N: from a supervisor or launcher); built with
+       the systemd feature also systemd or systemd:NAME (a socket-activated socket),
+       and SIGHUP restarts the server on the same sockets without refusing a client
 
 serve FLAGS:
   --threads              a thread per request (default: one request at a time)
