@@ -361,7 +361,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     }
 
     /// One turn of the loop: wait until something is ready (or `timeout`
-    /// passes), then take it. Returns whether a request was dispatched.
+    /// passes), then take it. Returns whether a request was handled
+    /// (dispatched or turned away).
     ///
     /// The poll set holds the wake-up socket, the server socket while the
     /// server takes requests, and every parked connection that has not yet

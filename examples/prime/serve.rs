@@ -113,15 +113,7 @@ pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Re
         Some(user) => Some(privileges::lookup(user, options.group.as_deref()).map_err(failure)?),
         None => None,
     };
-    if let Some(fd) = addr.strip_prefix("fd:") {
-        let fd = fd.parse().map_err(|_| usage_error(format!("{addr:?}: fd:N needs a number")))?;
-        let fd = take_inherited_fd(fd).map_err(inherited_error)?;
-        let server = inherited(kind, fd, handler, &options).map_err(inherited_error)?;
-        return serve_on(server, ids, &options, &addr);
-    }
-    #[cfg(feature = "systemd")]
-    if let Some(name) = addr.strip_prefix("systemd") {
-        let fd = activated_socket(name.strip_prefix(':')).map_err(inherited_error)?;
+    if let Some(fd) = handed_over(&addr)? {
         let server = inherited(kind, fd, handler, &options).map_err(inherited_error)?;
         return serve_on(server, ids, &options, &addr);
     }
@@ -143,6 +135,20 @@ pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Re
             serve_on(builder.bind(&endpoint).map_err(failure)?, ids, &options, &addr)
         }
     }
+}
+
+/// The socket ADDR names if it is one this process was handed: `fd:N`, or
+/// (feature `systemd`) `systemd[:NAME]`.
+fn handed_over(addr: &str) -> Result<Option<std::os::fd::OwnedFd>, ExitCode> {
+    if let Some(fd) = addr.strip_prefix("fd:") {
+        let fd = fd.parse().map_err(|_| usage_error(format!("{addr:?}: fd:N needs a number")))?;
+        return take_inherited_fd(fd).map(Some).map_err(inherited_error);
+    }
+    #[cfg(feature = "systemd")]
+    if let Some(name) = addr.strip_prefix("systemd") {
+        return activated_socket(name.strip_prefix(':')).map(Some).map_err(inherited_error);
+    }
+    Ok(None)
 }
 
 /// The socket-activated socket: the first passed, or the one named NAME.
