@@ -17,11 +17,14 @@ pub struct Credentials {
     pub gid: u32,
 }
 
-/// Control data received with a request: passed fds, sender credentials.
+/// What came with a request beside its bytes: passed fds, sender
+/// credentials, and for a datagram what a trusted balancer said about it.
 #[derive(Debug, Default)]
 pub(crate) struct Ancillary {
     pub fds: Vec<OwnedFd>,
     pub credentials: Option<Credentials>,
+    #[cfg(feature = "proxy-protocol")]
+    pub proxy: Option<Box<crate::proxy::ProxyHeader>>,
 }
 
 impl Credentials {

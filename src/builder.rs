@@ -172,6 +172,18 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
         self.dispatch.check()
     }
 
+    /// Reads a PROXY protocol header (v1 or v2) from the trusted peers
+    /// `settings` lists (feature `proxy-protocol`; see [`crate::proxy`]).
+    /// On a stream server the header is read in the serving loop, under its
+    /// own deadline, before `verify_request` and before a worker is taken;
+    /// on a datagram server each datagram may start with a v2 header.
+    /// Refused at bind if `settings` trusts no peer.
+    #[cfg(feature = "proxy-protocol")]
+    pub fn proxy_protocol(mut self, settings: crate::proxy::ProxyProtocol) -> Self {
+        self.options.proxy_protocol = Some(settings);
+        self
+    }
+
     /// Sets SO_REUSEADDR. Default: on for stream servers, so a server can
     /// rebind at once after a restart despite TIME_WAIT; off for datagram
     /// servers, where it would let two servers share a port unawares.

@@ -148,13 +148,26 @@ pub enum Error {
         /// The configured `max_packet_size`.
         max: usize,
     },
+    /// A connection or datagram from a trusted balancer came without the
+    /// PROXY protocol header it must send, or with a malformed, oversized
+    /// or late one. That one connection was closed (datagram dropped).
+    #[error("PROXY protocol header from {peer} refused: {reason}")]
+    ProxyHeader {
+        /// The peer that sent it (the balancer).
+        peer: Address,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl Error {
     /// The client address this error is about, if it concerns one request.
     pub fn client_address(&self) -> Option<&Address> {
         match self {
-            Error::Request { peer, .. } | Error::Panic { peer, .. } | Error::Truncated { peer, .. } => Some(peer),
+            Error::Request { peer, .. }
+            | Error::Panic { peer, .. }
+            | Error::Truncated { peer, .. }
+            | Error::ProxyHeader { peer, .. } => Some(peer),
             _ => None,
         }
     }

@@ -250,6 +250,29 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// What the trusted load balancer in front said about this request
+    /// (feature `proxy-protocol`): the original destination and v2 TLVs.
+    /// `None` when the request came straight from its client. The client's
+    /// own address is already [`client_address`](Self::client_address).
+    ///
+    /// ```
+    /// # use socketserver::{Request, TcpServer};
+    /// let handler = |req: &mut Request<'_>| {
+    ///     if let Some(header) = req.proxy_header() {
+    ///         log::info!("{} came through {} for {:?}", req.client_address(), header.proxy_address(), header.authority());
+    ///     }
+    ///     Ok(())
+    /// };
+    /// # let _ = TcpServer::bind("127.0.0.1:0", handler);
+    /// ```
+    #[cfg(feature = "proxy-protocol")]
+    pub fn proxy_header(&self) -> Option<&crate::proxy::ProxyHeader> {
+        match &self.extras {
+            Extras::Stream(conn) => conn.proxy.as_deref(),
+            Extras::Datagram(_, ancillary) => ancillary.proxy.as_deref(),
+        }
+    }
+
     /// Unix sockets on Linux: the file descriptors the client passed
     /// (SCM_RIGHTS) with the bytes read so far (stream) or with the datagram.
     /// Each call hands over those not taken yet; any left untaken are

@@ -73,6 +73,8 @@ pub mod host;
 mod options;
 mod parking;
 pub mod privileges;
+#[cfg(feature = "proxy-protocol")]
+pub mod proxy;
 mod server;
 mod shutdown;
 mod stats;

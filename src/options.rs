@@ -60,6 +60,9 @@ pub struct Options {
     /// The longest `serve_forever` waits before a pass with nothing to do
     /// (then `service_actions` runs); `None`: until something happens.
     pub poll_interval: Option<Duration>,
+    /// Read a PROXY protocol header from trusted peers.
+    #[cfg(feature = "proxy-protocol")]
+    pub proxy_protocol: Option<crate::proxy::ProxyProtocol>,
 }
 
 impl Default for Options {
@@ -82,6 +85,8 @@ impl Default for Options {
             socket_owner: None,
             datagram_batch: None,
             poll_interval: Some(DEFAULT_POLL_INTERVAL),
+            #[cfg(feature = "proxy-protocol")]
+            proxy_protocol: None,
         }
     }
 }
@@ -124,6 +129,10 @@ impl Options {
         }
         if self.datagram_batch == Some(0) {
             return problem("datagram_batch", "0 would never receive a datagram");
+        }
+        #[cfg(feature = "proxy-protocol")]
+        if let Some(problem_found) = self.proxy_protocol.as_ref().and_then(|p| p.problem()) {
+            return problem("proxy_protocol", problem_found);
         }
         Ok(())
     }

@@ -35,6 +35,13 @@ impl Parking {
         self.silent.push(Silent { conn, expires: deadline_after(now, idle) });
     }
 
+    /// Queues a connection that is ready for a handler as it is (its PROXY
+    /// header is in, and no idle timeout applies).
+    #[cfg(feature = "proxy-protocol")]
+    pub(crate) fn queue(&mut self, conn: Incoming) {
+        self.spoken.push_back(conn);
+    }
+
     /// Connections held here, silent or spoken; they count as open.
     pub(crate) fn len(&self) -> usize {
         self.silent.len() + self.spoken.len()

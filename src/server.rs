@@ -73,6 +73,9 @@ pub struct Server<T: Transport, H: RequestHandler> {
     paused_until: Option<Instant>,
     /// Connections waiting for their first byte or for room (with `idle_timeout`).
     parking: Parking,
+    /// Connections from trusted balancers whose PROXY header is arriving.
+    #[cfg(feature = "proxy-protocol")]
+    headers: crate::proxy::Pending,
     /// The poll set, rebuilt each turn without reallocating.
     pollfds: Vec<libc::pollfd>,
     packet: Vec<u8>,
@@ -172,6 +175,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             owns_socket: true,
             paused_until: None,
             parking: Parking::default(),
+            #[cfg(feature = "proxy-protocol")]
+            headers: crate::proxy::Pending::default(),
             pollfds: Vec::new(),
             batch,
             transport: PhantomData,
@@ -391,7 +396,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let pause = self.paused_until.map(|until| until - now);
         // Having served some, return to the caller (and `service_actions`) soon.
         let timeout = if queued { Some(Duration::ZERO) } else { timeout };
-        let limit = [timeout, pause, self.parking.next_expiry(now), self.dispatcher.recheck_after()]
+        let limit = [timeout, pause, self.next_expiry(now), self.dispatcher.recheck_after()]
             .into_iter()
             .flatten()
             .min();
@@ -403,6 +408,9 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         }
         let first_parked = self.pollfds.len();
         self.pollfds.extend(self.parking.poll_fds().map(sys::poll_entry));
+        let parked_end = self.pollfds.len();
+        #[cfg(feature = "proxy-protocol")]
+        self.pollfds.extend(self.headers.poll_fds().map(sys::poll_entry));
         sys::poll_readable(&mut self.pollfds, limit).map_err(|e| self.server_error("wait", e))?;
 
         if self.pollfds[0].revents != 0 {
@@ -411,8 +419,16 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             self.paused_until = None;
         }
         let listener_ready = accepting && self.pollfds[1].revents != 0;
-        self.parking.sort(&self.pollfds[first_parked..], Instant::now(), &self.ctx.counters);
-        let mut took = queued | self.dispatch_spoken(&mut left);
+        let now = Instant::now();
+        self.parking.sort(&self.pollfds[first_parked..parked_end], now, &self.ctx.counters);
+        let mut took = queued;
+        #[cfg(feature = "proxy-protocol")]
+        {
+            let polled = std::mem::take(&mut self.pollfds);
+            took |= self.read_headers(&polled[parked_end..], now);
+            self.pollfds = polled;
+        }
+        took |= self.dispatch_spoken(&mut left);
         if listener_ready && left > 0 {
             took |= self.take_ready(left)?;
         }
@@ -422,8 +438,66 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// Open connections, parked ones included, are below `max_connections`.
     fn below_max_connections(&self) -> bool {
         match self.options.max_connections {
-            Some(max) if T::KIND == Kind::Stream => self.parking.len() + self.dispatcher.active() < max,
+            Some(max) if T::KIND == Kind::Stream => self.held() + self.dispatcher.active() < max,
             _ => true,
+        }
+    }
+
+    /// Connections the loop holds, not yet with a handler.
+    fn held(&self) -> usize {
+        #[cfg(feature = "proxy-protocol")]
+        return self.parking.len() + self.headers.len();
+        #[cfg(not(feature = "proxy-protocol"))]
+        self.parking.len()
+    }
+
+    /// Time until the loop must close or move on a connection it holds.
+    fn next_expiry(&self, now: Instant) -> Option<Duration> {
+        let parked = self.parking.next_expiry(now);
+        #[cfg(feature = "proxy-protocol")]
+        return parked.into_iter().chain(self.headers.next_expiry(now)).min();
+        #[cfg(not(feature = "proxy-protocol"))]
+        parked
+    }
+
+    /// Takes poll's answer for connections whose PROXY header is arriving:
+    /// those with a whole header (or none, where that is allowed) go on,
+    /// as if just accepted from the client the header names; a bad header
+    /// closes its connection with an error naming the balancer. Returns
+    /// whether any was turned away.
+    #[cfg(feature = "proxy-protocol")]
+    fn read_headers(&mut self, polled: &[libc::pollfd], now: Instant) -> bool {
+        use crate::proxy::Read;
+        let Some(settings) = &self.options.proxy_protocol else { return false };
+        let mut turned_away = false;
+        for read in self.headers.sort(polled, now, settings) {
+            match read {
+                Read::Done(conn) => match self.verified(conn) {
+                    Some(conn) => self.hold(conn, now),
+                    None => turned_away = true,
+                },
+                Read::Gone(conn) => {
+                    log::debug!("connection from {} closed before sending anything", conn.peer);
+                    adapter::close_stream(conn.socket);
+                }
+                Read::Failed(conn, reason) => {
+                    Counters::add(&self.ctx.counters.proxy_refused, 1);
+                    (self.ctx.on_error)(&Error::ProxyHeader { peer: conn.peer, reason });
+                    adapter::close_stream(conn.socket);
+                    turned_away = true;
+                }
+            }
+        }
+        turned_away
+    }
+
+    /// Holds a connection whose header is in until the dispatcher takes it:
+    /// parked until it speaks with `idle_timeout`, else queued as spoken.
+    #[cfg(feature = "proxy-protocol")]
+    fn hold(&mut self, conn: Incoming, now: Instant) {
+        match self.options.idle_timeout {
+            Some(idle) => self.parking.park(conn, now, idle),
+            None => self.parking.queue(conn),
         }
     }
 
@@ -485,20 +559,35 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             (self.ctx.on_error)(&Error::Request { peer, source });
             return Ok(Taken::Requests(1));
         }
-        if !self.hooks.verify_request(&peer) {
-            Counters::add(&self.ctx.counters.refused, 1);
-            adapter::close_stream(socket);
-            return Ok(Taken::Requests(1));
-        }
         let now = Instant::now();
         let deadline = self.options.connection_timeout.map(|t| deadline_after(now, t));
-        let conn = Incoming { socket, peer, deadline };
+        let conn = Incoming::new(socket, peer, deadline);
+        // A trusted balancer's header comes first; until it is in, the
+        // client (and so what `verify_request` sees) is not known.
+        #[cfg(feature = "proxy-protocol")]
+        if let Some(settings) = &self.options.proxy_protocol
+            && settings.trusts(&conn.peer)
+        {
+            self.headers.wait(conn, now, settings.timeout());
+            return Ok(Taken::Parked);
+        }
+        let Some(conn) = self.verified(conn) else { return Ok(Taken::Requests(1)) };
         if let Some(idle) = self.options.idle_timeout {
             self.parking.park(conn, now, idle);
             return Ok(Taken::Parked);
         }
         self.dispatcher.stream(&self.ctx, conn);
         Ok(Taken::Requests(1))
+    }
+
+    /// `verify_request` on a connection: `None` if refused (then closed).
+    fn verified(&mut self, conn: Incoming) -> Option<Incoming> {
+        if self.hooks.verify_request(&conn.peer) {
+            return Some(conn);
+        }
+        Counters::add(&self.ctx.counters.refused, 1);
+        adapter::close_stream(conn.socket);
+        None
     }
 
     fn prepare_connection(&self, conn: &Socket) -> io::Result<()> {
@@ -521,32 +610,16 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             Ok(received) => received,
             Err(e) => return self.recover("receive", e),
         };
-        let peer = Address::from_sock_addr(&from);
-        if !self.admit_datagram(&peer, truncated) {
+        let Server { ctx, hooks, options, packet, scratch, .. } = self;
+        let admitted =
+            admit_datagram(ctx, hooks, options, Address::from_sock_addr(&from), &packet[..len], truncated, scratch);
+        let Some((peer, skip)) = admitted else {
             return Ok(Taken::Requests(1));
-        }
-        self.dispatcher.datagram(&self.ctx, &self.socket, &self.packet[..len], peer, &from, &mut self.scratch);
+        };
+        self.dispatcher.datagram(&self.ctx, &self.socket, &self.packet[skip..len], peer, &from, &mut self.scratch);
         // Fds the handler did not take are closed here.
         self.scratch.ancillary = Ancillary::default();
         Ok(Taken::Requests(1))
-    }
-
-    /// Counts a datagram just received and says whether to serve it: not if
-    /// it was truncated (reported) or `verify_request` refuses it. The one
-    /// check for the batched and the one-at-a-time receive.
-    fn admit_datagram(&mut self, peer: &Address, truncated: bool) -> bool {
-        let counters = &self.ctx.counters;
-        Counters::add(&counters.accepted, 1);
-        if truncated {
-            Counters::add(&counters.truncated, 1);
-            (self.ctx.on_error)(&Error::Truncated { peer: peer.clone(), max: self.options.max_packet_size });
-            return false;
-        }
-        if !self.hooks.verify_request(peer) {
-            Counters::add(&counters.refused, 1);
-            return false;
-        }
-        true
     }
 
     /// One datagram into the packet buffer; on Unix sockets with its passed
@@ -574,11 +647,11 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         for i in 0..count {
             let (packet, truncated, from, reply) = batch.datagram(i);
             std::mem::swap(reply, &mut scratch.reply);
-            let peer = Address::from_sock_addr(&from);
-            if !self.admit_datagram(&peer, truncated) {
-                continue;
-            }
-            let send = adapter::answer_datagram(&self.ctx, &self.socket, packet, &peer, &mut scratch).1;
+            let (ctx, hooks, options) = (&self.ctx, &mut self.hooks, &self.options);
+            let admitted =
+                admit_datagram(ctx, hooks, options, Address::from_sock_addr(&from), packet, truncated, &mut scratch);
+            let Some((peer, skip)) = admitted else { continue };
+            let send = adapter::answer_datagram(&self.ctx, &self.socket, &packet[skip..], &peer, &mut scratch).1;
             std::mem::swap(reply, &mut scratch.reply);
             if send {
                 batch.reply_later(i);
@@ -618,12 +691,58 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     }
 }
 
+/// Counts a datagram just received and says whether to serve it, as whom,
+/// and from which byte: not if it was truncated (reported), its PROXY header
+/// is refused (reported), or `verify_request` refuses it. A trusted
+/// balancer's v2 header names the client and is not part of the request;
+/// what it says goes into `scratch`. The one check for the batched and the
+/// one-at-a-time receive.
+#[cfg_attr(not(feature = "proxy-protocol"), allow(unused_variables))]
+fn admit_datagram<H>(
+    ctx: &Context<H>,
+    hooks: &mut Hooks,
+    options: &Options,
+    peer: Address,
+    packet: &[u8],
+    truncated: bool,
+    scratch: &mut Scratch,
+) -> Option<(Address, usize)> {
+    let counters = &ctx.counters;
+    Counters::add(&counters.accepted, 1);
+    if truncated {
+        Counters::add(&counters.truncated, 1);
+        (ctx.on_error)(&Error::Truncated { peer, max: options.max_packet_size });
+        return None;
+    }
+    #[cfg(feature = "proxy-protocol")]
+    let (peer, skip) = match crate::proxy::datagram_client(options.proxy_protocol.as_ref(), peer, packet) {
+        Ok((peer, skip, header)) => {
+            scratch.ancillary.proxy = header;
+            (peer, skip)
+        }
+        Err(refused) => {
+            Counters::add(&counters.proxy_refused, 1);
+            (ctx.on_error)(&refused);
+            return None;
+        }
+    };
+    #[cfg(not(feature = "proxy-protocol"))]
+    let skip = 0;
+    if !hooks.verify_request(&peer) {
+        Counters::add(&counters.refused, 1);
+        return None;
+    }
+    Some((peer, skip))
+}
+
 impl<T: Transport, H: RequestHandler> Drop for Server<T, H> {
     /// Before the socket closes (Python's `server_close`): connections taken
     /// but not served, and clients still waiting in the listen backlog, are
     /// closed with a log line each instead of being reset unnoticed.
     fn drop(&mut self) {
         self.parking.close_all();
+        #[cfg(feature = "proxy-protocol")]
+        self.headers.close_all();
         if self.shutdown.is_handed_over() {
             // The socket lives on in a successor: its backlog and its file are the successor's.
             if let Some(file) = self.socket_file.take() {

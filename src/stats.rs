@@ -31,6 +31,9 @@ pub struct Stats {
     pub truncated: u64,
     /// Connections closed because they sent nothing within `idle_timeout`.
     pub idle_closed: u64,
+    /// Connections closed, or datagrams dropped, for a missing, malformed,
+    /// oversized or late PROXY protocol header (feature `proxy-protocol`).
+    pub proxy_refused: u64,
     /// Requests cut because they still ran at the `drain_timeout` deadline
     /// (connections shut down, children killed).
     pub cut_at_drain: u64,
@@ -53,6 +56,7 @@ impl Stats {
             timed_out: self.timed_out + other.timed_out,
             truncated: self.truncated + other.truncated,
             idle_closed: self.idle_closed + other.idle_closed,
+            proxy_refused: self.proxy_refused + other.proxy_refused,
             cut_at_drain: self.cut_at_drain + other.cut_at_drain,
             resource_pauses: self.resource_pauses + other.resource_pauses,
             active: self.active + other.active,
@@ -91,6 +95,7 @@ impl Stats {
             timed_out: read(&c.timed_out),
             truncated: read(&c.truncated),
             idle_closed: read(&c.idle_closed),
+            proxy_refused: read(&c.proxy_refused),
             cut_at_drain: read(&c.cut_at_drain),
             resource_pauses: read(&c.resource_pauses),
             active: capacity.active() as u64,
@@ -109,6 +114,7 @@ pub(crate) struct Counters {
     pub(crate) timed_out: AtomicU64,
     pub(crate) truncated: AtomicU64,
     pub(crate) idle_closed: AtomicU64,
+    pub(crate) proxy_refused: AtomicU64,
     pub(crate) cut_at_drain: AtomicU64,
     pub(crate) resource_pauses: AtomicU64,
 }

@@ -73,6 +73,17 @@ pub(crate) fn has_input(fd: BorrowedFd<'_>) -> bool {
     poll_readable(&mut entry, Some(Duration::ZERO)).is_ok() && entry[0].revents != 0
 }
 
+/// One receive that never blocks (MSG_DONTWAIT), whatever the socket's
+/// mode; with `peek`, the bytes stay queued (MSG_PEEK).
+#[cfg(feature = "proxy-protocol")]
+pub(crate) fn recv_now(socket: &Socket, buf: &mut [u8], peek: bool) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | if peek { libc::MSG_PEEK } else { 0 };
+    // SAFETY: as in `recv_datagram`: same layout, and only initialised bytes
+    // are written into the slice.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    socket.recv_with_flags(uninit, flags)
+}
+
 /// Receives one datagram into `buf`. Returns its length, whether it was
 /// truncated (it did not fit in `buf`: MSG_TRUNC), and the sender.
 pub(crate) fn recv_datagram(socket: &Socket, buf: &mut [u8]) -> io::Result<(usize, bool, SockAddr)> {

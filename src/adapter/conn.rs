@@ -32,6 +32,22 @@ pub(crate) struct Incoming {
     pub peer: Address,
     /// When the whole connection must be over, however it trickles.
     pub deadline: Option<Instant>,
+    /// What a trusted balancer said about the connection.
+    #[cfg(feature = "proxy-protocol")]
+    pub proxy: Option<Box<crate::proxy::ProxyHeader>>,
+}
+
+impl Incoming {
+    /// A connection just accepted from `peer`.
+    pub(crate) fn new(socket: Socket, peer: Address, deadline: Option<Instant>) -> Self {
+        Incoming {
+            socket,
+            peer,
+            deadline,
+            #[cfg(feature = "proxy-protocol")]
+            proxy: None,
+        }
+    }
 }
 
 pub(crate) struct Conn {
@@ -41,12 +57,23 @@ pub(crate) struct Conn {
     deadline: Option<Instant>,
     /// Unix connections: reads also collect passed fds, kept here until taken.
     ancillary: Option<RefCell<Ancillary>>,
+    #[cfg(feature = "proxy-protocol")]
+    pub proxy: Option<Box<crate::proxy::ProxyHeader>>,
 }
 
 impl Conn {
-    pub(crate) fn new(socket: Socket, timeouts: Timeouts, deadline: Option<Instant>, unix: bool) -> Self {
-        let ancillary = unix.then(RefCell::default);
-        Conn { socket, out: RefCell::new(Vec::with_capacity(STREAM_BUFFER)), timeouts, deadline, ancillary }
+    /// The connection a handler is given, and the client it is from.
+    pub(crate) fn new(incoming: Incoming, timeouts: Timeouts) -> (Self, Address) {
+        let conn = Conn {
+            socket: incoming.socket,
+            out: RefCell::new(Vec::with_capacity(STREAM_BUFFER)),
+            timeouts,
+            deadline: incoming.deadline,
+            ancillary: incoming.peer.is_unix().then(RefCell::default),
+            #[cfg(feature = "proxy-protocol")]
+            proxy: incoming.proxy,
+        };
+        (conn, incoming.peer)
     }
 
     /// The peer's credentials (SO_PEERCRED), on a Unix connection on Linux.

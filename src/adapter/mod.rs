@@ -149,8 +149,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Serves one stream connection, then shuts down its write half and closes
 /// it (Python's `shutdown_request`). Every failure reaches `on_error`.
 pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, incoming: Incoming) -> Outcome {
-    let Incoming { socket, peer, deadline } = incoming;
-    let conn = Conn::new(socket, ctx.timeouts, deadline, peer.is_unix());
+    let (conn, peer) = Conn::new(incoming, ctx.timeouts);
     let outcome = {
         let mut req = Request::new(
             Reader::stream(&conn),
