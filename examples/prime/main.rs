@@ -57,7 +57,15 @@ serve FLAGS:
   --user NAME            once every socket is bound, serve as NAME (a Unix socket
                          file is given to NAME first); needs root
   --group NAME           with --user: serve as group NAME instead of NAME's own
-  --pid-file PATH        write this process's pid to PATH once it serves";
+  --pid-file PATH        write this process's pid to PATH once it serves
+  --access-log           a line per answer on stderr: the client's address as the
+                         handler sees it, the transport, the answer
+  --proxy-protocol       (feature proxy-protocol) behind a load balancer: every
+                         connection or datagram from a trusted proxy starts with a
+                         PROXY header (v1 or v2) naming the real client
+  --trusted-proxy CIDR   with --proxy-protocol: believe headers only from CIDR
+                         (repeatable; default 127.0.0.0/8 and ::1/128; Unix peers
+                         are always trusted)";
 
 /// The numbers the seed's client sends, with the answers it expects.
 const SEED: [(&str, char); 8] = [

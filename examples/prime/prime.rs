@@ -3,7 +3,7 @@
 
 use std::io::{self, BufRead, Write};
 
-use socketserver::{Request, RequestHandler};
+use socketserver::{Kind, Request, RequestHandler};
 
 use crate::parse::{Int, LineParser, MAX_DIGITS};
 use crate::primality::is_prime;
@@ -16,11 +16,14 @@ pub struct PrimeService {
     /// Python's `sys.get_int_max_str_digits()`: numbers with more digits
     /// are answered `E`. The cost of a test grows with the cube of it.
     pub max_digits: usize,
+    /// Writes a line per answer on stderr: the client's address as the
+    /// handler sees it, the transport, the answer.
+    pub access_log: bool,
 }
 
 impl Default for PrimeService {
     fn default() -> Self {
-        PrimeService { max_digits: MAX_DIGITS }
+        PrimeService { max_digits: MAX_DIGITS, access_log: false }
     }
 }
 
@@ -31,6 +34,23 @@ impl PrimeService {
     /// the connection ends, rather than read on.
     pub fn invalid_line_limit(&self) -> usize {
         2 * self.max_digits
+    }
+
+    /// Writes one answer, and its access-log line if asked to.
+    fn reply(&self, req: &mut Request<'_>, answer: &[u8]) -> io::Result<()> {
+        if self.access_log {
+            let transport = match (req.server_address().is_unix(), req.kind()) {
+                (false, Kind::Stream) => "tcp",
+                (false, _) => "udp",
+                (true, Kind::Stream) => "unix-stream",
+                (true, _) => "unix-datagram",
+            };
+            let verdict = String::from_utf8_lossy(answer.trim_ascii_end());
+            // One write per line, so lines from concurrent requests never mix.
+            let line = format!("{} {transport} {verdict}\n", req.client_address());
+            let _ = io::stderr().write_all(line.as_bytes());
+        }
+        req.wfile.write_all(answer)
     }
 }
 
@@ -56,7 +76,7 @@ impl RequestHandler for PrimeService {
             if input.is_empty() {
                 // A last line without a newline is still a line.
                 if !line.is_empty() {
-                    req.wfile.write_all(verdict(line.finish()))?;
+                    self.reply(req, verdict(line.finish()))?;
                 }
                 return Ok(());
             }
@@ -68,11 +88,11 @@ impl RequestHandler for PrimeService {
             line.feed(piece);
             req.rfile.consume(used);
             if newline {
-                req.wfile.write_all(verdict(line.finish()))?;
+                self.reply(req, verdict(line.finish()))?;
             } else if line.is_invalid() && line.len() > self.invalid_line_limit() {
                 // Not a number Python would read either; answer, then end
                 // the connection rather than read the rest.
-                req.wfile.write_all(b"E\n")?;
+                self.reply(req, b"E\n")?;
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("a line of over {} bytes that is not an integer", self.invalid_line_limit()),
@@ -116,7 +136,7 @@ mod tests {
         use socketserver::TcpServer;
         use std::io::BufReader;
 
-        let mut server = TcpServer::bind("127.0.0.1:0", PrimeService { max_digits: 8 }).unwrap();
+        let mut server = TcpServer::bind("127.0.0.1:0", PrimeService { max_digits: 8, ..PrimeService::default() }).unwrap();
         let addr = server.server_address().as_inet().unwrap();
         let stop = server.shutdown_handle();
         let serving = std::thread::spawn(move || server.serve_forever());

@@ -38,6 +38,10 @@ pub struct ServeOptions {
     user: Option<String>,
     group: Option<String>,
     pid_file: Option<std::path::PathBuf>,
+    access_log: bool,
+    /// `--proxy-protocol`, and the `--trusted-proxy` networks.
+    #[cfg(feature = "proxy-protocol")]
+    proxy: Option<Vec<socketserver::proxy::IpNet>>,
 }
 
 impl ServeOptions {
@@ -54,6 +58,8 @@ pub fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptio
         return Err("serve needs KIND and ADDR".into());
     };
     let mut options = ServeOptions::default();
+    #[cfg(feature = "proxy-protocol")]
+    let (mut proxy_on, mut proxies) = (false, Vec::new());
     let mut flags = flags.iter();
     while let Some(flag) = flags.next() {
         let mut value = || flags.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -72,13 +78,43 @@ pub fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptio
             "--user" => options.user = Some(value()?.clone()),
             "--group" => options.group = Some(value()?.clone()),
             "--pid-file" => options.pid_file = Some(value()?.into()),
+            "--access-log" => options.access_log = true,
+            #[cfg(feature = "proxy-protocol")]
+            "--proxy-protocol" => proxy_on = true,
+            #[cfg(feature = "proxy-protocol")]
+            "--trusted-proxy" => {
+                let net = value()?;
+                proxies.push(net.parse().map_err(|e| format!("{flag}: {net:?}: {e} (want ADDRESS/PREFIX)"))?);
+            }
             other => return Err(format!("unknown flag {other:?}")),
         }
+    }
+    #[cfg(feature = "proxy-protocol")]
+    {
+        options.proxy = trusted_proxies(proxy_on, proxies)?;
     }
     if options.group.is_some() && options.user.is_none() {
         return Err("--group needs --user".into());
     }
     Ok((kind.parse()?, addr.clone(), options))
+}
+
+/// The proxies `--proxy-protocol` trusts when no `--trusted-proxy` is given.
+#[cfg(feature = "proxy-protocol")]
+const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
+/// `--proxy-protocol`'s trusted networks: those given, else loopback.
+#[cfg(feature = "proxy-protocol")]
+fn trusted_proxies(
+    on: bool,
+    given: Vec<socketserver::proxy::IpNet>,
+) -> Result<Option<Vec<socketserver::proxy::IpNet>>, String> {
+    match (on, given.is_empty()) {
+        (false, true) => Ok(None),
+        (false, false) => Err("--trusted-proxy needs --proxy-protocol".into()),
+        (true, false) => Ok(Some(given)),
+        (true, true) => Ok(Some(LOOPBACK.iter().map(|net| net.parse().expect("a valid network")).collect())),
+    }
 }
 
 fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
@@ -107,7 +143,8 @@ fn number<N: FromStr>(flag: &str, value: &str) -> Result<N, String> {
 }
 
 pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Result<(), ExitCode> {
-    let handler = PrimeService { max_digits: options.max_digits.unwrap_or(parse::MAX_DIGITS) };
+    let handler =
+        PrimeService { max_digits: options.max_digits.unwrap_or(parse::MAX_DIGITS), access_log: options.access_log };
     // Looked up while names still resolve; dropped to once every socket is bound.
     let ids = match &options.user {
         Some(user) => Some(privileges::lookup(user, options.group.as_deref()).map_err(failure)?),
@@ -206,6 +243,15 @@ fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions)
     // when NOTIFY_SOCKET says where; nothing otherwise.
     #[cfg(feature = "systemd")]
     let builder = builder.systemd_notify();
+    #[cfg(feature = "proxy-protocol")]
+    let builder = match &options.proxy {
+        Some(trusted) => {
+            let settings = trusted.iter().fold(socketserver::proxy::ProxyProtocol::required(), |s, net| s.trust(*net));
+            // A balancer on this host reaches a Unix socket through its file's permissions.
+            builder.proxy_protocol(settings.trust_unix_peers(true))
+        }
+        None => builder,
+    };
     let builder = match options.batch {
         Some(n) => builder.datagram_batch(n),
         None => builder,
