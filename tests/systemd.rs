@@ -10,8 +10,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::process::*;
@@ -59,15 +57,6 @@ fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
     send_signal(serve.pid(), "TERM");
     wait_for_message(&notify, "STOPPING=1", &mut seen);
     assert!(serve.wait().success());
-}
-
-/// A free loopback port (bound, read, released).
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    }
 }
 
 fn have_socket_activate() -> bool {
@@ -119,31 +108,6 @@ fn the_example_serves_sockets_from_the_real_systemd_socket_activate() {
     let _ = udp.wait();
 }
 
-/// The serving process named by the pid file; ended (SIGTERM) when dropped,
-/// whichever successor it is by then.
-struct PidFile(std::path::PathBuf);
-
-impl PidFile {
-    fn pid(&self) -> u32 {
-        std::fs::read_to_string(&self.0).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let pid = self.pid();
-        if pid != 0 {
-            let _ = Command::new("kill").args(["-s", "TERM", &pid.to_string()]).status();
-        }
-    }
-}
-
-fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
-        .unwrap_or(true)
-}
-
 #[test]
 fn three_restarts_under_load_lose_nothing() {
     for kind in ["tcp", "udp"] {
@@ -151,51 +115,33 @@ fn three_restarts_under_load_lose_nothing() {
         let pid_file = PidFile(dir.path().join("prime.pid"));
         let serve = Serve::start(kind, "127.0.0.1:0", &["--threads", "--pid-file", pid_file.0.to_str().unwrap()]);
         let address = serve.address.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let load: Vec<_> = (0..4)
-            .map(|_| {
-                let (stop, done, failed, address) =
-                    (Arc::clone(&stop), Arc::clone(&done), Arc::clone(&failed), address.clone());
-                std::thread::spawn(move || {
-                    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-                    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                    while !stop.load(Ordering::SeqCst) {
-                        let answer = if kind == "tcp" { ask_tcp(&address) } else { ask_udp(&udp, &address) };
-                        match answer {
-                            Ok(a) if a == "T\n" => done.fetch_add(1, Ordering::SeqCst),
-                            Ok(a) => panic!("wrong answer {a:?}"),
-                            Err(e) => {
-                                eprintln!("{kind}: {e}");
-                                failed.fetch_add(1, Ordering::SeqCst)
-                            }
-                        };
-                    }
-                })
+        let udp_client = || {
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            udp
+        };
+        let load = if kind == "tcp" {
+            Load::start(4, "T\n", || { let address = address.clone(); move || ask_tcp(&address) })
+        } else {
+            Load::start(4, "T\n", || {
+                let (address, udp) = (address.clone(), udp_client());
+                move || ask_udp(&udp, &address)
             })
-            .collect();
+        };
         let mut during = 0;
-        for restart in 1..=3 {
-            let old = pid_file.pid();
-            let before = done.load(Ordering::SeqCst);
-            eventually("requests flow", || done.load(Ordering::SeqCst) > before + 200);
-            let at_signal = done.load(Ordering::SeqCst);
-            send_signal(old, "HUP");
-            eventually(&format!("restart {restart}: a new process writes the pid file"), || {
-                let now = pid_file.pid();
-                now != 0 && now != old
-            });
-            eventually(&format!("restart {restart}: the old process {old} exits"), || gone(old));
-            during += done.load(Ordering::SeqCst) - at_signal;
+        for _ in 1..=3 {
+            load.flows(200);
+            let at_signal = load.done();
+            restart_by_sighup(&pid_file);
+            during += load.done() - at_signal;
         }
-        let before = done.load(Ordering::SeqCst);
-        eventually("requests flow after the last restart", || done.load(Ordering::SeqCst) > before + 20);
-        stop.store(true, Ordering::SeqCst);
-        load.into_iter().for_each(|t| t.join().unwrap());
-        assert_eq!(failed.load(Ordering::SeqCst), 0, "{kind}: requests lost across 3 restarts");
+        load.flows(20);
+        let load_done = load.done();
+        let (failed, wrong) = load.stop();
+        assert_eq!((failed, wrong), (0, 0), "{kind}: requests lost or wrong across 3 restarts");
         eprintln!(
             "{kind}: {} requests across 3 restarts ({during} while a restart was under way), none lost",
-            done.load(Ordering::SeqCst)
+            load_done
         );
         drop(serve);
     }

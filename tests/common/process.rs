@@ -4,6 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::IO_TIMEOUT;
@@ -156,4 +158,116 @@ impl LogFile {
     pub fn wait_for(&self, needle: &str) {
         eventually(&format!("the log says {needle:?}"), || self.text().contains(needle));
     }
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+}
+
+/// The serving process named by the pid file; ended (SIGTERM) when dropped,
+/// whichever successor it is by then.
+pub struct PidFile(pub std::path::PathBuf);
+
+impl PidFile {
+    pub fn pid(&self) -> u32 {
+        std::fs::read_to_string(&self.0).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let pid = self.pid();
+        if pid != 0 {
+            let _ = Command::new("kill").args(["-s", "TERM", &pid.to_string()]).status();
+        }
+    }
+}
+
+pub fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// Clients asking in a loop on threads of their own, counting answers
+/// that were right, wrong, or never came.
+pub struct Load {
+    pub done: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    wrong: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `clients` threads, each running the asker `make` gives it until
+    /// stopped; `expected` is the one right answer.
+    pub fn start<A>(clients: usize, expected: &'static str, mut make: impl FnMut() -> A) -> Load
+    where
+        A: FnMut() -> std::io::Result<String> + Send + 'static,
+    {
+        let (done, failed, wrong) = (Arc::default(), Arc::default(), Arc::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let mut ask = make();
+                let counters: [Arc<AtomicUsize>; 3] = [Arc::clone(&done), Arc::clone(&failed), Arc::clone(&wrong)];
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let outcome = match ask() {
+                            Ok(answer) if answer == expected => 0,
+                            Ok(answer) => {
+                                eprintln!("wrong answer {answer:?}");
+                                2
+                            }
+                            Err(e) => {
+                                eprintln!("no answer: {e}");
+                                1
+                            }
+                        };
+                        counters[outcome].fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        Load { done, failed, wrong, stop, threads }
+    }
+
+    /// Right answers so far.
+    pub fn done(&self) -> usize {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until `more` right answers come after this call.
+    pub fn flows(&self, more: usize) {
+        let before = self.done();
+        eventually(&format!("{more} more answers"), || self.done() >= before + more);
+    }
+
+    /// Stops the clients; returns how many requests failed and how many got a wrong answer.
+    pub fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        (self.failed.load(Ordering::SeqCst), self.wrong.load(Ordering::SeqCst))
+    }
+}
+
+/// Restarts the `prime serve` named by `pid_file` with SIGHUP (feature
+/// `systemd`), and waits (bounded) until its successor serves and it is gone.
+pub fn restart_by_sighup(pid_file: &PidFile) {
+    let old = pid_file.pid();
+    send_signal(old, "HUP");
+    eventually(&format!("a successor of {old} writes the pid file"), || {
+        let now = pid_file.pid();
+        now != 0 && now != old
+    });
+    eventually(&format!("the old process {old} exits"), || gone(old));
 }
