@@ -2,6 +2,7 @@
 //! clients for every transport, and temp socket paths.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod process;
 
 use std::io::{self, BufRead, Read, Write};

@@ -183,7 +183,8 @@ impl Drop for PidFile {
     fn drop(&mut self) {
         let pid = self.pid();
         if pid != 0 {
-            let _ = Command::new("kill").args(["-s", "TERM", &pid.to_string()]).status();
+            // It may be gone already.
+            let _ = Command::new("kill").args(["-s", "TERM", &pid.to_string()]).stderr(Stdio::null()).status();
         }
     }
 }
