@@ -396,10 +396,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let pause = self.paused_until.map(|until| until - now);
         // Having served some, return to the caller (and `service_actions`) soon.
         let timeout = if queued { Some(Duration::ZERO) } else { timeout };
-        let limit = [timeout, pause, self.next_expiry(now), self.dispatcher.recheck_after()]
-            .into_iter()
-            .flatten()
-            .min();
+        let limit =
+            [timeout, pause, self.next_expiry(now), self.dispatcher.recheck_after()].into_iter().flatten().min();
 
         self.pollfds.clear();
         self.pollfds.push(sys::poll_entry(self.shutdown.wake_fd()));

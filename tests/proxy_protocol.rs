@@ -281,7 +281,8 @@ fn each_datagram_from_a_trusted_sender_carries_its_own_v2_header() {
 fn unix_peers_can_be_trusted() {
     let dir = common::temp_dir();
     let settings = ProxyProtocol::required().trust_unix_peers(true);
-    let server = UnixStreamServer::builder(reporter()).proxy_protocol(settings).bind(dir.path().join("p.sock")).unwrap();
+    let server =
+        UnixStreamServer::builder(reporter()).proxy_protocol(settings).bind(dir.path().join("p.sock")).unwrap();
     let running = Running::start(server);
     let mut client = StreamClient::connect(&running.address).unwrap();
     client.write_all(b"PROXY TCP6 2001:db8::7 ::1 5555 80\r\n7\n").unwrap();

@@ -121,7 +121,10 @@ fn three_restarts_under_load_lose_nothing() {
             udp
         };
         let load = if kind == "tcp" {
-            Load::start(4, "T\n", || { let address = address.clone(); move || ask_tcp(&address) })
+            Load::start(4, "T\n", || {
+                let address = address.clone();
+                move || ask_tcp(&address)
+            })
         } else {
             Load::start(4, "T\n", || {
                 let (address, udp) = (address.clone(), udp_client());

@@ -18,6 +18,10 @@ mod primality;
 #[path = "../../examples/prime/prime.rs"]
 mod prime;
 
+#[cfg(feature = "proxy-protocol")]
+#[allow(dead_code)]
+#[path = "../../tests/common/balancer.rs"]
+mod balancer;
 mod extra;
 mod load;
 mod report;
@@ -39,6 +43,7 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// One of this binary's own servers (see serve.rs), or Python's.
+    /// `haproxy-N` is HAProxy in front of N proxied backends.
     pub fn start(name: &str) -> Option<ServerProcess> {
         let mut command = match name.strip_prefix("python-") {
             Some(kind) => {
@@ -65,11 +70,16 @@ impl ServerProcess {
 
     /// User plus system CPU time so far, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit_once(") ").map_or("", |(_, rest)| rest).split_whitespace().collect();
-        let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
-        ticks as f64 / 100.0
+        cpu_seconds(self.pid())
     }
+}
+
+/// User plus system CPU time of `pid` so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(") ").map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
 }
 
 impl Drop for ServerProcess {
@@ -89,6 +99,10 @@ fn secs() -> Duration {
 
 /// One load run against one server.
 fn measure(scenario: &str, server: &str, load: impl Fn(SocketAddr) -> load::Stats) -> Option<Row> {
+    #[cfg(feature = "proxy-protocol")]
+    if let Some(backends) = server.strip_prefix("haproxy-").and_then(|n| n.parse().ok()) {
+        return behind_haproxy(scenario, server, backends, load);
+    }
     let Some(process) = ServerProcess::start(server) else {
         eprintln!("{scenario}: {server} could not start; skipped");
         return None;
@@ -99,6 +113,31 @@ fn measure(scenario: &str, server: &str, load: impl Fn(SocketAddr) -> load::Stat
     Some(Row::new(scenario, server, stats, cpu))
 }
 
+/// One load run through HAProxy (examples/deploy/haproxy.cfg) in front of
+/// `backends` servers reading its PROXY v2 headers. The CPU counted is the
+/// whole server side: HAProxy and every backend.
+#[cfg(feature = "proxy-protocol")]
+fn behind_haproxy(
+    scenario: &str,
+    server: &str,
+    backends: usize,
+    load: impl Fn(SocketAddr) -> load::Stats,
+) -> Option<Row> {
+    use balancer::{Balancer, Front};
+    if !Front::Haproxy.available() {
+        eprintln!("{scenario}: haproxy is not installed; skipped");
+        return None;
+    }
+    let processes: Vec<ServerProcess> =
+        (0..backends).map(|_| ServerProcess::start("socketserver-tcp-proxied")).collect::<Option<_>>()?;
+    let addresses: Vec<String> = processes.iter().map(|p| p.address.to_string()).collect();
+    let haproxy = Balancer::start(Front::Haproxy, &addresses, &[]);
+    let cpu = || cpu_seconds(haproxy.pid()) + processes.iter().map(ServerProcess::cpu_seconds).sum::<f64>();
+    let before = cpu();
+    let stats = load(haproxy.address.parse().ok()?);
+    Some(Row::new(scenario, server, stats, cpu() - before))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
@@ -107,7 +146,7 @@ fn main() {
     }
     let duration = secs();
     let mut rows = Vec::new();
-    let scenarios: [(&str, &[&str], LoadRun); 4] = [
+    let scenarios: [(&str, &[&str], LoadRun); 5] = [
         (
             "udp 4x32",
             &["socketserver-udp", "socketserver-udp-unbatched", "std-udp", "python-udp"],
@@ -123,6 +162,17 @@ fn main() {
             "tcp ping-pong",
             &["socketserver-tcp", "std-tcp", "python-tcp"],
             Box::new(move |a| load::tcp(a, 1, 1, duration)),
+        ),
+        // Through HAProxy (feature proxy-protocol; haproxy installed), with
+        // the direct connection to one server as the reference.
+        (
+            "tcp 8x16 lb",
+            if cfg!(feature = "proxy-protocol") {
+                &["direct-socketserver-tcp", "haproxy-1", "haproxy-2", "haproxy-3"]
+            } else {
+                &[]
+            },
+            Box::new(move |a| load::tcp(a, 8, 16, duration)),
         ),
     ];
     let only = std::env::var("COMPARE_ONLY").ok();

@@ -35,9 +35,10 @@ fn results_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches").join("results")
 }
 
-/// The std loop of the same scenario: the reference every ratio is against.
+/// The reference every ratio is against: the std loop of the same
+/// scenario, or (through a balancer) the direct connection.
 fn reference<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
-    rows.iter().find(|r| r.scenario == scenario && r.server.starts_with("std-"))
+    rows.iter().find(|r| r.scenario == scenario && (r.server.starts_with("std-") || r.server.starts_with("direct-")))
 }
 
 pub fn print_and_save(rows: &mut [Row], extras: &[(String, String)]) {

@@ -63,12 +63,23 @@ pub fn run(name: &str) {
         "socketserver-udp-unbatched" => {
             spawn(UdpServer::builder(PrimeService::default()).datagram_batch(1).bind("127.0.0.1:0"))
         }
-        "socketserver-tcp" => {
+        // Also the direct reference for the runs through HAProxy.
+        "socketserver-tcp" | "direct-socketserver-tcp" => {
             spawn(TcpServer::builder(PrimeService::default()).dispatch(Dispatch::threads()).bind("127.0.0.1:0"))
         }
         "socketserver-tcp-small-stack" => spawn(
             TcpServer::builder(PrimeService::default())
                 .dispatch(Threading::new().stack_size(64 * 1024).into())
+                .bind("127.0.0.1:0"),
+        ),
+        // A backend behind HAProxy: the same server, reading PROXY headers.
+        #[cfg(feature = "proxy-protocol")]
+        "socketserver-tcp-proxied" => spawn(
+            TcpServer::builder(PrimeService::default())
+                .dispatch(Dispatch::threads())
+                .proxy_protocol(
+                    socketserver::proxy::ProxyProtocol::required().trust("127.0.0.1/32".parse().expect("a network")),
+                )
                 .bind("127.0.0.1:0"),
         ),
         "std-udp" => std_udp(),

@@ -136,7 +136,8 @@ mod tests {
         use socketserver::TcpServer;
         use std::io::BufReader;
 
-        let mut server = TcpServer::bind("127.0.0.1:0", PrimeService { max_digits: 8, ..PrimeService::default() }).unwrap();
+        let mut server =
+            TcpServer::bind("127.0.0.1:0", PrimeService { max_digits: 8, ..PrimeService::default() }).unwrap();
         let addr = server.server_address().as_inet().unwrap();
         let stop = server.shutdown_handle();
         let serving = std::thread::spawn(move || server.serve_forever());

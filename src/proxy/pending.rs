@@ -10,8 +10,8 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use super::header::{MAX_HEADER, Parsed, parse_stream};
 use super::ProxyProtocol;
+use super::header::{MAX_HEADER, Parsed, parse_stream};
 use crate::adapter::{self, Incoming};
 use crate::options::deadline_after;
 use crate::sys;

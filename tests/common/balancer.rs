@@ -7,6 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a balancer may take to start accepting.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Which balancer, and the config it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Front {
@@ -100,7 +103,7 @@ impl Balancer {
     }
 
     fn wait_until_accepting(&mut self) {
-        let deadline = Instant::now() + super::IO_TIMEOUT;
+        let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect(&self.address).is_err() {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("the balancer exited ({status}): {}", self.log());
@@ -108,6 +111,11 @@ impl Balancer {
             assert!(Instant::now() < deadline, "the balancer never accepted: {}", self.log());
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The balancer's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the balancer logged.
