@@ -296,6 +296,7 @@ fn unix_peers_can_be_trusted() {
 #[test]
 fn a_setting_that_trusts_nobody_is_refused_at_bind() {
     let refused = TcpServer::builder(reporter()).proxy_protocol(ProxyProtocol::required()).bind("127.0.0.1:0");
-    let error = refused.err().expect("bound anyway").to_string();
+    let Err(error) = refused else { panic!("bound anyway") };
+    let error = error.to_string();
     assert!(error.contains("trusts no peer"), "{error}");
 }
