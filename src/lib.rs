@@ -55,6 +55,9 @@
 //! - [`ServerGroup`] serves one address from several SO_REUSEPORT sockets and threads.
 //! - [`Error`] is the one error type; every variant names an address or path.
 //! - [`host`] finds this machine's name and addresses, for serving beyond loopback.
+//! - Optional features (off by default): `tracing` (a span per request),
+//!   `systemd` (socket activation, sd_notify, restarts: `systemd`),
+//!   `proxy-protocol` (the client's address behind a load balancer: `proxy`).
 
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub, unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_errors_doc)]
