@@ -132,10 +132,18 @@ fn behind_haproxy(
         (0..backends).map(|_| ServerProcess::start("socketserver-tcp-proxied")).collect::<Option<_>>()?;
     let addresses: Vec<String> = processes.iter().map(|p| p.address.to_string()).collect();
     let haproxy = Balancer::start(Front::Haproxy, &addresses, &[]);
-    let cpu = || cpu_seconds(haproxy.pid()) + processes.iter().map(ServerProcess::cpu_seconds).sum::<f64>();
-    let before = cpu();
+    let backends_cpu = || processes.iter().map(ServerProcess::cpu_seconds).sum::<f64>();
+    let (haproxy_before, backends_before) = (cpu_seconds(haproxy.pid()), backends_cpu());
     let stats = load(haproxy.address.parse().ok()?);
-    Some(Row::new(scenario, server, stats, cpu() - before))
+    let (haproxy_cpu, backends_cpu) =
+        (cpu_seconds(haproxy.pid()) - haproxy_before, backends_cpu() - backends_before);
+    let per_request = |seconds: f64| seconds * 1e6 / stats.requests.max(1) as f64;
+    eprintln!(
+        "{server}: CPU µs/request: HAProxy {:.3}, backends {:.3}",
+        per_request(haproxy_cpu),
+        per_request(backends_cpu)
+    );
+    Some(Row::new(scenario, server, stats, haproxy_cpu + backends_cpu))
 }
 
 fn main() {
