@@ -218,3 +218,17 @@ fn nginx_balances_datagrams_across_the_backends() {
         assert!(!backend.answers().is_empty(), "backend {i} got no datagram");
     }
 }
+
+#[test]
+fn the_cli_refuses_proxy_flags_that_cannot_work_with_exit_2() {
+    for args in [&["--trusted-proxy", "127.0.0.1/32"][..], &["--proxy-protocol", "--trusted-proxy", "127.0.0.1"]] {
+        let out = std::process::Command::new(prime_binary())
+            .args(["serve", "tcp", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--trusted-proxy"), "{args:?}: the error names the flag: {stderr}");
+    }
+}

@@ -303,3 +303,34 @@ fn public_listens_on_every_address_dual_stack_with_a_warning() {
     let out = Command::new(prime_binary()).args(["serve", "unix-stream", "/tmp/x.sock", "--public"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `--access-log`: a line per answer on stderr, starting with the client's
+/// address as the handler sees it, then the transport and the answer.
+#[test]
+fn the_access_log_names_the_client_the_transport_and_the_answer() {
+    let log = LogFile::new();
+    let serve = Serve::start_logged("tcp", "127.0.0.1:0", &["--access-log"], log.writer());
+    let client = TcpStream::connect(&serve.address).unwrap();
+    let own = client.local_addr().unwrap();
+    drop(client);
+    let mut client = TcpStream::connect(&serve.address).unwrap();
+    let me = client.local_addr().unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    client.write_all(b"17\n4j\n").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answers = String::new();
+    client.read_to_string(&mut answers).unwrap();
+    assert_eq!(answers, "T\nE\n");
+    log.wait_for(&format!("{me} tcp E"));
+    let lines: Vec<String> = log.text().lines().filter(|l| l.contains(" tcp ")).map(String::from).collect();
+    assert_eq!(lines, [format!("{me} tcp T"), format!("{me} tcp E")], "{}", log.text());
+    // The connection that sent nothing got no line.
+    assert!(!log.text().contains(&own.to_string()));
+
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let serve = Serve::start_logged("udp", "127.0.0.1:0", &["--access-log"], log.writer());
+    udp.send_to(b"29\n", &serve.address).unwrap();
+    udp.recv(&mut [0u8; 16]).unwrap();
+    log.wait_for(&format!("{} udp T", udp.local_addr().unwrap()));
+}

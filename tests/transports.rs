@@ -82,12 +82,14 @@ fn dual_stack_off_leaves_the_ipv4_port_free() {
     // With IPV6_V6ONLY set, [::]:PORT does not hold 0.0.0.0:PORT, so an IPv4
     // socket can take it; dual-stack, it could not. (Checked by binding, not
     // by connecting: another test's IPv4 server may sit on the same number.)
+    // The port is one IPv4 could take just before: a port another test's
+    // client connection left in TIME_WAIT would refuse the IPv4 bind anyway.
     for dual_stack in [false, true] {
-        let Ok(server) = TcpServer::builder(echo()).dual_stack(dual_stack).bind("[::]:0") else {
+        let port = std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
+        let Ok(server) = TcpServer::builder(echo()).dual_stack(dual_stack).bind(format!("[::]:{port}")) else {
             eprintln!("skipped: no IPv6 on this machine");
             return;
         };
-        let port = server.server_address().as_inet().unwrap().port();
         let v4 = std::net::TcpListener::bind(("0.0.0.0", port));
         match (dual_stack, v4) {
             (false, Ok(_)) => {}
@@ -95,6 +97,7 @@ fn dual_stack_off_leaves_the_ipv4_port_free() {
             (false, Err(e)) => panic!("v6-only server still held the IPv4 port: {e}"),
             (true, Ok(_)) => panic!("dual-stack server left the IPv4 port free"),
         }
+        drop(server);
     }
 }
 

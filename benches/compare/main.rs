@@ -135,8 +135,7 @@ fn behind_haproxy(
     let backends_cpu = || processes.iter().map(ServerProcess::cpu_seconds).sum::<f64>();
     let (haproxy_before, backends_before) = (cpu_seconds(haproxy.pid()), backends_cpu());
     let stats = load(haproxy.address.parse().ok()?);
-    let (haproxy_cpu, backends_cpu) =
-        (cpu_seconds(haproxy.pid()) - haproxy_before, backends_cpu() - backends_before);
+    let (haproxy_cpu, backends_cpu) = (cpu_seconds(haproxy.pid()) - haproxy_before, backends_cpu() - backends_before);
     let per_request = |seconds: f64| seconds * 1e6 / stats.requests.max(1) as f64;
     eprintln!(
         "{server}: CPU µs/request: HAProxy {:.3}, backends {:.3}",
