@@ -108,6 +108,19 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
         Server::from_parts(self.into_parts(), socket, None, address, true).map(Server::inherited)
     }
 
+    /// Settings that cannot work are refused before anything is bound.
+    fn check(&self) -> Result<()> {
+        self.options.check()?;
+        #[cfg(feature = "tls")]
+        if T::KIND == crate::Kind::Datagram && self.options.tls.is_some() {
+            return Err(Error::Config {
+                option: "tls",
+                problem: "TLS needs a stream transport (TCP or Unix stream); a datagram server cannot use it",
+            });
+        }
+        self.dispatch.check()
+    }
+
     fn into_parts(self) -> Parts<H> {
         Parts {
             handler: Arc::new(self.handler),
@@ -166,12 +179,6 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
         ServerBuilder { handler, options, hooks, on_error, dispatch, transport: PhantomData }
     }
 
-    /// Settings that cannot work are refused before anything is bound.
-    fn check(&self) -> Result<()> {
-        self.options.check()?;
-        self.dispatch.check()
-    }
-
     /// Reads a PROXY protocol header (v1 or v2) from the trusted peers
     /// `settings` lists (feature `proxy-protocol`; see [`crate::proxy`]).
     /// On a stream server the header is read in the serving loop, under its
@@ -181,6 +188,17 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
     #[cfg(feature = "proxy-protocol")]
     pub fn proxy_protocol(mut self, settings: crate::proxy::ProxyProtocol) -> Self {
         self.options.proxy_protocol = Some(settings);
+        self
+    }
+
+    /// Serves every connection over TLS with `config` (feature `tls`; see
+    /// [`crate::tls`]): stream servers only, a datagram server refuses it at
+    /// bind with [`Error::Config`]. The handshake runs in the serving loop
+    /// under `idle_timeout` (else [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::tls::DEFAULT_HANDSHAKE_TIMEOUT))
+    /// and `connection_timeout`, after `verify_request`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.options.tls = Some(config);
         self
     }
 

@@ -158,6 +158,16 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A connection's TLS handshake failed (a plaintext client, garbage, an
+    /// unknown client certificate, a stall past the deadline). That one
+    /// connection was closed.
+    #[error("TLS with {peer} failed: {reason}")]
+    Tls {
+        /// The client.
+        peer: Address,
+        /// What went wrong, in rustls's words where it had them.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -167,7 +177,8 @@ impl Error {
             Error::Request { peer, .. }
             | Error::Panic { peer, .. }
             | Error::Truncated { peer, .. }
-            | Error::ProxyHeader { peer, .. } => Some(peer),
+            | Error::ProxyHeader { peer, .. }
+            | Error::Tls { peer, .. } => Some(peer),
             _ => None,
         }
     }

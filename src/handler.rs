@@ -273,6 +273,28 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// What the connection's TLS handshake settled (feature `tls`): protocol
+    /// version, cipher suite, SNI name, ALPN protocol, the client's
+    /// certificates. `None` on a server without TLS, and for datagrams.
+    ///
+    /// ```
+    /// # use socketserver::{Request, TcpServer};
+    /// let handler = |req: &mut Request<'_>| {
+    ///     if let Some(tls) = req.tls() {
+    ///         log::info!("{:?} for {:?}", tls.protocol_version(), tls.server_name());
+    ///     }
+    ///     Ok(())
+    /// };
+    /// # let _ = TcpServer::bind("127.0.0.1:0", handler);
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
+        match &self.extras {
+            Extras::Stream(conn) => conn.tls.as_deref().map(crate::tls::Session::info),
+            Extras::Datagram(..) => None,
+        }
+    }
+
     /// Unix sockets on Linux: the file descriptors the client passed
     /// (SCM_RIGHTS) with the bytes read so far (stream) or with the datagram.
     /// Each call hands over those not taken yet; any left untaken are

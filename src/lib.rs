@@ -57,13 +57,15 @@
 //! - [`host`] finds this machine's name and addresses, for serving beyond loopback.
 //! - Optional features (off by default): `tracing` (a span per request),
 //!   `systemd` (socket activation, sd_notify, restarts: `systemd`),
-//!   `proxy-protocol` (the client's address behind a load balancer: `proxy`).
+//!   `proxy-protocol` (the client's address behind a load balancer: `proxy`),
+//!   `tls` (TLS on rustls for stream servers: `tls`).
 
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub, unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_errors_doc)]
 
 mod adapter;
 mod address;
+mod admission;
 mod ancillary;
 mod any;
 mod builder;
@@ -85,6 +87,8 @@ mod stats;
 mod sys;
 #[cfg(feature = "systemd")]
 pub mod systemd;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 
 pub use adapter::{Reader, Writer};

@@ -63,6 +63,9 @@ pub struct Options {
     /// Read a PROXY protocol header from trusted peers.
     #[cfg(feature = "proxy-protocol")]
     pub proxy_protocol: Option<crate::proxy::ProxyProtocol>,
+    /// Stream servers: TLS on every connection.
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Options {
@@ -87,6 +90,8 @@ impl Default for Options {
             poll_interval: Some(DEFAULT_POLL_INTERVAL),
             #[cfg(feature = "proxy-protocol")]
             proxy_protocol: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -35,9 +35,9 @@ impl Parking {
         self.silent.push(Silent { conn, expires: deadline_after(now, idle) });
     }
 
-    /// Queues a connection that is ready for a handler as it is (its PROXY
-    /// header is in, and no idle timeout applies).
-    #[cfg(feature = "proxy-protocol")]
+    /// Queues a connection that is ready for a handler as it is: one that
+    /// came through the PROXY header or TLS stages, when no idle timeout
+    /// applies or its first request is already read.
     pub(crate) fn queue(&mut self, conn: Incoming) {
         self.spoken.push_back(conn);
     }
@@ -45,6 +45,11 @@ impl Parking {
     /// Connections held here, silent or spoken; they count as open.
     pub(crate) fn len(&self) -> usize {
         self.silent.len() + self.spoken.len()
+    }
+
+    /// How many entries [`poll_fds`](Self::poll_fds) gives.
+    pub(crate) fn polled(&self) -> usize {
+        self.silent.len()
     }
 
     pub(crate) fn has_spoken(&self) -> bool {

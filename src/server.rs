@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use crate::adapter::{self, Context, Incoming, Scratch, Timeouts};
+use crate::admission::{Admission, Admitted};
 use crate::ancillary::Ancillary;
 use crate::builder::{Parts, ServerBuilder};
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::hooks::Hooks;
 use crate::options::{Options, deadline_after, socket_timeout};
-use crate::parking::Parking;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Counters, Stats, StatsHandle};
 use crate::sys;
@@ -71,11 +71,9 @@ pub struct Server<T: Transport, H: RequestHandler> {
     owns_socket: bool,
     /// Accepting is paused until then after a resource error.
     paused_until: Option<Instant>,
-    /// Connections waiting for their first byte or for room (with `idle_timeout`).
-    parking: Parking,
-    /// Connections from trusted balancers whose PROXY header is arriving.
-    #[cfg(feature = "proxy-protocol")]
-    headers: crate::proxy::Pending,
+    /// Connections on their way from accept to a handler: PROXY header,
+    /// TLS handshake, waiting for their first byte or for room.
+    admission: Admission,
     /// The poll set, rebuilt each turn without reallocating.
     pollfds: Vec<libc::pollfd>,
     packet: Vec<u8>,
@@ -174,9 +172,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             activated,
             owns_socket: true,
             paused_until: None,
-            parking: Parking::default(),
-            #[cfg(feature = "proxy-protocol")]
-            headers: crate::proxy::Pending::default(),
+            admission: Admission::default(),
             pollfds: Vec::new(),
             batch,
             transport: PhantomData,
@@ -396,19 +392,18 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let pause = self.paused_until.map(|until| until - now);
         // Having served some, return to the caller (and `service_actions`) soon.
         let timeout = if queued { Some(Duration::ZERO) } else { timeout };
-        let limit =
-            [timeout, pause, self.next_expiry(now), self.dispatcher.recheck_after()].into_iter().flatten().min();
+        let limit = [timeout, pause, self.admission.next_expiry(now), self.dispatcher.recheck_after()]
+            .into_iter()
+            .flatten()
+            .min();
 
         self.pollfds.clear();
         self.pollfds.push(sys::poll_entry(self.shutdown.wake_fd()));
         if accepting {
             self.pollfds.push(sys::poll_entry(self.socket.as_fd()));
         }
-        let first_parked = self.pollfds.len();
-        self.pollfds.extend(self.parking.poll_fds().map(sys::poll_entry));
-        let parked_end = self.pollfds.len();
-        #[cfg(feature = "proxy-protocol")]
-        self.pollfds.extend(self.headers.poll_fds().map(sys::poll_entry));
+        let first_held = self.pollfds.len();
+        self.admission.poll_entries(&mut self.pollfds);
         sys::poll_readable(&mut self.pollfds, limit).map_err(|e| self.server_error("wait", e))?;
 
         if self.pollfds[0].revents != 0 {
@@ -417,15 +412,9 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             self.paused_until = None;
         }
         let listener_ready = accepting && self.pollfds[1].revents != 0;
-        let now = Instant::now();
-        self.parking.sort(&self.pollfds[first_parked..parked_end], now, &self.ctx.counters);
-        let mut took = queued;
-        #[cfg(feature = "proxy-protocol")]
-        {
-            let polled = std::mem::take(&mut self.pollfds);
-            took |= self.read_headers(&polled[parked_end..], now);
-            self.pollfds = polled;
-        }
+        let Server { admission, pollfds, ctx, hooks, options, .. } = self;
+        let turned_away = admission.sort(&pollfds[first_held..], Instant::now(), ctx, hooks, options);
+        let mut took = queued | turned_away;
         took |= self.dispatch_spoken(&mut left);
         if listener_ready && left > 0 {
             took |= self.take_ready(left)?;
@@ -436,66 +425,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// Open connections, parked ones included, are below `max_connections`.
     fn below_max_connections(&self) -> bool {
         match self.options.max_connections {
-            Some(max) if T::KIND == Kind::Stream => self.held() + self.dispatcher.active() < max,
+            Some(max) if T::KIND == Kind::Stream => self.admission.len() + self.dispatcher.active() < max,
             _ => true,
-        }
-    }
-
-    /// Connections the loop holds, not yet with a handler.
-    fn held(&self) -> usize {
-        #[cfg(feature = "proxy-protocol")]
-        return self.parking.len() + self.headers.len();
-        #[cfg(not(feature = "proxy-protocol"))]
-        self.parking.len()
-    }
-
-    /// Time until the loop must close or move on a connection it holds.
-    fn next_expiry(&self, now: Instant) -> Option<Duration> {
-        let parked = self.parking.next_expiry(now);
-        #[cfg(feature = "proxy-protocol")]
-        return parked.into_iter().chain(self.headers.next_expiry(now)).min();
-        #[cfg(not(feature = "proxy-protocol"))]
-        parked
-    }
-
-    /// Takes poll's answer for connections whose PROXY header is arriving:
-    /// those with a whole header (or none, where that is allowed) go on,
-    /// as if just accepted from the client the header names; a bad header
-    /// closes its connection with an error naming the balancer. Returns
-    /// whether any was turned away.
-    #[cfg(feature = "proxy-protocol")]
-    fn read_headers(&mut self, polled: &[libc::pollfd], now: Instant) -> bool {
-        use crate::proxy::Read;
-        let Some(settings) = &self.options.proxy_protocol else { return false };
-        let mut turned_away = false;
-        for read in self.headers.sort(polled, now, settings) {
-            match read {
-                Read::Done(conn) => match self.verified(conn) {
-                    Some(conn) => self.hold(conn, now),
-                    None => turned_away = true,
-                },
-                Read::Gone(conn) => {
-                    log::debug!("connection from {} closed before sending anything", conn.peer);
-                    adapter::close_stream(conn.socket);
-                }
-                Read::Failed(conn, reason) => {
-                    Counters::add(&self.ctx.counters.proxy_refused, 1);
-                    (self.ctx.on_error)(&Error::ProxyHeader { peer: conn.peer, reason });
-                    adapter::close_stream(conn.socket);
-                    turned_away = true;
-                }
-            }
-        }
-        turned_away
-    }
-
-    /// Holds a connection whose header is in until the dispatcher takes it:
-    /// parked until it speaks with `idle_timeout`, else queued as spoken.
-    #[cfg(feature = "proxy-protocol")]
-    fn hold(&mut self, conn: Incoming, now: Instant) {
-        match self.options.idle_timeout {
-            Some(idle) => self.parking.park(conn, now, idle),
-            None => self.parking.queue(conn),
         }
     }
 
@@ -504,8 +435,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// count as open, so `max_connections` does not hold them back.
     fn dispatch_spoken(&mut self, left: &mut usize) -> bool {
         let mut took = false;
-        while *left > 0 && self.parking.has_spoken() && self.dispatcher.room() > 0 {
-            let Some(conn) = self.parking.next_spoken() else { break };
+        while *left > 0 && self.admission.has_spoken() && self.dispatcher.room() > 0 {
+            let Some(conn) = self.admission.next_spoken() else { break };
             self.dispatcher.stream(&self.ctx, conn);
             *left -= 1;
             took = true;
@@ -560,32 +491,14 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let now = Instant::now();
         let deadline = self.options.connection_timeout.map(|t| deadline_after(now, t));
         let conn = Incoming::new(socket, peer, deadline);
-        // A trusted balancer's header comes first; until it is in, the
-        // client (and so what `verify_request` sees) is not known.
-        #[cfg(feature = "proxy-protocol")]
-        if let Some(settings) = &self.options.proxy_protocol
-            && settings.trusts(&conn.peer)
-        {
-            self.headers.wait(conn, now, settings.timeout());
-            return Ok(Taken::Parked);
+        match self.admission.accepted(conn, now, &self.ctx, &mut self.hooks, &self.options) {
+            Admitted::Held => Ok(Taken::Parked),
+            Admitted::Refused => Ok(Taken::Requests(1)),
+            Admitted::Ready(conn) => {
+                self.dispatcher.stream(&self.ctx, conn);
+                Ok(Taken::Requests(1))
+            }
         }
-        let Some(conn) = self.verified(conn) else { return Ok(Taken::Requests(1)) };
-        if let Some(idle) = self.options.idle_timeout {
-            self.parking.park(conn, now, idle);
-            return Ok(Taken::Parked);
-        }
-        self.dispatcher.stream(&self.ctx, conn);
-        Ok(Taken::Requests(1))
-    }
-
-    /// `verify_request` on a connection: `None` if refused (then closed).
-    fn verified(&mut self, conn: Incoming) -> Option<Incoming> {
-        if self.hooks.verify_request(&conn.peer) {
-            return Some(conn);
-        }
-        Counters::add(&self.ctx.counters.refused, 1);
-        adapter::close_stream(conn.socket);
-        None
     }
 
     fn prepare_connection(&self, conn: &Socket) -> io::Result<()> {
@@ -738,9 +651,7 @@ impl<T: Transport, H: RequestHandler> Drop for Server<T, H> {
     /// but not served, and clients still waiting in the listen backlog, are
     /// closed with a log line each instead of being reset unnoticed.
     fn drop(&mut self) {
-        self.parking.close_all();
-        #[cfg(feature = "proxy-protocol")]
-        self.headers.close_all();
+        self.admission.close_all();
         if self.shutdown.is_handed_over() {
             // The socket lives on in a successor: its backlog and its file are the successor's.
             if let Some(file) = self.socket_file.take() {

@@ -34,6 +34,9 @@ pub struct Stats {
     /// Connections closed, or datagrams dropped, for a missing, malformed,
     /// oversized or late PROXY protocol header (feature `proxy-protocol`).
     pub proxy_refused: u64,
+    /// Connections whose TLS handshake failed or did not finish in time
+    /// (feature `tls`).
+    pub tls_failed: u64,
     /// Requests cut because they still ran at the `drain_timeout` deadline
     /// (connections shut down, children killed).
     pub cut_at_drain: u64,
@@ -57,6 +60,7 @@ impl Stats {
             truncated: self.truncated + other.truncated,
             idle_closed: self.idle_closed + other.idle_closed,
             proxy_refused: self.proxy_refused + other.proxy_refused,
+            tls_failed: self.tls_failed + other.tls_failed,
             cut_at_drain: self.cut_at_drain + other.cut_at_drain,
             resource_pauses: self.resource_pauses + other.resource_pauses,
             active: self.active + other.active,
@@ -96,6 +100,7 @@ impl Stats {
             truncated: read(&c.truncated),
             idle_closed: read(&c.idle_closed),
             proxy_refused: read(&c.proxy_refused),
+            tls_failed: read(&c.tls_failed),
             cut_at_drain: read(&c.cut_at_drain),
             resource_pauses: read(&c.resource_pauses),
             active: capacity.active() as u64,
@@ -115,6 +120,7 @@ pub(crate) struct Counters {
     pub(crate) truncated: AtomicU64,
     pub(crate) idle_closed: AtomicU64,
     pub(crate) proxy_refused: AtomicU64,
+    pub(crate) tls_failed: AtomicU64,
     pub(crate) cut_at_drain: AtomicU64,
     pub(crate) resource_pauses: AtomicU64,
 }

@@ -35,6 +35,9 @@ pub(crate) struct Incoming {
     /// What a trusted balancer said about the connection.
     #[cfg(feature = "proxy-protocol")]
     pub proxy: Option<Box<crate::proxy::ProxyHeader>>,
+    /// The TLS session, once the handshake is done.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Box<crate::tls::Session>>,
 }
 
 impl Incoming {
@@ -46,6 +49,8 @@ impl Incoming {
             deadline,
             #[cfg(feature = "proxy-protocol")]
             proxy: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -59,6 +64,9 @@ pub(crate) struct Conn {
     ancillary: Option<RefCell<Ancillary>>,
     #[cfg(feature = "proxy-protocol")]
     pub proxy: Option<Box<crate::proxy::ProxyHeader>>,
+    /// Reads and writes go through it: the handler sees plaintext.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Box<crate::tls::Session>>,
 }
 
 impl Conn {
@@ -72,6 +80,8 @@ impl Conn {
             ancillary: incoming.peer.is_unix().then(RefCell::default),
             #[cfg(feature = "proxy-protocol")]
             proxy: incoming.proxy,
+            #[cfg(feature = "tls")]
+            tls: incoming.tls,
         };
         (conn, incoming.peer)
     }
@@ -104,7 +114,25 @@ impl Conn {
         set(&self.socket, Some(socket_timeout(configured.map_or(left, |t| t.min(left)))))
     }
 
+    /// Whether bytes are encrypted on their way: then the kernel can
+    /// neither send a file nor pass fds for us.
+    fn encrypted(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.read(buf, &mut Wire(self));
+        }
+        self.read_socket(buf)
+    }
+
+    /// Reads from the socket itself, under the read timeout and the deadline.
+    fn read_socket(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.arm(self.timeouts.read, Socket::set_read_timeout)?;
         let read = match &self.ancillary {
             #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -119,6 +147,17 @@ impl Conn {
         let bufs = &bufs[..bufs.len().min(MAX_IOVECS)];
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut out = self.out.borrow_mut();
+        if self.encrypted() {
+            // Every byte is copied into a TLS record anyway: gather them, and
+            // flush in as few records as the length allows.
+            for buf in bufs {
+                out.extend_from_slice(buf);
+            }
+            if out.len() >= STREAM_BUFFER {
+                self.send_all(&mut out)?;
+            }
+            return Ok(total);
+        }
         if out.len() + total > STREAM_BUFFER {
             self.send_all(&mut out)?;
         }
@@ -138,6 +177,9 @@ impl Conn {
     /// socket; elsewhere a read/write copy. Returns the bytes sent.
     pub(crate) fn send_file(&self, file: &std::fs::File, offset: u64, len: Option<u64>) -> io::Result<u64> {
         self.flush()?;
+        if self.encrypted() {
+            return self.copy_file(file, offset, len);
+        }
         let end = len.map(|len| offset.saturating_add(len));
         let mut position = offset;
         while end.is_none_or(|end| position < end) {
@@ -151,10 +193,31 @@ impl Conn {
         Ok(position - offset)
     }
 
+    /// Sends `file` through the buffer, a chunk at a time: for a TLS
+    /// connection, where the bytes must be encrypted on their way.
+    fn copy_file(&self, file: &std::fs::File, offset: u64, len: Option<u64>) -> io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut chunk = vec![0u8; 4 * STREAM_BUFFER];
+        let mut sent = 0u64;
+        while len.is_none_or(|len| sent < len) {
+            let want = len.map_or(chunk.len(), |len| (len - sent).min(chunk.len() as u64) as usize);
+            let read = file.read_at(&mut chunk[..want], offset + sent)?;
+            if read == 0 {
+                break; // end of file
+            }
+            self.send_slice(&chunk[..read])?;
+            sent += read as u64;
+        }
+        Ok(sent)
+    }
+
     /// Sends what is buffered, then `data` with `fds` attached (SCM_RIGHTS).
     pub(crate) fn send_fds(&self, data: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
         if self.ancillary.is_none() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "file descriptors travel only over Unix sockets"));
+        }
+        if self.encrypted() {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "file descriptors cannot travel inside TLS"));
         }
         self.flush()?;
         self.arm(self.timeouts.write, Socket::set_write_timeout)?;
@@ -167,6 +230,15 @@ impl Conn {
         self.send_all(&mut self.out.borrow_mut())
     }
 
+    /// The end of a served request: on TLS, `close_notify` tells the client
+    /// the answer is whole.
+    pub(crate) fn finish(&self) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            tls.close(&mut Wire(self));
+        }
+    }
+
     fn send_all(&self, out: &mut Vec<u8>) -> io::Result<()> {
         let result = self.send_slice(out);
         // After a failed send the connection is unusable; keeping the bytes
@@ -176,7 +248,16 @@ impl Conn {
     }
 
     /// Sends all of `data`, each send waiting at most the write timeout.
-    fn send_slice(&self, mut data: &[u8]) -> io::Result<()> {
+    fn send_slice(&self, data: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.write_all(data, &mut Wire(self));
+        }
+        self.send_socket(data)
+    }
+
+    /// Sends all of `data` on the socket itself.
+    fn send_socket(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             self.arm(self.timeouts.write, Socket::set_write_timeout)?;
             match self.socket.send_with_flags(data, NO_SIGNAL) {
@@ -186,6 +267,30 @@ impl Conn {
                 Err(e) => return Err(timed_out(e, "write")),
             }
         }
+        Ok(())
+    }
+}
+
+/// The socket under a TLS session: each read and write waits at most the
+/// connection's timeouts and deadline, and sends never raise SIGPIPE.
+#[cfg(feature = "tls")]
+struct Wire<'a>(&'a Conn);
+
+#[cfg(feature = "tls")]
+impl Read for Wire<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read_socket(buf)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl std::io::Write for Wire<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.arm(self.0.timeouts.write, Socket::set_write_timeout)?;
+        self.0.socket.send_with_flags(buf, NO_SIGNAL).map_err(|e| timed_out(e, "write"))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }

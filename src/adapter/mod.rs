@@ -167,6 +167,9 @@ pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, incoming: Incomi
         Err(Failure::Panic(_)) => Ok(()),
         _ => conn.flush(),
     };
+    if flushed.is_ok() && !matches!(outcome, Err(Failure::Panic(_))) {
+        conn.finish();
+    }
     let result = match (outcome, flushed) {
         (Err(failure), _) => report(ctx, failure, &peer),
         (Ok(()), Err(source)) => report(ctx, Failure::Io(source), &peer),

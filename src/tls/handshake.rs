@@ -1,0 +1,182 @@
+//! Connections whose TLS handshake is under way, driven by the serving loop
+//! without blocking: each step reads what arrived, lets rustls answer, and
+//! sends what it can. No worker is held; a deadline bounds the whole
+//! handshake.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::{ServerConfig, ServerConnection};
+use socket2::Socket;
+
+use super::Session;
+use crate::adapter::{self, Incoming};
+use crate::sys;
+
+struct Shaking {
+    conn: Incoming,
+    tls: ServerConnection,
+    expires: Instant,
+    /// Bytes have come from the client.
+    heard: bool,
+}
+
+/// How a connection left the handshake.
+pub(crate) enum Shook {
+    /// Handshake complete; `has_data` if plaintext came with its end.
+    Done { conn: Incoming, has_data: bool },
+    /// Closed before sending a byte (a port check, a TCP health check).
+    Gone(Incoming),
+    /// Failed; the reason says why.
+    Failed(Incoming, String),
+}
+
+/// The connections whose handshake is under way.
+#[derive(Default)]
+pub(crate) struct Handshakes {
+    shaking: Vec<Shaking>,
+}
+
+impl Handshakes {
+    /// Starts the handshake of a connection just accepted, to be over by `expires`.
+    pub(crate) fn start(
+        &mut self,
+        conn: Incoming,
+        config: &Arc<ServerConfig>,
+        expires: Instant,
+    ) -> Result<(), (Incoming, String)> {
+        match ServerConnection::new(Arc::clone(config)) {
+            Ok(tls) => {
+                self.shaking.push(Shaking { conn, tls, expires, heard: false });
+                Ok(())
+            }
+            Err(e) => Err((conn, format!("cannot start a TLS session: {e}"))),
+        }
+    }
+
+    /// Connections held here; they count as open.
+    pub(crate) fn len(&self) -> usize {
+        self.shaking.len()
+    }
+
+    /// What to poll, in the order [`sort`](Self::sort) expects: input, and
+    /// room to send while a handshake message waits to go out.
+    pub(crate) fn poll_entries(&self) -> impl Iterator<Item = libc::pollfd> {
+        self.shaking.iter().map(|s| {
+            let mut entry = sys::poll_entry(s.conn.socket.as_fd());
+            if s.tls.wants_write() {
+                entry.events |= libc::POLLOUT;
+            }
+            entry
+        })
+    }
+
+    /// Time until the first handshake deadline.
+    pub(crate) fn next_expiry(&self, now: Instant) -> Option<Duration> {
+        self.shaking.iter().map(|s| s.expires.saturating_duration_since(now)).min()
+    }
+
+    /// Takes poll's answer (`polled`, one entry per connection in
+    /// `poll_entries` order): steps the handshakes that can move, and
+    /// returns the connections done with the handshake, in order.
+    pub(crate) fn sort(&mut self, polled: &[libc::pollfd], now: Instant) -> Vec<Shook> {
+        let mut entry = polled.iter();
+        let mut done = Vec::new();
+        let mut kept = Vec::with_capacity(self.shaking.len());
+        for mut shaking in self.shaking.drain(..) {
+            let ready = entry.next().is_some_and(|p| p.revents != 0);
+            let expired = now >= shaking.expires;
+            match (ready || expired).then(|| step(&mut shaking)).flatten() {
+                Some(Step::Done) => {
+                    let has_data = shaking.tls.process_new_packets().is_ok_and(|s| s.plaintext_bytes_to_read() > 0);
+                    let Shaking { mut conn, tls, .. } = shaking;
+                    conn.tls = Some(Box::new(Session::new(tls)));
+                    done.push(Shook::Done { conn, has_data });
+                }
+                Some(Step::Gone) => done.push(Shook::Gone(shaking.conn)),
+                Some(Step::Failed(reason)) => done.push(Shook::Failed(shaking.conn, reason)),
+                None if expired => {
+                    let reason = "TLS handshake not finished by its deadline".to_owned();
+                    done.push(Shook::Failed(shaking.conn, reason));
+                }
+                None => kept.push(shaking),
+            }
+        }
+        self.shaking = kept;
+        done
+    }
+
+    /// On close: every connection still here is closed with a log line.
+    pub(crate) fn close_all(&mut self) {
+        for shaking in self.shaking.drain(..) {
+            log::info!("server closing: closing connection from {} during its TLS handshake", shaking.conn.peer);
+            adapter::close_stream(shaking.conn.socket);
+        }
+    }
+}
+
+enum Step {
+    Done,
+    Gone,
+    Failed(String),
+}
+
+/// Moves a handshake as far as the socket allows. `None`: waiting for the
+/// client, or for room to send.
+fn step(s: &mut Shaking) -> Option<Step> {
+    let mut wire = NonBlocking(&s.conn.socket);
+    loop {
+        while s.tls.wants_write() {
+            match s.tls.write_tls(&mut wire) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Step::Failed(format!("sending the TLS handshake failed: {e}"))),
+            }
+        }
+        if !s.tls.is_handshaking() {
+            return Some(Step::Done);
+        }
+        let first = !s.heard;
+        match s.tls.read_tls(&mut wire) {
+            Ok(0) if first => return Some(Step::Gone),
+            Ok(0) => return Some(Step::Failed("the client closed the connection during the TLS handshake".into())),
+            Ok(_) => s.heard = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Some(Step::Failed(format!("reading the TLS handshake failed: {e}"))),
+        }
+        if let Err(e) = s.tls.process_new_packets() {
+            // rustls has queued an alert that says why; send it if we can.
+            let _ = s.tls.write_tls(&mut wire);
+            let reason = match e {
+                rustls::Error::InvalidMessage(_) if first => {
+                    format!("not a TLS handshake (a plaintext client, or garbage): {e}")
+                }
+                e => format!("TLS handshake failed: {e}"),
+            };
+            return Some(Step::Failed(reason));
+        }
+    }
+}
+
+/// The socket, read and written without ever blocking.
+struct NonBlocking<'a>(&'a Socket);
+
+impl Read for NonBlocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::recv_now(self.0, buf, false)
+    }
+}
+
+impl Write for NonBlocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send_with_flags(buf, sys::NO_SIGNAL | libc::MSG_DONTWAIT)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! An established TLS session, as a connection's handler uses it: blocking
+//! reads and writes of plaintext over the socket, under the connection's
+//! timeouts (which the caller's `wire` applies to every socket operation).
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+
+use rustls::ServerConnection;
+
+use super::TlsInfo;
+
+pub(crate) struct Session {
+    tls: RefCell<ServerConnection>,
+    info: TlsInfo,
+}
+
+impl Session {
+    /// The session of a connection whose handshake is complete.
+    pub(super) fn new(tls: ServerConnection) -> Self {
+        let info = TlsInfo::of(&tls);
+        Session { tls: RefCell::new(tls), info }
+    }
+
+    pub(crate) fn info(&self) -> &TlsInfo {
+        &self.info
+    }
+
+    /// Reads plaintext into `buf`, reading TLS records from `wire` as
+    /// needed. 0 at the end of input, clean (`close_notify`) or not.
+    pub(crate) fn read(&self, buf: &mut [u8], wire: &mut (impl Read + Write)) -> io::Result<usize> {
+        let mut tls = self.tls.borrow_mut();
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed the socket without close_notify: for the
+                // handler, the end of input, as on a plain connection.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            // A key update may want its answer before more data comes.
+            send_pending(&mut tls, wire)?;
+            tls.read_tls(wire)?;
+            if let Err(e) = tls.process_new_packets() {
+                // rustls has queued an alert that says why; send it if we can.
+                let _ = send_pending(&mut tls, wire);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
+            }
+        }
+    }
+
+    /// Encrypts all of `data` and sends it: as few records as its length
+    /// allows (16 KiB of plaintext each).
+    pub(crate) fn write_all(&self, mut data: &[u8], wire: &mut (impl Read + Write)) -> io::Result<()> {
+        let mut tls = self.tls.borrow_mut();
+        while !data.is_empty() {
+            let taken = tls.writer().write(data)?;
+            if taken == 0 && !tls.wants_write() {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            data = &data[taken..];
+            send_pending(&mut tls, wire)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `close_notify`, so the client knows the answer is complete; a
+    /// client already gone is no error worth reporting here.
+    pub(crate) fn close(&self, wire: &mut (impl Read + Write)) {
+        let mut tls = self.tls.borrow_mut();
+        tls.send_close_notify();
+        let _ = send_pending(&mut tls, wire);
+    }
+}
+
+/// Writes every TLS record rustls has ready.
+fn send_pending(tls: &mut ServerConnection, wire: &mut impl Write) -> io::Result<()> {
+    while tls.wants_write() {
+        tls.write_tls(wire)?;
+    }
+    Ok(())
+}
