@@ -9,18 +9,34 @@ use std::time::Duration;
 
 use crate::TransportKind;
 
+/// How the client speaks on a stream: in the clear, or (feature `tls`)
+/// over TLS with this config.
+#[derive(Clone, Default)]
+pub struct Security {
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
 /// Asks the server at `addr` about each of `numbers`; returns one answer
 /// letter per number, or a message saying what went wrong.
-pub fn ask(kind: TransportKind, addr: &str, numbers: &[String], timeout: Duration) -> Result<Vec<char>, String> {
+pub fn ask(
+    kind: TransportKind,
+    addr: &str,
+    numbers: &[String],
+    timeout: Duration,
+    security: &Security,
+) -> Result<Vec<char>, String> {
     match kind {
         TransportKind::Tcp => {
             let target = resolve(addr)?;
             let stream = TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect to {addr}: {e}"))?;
-            ask_stream(stream, timeout, addr, numbers)
+            let host =
+                addr.rsplit_once(':').map_or(addr, |(host, _)| host.trim_start_matches('[').trim_end_matches(']'));
+            ask_stream(stream, host, timeout, addr, numbers, security)
         }
         TransportKind::UnixStream => {
             let stream = UnixStream::connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
-            ask_stream(stream, timeout, addr, numbers)
+            ask_stream(stream, "localhost", timeout, addr, numbers, security)
         }
         TransportKind::Udp => {
             let target = resolve(addr)?;
@@ -54,17 +70,56 @@ fn io_msg(addr: &str) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{addr}: {e}")
 }
 
-/// Sends every number as a line, closes the sending side, and reads one
-/// answer line per number (the server answers pipelined requests in order).
-fn ask_stream<S>(mut stream: S, timeout: Duration, addr: &str, numbers: &[String]) -> Result<Vec<char>, String>
+/// Asks over a connected stream, in the clear or over TLS (with `host` as
+/// the name the server's certificate must carry).
+#[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+fn ask_stream<S>(
+    stream: S,
+    host: &str,
+    timeout: Duration,
+    addr: &str,
+    numbers: &[String],
+    security: &Security,
+) -> Result<Vec<char>, String>
 where
     S: Read + Write + std::os::fd::AsFd,
 {
     let socket = socket2::SockRef::from(&stream);
     socket.set_read_timeout(Some(timeout)).and(socket.set_write_timeout(Some(timeout))).map_err(io_msg(addr))?;
+    #[cfg(feature = "tls")]
+    if let Some(config) = &security.tls {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{addr}: {host:?} cannot be a TLS server name: {e}"))?;
+        let tls = rustls::ClientConnection::new(std::sync::Arc::clone(config), name).map_err(io_msg_tls(addr))?;
+        let stream = rustls::StreamOwned::new(tls, stream);
+        return exchange(stream, addr, numbers, |s| {
+            // close_notify says the requests are complete; the socket's
+            // write side closes too, as in the clear.
+            s.conn.send_close_notify();
+            s.flush()?;
+            socket2::SockRef::from(&s.sock).shutdown(Shutdown::Write)
+        });
+    }
+    exchange(stream, addr, numbers, |s| socket2::SockRef::from(&*s).shutdown(Shutdown::Write))
+}
+
+#[cfg(feature = "tls")]
+fn io_msg_tls(addr: &str) -> impl Fn(rustls::Error) -> String + '_ {
+    move |e| format!("{addr}: TLS: {e}")
+}
+
+/// Sends every number as a line, ends the sending side with `end`, and
+/// reads one answer line per number (the server answers pipelined requests
+/// in order).
+fn exchange<S: Read + Write>(
+    mut stream: S,
+    addr: &str,
+    numbers: &[String],
+    end: impl FnOnce(&mut S) -> std::io::Result<()>,
+) -> Result<Vec<char>, String> {
     let request: String = numbers.iter().map(|n| format!("{n}\n")).collect();
     stream.write_all(request.as_bytes()).map_err(io_msg(addr))?;
-    socket2::SockRef::from(&stream).shutdown(Shutdown::Write).map_err(io_msg(addr))?;
+    end(&mut stream).map_err(io_msg(addr))?;
     let mut reader = BufReader::new(stream);
     let mut answers = Vec::with_capacity(numbers.len());
     for n in numbers {

@@ -14,6 +14,8 @@ mod primality;
 mod prime;
 mod serve;
 mod signals;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -27,7 +29,7 @@ use prime::PrimeService;
 const USAGE: &str = "\
 usage: prime                          run the demo over every transport
        prime serve KIND ADDR [FLAGS]  serve until SIGINT or SIGTERM
-       prime ask KIND ADDR N...       ask a server about each N
+       prime ask KIND ADDR [FLAGS] N...  ask a server about each N
 
 KIND:  tcp | udp | unix-stream | unix-datagram
 ADDR:  HOST:PORT (port 0 picks one), a socket path, or fd:N (serve the socket
@@ -65,7 +67,15 @@ serve FLAGS:
                          PROXY header (v1 or v2) naming the real client
   --trusted-proxy CIDR   with --proxy-protocol: believe headers only from CIDR
                          (repeatable; default 127.0.0.0/8 and ::1/128; Unix peers
-                         are always trusted)";
+                         are always trusted)
+  --tls-cert PEM         (feature tls) tcp/unix-stream: serve TLS with this certificate
+                         chain, and --tls-key PEM its private key
+  --tls-client-ca PEM    with --tls-cert: require client certificates from this CA
+
+ask FLAGS (feature tls):
+  --tls                  speak TLS (tcp, unix-stream), checking the server's certificate
+                         against --ca PEM; --cert PEM and --key PEM present a client
+                         certificate";
 
 /// The numbers the seed's client sends, with the answers it expects.
 const SEED: [(&str, char); 8] = [
@@ -104,9 +114,6 @@ impl FromStr for TransportKind {
 }
 
 impl TransportKind {
-    const ALL: [TransportKind; 4] =
-        [TransportKind::Tcp, TransportKind::Udp, TransportKind::UnixStream, TransportKind::UnixDatagram];
-
     /// The endpoint for `addr` on this transport (KIND is its scheme).
     fn endpoint(self, addr: &str) -> socketserver::Result<Endpoint> {
         format!("{}:{addr}", self.name()).parse()
@@ -128,9 +135,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         None => demo(),
         Some("serve") => serve::parse_serve(&args[1..]).map_err(usage_error).and_then(serve::serve),
-        Some("ask") => {
-            parse_ask(&args[1..]).map_err(usage_error).and_then(|(kind, addr, numbers)| ask(kind, &addr, &numbers))
-        }
+        Some("ask") => parse_ask(&args[1..])
+            .map_err(usage_error)
+            .and_then(|(kind, addr, numbers, security)| ask(kind, &addr, &numbers, &security)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -150,18 +157,62 @@ fn failure(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn parse_ask(args: &[String]) -> Result<(TransportKind, String, Vec<String>), String> {
-    let [kind, addr, numbers @ ..] = args else {
+/// KIND, ADDR, the numbers, and how to speak (`--tls`, `--ca`, `--cert`,
+/// `--key`, feature `tls`). Anything else after ADDR is a number.
+fn parse_ask(args: &[String]) -> Result<(TransportKind, String, Vec<String>, client::Security), String> {
+    let [kind, addr, rest @ ..] = args else {
         return Err("ask needs KIND and ADDR".into());
     };
+    let mut numbers = Vec::new();
+    #[cfg(feature = "tls")]
+    let mut tls = (false, None, None, None);
+    let mut rest = rest.iter();
+    while let Some(arg) = rest.next() {
+        #[cfg(feature = "tls")]
+        {
+            let mut file = |flag: &str| -> Result<Vec<u8>, String> {
+                let path = rest.next().ok_or_else(|| format!("{flag} needs a file"))?;
+                std::fs::read(path).map_err(|e| format!("{flag}: cannot read {path}: {e}"))
+            };
+            match arg.as_str() {
+                "--tls" => tls.0 = true,
+                "--ca" => tls.1 = Some(file(arg)?),
+                "--cert" => tls.2 = Some(file(arg)?),
+                "--key" => tls.3 = Some(file(arg)?),
+                _ => numbers.push(arg.clone()),
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        numbers.push(arg.clone());
+    }
     if numbers.is_empty() {
         return Err("ask needs at least one number".into());
     }
-    Ok((kind.parse()?, addr.clone(), numbers.to_vec()))
+    #[cfg(feature = "tls")]
+    let security = client::Security {
+        tls: match tls {
+            (false, None, None, None) => None,
+            (true, Some(ca), cert, key) => {
+                let identity = match (&cert, &key) {
+                    (Some(cert), Some(key)) => Some((&cert[..], &key[..])),
+                    (None, None) => None,
+                    _ => return Err("--cert and --key go together".into()),
+                };
+                Some(tls::client_config(&ca, identity)?)
+            }
+            (true, None, ..) => {
+                return Err("--tls needs --ca CA.pem (the CA that signed the server's certificate)".into());
+            }
+            (false, ..) => return Err("--ca, --cert and --key need --tls".into()),
+        },
+    };
+    #[cfg(not(feature = "tls"))]
+    let security = client::Security::default();
+    Ok((kind.parse()?, addr.clone(), numbers, security))
 }
 
-fn ask(kind: TransportKind, addr: &str, numbers: &[String]) -> Result<(), ExitCode> {
-    let answers = client::ask(kind, addr, numbers, ASK_TIMEOUT).map_err(failure)?;
+fn ask(kind: TransportKind, addr: &str, numbers: &[String], security: &client::Security) -> Result<(), ExitCode> {
+    let answers = client::ask(kind, addr, numbers, ASK_TIMEOUT, security).map_err(failure)?;
     for (n, answer) in numbers.iter().zip(answers) {
         println!("{n} {answer}");
     }
@@ -170,43 +221,68 @@ fn ask(kind: TransportKind, addr: &str, numbers: &[String]) -> Result<(), ExitCo
 
 /// A server of the demo, running on its own thread.
 struct DemoServer {
+    label: &'static str,
     kind: TransportKind,
     address: String,
+    security: client::Security,
     stop: ShutdownHandle,
     thread: JoinHandle<socketserver::Result<()>>,
 }
 
 fn start(kind: TransportKind, addr: &str) -> Result<DemoServer, ExitCode> {
     let endpoint = kind.endpoint(addr).map_err(failure)?;
-    let mut server = AnyServer::bind(&endpoint, PrimeService::default()).map_err(failure)?;
+    let server = AnyServer::bind(&endpoint, PrimeService::default()).map_err(failure)?;
+    Ok(run(kind.name(), kind, server, client::Security::default()))
+}
+
+fn run(
+    label: &'static str,
+    kind: TransportKind,
+    mut server: AnyServer<PrimeService>,
+    security: client::Security,
+) -> DemoServer {
     let address = server.server_address().to_string();
     let stop = server.shutdown_handle();
     let thread = std::thread::spawn(move || server.serve_forever());
-    Ok(DemoServer { kind, address, stop, thread })
+    DemoServer { label, kind, address, security, stop, thread }
+}
+
+/// The TLS column (feature `tls`): TCP with a certificate made at start,
+/// asked by a client that trusts only the CA made with it.
+#[cfg(feature = "tls")]
+fn start_tls() -> Result<DemoServer, ExitCode> {
+    let pki = tls::Pki::generate().map_err(failure)?;
+    let config = tls::server_config(pki.server_cert.as_bytes(), pki.server_key.as_bytes(), None).map_err(failure)?;
+    let server =
+        socketserver::TcpServer::builder(PrimeService::default()).tls(config).bind("127.0.0.1:0").map_err(failure)?;
+    let security = client::Security { tls: Some(tls::client_config(pki.ca.as_bytes(), None).map_err(failure)?) };
+    Ok(run("tls (tcp)", TransportKind::Tcp, AnyServer::Tcp(server), security))
 }
 
 fn demo() -> Result<(), ExitCode> {
     let dir = tempfile::Builder::new().prefix("prime-demo").tempdir().map_err(failure)?;
     let path = |name: &str| dir.path().join(name).display().to_string();
-    let servers = [
+    let servers = vec![
         start(TransportKind::Tcp, "127.0.0.1:0")?,
         start(TransportKind::Udp, "127.0.0.1:0")?,
         start(TransportKind::UnixStream, &path("prime-stream.sock"))?,
         start(TransportKind::UnixDatagram, &path("prime-dgram.sock"))?,
+        #[cfg(feature = "tls")]
+        start_tls()?,
     ];
     println!("The prime service, one handler on four transports:");
     for s in &servers {
-        println!("  {:<14} {}", s.kind.name(), s.address);
+        println!("  {:<14} {}", s.label, s.address);
     }
     println!();
 
     let numbers: Vec<String> = SEED.iter().map(|(n, _)| n.to_string()).collect();
     let columns: Vec<Result<Vec<char>, String>> =
-        servers.iter().map(|s| client::ask(s.kind, &s.address, &numbers, ASK_TIMEOUT)).collect();
+        servers.iter().map(|s| client::ask(s.kind, &s.address, &numbers, ASK_TIMEOUT, &s.security)).collect();
 
     print!("{:<18}", "number");
-    for kind in TransportKind::ALL {
-        print!(" {:<14}", kind.name());
+    for s in &servers {
+        print!(" {:<14}", s.label);
     }
     println!(" expected");
     let mut wrong = 0;
@@ -223,14 +299,14 @@ fn demo() -> Result<(), ExitCode> {
     }
     for (server, column) in servers.iter().zip(&columns) {
         if let Err(e) = column {
-            eprintln!("{}: {e}", server.kind.name());
+            eprintln!("{}: {e}", server.label);
         }
     }
     for server in servers {
         server.stop.shutdown();
         server.thread.join().map_err(|_| failure("a server thread panicked"))?.map_err(failure)?;
     }
-    let total = SEED.len() * TransportKind::ALL.len();
+    let total = SEED.len() * columns.len();
     println!("\n{} of {total} answers correct", total - wrong);
     if wrong == 0 { Ok(()) } else { Err(ExitCode::FAILURE) }
 }

@@ -42,6 +42,9 @@ pub struct ServeOptions {
     /// `--proxy-protocol`, and the `--trusted-proxy` networks.
     #[cfg(feature = "proxy-protocol")]
     proxy: Option<Vec<socketserver::proxy::IpNet>>,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`, read into a config.
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl ServeOptions {
@@ -60,6 +63,8 @@ pub fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptio
     let mut options = ServeOptions::default();
     #[cfg(feature = "proxy-protocol")]
     let (mut proxy_on, mut proxies) = (false, Vec::new());
+    #[cfg(feature = "tls")]
+    let mut tls_files: [Option<std::path::PathBuf>; 3] = Default::default();
     let mut flags = flags.iter();
     while let Some(flag) = flags.next() {
         let mut value = || flags.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -86,8 +91,19 @@ pub fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptio
                 let net = value()?;
                 proxies.push(net.parse().map_err(|e| format!("{flag}: {net:?}: {e} (want ADDRESS/PREFIX)"))?);
             }
+            #[cfg(feature = "tls")]
+            "--tls-cert" => tls_files[0] = Some(value()?.into()),
+            #[cfg(feature = "tls")]
+            "--tls-key" => tls_files[1] = Some(value()?.into()),
+            #[cfg(feature = "tls")]
+            "--tls-client-ca" => tls_files[2] = Some(value()?.into()),
             other => return Err(format!("unknown flag {other:?}")),
         }
+    }
+    let kind: TransportKind = kind.parse()?;
+    #[cfg(feature = "tls")]
+    {
+        options.tls = tls_config(kind, tls_files)?;
     }
     #[cfg(feature = "proxy-protocol")]
     {
@@ -96,7 +112,25 @@ pub fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptio
     if options.group.is_some() && options.user.is_none() {
         return Err("--group needs --user".into());
     }
-    Ok((kind.parse()?, addr.clone(), options))
+    Ok((kind, addr.clone(), options))
+}
+
+/// The TLS config the `--tls-*` flags name, read from their files.
+#[cfg(feature = "tls")]
+fn tls_config(
+    kind: TransportKind,
+    [cert, key, client_ca]: [Option<std::path::PathBuf>; 3],
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+    match (cert, key) {
+        (None, None) if client_ca.is_none() => Ok(None),
+        (Some(_), Some(_)) if matches!(kind, TransportKind::Udp | TransportKind::UnixDatagram) => {
+            Err("--tls-cert needs tcp or unix-stream (TLS runs over streams)".into())
+        }
+        (Some(cert), Some(key)) => crate::tls::server_config_from_files(&cert, &key, client_ca.as_deref())
+            .map(Some)
+            .map_err(|e| format!("--tls-cert: {e}")),
+        _ => Err("--tls-cert and --tls-key go together (--tls-client-ca needs both)".into()),
+    }
 }
 
 /// The proxies `--proxy-protocol` trusts when no `--trusted-proxy` is given.
@@ -243,6 +277,11 @@ fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions)
     // when NOTIFY_SOCKET says where; nothing otherwise.
     #[cfg(feature = "systemd")]
     let builder = builder.systemd_notify();
+    #[cfg(feature = "tls")]
+    let builder = match &options.tls {
+        Some(config) => builder.tls(std::sync::Arc::clone(config)),
+        None => builder,
+    };
     #[cfg(feature = "proxy-protocol")]
     let builder = match &options.proxy {
         Some(trusted) => {
