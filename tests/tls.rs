@@ -1,0 +1,401 @@
+//! TLS (feature `tls`) on real sockets, with clients nobody here wrote:
+//! Python's `ssl` module and `openssl s_client`, plus rustls's client.
+//! Mutual TLS accepted and refused; plaintext and garbage clients; 200
+//! clients stalled mid-handshake against a pool of 4; shutdown with TLS
+//! connections open; the writer's guarantees under TLS.
+#![cfg(feature = "tls")]
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/prime/tls.rs"]
+mod pki;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::process::eventually;
+use common::{Errors, IO_TIMEOUT, Running};
+use socketserver::{Dispatch, Request, TcpServer, UdpServer, UnixStreamServer};
+
+/// The certificates, also written out as PEM files for the outside clients.
+struct Certs {
+    pki: pki::Pki,
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn new() -> Certs {
+        let pki = pki::Pki::generate().unwrap();
+        let dir = common::temp_dir();
+        for (name, pem) in [
+            ("ca.pem", &pki.ca),
+            ("server.pem", &pki.server_cert),
+            ("server.key", &pki.server_key),
+            ("client.pem", &pki.client_cert),
+            ("client.key", &pki.client_key),
+        ] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        Certs { pki, dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn server(&self, mutual: bool) -> Arc<rustls::ServerConfig> {
+        let client_ca = mutual.then_some(self.pki.ca.as_bytes());
+        pki::server_config(self.pki.server_cert.as_bytes(), self.pki.server_key.as_bytes(), client_ca).unwrap()
+    }
+
+    fn client(&self, with_certificate: bool) -> Arc<rustls::ClientConfig> {
+        let identity = with_certificate.then_some((self.pki.client_cert.as_bytes(), self.pki.client_key.as_bytes()));
+        pki::client_config(self.pki.ca.as_bytes(), identity).unwrap()
+    }
+}
+
+/// Answers each line with what the handshake settled, then the line.
+fn reporter() -> impl Fn(&mut Request<'_>) -> std::io::Result<()> + Send + Sync + 'static {
+    |req: &mut Request<'_>| {
+        let tls = req.tls().expect("a TLS connection");
+        let summary = format!(
+            "{:?} sni={} alpn={} client-certs={}",
+            tls.protocol_version().unwrap(),
+            tls.server_name().unwrap_or("-"),
+            tls.alpn_protocol().map_or("-".into(), |p| String::from_utf8_lossy(p).into_owned()),
+            tls.peer_certificates().len()
+        );
+        let mut line = String::new();
+        while req.rfile.read_line(&mut line)? > 0 {
+            write!(req.wfile, "{summary} {line}")?;
+            line.clear();
+        }
+        Ok(())
+    }
+}
+
+fn tls_server(config: Arc<rustls::ServerConfig>, errors: &Errors) -> TcpServer<impl socketserver::RequestHandler> {
+    TcpServer::builder(reporter())
+        .dispatch(Dispatch::threads())
+        .tls(config)
+        .handle_error(errors.hook())
+        .bind("127.0.0.1:0")
+        .unwrap()
+}
+
+/// A rustls client connection; `name` is the SNI name and the name checked.
+fn rustls_client(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), tcp)
+}
+
+fn python(script: &str, args: &[&str]) -> std::process::Output {
+    Command::new("python3").arg("-c").arg(script).args(args).output().unwrap()
+}
+
+/// Python's ssl: connect, send two lines, read the two answers.
+const PYTHON_CLIENT: &str = r#"
+import socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+context = ssl.create_default_context(cafile=ca)
+if len(sys.argv) > 3:
+    context.load_cert_chain(sys.argv[3], sys.argv[4])
+context.set_alpn_protocols(["prime/1"])
+with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"17\n4\n")
+        answers = tls.makefile("rb")
+        sys.stdout.write((answers.readline() + answers.readline()).decode())
+"#;
+
+#[test]
+fn python_ssl_clients_are_served_and_see_the_handshake() {
+    let certs = Certs::new();
+    let errors = Errors::default();
+    let running = Running::start(tls_server(certs.server(false), &errors));
+    let port = running.inet().port().to_string();
+    let out = python(PYTHON_CLIENT, &[&port, &certs.path("ca.pem")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    // The server does not offer ALPN, so none is agreed.
+    assert_eq!(
+        stdout,
+        "TLSv1_3 sni=localhost alpn=- client-certs=0 17\nTLSv1_3 sni=localhost alpn=- client-certs=0 4\n"
+    );
+    assert_eq!(errors.all(), Vec::<String>::new());
+    running.stop().unwrap();
+}
+
+#[test]
+fn openssl_s_client_is_served() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: openssl not installed");
+        return;
+    }
+    let certs = Certs::new();
+    let errors = Errors::default();
+    let running = Running::start(tls_server(certs.server(false), &errors));
+    let connect = running.inet().to_string();
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &connect, "-servername", "localhost", "-CAfile", &certs.path("ca.pem")])
+        .args(["-verify_return_error", "-quiet", "-tls1_2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"29\n").unwrap();
+    // s_client -quiet keeps the connection after its input ends: read the
+    // answer line on a thread, bounded, then end it.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(IO_TIMEOUT);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(line.as_deref(), Ok("TLSv1_2 sni=localhost alpn=- client-certs=0 29\n"));
+    assert_eq!(errors.all(), Vec::<String>::new());
+    drop(stdin);
+    running.stop().unwrap();
+}
+
+#[test]
+fn mutual_tls_admits_a_client_certificate_from_the_ca_and_refuses_none() {
+    let certs = Certs::new();
+    let errors = Errors::default();
+    let server = tls_server(certs.server(true), &errors);
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let port = running.inet().port().to_string();
+
+    let with =
+        python(PYTHON_CLIENT, &[&port, &certs.path("ca.pem"), &certs.path("client.pem"), &certs.path("client.key")]);
+    assert!(with.status.success(), "python: {}", String::from_utf8_lossy(&with.stderr));
+    let stdout = String::from_utf8_lossy(&with.stdout);
+    // OpenSSL sends the CA with the client's own certificate: a chain of 2.
+    assert!(stdout.starts_with("TLSv1_3 sni=localhost alpn=- client-certs=2 17\n"), "{stdout:?}");
+
+    let without = python(PYTHON_CLIENT, &[&port, &certs.path("ca.pem")]);
+    assert!(!without.status.success(), "served without a client certificate");
+    // A certificate from another CA is refused as well.
+    let stranger = Certs::new();
+    let mut client = rustls_client(running.inet(), certs_with_foreign_identity(&certs, &stranger), "localhost");
+    let _ = client.write_all(b"7\n");
+    let mut rest = Vec::new();
+    assert!(client.read_to_end(&mut rest).is_err() || rest.is_empty(), "served a foreign certificate");
+
+    eventually("both refusals are counted", || stats.get().tls_failed == 2);
+    let errors = errors.all();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for error in &errors {
+        assert!(error.starts_with("TLS with 127.0.0.1:"), "{error}");
+    }
+    assert!(errors.iter().any(|e| e.contains("certificate")), "{errors:?}");
+    running.stop().unwrap();
+}
+
+/// A client trusting `ours`' CA but presenting a certificate of `theirs`.
+fn certs_with_foreign_identity(ours: &Certs, theirs: &Certs) -> Arc<rustls::ClientConfig> {
+    let identity = Some((theirs.pki.client_cert.as_bytes(), theirs.pki.client_key.as_bytes()));
+    pki::client_config(ours.pki.ca.as_bytes(), identity).unwrap()
+}
+
+#[test]
+fn plaintext_and_garbage_clients_cost_one_error_each() {
+    let certs = Certs::new();
+    let errors = Errors::default();
+    let server = tls_server(certs.server(false), &errors);
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    for bytes in
+        [&b"17\n"[..], b"GET / HTTP/1.0\r\n\r\n", &[0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff]]
+    {
+        let mut client = TcpStream::connect(running.inet()).unwrap();
+        client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        client.write_all(bytes).unwrap();
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer);
+        // At most a TLS alert record (content type 21), never an answer.
+        assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+    }
+    // A client that connects and leaves without a byte is not an error.
+    drop(TcpStream::connect(running.inet()).unwrap());
+    let mut client = rustls_client(running.inet(), certs.client(false), "localhost");
+    client.write_all(b"5\n").unwrap();
+    client.conn.send_close_notify();
+    client.flush().unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "TLSv1_3 sni=localhost alpn=- client-certs=0 5\n");
+
+    eventually("three failed handshakes are counted", || stats.get().tls_failed == 3);
+    let errors = errors.all();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].contains("not a TLS handshake"), "{errors:?}");
+    running.stop().unwrap();
+}
+
+/// The first bytes of a ClientHello: a record header and the start of the
+/// message, then nothing more.
+const PARTIAL_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+
+#[test]
+fn two_hundred_clients_stalled_mid_handshake_hold_no_worker() {
+    let certs = Certs::new();
+    let errors = Errors::default();
+    let server = TcpServer::builder(reporter())
+        .dispatch(Dispatch::pool(4))
+        .idle_timeout(Some(Duration::from_secs(2)))
+        .tls(certs.server(false))
+        .handle_error(errors.hook())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let stalled: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut stream = TcpStream::connect(running.inet()).unwrap();
+            // Half stall in the ClientHello, half before a byte.
+            if i % 2 == 0 {
+                stream.write_all(PARTIAL_HELLO).unwrap();
+            }
+            stream
+        })
+        .collect();
+    let started = Instant::now();
+    let mut client = rustls_client(running.inet(), certs.client(false), "localhost");
+    client.write_all(b"7\n").unwrap();
+    client.conn.send_close_notify();
+    client.flush().unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "TLSv1_3 sni=localhost alpn=- client-certs=0 7\n");
+    // Served while the stalled ones were still held (their deadline is 2 s).
+    assert_eq!(stats.get().tls_failed + stats.get().idle_closed, 0, "answered only after {:?}", started.elapsed());
+
+    for mut stream in stalled {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(read.is_ok() || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset), "{read:?}");
+    }
+    eventually("every stalled handshake is counted", || stats.get().tls_failed == 200);
+    assert!(errors.all().iter().all(|e| e.contains("not finished by its deadline")), "{:?}", errors.all());
+    running.stop().unwrap();
+}
+
+/// `serve_forever` returns at once with a handshake under way and a TLS
+/// request running; closing then closes the one in its handshake and cuts
+/// the running one at the drain deadline.
+#[test]
+fn shutdown_is_instant_with_tls_connections_open() {
+    let certs = Certs::new();
+    let mut server = TcpServer::builder(reporter())
+        .dispatch(Dispatch::threads())
+        .drain_timeout(Some(Duration::from_millis(200)))
+        .tls(certs.server(false))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let address = server.server_address().as_inet().unwrap();
+    let stop = server.shutdown_handle();
+    let serving = std::thread::spawn(move || (server.serve_forever(), server));
+    let mut stalled = TcpStream::connect(address).unwrap();
+    stalled.write_all(PARTIAL_HELLO).unwrap();
+    let mut open = rustls_client(address, certs.client(false), "localhost");
+    open.write_all(b"3\n").unwrap();
+    let mut first = String::new();
+    BufReader::new(&mut open).read_line(&mut first).unwrap();
+    assert!(first.ends_with(" 3\n"), "{first:?}");
+
+    stop.shutdown();
+    let (result, server) = serving.join().unwrap();
+    result.unwrap();
+    drop(server);
+    for stream in [&mut stalled, &mut open.sock] {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        // Closed by the server: an end of stream (after a TLS alert, or
+        // nothing), or a reset; never our read timeout.
+        assert!(read.is_ok() || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset), "{read:?}");
+    }
+}
+
+#[test]
+fn a_datagram_server_refuses_tls_at_bind() {
+    let certs = Certs::new();
+    let refused = UdpServer::builder(|_: &mut Request<'_>| Ok(())).tls(certs.server(false)).bind("127.0.0.1:0");
+    let Err(error) = refused else { panic!("a UDP server took a TLS config") };
+    assert!(error.to_string().contains("TLS needs a stream transport"), "{error}");
+}
+
+/// Under TLS: sendfile copies through the encryption, fds are refused, a
+/// large write leaves in full records, and `close_notify` ends the answer
+/// (a clean end of stream for the client, not a truncation).
+#[test]
+fn sendfile_copies_fds_are_refused_and_close_notify_ends_the_answer() {
+    let certs = Certs::new();
+    let dir = common::temp_dir();
+    let file_path = dir.path().join("payload");
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file_path, &payload).unwrap();
+    let handler = move |req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        let file = std::fs::File::open(&file_path)?;
+        let sent = req.wfile.sendfile(&file, 0, None)?;
+        let refused = req.wfile.send_fds(b"x", &[]).unwrap_err();
+        write!(req.wfile, "\nsent {sent}; fds: {refused}\n")
+    };
+    let socket = dir.path().join("tls.sock");
+    let server = UnixStreamServer::builder(handler).tls(certs.server(false)).bind(&socket).unwrap();
+    let running = Running::start(server);
+    let unix = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    unix.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut client = rustls::StreamOwned::new(rustls::ClientConnection::new(certs.client(false), name).unwrap(), unix);
+    client.write_all(b"go\n").unwrap();
+    client.flush().unwrap();
+    let mut answer = Vec::new();
+    // read_to_end fails on a connection that ends without close_notify.
+    client.read_to_end(&mut answer).unwrap();
+    assert_eq!(&answer[..payload.len()], &payload[..]);
+    let tail = String::from_utf8_lossy(&answer[payload.len()..]).into_owned();
+    assert_eq!(tail, "\nsent 300000; fds: file descriptors cannot travel inside TLS\n");
+    running.stop().unwrap();
+}
+
+/// Request, answer, request, answer on one TLS connection: the writer
+/// flushes before the reader blocks, as in the clear.
+#[test]
+fn request_response_on_one_connection_never_deadlocks() {
+    let certs = Certs::new();
+    let errors = Errors::default();
+    let running = Running::start(tls_server(certs.server(false), &errors));
+    let mut client = rustls_client(running.inet(), certs.client(false), "localhost");
+    let mut reader = BufReader::new(&mut client);
+    for n in 0..50 {
+        reader.get_mut().write_all(format!("{n}\n").as_bytes()).unwrap();
+        reader.get_mut().flush().unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.ends_with(&format!(" {n}\n")), "{line:?}");
+    }
+    client.sock.shutdown(Shutdown::Both).unwrap();
+    running.stop().unwrap();
+}
