@@ -24,6 +24,7 @@ const CLIENT: &str = "127.0.0.7";
 /// A `prime serve` backend with its access log and pid file.
 struct Backend {
     // Dropped first: the pid file names a restarted backend's successor.
+    #[cfg_attr(not(feature = "systemd"), allow(dead_code, reason = "restarts need the systemd feature"))]
     pid_file: PidFile,
     serve: Serve,
     log: LogFile,

@@ -157,58 +157,53 @@ fn failure(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// KIND, ADDR, the numbers, and how to speak (`--tls`, `--ca`, `--cert`,
-/// `--key`, feature `tls`). Anything else after ADDR is a number.
+/// KIND, ADDR, the numbers, and how to speak (with the feature `tls`:
+/// `--tls`, `--ca`, `--cert`, `--key`).
 fn parse_ask(args: &[String]) -> Result<(TransportKind, String, Vec<String>, client::Security), String> {
     let [kind, addr, rest @ ..] = args else {
         return Err("ask needs KIND and ADDR".into());
     };
-    let mut numbers = Vec::new();
     #[cfg(feature = "tls")]
-    let mut tls = (false, None, None, None);
-    let mut rest = rest.iter();
-    while let Some(arg) = rest.next() {
-        #[cfg(feature = "tls")]
-        {
-            let mut file = |flag: &str| -> Result<Vec<u8>, String> {
-                let path = rest.next().ok_or_else(|| format!("{flag} needs a file"))?;
-                std::fs::read(path).map_err(|e| format!("{flag}: cannot read {path}: {e}"))
-            };
-            match arg.as_str() {
-                "--tls" => tls.0 = true,
-                "--ca" => tls.1 = Some(file(arg)?),
-                "--cert" => tls.2 = Some(file(arg)?),
-                "--key" => tls.3 = Some(file(arg)?),
-                _ => numbers.push(arg.clone()),
-            }
-        }
-        #[cfg(not(feature = "tls"))]
-        numbers.push(arg.clone());
-    }
+    let (numbers, security) = ask_tls_flags(rest)?;
+    #[cfg(not(feature = "tls"))]
+    let (numbers, security) = (rest.to_vec(), client::Security::default());
     if numbers.is_empty() {
         return Err("ask needs at least one number".into());
     }
-    #[cfg(feature = "tls")]
-    let security = client::Security {
-        tls: match tls {
-            (false, None, None, None) => None,
-            (true, Some(ca), cert, key) => {
-                let identity = match (&cert, &key) {
-                    (Some(cert), Some(key)) => Some((&cert[..], &key[..])),
-                    (None, None) => None,
-                    _ => return Err("--cert and --key go together".into()),
-                };
-                Some(tls::client_config(&ca, identity)?)
-            }
-            (true, None, ..) => {
-                return Err("--tls needs --ca CA.pem (the CA that signed the server's certificate)".into());
-            }
-            (false, ..) => return Err("--ca, --cert and --key need --tls".into()),
-        },
-    };
-    #[cfg(not(feature = "tls"))]
-    let security = client::Security::default();
     Ok((kind.parse()?, addr.clone(), numbers, security))
+}
+
+/// `ask`'s TLS flags, read out of the arguments after ADDR; the rest are numbers.
+#[cfg(feature = "tls")]
+fn ask_tls_flags(args: &[String]) -> Result<(Vec<String>, client::Security), String> {
+    let mut numbers = Vec::new();
+    let (mut on, mut ca, mut cert, mut key) = (false, None, None, None);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut file = || -> Result<Vec<u8>, String> {
+            let path = args.next().ok_or_else(|| format!("{arg} needs a file"))?;
+            std::fs::read(path).map_err(|e| format!("{arg}: cannot read {path}: {e}"))
+        };
+        match arg.as_str() {
+            "--tls" => on = true,
+            "--ca" => ca = Some(file()?),
+            "--cert" => cert = Some(file()?),
+            "--key" => key = Some(file()?),
+            _ => numbers.push(arg.clone()),
+        }
+    }
+    let identity = match (&cert, &key) {
+        (Some(cert), Some(key)) => Some((&cert[..], &key[..])),
+        (None, None) => None,
+        _ => return Err("--cert and --key go together".into()),
+    };
+    let tls = match (on, ca) {
+        (true, Some(ca)) => Some(tls::client_config(&ca, identity)?),
+        (true, None) => return Err("--tls needs --ca CA.pem (the CA that signed the server's certificate)".into()),
+        (false, None) if identity.is_none() => None,
+        (false, _) => return Err("--ca, --cert and --key need --tls".into()),
+    };
+    Ok((numbers, client::Security { tls }))
 }
 
 fn ask(kind: TransportKind, addr: &str, numbers: &[String], security: &client::Security) -> Result<(), ExitCode> {
