@@ -42,7 +42,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn merge(mut self, other: Stats) -> Stats {
+    pub fn merge(mut self, other: Stats) -> Stats {
         self.requests += other.requests;
         self.lost += other.lost;
         self.wrong += other.wrong;
@@ -134,15 +134,32 @@ fn udp_client(server: SocketAddr, offset: usize, window: usize, duration: Durati
 
 /// `conns` connections, each keeping `depth` pipelined requests in flight.
 pub fn tcp(server: SocketAddr, conns: usize, depth: usize, duration: Duration) -> Stats {
-    let workers: Vec<_> =
-        (0..conns).map(|c| std::thread::spawn(move || tcp_client(server, c, depth, duration))).collect();
-    workers.into_iter().map(|w| w.join().expect("tcp client")).fold(Stats::default(), Stats::merge)
+    stream(server, conns, depth, duration, connect)
 }
 
-fn tcp_client(server: SocketAddr, offset: usize, depth: usize, duration: Duration) -> Stats {
-    let mut conn = TcpStream::connect(server).unwrap();
+/// A TCP connection for the load: no Nagle delay, and a read that gives up.
+pub fn connect(server: SocketAddr) -> TcpStream {
+    let conn = TcpStream::connect(server).unwrap();
     conn.set_nodelay(true).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn
+}
+
+/// `conns` connections made by `connect` (TCP, or TLS over it), each
+/// keeping `depth` pipelined requests in flight.
+pub fn stream<S: Read + Write + 'static>(
+    server: SocketAddr,
+    conns: usize,
+    depth: usize,
+    duration: Duration,
+    connect: fn(SocketAddr) -> S,
+) -> Stats {
+    let workers: Vec<_> =
+        (0..conns).map(|c| std::thread::spawn(move || stream_client(connect(server), c, depth, duration))).collect();
+    workers.into_iter().map(|w| w.join().expect("stream client")).fold(Stats::default(), Stats::merge)
+}
+
+fn stream_client(mut conn: impl Read + Write, offset: usize, depth: usize, duration: Duration) -> Stats {
     let mix = requests();
     let mut stats = Stats::default();
     let mut in_flight: VecDeque<(usize, Instant)> = VecDeque::new();

@@ -24,9 +24,15 @@ mod prime;
 mod balancer;
 mod extra;
 mod load;
+#[cfg(feature = "tls")]
+#[allow(dead_code)]
+#[path = "../../examples/prime/tls.rs"]
+mod pki;
 mod report;
 mod serve;
 mod sys;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -57,6 +63,8 @@ impl ServerProcess {
                 c
             }
         };
+        #[cfg(feature = "tls")]
+        command.env(tls::DIR_VARIABLE, tls::certificates());
         let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take()?).read_line(&mut line).ok()?;
@@ -153,7 +161,9 @@ fn main() {
     }
     let duration = secs();
     let mut rows = Vec::new();
-    let scenarios: [(&str, &[&str], LoadRun); 5] = [
+    // The optional features add scenarios below.
+    #[cfg_attr(not(any(feature = "proxy-protocol", feature = "tls")), allow(unused_mut))]
+    let mut scenarios: Vec<(&str, &[&str], LoadRun)> = vec![
         (
             "udp 4x32",
             &["socketserver-udp", "socketserver-udp-unbatched", "std-udp", "python-udp"],
@@ -170,18 +180,30 @@ fn main() {
             &["socketserver-tcp", "std-tcp", "python-tcp"],
             Box::new(move |a| load::tcp(a, 1, 1, duration)),
         ),
-        // Through HAProxy (feature proxy-protocol; haproxy installed), with
-        // the direct connection to one server as the reference.
-        (
-            "tcp 8x16 lb",
-            if cfg!(feature = "proxy-protocol") {
-                &["direct-socketserver-tcp", "haproxy-1", "haproxy-2", "haproxy-3"]
-            } else {
-                &[]
-            },
-            Box::new(move |a| load::tcp(a, 8, 16, duration)),
-        ),
     ];
+    // Through HAProxy (haproxy installed), with the direct connection to
+    // one server as the reference.
+    #[cfg(feature = "proxy-protocol")]
+    scenarios.push((
+        "tcp 8x16 lb",
+        &["direct-socketserver-tcp", "haproxy-1", "haproxy-2", "haproxy-3"],
+        Box::new(move |a| load::tcp(a, 8, 16, duration)),
+    ));
+    // TLS: pipelined on 8 connections, and one handshake per request from
+    // 4 clients.
+    #[cfg(feature = "tls")]
+    scenarios.extend::<[(&str, &[&str], LoadRun); 2]>([
+        (
+            "tls 8x16",
+            &["socketserver-tls", "std-tls", "python-tls"],
+            Box::new(move |a| load::stream(a, 8, 16, duration, tls::connect)),
+        ),
+        (
+            "tls handshakes",
+            &["socketserver-tls", "std-tls", "python-tls"],
+            Box::new(move |a| tls::handshakes(a, 4, duration)),
+        ),
+    ]);
     let only = std::env::var("COMPARE_ONLY").ok();
     for (scenario, servers, load) in &scenarios {
         for server in *servers {

@@ -47,8 +47,23 @@ class Threading(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+class TlsThreading(Threading):
+    """The usual way: wrap each accepted socket (the handshake runs in get_request)."""
+    def get_request(self):
+        conn, address = self.socket.accept()
+        return context.wrap_socket(conn, server_side=True), address
+
 kind = sys.argv[1]
-server = Threading(("127.0.0.1", 0), Stream) if kind == "tcp" else socketserver.UDPServer(("127.0.0.1", 0), Datagram)
+if kind == "tls":
+    import os, ssl
+    directory = os.environ["COMPARE_TLS_DIR"]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(directory, "server.pem"), os.path.join(directory, "server.key"))
+    server = TlsThreading(("127.0.0.1", 0), Stream)
+elif kind == "tcp":
+    server = Threading(("127.0.0.1", 0), Stream)
+else:
+    server = socketserver.UDPServer(("127.0.0.1", 0), Datagram)
 host, port = server.server_address
 print(f"{host}:{port}", flush=True)
 threading.Thread(target=lambda: (sys.stdin.read(), server.shutdown()), daemon=True).start()
@@ -82,6 +97,10 @@ pub fn run(name: &str) {
                 )
                 .bind("127.0.0.1:0"),
         ),
+        #[cfg(feature = "tls")]
+        "socketserver-tls" => spawn(crate::tls::socketserver_tls()),
+        #[cfg(feature = "tls")]
+        "std-tls" => crate::tls::std_tls(),
         "std-udp" => std_udp(),
         "std-tcp" => std_tcp(),
         other => panic!("unknown server {other}"),
