@@ -464,3 +464,82 @@ fn prime_serves_tls_to_prime_ask_on_tcp_and_unix_streams() {
     assert!(refused(&["serve", "tcp", "127.0.0.1:0", "--tls-cert", &missing, "--tls-key", &cert]).contains(&missing));
     assert!(refused(&["ask", "tcp", "127.0.0.1:1", "--tls", "7"]).contains("--ca"));
 }
+
+/// Behind a TCP balancer that sends a PROXY header and passes TLS through:
+/// the header is read first, then the handshake, and the handler sees both
+/// the client the header names and the TLS session.
+#[cfg(feature = "proxy-protocol")]
+#[test]
+fn a_proxy_header_then_tls_name_the_client_and_the_session() {
+    use socketserver::proxy::ProxyProtocol;
+    let certs = Certs::new();
+    let handler = |req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        let version = req.tls().and_then(|t| t.protocol_version());
+        write!(req.wfile, "{} {version:?} {line}", req.client_address())
+    };
+    let server = TcpServer::builder(handler)
+        .proxy_protocol(ProxyProtocol::required().trust("127.0.0.1/32".parse().unwrap()))
+        .tls(certs.server(false))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let mut tcp = TcpStream::connect(running.inet()).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 443\r\n").unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut client = rustls::StreamOwned::new(rustls::ClientConnection::new(certs.client(false), name).unwrap(), tcp);
+    client.write_all(b"11\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&mut client).read_line(&mut answer).unwrap();
+    assert_eq!(answer, "192.0.2.7:5555 Some(TLSv1_3) 11\n");
+    running.stop().unwrap();
+}
+
+/// With `idle_timeout`, a client that finishes its handshake and then says
+/// nothing is closed as idle, as on a plain connection.
+#[test]
+fn a_silent_client_after_its_handshake_is_closed_as_idle() {
+    let certs = Certs::new();
+    let server = TcpServer::builder(reporter())
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .tls(certs.server(false))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut client = rustls_client(running.inet(), certs.client(false), "localhost");
+    // Drive the handshake to its end without sending a byte of data.
+    while client.conn.is_handshaking() {
+        client.conn.complete_io(&mut client.sock).unwrap();
+    }
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    eventually("the silent client is closed as idle", || stats.get().idle_closed == 1);
+    assert_eq!(stats.get().tls_failed, 0);
+    running.stop().unwrap();
+}
+
+/// Fork per request over TLS: the handshake is done in the parent's loop,
+/// the session goes to the child with the connection, and the child ends it
+/// with close_notify.
+#[test]
+fn prime_serves_tls_with_a_child_per_request() {
+    use common::process::{Serve, prime_binary};
+    let certs = Certs::new();
+    let serve = Serve::start(
+        "tcp",
+        "127.0.0.1:0",
+        &["--fork", "--tls-cert", &certs.path("server.pem"), "--tls-key", &certs.path("server.key")],
+    );
+    for _ in 0..3 {
+        let out = Command::new(prime_binary())
+            .args(["ask", "tcp", &serve.address, "--tls", "--ca", &certs.path("ca.pem"), "29", "1125899906842624"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout, "29 T\n1125899906842624 F\n", "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
