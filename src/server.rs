@@ -71,6 +71,8 @@ pub struct Server<T: Transport, H: RequestHandler> {
     owns_socket: bool,
     /// Accepting is paused until then after a resource error.
     paused_until: Option<Instant>,
+    /// Handed over and closing: serve what was accepted, accept nothing new.
+    closing: bool,
     /// Connections on their way from accept to a handler: PROXY header,
     /// TLS handshake, waiting for their first byte or for room.
     admission: Admission,
@@ -173,6 +175,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             owns_socket: true,
             paused_until: None,
             admission: Admission::default(),
+            closing: false,
             pollfds: Vec::new(),
             batch,
             transport: PhantomData,
@@ -388,7 +391,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             // running requests ending must still wake the loop.
             self.dispatcher.wake_on_next_release();
         }
-        let accepting = !self.dispatcher.is_full() && below_max && self.paused_until.is_none();
+        let accepting = !self.closing && !self.dispatcher.is_full() && below_max && self.paused_until.is_none();
         let pause = self.paused_until.map(|until| until - now);
         // Having served some, return to the caller (and `service_actions`) soon.
         let timeout = if queued { Some(Duration::ZERO) } else { timeout };
@@ -646,11 +649,34 @@ fn admit_datagram<H>(
     Some((peer, skip))
 }
 
+impl<T: Transport, H: RequestHandler> Server<T, H> {
+    /// After a hand-over, the connections this process already accepted are
+    /// its own to serve: the successor cannot take them, and closing them
+    /// would lose requests a client (or a balancer) already sent. Carries
+    /// each through the stage it is in (PROXY header, TLS handshake, waiting
+    /// to speak, waiting for room) to a handler, without accepting anything
+    /// new; bounded by each stage's deadline and by `drain_timeout`.
+    fn serve_accepted(&mut self) {
+        self.closing = true;
+        let deadline = self.options.drain_timeout.map(|t| deadline_after(Instant::now(), t));
+        while self.admission.len() > 0 {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let over = left.is_some_and(|left| left.is_zero()) || self.shutdown.is_aborted();
+            if over || self.turn(left, usize::MAX).is_err() {
+                break;
+            }
+        }
+    }
+}
+
 impl<T: Transport, H: RequestHandler> Drop for Server<T, H> {
     /// Before the socket closes (Python's `server_close`): connections taken
     /// but not served, and clients still waiting in the listen backlog, are
     /// closed with a log line each instead of being reset unnoticed.
     fn drop(&mut self) {
+        if self.shutdown.is_handed_over() {
+            self.serve_accepted();
+        }
         self.admission.close_all();
         if self.shutdown.is_handed_over() {
             // The socket lives on in a successor: its backlog and its file are the successor's.

@@ -107,7 +107,11 @@ impl ShutdownHandle {
     /// [`request_shutdown`](Self::request_shutdown), and on close the server
     /// leaves clients waiting in the listen backlog, and its Unix socket
     /// file, to the other process instead of closing and removing them.
-    /// Requests it already took are finished (or cut) as in any close.
+    /// Connections it already accepted are still its own: wherever they are
+    /// on their way to a handler (a PROXY header, a TLS handshake, waiting
+    /// for their first byte or for room), they are carried on and served,
+    /// within their deadlines and `drain_timeout`; requests running are
+    /// finished (or cut) as in any close.
     pub fn hand_over(&self) {
         self.shared.handed_over.store(true, Ordering::SeqCst);
         self.request_shutdown();

@@ -300,3 +300,36 @@ fn a_setting_that_trusts_nobody_is_refused_at_bind() {
     let error = error.to_string();
     assert!(error.contains("trusts no peer"), "{error}");
 }
+
+/// A restart hands the socket over while connections this server already
+/// accepted are on their way to a handler: one mid-header, one parked
+/// until it speaks. They are its own to serve, and it serves them.
+#[test]
+fn connections_accepted_before_a_hand_over_are_still_served() {
+    let mut server = TcpServer::builder(reporter())
+        .proxy_protocol(trusting_loopback_one())
+        .idle_timeout(Some(IO_TIMEOUT))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let to = server.server_address().as_inet().unwrap();
+    let stats = server.stats_handle();
+    let stop = server.shutdown_handle();
+    let serving = std::thread::spawn(move || {
+        server.serve_forever().unwrap();
+        server
+    });
+    let mut mid_header = connect_from("127.0.0.1", to);
+    mid_header.write_all(b"PROXY TCP4 192.0.2.7 ").unwrap();
+    let mut parked = connect_from("127.0.0.1", to);
+    parked.write_all(b"PROXY TCP4 192.0.2.8 127.0.0.9 6666 80\r\n").unwrap();
+    eventually("both are accepted", || stats.get().accepted == 2);
+
+    stop.hand_over();
+    let server = serving.join().unwrap();
+    let closing = std::thread::spawn(move || drop(server));
+    let first = exchange(mid_header, &[b"127.0.0.9 5555 80\r\n7\n"]);
+    let second = exchange(parked, &[b"8\n"]);
+    closing.join().unwrap();
+    assert_eq!(first, "192.0.2.7:5555 127.0.0.9:80 - 7\n");
+    assert_eq!(second, "192.0.2.8:6666 127.0.0.9:80 - 8\n");
+}
