@@ -201,9 +201,15 @@ fn the_demo_checks_every_transport_and_exits_0() {
     let out = Command::new(prime_binary()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("32 of 32 answers correct"), "{stdout}");
-    for kind in ["tcp", "udp", "unix-stream", "unix-datagram"] {
-        assert!(stdout.contains(kind), "{stdout}");
+    // Built with the feature `tls`, the demo adds a TLS column.
+    let (total, columns): (usize, &[&str]) = if cfg!(feature = "tls") {
+        (40, &["tcp", "udp", "unix-stream", "unix-datagram", "tls (tcp)"])
+    } else {
+        (32, &["tcp", "udp", "unix-stream", "unix-datagram"])
+    };
+    assert!(stdout.contains(&format!("{total} of {total} answers correct")), "{stdout}");
+    for column in columns {
+        assert!(stdout.contains(column), "{stdout}");
     }
 }
 
