@@ -543,3 +543,62 @@ fn prime_serves_tls_with_a_child_per_request() {
         assert_eq!(stdout, "29 T\n1125899906842624 F\n", "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// socat's OPENSSL address as the client, when socat is installed.
+#[test]
+fn socat_openssl_clients_are_served() {
+    if Command::new("socat").arg("-V").output().is_err() {
+        eprintln!("skipped: socat not installed");
+        return;
+    }
+    let certs = Certs::new();
+    let errors = Errors::default();
+    let running = Running::start(tls_server(certs.server(false), &errors));
+    let address = format!("OPENSSL:{},cafile={},commonname=localhost", running.inet(), certs.path("ca.pem"));
+    let mut child = Command::new("socat")
+        // After its input ends, wait (bounded) for the server to finish.
+        .args(["-t", "20", "-", &address])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"41\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.ends_with(" 41\n") && stdout.starts_with("TLSv1_"),
+        "{stdout:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(errors.all(), Vec::<String>::new());
+    running.stop().unwrap();
+}
+
+/// `prime certs DIR` writes what `serve --tls-*` and `ask --tls` take,
+/// mutual TLS included.
+#[test]
+fn prime_certs_makes_what_serve_and_ask_need() {
+    use common::process::{Serve, prime_binary};
+    let dir = common::temp_dir();
+    let pki = dir.path().join("pki");
+    let made = Command::new(prime_binary()).arg("certs").arg(&pki).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let file = |name: &str| pki.join(name).display().to_string();
+    let serve = Serve::start(
+        "tcp",
+        "127.0.0.1:0",
+        &["--tls-cert", &file("server.pem"), "--tls-key", &file("server.key"), "--tls-client-ca", &file("ca.pem")],
+    );
+    let out = Command::new(prime_binary())
+        .args(["ask", "tcp", &serve.address, "--tls", "--ca", &file("ca.pem")])
+        .args(["--cert", &file("client.pem"), "--key", &file("client.key"), "97"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "97 T\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let without = Command::new(prime_binary())
+        .args(["ask", "tcp", &serve.address, "--tls", "--ca", &file("ca.pem"), "97"])
+        .output()
+        .unwrap();
+    assert!(!without.status.success(), "served without a client certificate");
+}

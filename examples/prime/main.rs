@@ -30,6 +30,8 @@ const USAGE: &str = "\
 usage: prime                          run the demo over every transport
        prime serve KIND ADDR [FLAGS]  serve until SIGINT or SIGTERM
        prime ask KIND ADDR [FLAGS] N...  ask a server about each N
+       prime certs DIR                (feature tls) write a CA, and a server and a client
+                                      certificate it signed, as PEM files into DIR
 
 KIND:  tcp | udp | unix-stream | unix-datagram
 ADDR:  HOST:PORT (port 0 picks one), a socket path, or fd:N (serve the socket
@@ -138,6 +140,11 @@ fn main() -> ExitCode {
         Some("ask") => parse_ask(&args[1..])
             .map_err(usage_error)
             .and_then(|(kind, addr, numbers, security)| ask(kind, &addr, &numbers, &security)),
+        #[cfg(feature = "tls")]
+        Some("certs") => match &args[1..] {
+            [dir] => certs(std::path::Path::new(dir)),
+            _ => Err(usage_error("certs needs DIR".into())),
+        },
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -210,6 +217,26 @@ fn ask(kind: TransportKind, addr: &str, numbers: &[String], security: &client::S
     let answers = client::ask(kind, addr, numbers, ASK_TIMEOUT, security).map_err(failure)?;
     for (n, answer) in numbers.iter().zip(answers) {
         println!("{n} {answer}");
+    }
+    Ok(())
+}
+
+/// `prime certs DIR`: certificates for trying TLS (`serve --tls-cert
+/// DIR/server.pem --tls-key DIR/server.key`, `ask --tls --ca DIR/ca.pem`).
+#[cfg(feature = "tls")]
+fn certs(dir: &std::path::Path) -> Result<(), ExitCode> {
+    let pki = tls::Pki::generate().map_err(failure)?;
+    std::fs::create_dir_all(dir).map_err(|e| failure(format!("cannot create {}: {e}", dir.display())))?;
+    for (name, pem) in [
+        ("ca.pem", &pki.ca),
+        ("server.pem", &pki.server_cert),
+        ("server.key", &pki.server_key),
+        ("client.pem", &pki.client_cert),
+        ("client.key", &pki.client_key),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).map_err(|e| failure(format!("cannot write {}: {e}", path.display())))?;
+        println!("{}", path.display());
     }
     Ok(())
 }

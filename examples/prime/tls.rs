@@ -12,7 +12,6 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// A certificate authority, a server certificate it signed (for
 /// `localhost` and 127.0.0.1) and a client certificate it signed, as PEM.
-#[allow(dead_code, reason = "the demo uses the server half, the tests all of it")]
 pub struct Pki {
     pub ca: String,
     pub server_cert: String,
