@@ -11,6 +11,7 @@ mod common;
 #[path = "../examples/prime/tls.rs"]
 mod pki;
 
+use rustls::pki_types::pem::PemObject;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -601,4 +602,113 @@ fn prime_certs_makes_what_serve_and_ask_need() {
         .output()
         .unwrap();
     assert!(!without.status.success(), "served without a client certificate");
+}
+
+/// Reads through to `inner`, keeping a copy of every byte.
+struct Recording<R> {
+    inner: R,
+    seen: Vec<u8>,
+}
+
+impl<R: Read> Read for Recording<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The lengths of the application-data records (type 23) in raw TLS 1.2 bytes.
+fn application_records(mut raw: &[u8]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    while raw.len() >= 5 {
+        let len = usize::from(u16::from_be_bytes([raw[3], raw[4]]));
+        if raw[0] == 23 {
+            lengths.push(len);
+        }
+        raw = &raw[(5 + len).min(raw.len())..];
+    }
+    lengths
+}
+
+/// Over TLS 1.2, where record types show on the wire: a vectored write of
+/// 60 small slices leaves in one record, and 40,000 bytes in three (16 KiB
+/// of plaintext each), not a record per slice or per write.
+#[test]
+fn vectored_writes_leave_in_as_few_records_as_their_length_allows() {
+    let certs = Certs::new();
+    let handler = |req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        let size: usize = line.trim().parse().map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+        let piece = vec![b'x'; size / 60];
+        let slices: Vec<std::io::IoSlice<'_>> = (0..60).map(|_| std::io::IoSlice::new(&piece)).collect();
+        let mut rest = &mut slices.clone()[..];
+        while !rest.is_empty() {
+            let n = req.wfile.write_vectored(rest)?;
+            std::io::IoSlice::advance_slices(&mut rest, n);
+        }
+        Ok(())
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls12 = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            rustls::pki_types::CertificateDer::pem_slice_iter(certs.pki.server_cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap(),
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(certs.pki.server_key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let server = TcpServer::builder(handler).tls(Arc::new(tls12)).bind("127.0.0.1:0").unwrap();
+    let running = Running::start(server);
+    for (size, records) in [(6_000, 1), (40_020, 3)] {
+        let tcp = TcpStream::connect(running.inet()).unwrap();
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = rustls::ClientConnection::new(certs.client(false), name).unwrap();
+        let mut wire = Recording { inner: &tcp, seen: Vec::new() };
+        let mut out = &tcp;
+        while tls.is_handshaking() {
+            tls.complete_io(&mut ReadWrite(&mut wire, &mut out)).unwrap();
+        }
+        write!(tls.writer(), "{size}\n").unwrap();
+        let mut answer = Vec::new();
+        loop {
+            while tls.wants_write() {
+                tls.write_tls(&mut out).unwrap();
+            }
+            if tls.read_tls(&mut wire).unwrap() == 0 {
+                break;
+            }
+            tls.process_new_packets().unwrap();
+            let _ = tls.reader().read_to_end(&mut answer);
+        }
+        assert_eq!(answer.len(), size / 60 * 60);
+        let data = application_records(&wire.seen);
+        // The answer's records, then close_notify's (an alert, type 21).
+        assert_eq!(data.len(), records, "{size} bytes left in records of {data:?}");
+    }
+    running.stop().unwrap();
+}
+
+/// A reader and a writer as one `Read + Write`, for `complete_io`.
+struct ReadWrite<'a, R, W>(&'a mut R, &'a mut W);
+
+impl<R: Read, W: Write> Read for ReadWrite<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read, W: Write> Write for ReadWrite<'_, R, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.1.flush()
+    }
 }
