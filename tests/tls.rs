@@ -674,7 +674,7 @@ fn vectored_writes_leave_in_as_few_records_as_their_length_allows() {
         while tls.is_handshaking() {
             tls.complete_io(&mut ReadWrite(&mut wire, &mut out)).unwrap();
         }
-        write!(tls.writer(), "{size}\n").unwrap();
+        writeln!(tls.writer(), "{size}").unwrap();
         let mut answer = Vec::new();
         loop {
             while tls.wants_write() {
