@@ -137,26 +137,20 @@ fn python_ssl_clients_are_served_and_see_the_handshake() {
     running.stop().unwrap();
 }
 
-#[test]
-fn openssl_s_client_is_served() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("skipped: openssl not installed");
-        return;
-    }
-    let certs = Certs::new();
-    let errors = Errors::default();
-    let running = Running::start(tls_server(certs.server(false), &errors));
-    let connect = running.inet().to_string();
+/// `openssl s_client` asks `line` at `address` with `extra` flags; returns
+/// the first line it printed ("" if the server closed without an answer).
+fn s_client(address: SocketAddr, certs: &Certs, extra: &[&str], line: &[u8]) -> String {
     let mut child = Command::new("openssl")
-        .args(["s_client", "-connect", &connect, "-servername", "localhost", "-CAfile", &certs.path("ca.pem")])
-        .args(["-verify_return_error", "-quiet", "-tls1_2"])
+        .args(["s_client", "-connect", &address.to_string(), "-servername", "localhost"])
+        .args(["-CAfile", &certs.path("ca.pem"), "-verify_return_error", "-quiet"])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"29\n").unwrap();
+    stdin.write_all(line).unwrap();
     // s_client -quiet keeps the connection after its input ends: read the
     // answer line on a thread, bounded, then end it.
     let stdout = child.stdout.take().unwrap();
@@ -166,12 +160,38 @@ fn openssl_s_client_is_served() {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx.recv_timeout(IO_TIMEOUT);
+    let answer = rx.recv_timeout(IO_TIMEOUT).expect("s_client printed nothing and did not exit");
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(line.as_deref(), Ok("TLSv1_2 sni=localhost alpn=- client-certs=0 29\n"));
-    assert_eq!(errors.all(), Vec::<String>::new());
     drop(stdin);
+    answer
+}
+
+#[test]
+fn openssl_s_client_is_served_with_and_without_mutual_tls() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: openssl not installed");
+        return;
+    }
+    let certs = Certs::new();
+    let errors = Errors::default();
+    let running = Running::start(tls_server(certs.server(false), &errors));
+    let answer = s_client(running.inet(), &certs, &["-tls1_2"], b"29\n");
+    assert_eq!(answer, "TLSv1_2 sni=localhost alpn=- client-certs=0 29\n");
+    assert_eq!(errors.all(), Vec::<String>::new());
+    running.stop().unwrap();
+
+    let server = tls_server(certs.server(true), &errors);
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let identity = ["-cert", &certs.path("client.pem"), "-key", &certs.path("client.key")];
+    let answer = s_client(running.inet(), &certs, &identity, b"31\n");
+    assert!(
+        answer.starts_with("TLSv1_3 sni=localhost alpn=- client-certs=") && answer.ends_with(" 31\n"),
+        "{answer:?}"
+    );
+    assert_eq!(s_client(running.inet(), &certs, &[], b"31\n"), "", "answered without a client certificate");
+    eventually("the refusal is counted", || stats.get().tls_failed == 1);
     running.stop().unwrap();
 }
 
