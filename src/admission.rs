@@ -27,6 +27,44 @@ pub(crate) enum Admitted {
     Ready(Incoming),
 }
 
+/// How one step of a stage ended for a connection (a PROXY header read, a
+/// TLS handshake step), when it ended the stage.
+#[cfg(any(feature = "proxy-protocol", feature = "tls"))]
+pub(crate) enum Step {
+    /// Through the stage: on to the next.
+    Through,
+    /// The peer closed before sending a byte (a port check, a TCP health check).
+    Gone,
+    /// Refused; the reason says why.
+    Failed(String),
+}
+
+/// Takes poll's answer for a stage's `held` connections (one entry each, in
+/// order): `decide` gets each with whether its fd is ready, and returns the
+/// connection with how it left the stage, or gives it back to stay. Those
+/// that stay keep their order, so the next poll set lines up again.
+#[cfg(any(feature = "proxy-protocol", feature = "tls"))]
+pub(crate) fn sift<T>(
+    held: &mut Vec<T>,
+    polled: &[libc::pollfd],
+    mut decide: impl FnMut(T, bool) -> Result<(Incoming, Step), T>,
+) -> Vec<(Incoming, Step)> {
+    let mut entry = polled.iter();
+    let mut left = Vec::new();
+    let stay = std::mem::take(held)
+        .into_iter()
+        .filter_map(|item| match decide(item, entry.next().is_some_and(|p| p.revents != 0)) {
+            Ok(gone) => {
+                left.push(gone);
+                None
+            }
+            Err(item) => Some(item),
+        })
+        .collect();
+    *held = stay;
+    left
+}
+
 /// The connections on their way to a handler, stage by stage.
 #[derive(Default)]
 pub(crate) struct Admission {
@@ -173,16 +211,15 @@ impl Admission {
         hooks: &mut Hooks,
         options: &Options,
     ) -> bool {
-        use crate::proxy::Read;
         let Some(settings) = &options.proxy_protocol else { return false };
         let mut turned_away = false;
-        for read in self.headers.sort(polled, now, settings) {
-            match read {
-                Read::Done(conn) => {
+        for (conn, step) in self.headers.sort(polled, now, settings) {
+            match step {
+                Step::Through => {
                     turned_away |= matches!(self.verify(conn, now, ctx, hooks, options, false), Admitted::Refused);
                 }
-                Read::Gone(conn) => closed_silent(conn),
-                Read::Failed(conn, reason) => {
+                Step::Gone => closed_silent(conn),
+                Step::Failed(reason) => {
                     Counters::add(&ctx.counters.proxy_refused, 1);
                     (ctx.on_error)(&crate::Error::ProxyHeader { peer: conn.peer, reason });
                     adapter::close_stream(conn.socket);
@@ -203,18 +240,17 @@ impl Admission {
         ctx: &Context<H>,
         options: &Options,
     ) -> bool {
-        use crate::tls::Shook;
         let mut turned_away = false;
-        for shook in self.handshakes.sort(polled, now) {
-            match shook {
+        for (conn, step) in self.handshakes.sort(polled, now) {
+            match step {
                 // Its first request came with the handshake: already read off
                 // the socket, so polling the socket would not see it.
-                Shook::Done { conn, has_data: true } => self.parking.queue(conn),
-                Shook::Done { conn, has_data: false } => {
+                Step::Through if conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext()) => self.parking.queue(conn),
+                Step::Through => {
                     self.ready(conn, now, options, false);
                 }
-                Shook::Gone(conn) => closed_silent(conn),
-                Shook::Failed(conn, reason) => {
+                Step::Gone => closed_silent(conn),
+                Step::Failed(reason) => {
                     refuse_tls(ctx, conn, reason);
                     turned_away = true;
                 }

@@ -32,15 +32,7 @@ impl Certs {
     fn new() -> Certs {
         let pki = pki::Pki::generate().unwrap();
         let dir = common::temp_dir();
-        for (name, pem) in [
-            ("ca.pem", &pki.ca),
-            ("server.pem", &pki.server_cert),
-            ("server.key", &pki.server_key),
-            ("client.pem", &pki.client_cert),
-            ("client.key", &pki.client_key),
-        ] {
-            std::fs::write(dir.path().join(name), pem).unwrap();
-        }
+        pki.write_to(dir.path()).unwrap();
         Certs { pki, dir }
     }
 

@@ -25,9 +25,7 @@ fn made() -> &'static (tempfile::TempDir, pki::Pki) {
     CERTIFICATES.get_or_init(|| {
         let pki = pki::Pki::generate().expect("certificates");
         let dir = tempfile::tempdir().expect("temp dir");
-        for (name, pem) in [("ca.pem", &pki.ca), ("server.pem", &pki.server_cert), ("server.key", &pki.server_key)] {
-            std::fs::write(dir.path().join(name), pem).expect("write a certificate");
-        }
+        pki.write_to(dir.path()).expect("write the certificates");
         (dir, pki)
     })
 }

@@ -225,17 +225,8 @@ fn ask(kind: TransportKind, addr: &str, numbers: &[String], security: &client::S
 /// DIR/server.pem --tls-key DIR/server.key`, `ask --tls --ca DIR/ca.pem`).
 #[cfg(feature = "tls")]
 fn certs(dir: &std::path::Path) -> Result<(), ExitCode> {
-    let pki = tls::Pki::generate().map_err(failure)?;
-    std::fs::create_dir_all(dir).map_err(|e| failure(format!("cannot create {}: {e}", dir.display())))?;
-    for (name, pem) in [
-        ("ca.pem", &pki.ca),
-        ("server.pem", &pki.server_cert),
-        ("server.key", &pki.server_key),
-        ("client.pem", &pki.client_cert),
-        ("client.key", &pki.client_key),
-    ] {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).map_err(|e| failure(format!("cannot write {}: {e}", path.display())))?;
+    let written = tls::Pki::generate().and_then(|pki| pki.write_to(dir)).map_err(failure)?;
+    for path in written {
         println!("{}", path.display());
     }
     Ok(())

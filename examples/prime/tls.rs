@@ -40,6 +40,27 @@ impl Pki {
         let (client_cert, client_key) = leaf(Vec::new(), "prime client")?;
         Ok(Pki { ca: ca.pem(), server_cert, server_key, client_cert, client_key })
     }
+
+    /// Writes `ca.pem`, `server.pem`, `server.key`, `client.pem` and
+    /// `client.key` into `dir` (made if missing); returns their paths.
+    pub fn write_to(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let files = [
+            ("ca.pem", &self.ca),
+            ("server.pem", &self.server_cert),
+            ("server.key", &self.server_key),
+            ("client.pem", &self.client_cert),
+            ("client.key", &self.client_key),
+        ];
+        files
+            .into_iter()
+            .map(|(name, pem)| {
+                let path = dir.join(name);
+                std::fs::write(&path, pem).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                Ok(path)
+            })
+            .collect()
+    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -35,7 +35,7 @@ mod pending;
 pub use header::{ProxyHeader, tlv};
 pub use ipnet::IpNet;
 
-pub(crate) use pending::{Pending, Read};
+pub(crate) use pending::Pending;
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::ProxyProtocol;
 use super::header::{MAX_HEADER, Parsed, parse_stream};
 use crate::adapter::{self, Incoming};
+use crate::admission::{Step, sift};
 use crate::options::deadline_after;
 use crate::sys;
 
@@ -21,16 +22,6 @@ struct Waiting {
     expires: Instant,
     /// Header bytes already taken from the socket.
     taken: Vec<u8>,
-}
-
-/// How a connection left the header stage.
-pub(crate) enum Read {
-    /// Header read (or, with an optional header, none sent): serve it.
-    Done(Incoming),
-    /// Closed before sending a byte (a balancer's plain TCP health check).
-    Gone(Incoming),
-    /// Refused; the reason names what was wrong with the header.
-    Failed(Incoming, String),
 }
 
 /// The connections whose header is still arriving.
@@ -64,12 +55,13 @@ impl Pending {
     /// Takes poll's answer (`polled`, one entry per connection in
     /// `poll_fds` order): reads what arrived, and returns the connections
     /// done with the header stage, in arrival order.
-    pub(crate) fn sort(&mut self, polled: &[libc::pollfd], now: Instant, settings: &ProxyProtocol) -> Vec<Read> {
-        let mut entry = polled.iter();
-        let mut done = Vec::new();
-        let mut kept = Vec::with_capacity(self.waiting.len());
-        for mut waiting in self.waiting.drain(..) {
-            let ready = entry.next().is_some_and(|p| p.revents != 0);
+    pub(crate) fn sort(
+        &mut self,
+        polled: &[libc::pollfd],
+        now: Instant,
+        settings: &ProxyProtocol,
+    ) -> Vec<(Incoming, Step)> {
+        sift(&mut self.waiting, polled, |mut waiting, ready| {
             let expired = now >= waiting.expires;
             // At the deadline, look once more: bytes that came after poll count.
             let step = if ready || (expired && sys::has_input(waiting.conn.socket.as_fd())) {
@@ -77,22 +69,14 @@ impl Pending {
             } else {
                 None
             };
-            match step {
-                Some(Step::Done) => done.push(Read::Done(waiting.conn)),
-                Some(Step::Gone) => done.push(Read::Gone(waiting.conn)),
-                Some(Step::Failed(reason)) => done.push(Read::Failed(waiting.conn, reason)),
-                None if expired && waiting.taken.is_empty() && !settings.is_required() => {
-                    done.push(Read::Done(waiting.conn));
-                }
-                None if expired => {
-                    let reason = format!("no complete PROXY header within {:?}", settings.timeout());
-                    done.push(Read::Failed(waiting.conn, reason));
-                }
-                None => kept.push(waiting),
-            }
-        }
-        self.waiting = kept;
-        done
+            let step = match step {
+                Some(step) => step,
+                None if expired && waiting.taken.is_empty() && !settings.is_required() => Step::Through,
+                None if expired => Step::Failed(format!("no complete PROXY header within {:?}", settings.timeout())),
+                None => return Err(waiting),
+            };
+            Ok((waiting.conn, step))
+        })
     }
 
     /// On close: every connection still here is closed with a log line.
@@ -102,12 +86,6 @@ impl Pending {
             adapter::close_stream(waiting.conn.socket);
         }
     }
-}
-
-enum Step {
-    Done,
-    Gone,
-    Failed(String),
 }
 
 /// One read after poll said the socket is readable. `None`: the header is
@@ -134,7 +112,7 @@ fn read_some(waiting: &mut Waiting, settings: &ProxyProtocol) -> Option<Step> {
         Parsed::Header { len, header } => {
             waiting.conn.peer = header.client();
             waiting.conn.proxy = Some(Box::new(header));
-            (len - before, Some(Step::Done))
+            (len - before, Some(Step::Through))
         }
         // Every byte seen so far belongs to the header: take them all.
         Parsed::NeedMore if seen.len() < MAX_HEADER => (n, None),
@@ -143,7 +121,7 @@ fn read_some(waiting: &mut Waiting, settings: &ProxyProtocol) -> Option<Step> {
         Parsed::Absent if settings.is_required() => {
             (0, Some(Step::Failed("no PROXY header, and one is required from this peer".into())))
         }
-        Parsed::Absent => (0, Some(Step::Done)),
+        Parsed::Absent => (0, Some(Step::Through)),
         Parsed::Malformed(reason) => (0, Some(Step::Failed(reason))),
     };
     seen.truncate(before);

@@ -13,24 +13,16 @@ use socket2::Socket;
 
 use super::Session;
 use crate::adapter::{self, Incoming};
+use crate::admission::{Step, sift};
 use crate::sys;
 
 struct Shaking {
     conn: Incoming,
-    tls: ServerConnection,
+    /// Boxed: a session is large, and the stage moves its entries about.
+    tls: Box<ServerConnection>,
     expires: Instant,
     /// Bytes have come from the client.
     heard: bool,
-}
-
-/// How a connection left the handshake.
-pub(crate) enum Shook {
-    /// Handshake complete; `has_data` if plaintext came with its end.
-    Done { conn: Incoming, has_data: bool },
-    /// Closed before sending a byte (a port check, a TCP health check).
-    Gone(Incoming),
-    /// Failed; the reason says why.
-    Failed(Incoming, String),
 }
 
 /// The connections whose handshake is under way.
@@ -49,7 +41,7 @@ impl Handshakes {
     ) -> Result<(), (Incoming, String)> {
         match ServerConnection::new(Arc::clone(config)) {
             Ok(tls) => {
-                self.shaking.push(Shaking { conn, tls, expires, heard: false });
+                self.shaking.push(Shaking { conn, tls: Box::new(tls), expires, heard: false });
                 Ok(())
             }
             Err(e) => Err((conn, format!("cannot start a TLS session: {e}"))),
@@ -81,31 +73,20 @@ impl Handshakes {
     /// Takes poll's answer (`polled`, one entry per connection in
     /// `poll_entries` order): steps the handshakes that can move, and
     /// returns the connections done with the handshake, in order.
-    pub(crate) fn sort(&mut self, polled: &[libc::pollfd], now: Instant) -> Vec<Shook> {
-        let mut entry = polled.iter();
-        let mut done = Vec::new();
-        let mut kept = Vec::with_capacity(self.shaking.len());
-        for mut shaking in self.shaking.drain(..) {
-            let ready = entry.next().is_some_and(|p| p.revents != 0);
+    pub(crate) fn sort(&mut self, polled: &[libc::pollfd], now: Instant) -> Vec<(Incoming, Step)> {
+        sift(&mut self.shaking, polled, |mut shaking, ready| {
             let expired = now >= shaking.expires;
-            match (ready || expired).then(|| step(&mut shaking)).flatten() {
-                Some(Step::Done) => {
-                    let has_data = shaking.tls.process_new_packets().is_ok_and(|s| s.plaintext_bytes_to_read() > 0);
-                    let Shaking { mut conn, tls, .. } = shaking;
-                    conn.tls = Some(Box::new(Session::new(tls)));
-                    done.push(Shook::Done { conn, has_data });
-                }
-                Some(Step::Gone) => done.push(Shook::Gone(shaking.conn)),
-                Some(Step::Failed(reason)) => done.push(Shook::Failed(shaking.conn, reason)),
-                None if expired => {
-                    let reason = "TLS handshake not finished by its deadline".to_owned();
-                    done.push(Shook::Failed(shaking.conn, reason));
-                }
-                None => kept.push(shaking),
+            let step = match (ready || expired).then(|| step(&mut shaking)).flatten() {
+                Some(step) => step,
+                None if expired => Step::Failed("TLS handshake not finished by its deadline".into()),
+                None => return Err(shaking),
+            };
+            let Shaking { mut conn, tls, .. } = shaking;
+            if let Step::Through = step {
+                conn.tls = Some(Box::new(Session::new(*tls)));
             }
-        }
-        self.shaking = kept;
-        done
+            Ok((conn, step))
+        })
     }
 
     /// On close: every connection still here is closed with a log line.
@@ -115,12 +96,6 @@ impl Handshakes {
             adapter::close_stream(shaking.conn.socket);
         }
     }
-}
-
-enum Step {
-    Done,
-    Gone,
-    Failed(String),
 }
 
 /// Moves a handshake as far as the socket allows. `None`: waiting for the
@@ -137,7 +112,7 @@ fn step(s: &mut Shaking) -> Option<Step> {
             }
         }
         if !s.tls.is_handshaking() {
-            return Some(Step::Done);
+            return Some(Step::Through);
         }
         let first = !s.heard;
         match s.tls.read_tls(&mut wire) {

@@ -25,6 +25,12 @@ impl Session {
         &self.info
     }
 
+    /// Whether plaintext is already in, read off the socket with the end of
+    /// the handshake: polling the socket would not show it.
+    pub(crate) fn has_plaintext(&self) -> bool {
+        self.tls.borrow_mut().process_new_packets().is_ok_and(|state| state.plaintext_bytes_to_read() > 0)
+    }
+
     /// Reads plaintext into `buf`, reading TLS records from `wire` as
     /// needed. 0 at the end of input, clean (`close_notify`) or not.
     pub(crate) fn read(&self, buf: &mut [u8], wire: &mut (impl Read + Write)) -> io::Result<usize> {
