@@ -146,6 +146,15 @@ fn a_killed_backend_costs_only_its_requests(front: Front) {
     for i in [0, 2] {
         assert!(backends[i].answers().len() > before[i] + 50, "backend {i} took no share after the kill");
     }
+    if front == Front::Haproxy {
+        // Its health checks (a PROXY v2 LOCAL header each) found the dead one
+        // out, and only that one: the others answered every check.
+        eventually("HAProxy's health check marks the killed backend down", || {
+            balancer.log().contains("prime2 is DOWN")
+        });
+        let log = balancer.log();
+        assert!(!log.contains("prime1 is DOWN") && !log.contains("prime3 is DOWN"), "{log}");
+    }
 }
 
 #[test]
