@@ -127,6 +127,15 @@ fn python_ssl_clients_are_served_and_see_the_handshake() {
     );
     assert_eq!(errors.all(), Vec::<String>::new());
     running.stop().unwrap();
+
+    // A server that offers the protocol the client asks for agrees on it.
+    let mut config = Arc::unwrap_or_clone(certs.server(false));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"prime/1".to_vec()];
+    let running = Running::start(tls_server(Arc::new(config), &errors));
+    let out = python(PYTHON_CLIENT, &[&running.inet().port().to_string(), &certs.path("ca.pem")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("TLSv1_3 sni=localhost alpn=prime/1 client-certs=0 17\n"), "{stdout:?}");
+    running.stop().unwrap();
 }
 
 /// `openssl s_client` asks `line` at `address` with `extra` flags; returns
