@@ -174,18 +174,26 @@ impl Conn {
 
     /// Sends `len` bytes of `file` from `offset` (to its end if `None`),
     /// after what is buffered. Linux: sendfile(2), the kernel copies file to
-    /// socket; elsewhere a read/write copy. Returns the bytes sent.
+    /// socket; elsewhere, and under TLS, a copy. Returns the bytes sent.
     pub(crate) fn send_file(&self, file: &std::fs::File, offset: u64, len: Option<u64>) -> io::Result<u64> {
         self.flush()?;
-        if self.encrypted() {
-            return self.copy_file(file, offset, len);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if !self.encrypted() {
+            return self.send_file_by_kernel(file, offset, len);
         }
+        self.copy_file(file, offset, len)
+    }
+
+    /// sendfile(2): the kernel copies file pages straight to the socket.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn send_file_by_kernel(&self, file: &std::fs::File, offset: u64, len: Option<u64>) -> io::Result<u64> {
         let end = len.map(|len| offset.saturating_add(len));
         let mut position = offset;
         while end.is_none_or(|end| position < end) {
             let chunk = end.map_or(1 << 30, |end| (end - position).min(1 << 30)) as usize;
             self.arm(self.timeouts.write, Socket::set_write_timeout)?;
-            let sent = send_file_chunk(&self.socket, file, &mut position, chunk).map_err(|e| timed_out(e, "write"))?;
+            let sent =
+                crate::sys::sendfile(&self.socket, file, &mut position, chunk).map_err(|e| timed_out(e, "write"))?;
             if sent == 0 {
                 break; // end of file
             }
@@ -193,8 +201,8 @@ impl Conn {
         Ok(position - offset)
     }
 
-    /// Sends `file` through the buffer, a chunk at a time: for a TLS
-    /// connection, where the bytes must be encrypted on their way.
+    /// Sends `file` a chunk at a time through user space: where the kernel
+    /// cannot (no sendfile(2) on this OS, or TLS, which encrypts here).
     fn copy_file(&self, file: &std::fs::File, offset: u64, len: Option<u64>) -> io::Result<u64> {
         use std::os::unix::fs::FileExt;
         let mut chunk = vec![0u8; 4 * STREAM_BUFFER];
@@ -293,22 +301,6 @@ impl std::io::Write for Wire<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn send_file_chunk(socket: &Socket, file: &std::fs::File, position: &mut u64, chunk: usize) -> io::Result<usize> {
-    crate::sys::sendfile(socket, file, position, chunk)
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn send_file_chunk(socket: &Socket, file: &std::fs::File, position: &mut u64, chunk: usize) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; chunk.min(STREAM_BUFFER * 8)];
-    let read = file.read_at(&mut buf, *position)?;
-    socket.send_with_flags(&buf[..read], NO_SIGNAL).map(|sent| {
-        *position += sent as u64;
-        sent
-    })
 }
 
 /// A socket timeout surfaces as EAGAIN; say what it is.
