@@ -142,7 +142,8 @@ impl Writer<'_> {
     /// `None`), after anything written before (Python's `socket.sendfile`).
     ///
     /// On a Linux stream connection the kernel copies file pages straight to
-    /// the socket (sendfile(2)): no copy through user space. A datagram
+    /// the socket (sendfile(2)): no copy through user space; over TLS
+    /// (feature `tls`) the bytes are read and encrypted here. A datagram
     /// request's reply gets the bytes appended (it is still one datagram).
     /// Returns how many bytes were sent, fewer than `len` only at end of file.
     ///
@@ -176,7 +177,8 @@ impl Writer<'_> {
     /// Unix stream connections: sends `data` (at least one byte) with `fds`
     /// attached (SCM_RIGHTS), after anything written before. The client
     /// receives its own duplicates of the fds; ours stay open. Datagram
-    /// requests and inet connections get an `Unsupported` error.
+    /// requests, inet connections and TLS connections get an `Unsupported`
+    /// error.
     ///
     /// # Errors
     ///
