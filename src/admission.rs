@@ -121,7 +121,7 @@ impl Admission {
             return match self.handshakes.start(conn, config, expires) {
                 Ok(()) => Admitted::Held,
                 Err((conn, reason)) => {
-                    refuse_tls(ctx, conn, reason);
+                    refuse(ctx, conn, &ctx.counters.tls_failed, |peer| crate::Error::Tls { peer, reason });
                     Admitted::Refused
                 }
             };
@@ -220,9 +220,7 @@ impl Admission {
                 }
                 Step::Gone => closed_silent(conn),
                 Step::Failed(reason) => {
-                    Counters::add(&ctx.counters.proxy_refused, 1);
-                    (ctx.on_error)(&crate::Error::ProxyHeader { peer: conn.peer, reason });
-                    adapter::close_stream(conn.socket);
+                    refuse(ctx, conn, &ctx.counters.proxy_refused, |peer| crate::Error::ProxyHeader { peer, reason });
                     turned_away = true;
                 }
             }
@@ -251,7 +249,7 @@ impl Admission {
                 }
                 Step::Gone => closed_silent(conn),
                 Step::Failed(reason) => {
-                    refuse_tls(ctx, conn, reason);
+                    refuse(ctx, conn, &ctx.counters.tls_failed, |peer| crate::Error::Tls { peer, reason });
                     turned_away = true;
                 }
             }
@@ -286,9 +284,16 @@ fn closed_silent(conn: Incoming) {
     adapter::close_stream(conn.socket);
 }
 
-#[cfg(feature = "tls")]
-fn refuse_tls<H>(ctx: &Context<H>, conn: Incoming, reason: String) {
-    Counters::add(&ctx.counters.tls_failed, 1);
-    (ctx.on_error)(&crate::Error::Tls { peer: conn.peer, reason });
+/// Closes a connection a stage refused, counting it in `counter` and
+/// reporting the error `error` makes of its peer to `handle_error`.
+#[cfg(any(feature = "proxy-protocol", feature = "tls"))]
+fn refuse<H>(
+    ctx: &Context<H>,
+    conn: Incoming,
+    counter: &std::sync::atomic::AtomicU64,
+    error: impl FnOnce(crate::Address) -> crate::Error,
+) {
+    Counters::add(counter, 1);
+    (ctx.on_error)(&error(conn.peer));
     adapter::close_stream(conn.socket);
 }
