@@ -140,6 +140,14 @@ pub enum Error {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// A request still running when the drain timeout passed was cut: its
+    /// connection shut down, or its child process killed. Counted once, in
+    /// `Stats::cut_at_drain`.
+    #[error("request from {peer} cut: still running when the drain timeout passed")]
+    Cut {
+        /// The client's address.
+        peer: Address,
+    },
     /// A datagram did not fit in `max_packet_size` bytes. It was not served.
     #[error("datagram from {peer} is larger than max_packet_size ({max} bytes); dropped")]
     Truncated {
@@ -176,6 +184,7 @@ impl Error {
         match self {
             Error::Request { peer, .. }
             | Error::Panic { peer, .. }
+            | Error::Cut { peer }
             | Error::Truncated { peer, .. }
             | Error::ProxyHeader { peer, .. }
             | Error::Tls { peer, .. } => Some(peer),

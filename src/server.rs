@@ -156,6 +156,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 shutdown.clone(),
                 (T::KIND == Kind::Stream).then(|| socket.as_raw_fd()),
                 Arc::clone(&counters),
+                Arc::clone(&parts.on_error),
             ),
             socket: Arc::new(socket),
             socket_file,

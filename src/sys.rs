@@ -228,6 +228,16 @@ pub(crate) fn kill(pid: libc::pid_t) -> io::Result<()> {
     if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// `shutdown(fd, SHUT_RDWR)` on a connection known only by its fd number:
+/// how a drain cuts a connection without needing a second fd to do it.
+/// The caller guarantees `fd` is still the connection's open socket.
+pub(crate) fn shutdown_both(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown has no memory-safety preconditions; it acts on the
+    // socket `fd` names, which the caller guarantees is still the one meant
+    // (see `dispatch::capacity` for how its close is ordered after this).
+    if unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// Buffers to receive up to `n` datagrams with one `recvmmsg(2)` and send
 /// their replies with one `sendmmsg(2)` (Linux). Allocated once, reused for
 /// every batch.

@@ -148,15 +148,24 @@ fn the_parent_closes_its_copy_of_each_connection() {
 fn drain_timeout_kills_children_still_running_with_a_log_line() {
     let _serial = serial();
     captured_log();
+    let reported = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let errors = std::sync::Arc::clone(&reported);
     let mut server = TcpServer::builder(echo_lines(1))
         .forking()
         .drain_timeout(Some(std::time::Duration::from_millis(200)))
+        .handle_error(move |e| errors.lock().unwrap().push(e.to_string()))
         .bind("127.0.0.1:0")
         .unwrap();
+    let stats = server.stats_handle();
     let mut silent = StreamClient::connect(server.server_address()).unwrap();
     server.handle_request().unwrap();
     server.server_close();
     assert!(captured_log().iter().any(|l| l.contains("drain timeout passed: killing child")), "{:?}", captured_log());
+    let reported = reported.lock().unwrap();
+    assert!(reported.len() == 1 && reported[0].contains("cut"), "handle_error hears of the cut: {reported:?}");
+    // Counted once, as cut: the killed child's exit is not also a failure.
+    let s = stats.get();
+    assert_eq!((s.cut_at_drain, s.errors, s.served), (1, 0, 0), "{s:?}");
     assert!(zombie_children().is_empty(), "the killed child was reaped");
     let mut rest = Vec::new();
     assert_eq!(silent.read_to_end(&mut rest).unwrap_or(0), 0);

@@ -7,6 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::process::*;
@@ -280,11 +281,15 @@ fn blocked_handlers_are_cut_at_the_drain_deadline(dispatch: Dispatch, clients: u
         std::io::BufRead::read_line(&mut req.rfile, &mut line)?;
         req.wfile.write_all(line.as_bytes())
     };
+    let reported = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::clone(&reported);
     let mut server = TcpServer::builder(handler)
         .dispatch(dispatch)
         .drain_timeout(Some(Duration::from_secs(1)))
+        .handle_error(move |e| errors.lock().unwrap().push(e.to_string()))
         .bind("127.0.0.1:0")
         .unwrap();
+    let stats = server.stats_handle();
     // First in line, so even a one-worker pool gets to it before the blocked ones.
     let mut quick = TcpStream::connect(server.server_address().as_inet().unwrap()).unwrap();
     quick.write_all(b"quick\n").unwrap();
@@ -305,12 +310,20 @@ fn blocked_handlers_are_cut_at_the_drain_deadline(dispatch: Dispatch, clients: u
         assert!(conn.read_to_end(&mut rest).map_or(true, |n| n == 0), "a cut connection is closed");
     }
     let log = captured_log();
+    let reported = reported.lock().unwrap();
     for peer in peers {
         assert!(
             log.iter().any(|l| l.contains("drain timeout passed") && l.contains(&peer)),
             "no log line for {peer}: {log:?}"
         );
+        assert!(
+            reported.iter().any(|e| e.contains("cut") && e.contains(&peer)),
+            "handle_error never heard of {peer}: {reported:?}"
+        );
     }
+    // Each request counted once: a cut one is not also served.
+    let s = stats.get();
+    assert_eq!((s.served, s.cut_at_drain, s.errors), (1, clients as u64, 0), "{s:?}");
 }
 
 #[test]
@@ -391,4 +404,57 @@ fn a_flood_of_unanswerable_datagrams_writes_a_bounded_log() {
     let lines = log.text().lines().count();
     assert!(lines < 200, "{lines} log lines for 2,000 unanswerable datagrams");
     assert!(log.text().contains("has no name"), "{}", log.text());
+}
+
+/// The reproduction from reliability round 3: with the fd table full
+/// (`ulimit -n 64`, more clients than fds), connections that sent a PROXY
+/// header and half a request reach the pool while no fd is left. A drain
+/// must still cut them at its deadline: cutting needs no fd of its own.
+#[cfg(feature = "proxy-protocol")]
+#[test]
+fn a_drain_ends_at_its_deadline_with_the_fd_table_full() {
+    let log = LogFile::new();
+    let mut serve = Serve::from_command(
+        Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 64 && exec \"$0\" serve tcp 127.0.0.1:0 --workers 4 --proxy-protocol --drain-timeout 1")
+            .arg(prime_binary())
+            .stderr(log.writer()),
+    );
+    let mut clients: Vec<TcpStream> = (0..80).map(|_| TcpStream::connect(&serve.address).unwrap()).collect();
+    // Every fd taken before any request is whole, so no later step finds one free.
+    eventually("the server's fd table is full", || fds(serve.pid()) >= 60);
+    for client in &mut clients {
+        let _ = client.write_all(b"PROXY TCP4 192.0.2.9 127.0.0.1 5555 80\r\n1");
+    }
+    // A header taken off a socket leaves the request's one byte queued: then
+    // it went on to the pool, whose four workers now wait for the rest.
+    let port = serve.address.rsplit_once(':').unwrap().1.parse().unwrap();
+    eventually("four connections reach the workers", || {
+        received_but_unread(port).iter().filter(|&&n| n == 1).count() >= 4
+    });
+    send_signal(serve.pid(), "TERM");
+    // Bounded: a drain that waits for the clients never ends.
+    let status = serve.wait();
+    assert!(status.success(), "{status}: {}", log.text());
+    assert!(!log.text().contains("cannot be cut"), "{}", log.text());
+    drop(clients);
+}
+
+/// The bytes waiting unread on each of the server's accepted IPv4 TCP
+/// sockets on `port`, from /proc/net/tcp (the kernel's own view).
+#[cfg(feature = "proxy-protocol")]
+fn received_but_unread(port: u16) -> Vec<u32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local address, remote address, state, tx_queue:rx_queue; 01 is ESTABLISHED.
+            let serving = fields[1].ends_with(&local) && fields[3] == "01";
+            serving.then(|| u32::from_str_radix(fields[4].split_once(':').unwrap().1, 16).unwrap())
+        })
+        .collect()
 }

@@ -52,6 +52,8 @@ pub(crate) enum Outcome {
     Failed = 1,
     Panicked = 2,
     TimedOut = 3,
+    /// Cut at the drain deadline: counted and reported when it was cut.
+    Cut = 4,
 }
 
 impl Outcome {
@@ -72,6 +74,7 @@ impl Outcome {
             Outcome::Failed => &counters.errors,
             Outcome::Panicked => &counters.panics,
             Outcome::TimedOut => &counters.timed_out,
+            Outcome::Cut => return,
         };
         Counters::add(counter, 1);
     }
@@ -148,7 +151,15 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Serves one stream connection, then shuts down its write half and closes
 /// it (Python's `shutdown_request`). Every failure reaches `on_error`.
-pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, incoming: Incoming) -> Outcome {
+///
+/// `untrack` runs after the handler and before the socket closes (the drain
+/// cuts a connection through its fd, which must still be open): it says
+/// whether the drain cut this one, which was counted and reported then.
+pub(crate) fn serve_stream<H: RequestHandler>(
+    ctx: &Context<H>,
+    incoming: Incoming,
+    untrack: impl FnOnce() -> bool,
+) -> Outcome {
     let (conn, peer) = Conn::new(incoming, ctx.timeouts);
     let outcome = {
         let mut req = Request::new(
@@ -171,6 +182,7 @@ pub(crate) fn serve_stream<H: RequestHandler>(ctx: &Context<H>, incoming: Incomi
         conn.finish();
     }
     let result = match (outcome, flushed) {
+        _ if untrack() => Outcome::Cut,
         (Err(failure), _) => report(ctx, failure, &peer),
         (Ok(()), Err(source)) => report(ctx, Failure::Io(source), &peer),
         (Ok(()), Ok(())) => served(ctx),

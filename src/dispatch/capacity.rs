@@ -1,37 +1,63 @@
 //! Counting requests in flight against a limit, with a wake-up for the
 //! serving loop when a slot frees, so a full server waits without polling;
 //! and, for a bounded drain on close, the open connections to cut.
+//!
+//! A connection is cut through the fd its handler already holds, never a
+//! copy: a copy is one more fd, and the drain that needs it is the moment
+//! the fd table may be full (a PROXY or TLS stage holds connections past the
+//! pool's backpressure). A raw fd number is only safe to shut down while it
+//! still names our socket, so the entry leaves the table, under the lock the
+//! cut holds, before the socket closes: [`Slot::untrack`] runs first, and a
+//! cut that holds the lock finds either the open socket or no entry.
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::Address;
+use crate::adapter::ErrorHook;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
+use crate::{Address, Error, sys};
 
 /// How often a drain looks for an [`abort`](ShutdownHandle::abort).
 pub(crate) const ABORT_CHECK: Duration = Duration::from_millis(20);
 
-#[derive(Debug)]
 pub(crate) struct Capacity {
     limit: usize,
     active: AtomicUsize,
     /// Set by the serving loop when it found no free slot and is about to wait.
     waiting: AtomicBool,
     waker: ShutdownHandle,
-    /// With a drain timeout: a duplicate of each open connection's socket,
-    /// to shut down the ones still open when the drain deadline passes.
-    open: Option<Mutex<HashMap<u64, (Socket, Address)>>>,
+    /// With a drain timeout: each open connection's fd (not a copy: see the
+    /// module docs), to shut down the ones still open at the drain deadline.
+    open: Option<Mutex<HashMap<u64, Open>>>,
     next_id: AtomicU64,
     /// Set while `wait_idle` waits, so freed slots signal `idle`.
     draining: AtomicBool,
     idle_lock: Mutex<()>,
     idle: Condvar,
     counters: Arc<Counters>,
+    on_error: ErrorHook,
+}
+
+impl std::fmt::Debug for Capacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capacity").field("limit", &self.limit).field("active", &self.active()).finish_non_exhaustive()
+    }
+}
+
+/// A connection a handler holds, as the drain sees it.
+struct Open {
+    /// Open for as long as the entry exists (the module docs say why).
+    fd: RawFd,
+    peer: Address,
+    /// Shut down at the drain deadline: counted and reported then, so its
+    /// handler's own ending is not counted again.
+    cut: bool,
 }
 
 /// One request in flight; dropping it frees the slot.
@@ -46,6 +72,7 @@ impl Capacity {
         waker: ShutdownHandle,
         track_connections: bool,
         counters: Arc<Counters>,
+        on_error: ErrorHook,
     ) -> Arc<Self> {
         Arc::new(Capacity {
             limit: limit.unwrap_or(usize::MAX),
@@ -58,6 +85,7 @@ impl Capacity {
             idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             counters,
+            on_error,
         })
     }
 
@@ -67,18 +95,14 @@ impl Capacity {
     }
 
     /// Takes a slot for a stream connection, remembering it for a forced
-    /// close if the server drains with a deadline.
+    /// close if the server drains with a deadline. The caller calls
+    /// [`Slot::untrack`] before `socket` closes.
     pub(super) fn take_connection(self: &Arc<Self>, socket: &Socket, peer: &Address) -> Slot {
         let mut slot = self.take();
         if let Some(open) = &self.open {
-            match socket.try_clone() {
-                Ok(dup) => {
-                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    lock(open).insert(id, (dup, peer.clone()));
-                    slot.tracked = Some(id);
-                }
-                Err(e) => log::warn!("connection from {peer} cannot be cut at the drain deadline: {e}"),
-            }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            lock(open).insert(id, Open { fd: socket.as_raw_fd(), peer: peer.clone(), cut: false });
+            slot.tracked = Some(id);
         }
         slot
     }
@@ -127,14 +151,22 @@ impl Capacity {
         true
     }
 
-    /// Shuts down every connection still open, with a log line each: their
-    /// handlers see end of input or an error and return.
+    /// Shuts down every connection still open, each counted once in
+    /// `cut_at_drain` and reported to `handle_error`: their handlers see end
+    /// of input or an error and return.
     pub(super) fn cut_open_connections(&self) {
         let Some(open) = &self.open else { return };
-        for (socket, peer) in lock(open).values() {
-            log::warn!("drain timeout passed: closing connection from {peer}");
+        let mut open = lock(open);
+        for conn in open.values_mut().filter(|conn| !conn.cut) {
+            log::warn!("drain timeout passed: closing connection from {}", conn.peer);
+            // The fd is still the connection's: its entry exists, and this
+            // lock is the one `Slot::untrack` takes before the socket closes.
+            if let Err(e) = sys::shutdown_both(conn.fd) {
+                log::debug!("cutting the connection from {}: {e}", conn.peer);
+            }
+            conn.cut = true;
             Counters::add(&self.counters.cut_at_drain, 1);
-            let _ = socket.shutdown(std::net::Shutdown::Both);
+            (self.on_error)(&Error::Cut { peer: conn.peer.clone() });
         }
     }
 }
@@ -143,12 +175,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl Slot {
+    /// Forgets the connection this slot tracks, before its socket closes.
+    /// True if the drain cut it, which was counted and reported then: the
+    /// handler's own ending is not counted again.
+    pub(crate) fn untrack(&mut self) -> bool {
+        match (self.tracked.take(), &self.capacity.open) {
+            (Some(id), Some(open)) => lock(open).remove(&id).is_some_and(|conn| conn.cut),
+            _ => false,
+        }
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.untrack();
         let capacity = &self.capacity;
-        if let (Some(id), Some(open)) = (self.tracked, &capacity.open) {
-            lock(open).remove(&id);
-        }
         capacity.active.fetch_sub(1, Ordering::SeqCst);
         if capacity.waiting.swap(false, Ordering::SeqCst) {
             capacity.waker.wake();

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use super::capacity::{ABORT_CHECK, Slot};
 use super::config::Forking;
-use crate::Address;
-use crate::adapter::Outcome;
+use crate::adapter::{ErrorHook, Outcome};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
 use crate::sys::{self, ChildExit};
+use crate::{Address, Error};
 
 /// How often a fork server with live children looks for exited ones on its
 /// own. A child announces its exit through the wake-up socket just before
@@ -24,6 +24,9 @@ struct Child {
     pid: libc::pid_t,
     peer: Address,
     _slot: Slot,
+    /// Killed at the drain deadline: counted and reported then, so its
+    /// exit is not counted again.
+    cut: bool,
 }
 
 pub(crate) struct Fork {
@@ -33,6 +36,7 @@ pub(crate) struct Fork {
     /// A stream server's listening socket, which children close at once.
     listener: Option<RawFd>,
     counters: Arc<Counters>,
+    on_error: ErrorHook,
 }
 
 impl Fork {
@@ -41,8 +45,9 @@ impl Fork {
         waker: ShutdownHandle,
         listener: Option<RawFd>,
         counters: Arc<Counters>,
+        on_error: ErrorHook,
     ) -> Self {
-        Fork { config, children: Vec::new(), waker, listener, counters }
+        Fork { config, children: Vec::new(), waker, listener, counters, on_error }
     }
 
     /// Forks; the child runs `serve` and exits with its outcome, the parent
@@ -61,7 +66,7 @@ impl Fork {
         });
         match child {
             Ok(pid) => {
-                self.children.push(Child { pid, peer, _slot: slot });
+                self.children.push(Child { pid, peer, _slot: slot, cut: false });
                 Ok(())
             }
             Err(e) => Err(("fork", peer, e)),
@@ -90,12 +95,14 @@ impl Fork {
                 }
                 std::thread::sleep(left.min(RECHECK).min(ABORT_CHECK));
             }
-            for child in &self.children {
+            for child in &mut self.children {
                 log::warn!("drain timeout passed: killing child {} serving {}", child.pid, child.peer);
-                Counters::add(&self.counters.cut_at_drain, 1);
                 if let Err(e) = sys::kill(child.pid) {
                     log::error!("cannot kill child {} serving {}: {e}", child.pid, child.peer);
                 }
+                child.cut = true;
+                Counters::add(&self.counters.cut_at_drain, 1);
+                (self.on_error)(&Error::Cut { peer: child.peer.clone() });
             }
         }
         if self.config.block_on_close || deadline.is_some() {
@@ -112,6 +119,7 @@ impl Fork {
 fn collect(child: &Child, block: bool, counters: &Counters) -> bool {
     match sys::reap(child.pid, block) {
         Ok(None) => false,
+        Ok(Some(_)) if child.cut => true,
         Ok(Some(exit)) => {
             let outcome = match exit {
                 ChildExit::Code(code) => Outcome::from_exit_code(code),

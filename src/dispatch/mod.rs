@@ -17,7 +17,7 @@ use socket2::{SockAddr, Socket};
 pub(crate) use config::Mode as Config;
 pub use config::{Dispatch, Forking, Threading, WorkerPool};
 
-use crate::adapter::{self, Context, Incoming, Scratch};
+use crate::adapter::{self, Context, ErrorHook, Incoming, Scratch};
 use crate::options::deadline_after;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
@@ -48,42 +48,52 @@ impl<H: RequestHandler> Dispatcher<H> {
         waker: ShutdownHandle,
         listener: Option<RawFd>,
         counters: Arc<Counters>,
+        on_error: ErrorHook,
     ) -> Self {
         let (mode, limit) = match &dispatch.0 {
             Config::Sequential => (Mode::Sequential, None),
             Config::Threads(config) => (Mode::Threads(threads::Threads::new(config.clone())), config.max_threads),
             Config::Pool(config) => (Mode::Pool(pool::Pool::new(config.clone())), Some(config.workers + config.queue)),
             Config::Fork(config) => (
-                Mode::Fork(fork::Fork::new(config.clone(), waker.clone(), listener, Arc::clone(&counters))),
+                Mode::Fork(fork::Fork::new(
+                    config.clone(),
+                    waker.clone(),
+                    listener,
+                    Arc::clone(&counters),
+                    Arc::clone(&on_error),
+                )),
                 Some(config.max_children),
             ),
         };
         let limit = [limit, max_connections].into_iter().flatten().min();
         let track = drain_timeout.is_some() && matches!(dispatch.0, Config::Threads(_) | Config::Pool(_));
-        Dispatcher { mode, capacity: Capacity::new(limit, waker, track, counters), drain_timeout }
+        Dispatcher { mode, capacity: Capacity::new(limit, waker, track, counters, on_error), drain_timeout }
     }
 
     /// Runs a stream request; the connection is closed when it is done.
     pub(crate) fn stream(&mut self, ctx: &Context<H>, conn: Incoming) {
-        let slot = self.capacity.take_connection(&conn.socket, &conn.peer);
+        let mut slot = self.capacity.take_connection(&conn.socket, &conn.peer);
         let failed = match &mut self.mode {
             Mode::Sequential => {
-                adapter::serve_stream(ctx, conn);
+                adapter::serve_stream(ctx, conn, || slot.untrack());
                 return;
             }
             Mode::Threads(threads) => {
                 let ctx = ctx.clone();
                 let who = conn.peer.clone();
+                // The slot first: dropped unrun, it is untracked before the socket closes.
+                let job = (slot, conn);
                 threads
                     .spawn(move || {
-                        let _slot = slot;
-                        adapter::serve_stream(&ctx, conn);
+                        let (mut slot, conn) = job;
+                        adapter::serve_stream(&ctx, conn, || slot.untrack());
                     })
                     .err()
                     .map(|e| (threads::SPAWN, who, e))
             }
             Mode::Pool(pool) => pool.submit(ctx, pool::Job::Stream { conn, slot }).err(),
-            Mode::Fork(fork) => fork.run(conn.peer.clone(), slot, || adapter::serve_stream(ctx, conn)).err(),
+            // Children are not tracked: a drain kills them instead.
+            Mode::Fork(fork) => fork.run(conn.peer.clone(), slot, || adapter::serve_stream(ctx, conn, || false)).err(),
         };
         if let Some((action, peer, source)) = failed {
             (ctx.on_error)(&Error::Dispatch { action, peer, source });

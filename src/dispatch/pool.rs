@@ -17,8 +17,10 @@ use crate::{Address, RequestHandler};
 /// A request waiting for a worker, holding its capacity slot.
 pub(crate) enum Job {
     Stream {
-        conn: Incoming,
+        // The slot first: a job dropped unrun untracks its connection
+        // before the socket closes (fields drop in order).
         slot: Slot,
+        conn: Incoming,
     },
     Datagram {
         socket: Arc<Socket>,
@@ -96,8 +98,8 @@ fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Mutex<Receiver<Job>>) {
     loop {
         let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
         match next {
-            Ok(Job::Stream { conn, slot: _slot }) => {
-                adapter::serve_stream(ctx, conn);
+            Ok(Job::Stream { mut slot, conn }) => {
+                adapter::serve_stream(ctx, conn, || slot.untrack());
             }
             Ok(Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot }) => {
                 scratch.ancillary = ancillary;
