@@ -566,7 +566,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             let admitted =
                 admit_datagram(ctx, hooks, options, Address::from_sock_addr(&from), packet, truncated, &mut scratch);
             let Some((peer, skip)) = admitted else { continue };
-            let send = adapter::answer_datagram(&self.ctx, &self.socket, &packet[skip..], &peer, &mut scratch).1;
+            let send = adapter::answer_datagram(&self.ctx, &self.socket, &packet[skip..], &peer, &from, &mut scratch).1;
             std::mem::swap(reply, &mut scratch.reply);
             if send {
                 batch.reply_later(i);

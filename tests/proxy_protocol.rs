@@ -333,3 +333,76 @@ fn connections_accepted_before_a_hand_over_are_still_served() {
     assert_eq!(first, "192.0.2.7:5555 127.0.0.9:80 - 7\n");
     assert_eq!(second, "192.0.2.8:6666 127.0.0.9:80 - 8\n");
 }
+
+/// A v2 header may name an AF_UNIX client with no name (all zeros): the
+/// handler sees that client, and the reply still goes to the datagram's
+/// real sender, the balancer.
+#[test]
+fn a_udp_reply_goes_to_the_sender_whatever_client_the_header_names() {
+    for batch in [1, 32] {
+        let errors = Errors::default();
+        let server = UdpServer::builder(reporter())
+            .datagram_batch(batch)
+            .proxy_protocol(trusting_loopback_one())
+            .handle_error(errors.hook())
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let running = Running::start(server);
+        let mut header = V2_SIGNATURE.to_vec();
+        header.extend([0x21, 0x32]);
+        header.extend(216u16.to_be_bytes());
+        header.extend([0u8; 216]);
+        let balancer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        balancer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        balancer.send_to(&[&header[..], b"7\n"].concat(), running.inet()).unwrap();
+        let mut reply = [0u8; 512];
+        let n = balancer.recv(&mut reply).unwrap();
+        assert_eq!(String::from_utf8_lossy(&reply[..n]), "(unnamed) (unnamed) - 7\n", "batch {batch}");
+        assert!(errors.all().is_empty(), "{:?}", errors.all());
+        running.stop().unwrap();
+    }
+}
+
+/// A v1 `TCP6` header naming an IPv4-mapped client shows it as IPv4, in the
+/// handler and in `verify_request`, as the trust check reads it.
+#[test]
+fn an_ipv4_mapped_client_is_shown_as_ipv4_everywhere() {
+    let verified = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&verified);
+    let server = TcpServer::builder(reporter())
+        .proxy_protocol(trusting_loopback_one())
+        .verify_request(move |peer| {
+            seen.lock().unwrap().push(peer.to_string());
+            true
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let stream = connect_from("127.0.0.1", running.inet());
+    let answer = exchange(stream, &[b"PROXY TCP6 ::ffff:192.0.2.8 ::1 5555 80\r\n7\n"]);
+    assert_eq!(answer, "192.0.2.8:5555 [::1]:80 - 7\n");
+    assert_eq!(*verified.lock().unwrap(), ["192.0.2.8:5555"]);
+    running.stop().unwrap();
+}
+
+/// The split from the report: a v1 header cut right after the source port
+/// (and, in turn, at every other byte) is waited for, then served.
+#[test]
+fn a_v1_header_split_anywhere_is_served() {
+    let server = TcpServer::builder(reporter()).proxy_protocol(trusting_loopback_one()).bind("127.0.0.1:0").unwrap();
+    let running = Running::start(server);
+    let header = b"PROXY TCP4 192.0.2.9 127.0.0.1 5555 80\r\n";
+    for split in 1..header.len() {
+        let mut stream = connect_from("127.0.0.1", running.inet());
+        stream.write_all(&header[..split]).unwrap();
+        // Time for the server to read the first piece alone and, were it to
+        // think it broken, to close the connection: reading then ends.
+        stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let early = stream.read(&mut [0u8; 64]);
+        assert!(early.is_err(), "split at {split}: refused after the first piece ({early:?})");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let answer = exchange(stream, &[&header[split..], b"7\n"]);
+        assert_eq!(answer, "192.0.2.9:5555 127.0.0.1:80 - 7\n", "split at {split}");
+    }
+    running.stop().unwrap();
+}

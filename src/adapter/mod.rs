@@ -229,7 +229,7 @@ pub(crate) fn serve_datagram<H: RequestHandler>(
     reply_to: &SockAddr,
     scratch: &mut Scratch,
 ) -> Outcome {
-    let (outcome, send) = answer_datagram(ctx, socket, packet, peer, scratch);
+    let (outcome, send) = answer_datagram(ctx, socket, packet, peer, reply_to, scratch);
     if !send {
         return outcome;
     }
@@ -246,12 +246,14 @@ pub(crate) fn serve_datagram<H: RequestHandler>(
 ///
 /// As in Python's `DatagramRequestHandler.finish`, what was written is sent
 /// even when handle failed, but never after a panic, and an empty reply
-/// sends nothing.
+/// sends nothing. The reply goes to `reply_to`, the datagram's sender,
+/// which a PROXY header's `peer` does not change.
 pub(crate) fn answer_datagram<H: RequestHandler>(
     ctx: &Context<H>,
     socket: &Socket,
     packet: &[u8],
     peer: &Address,
+    reply_to: &SockAddr,
     scratch: &mut Scratch,
 ) -> (Outcome, bool) {
     let Scratch { reply, ancillary } = scratch;
@@ -272,7 +274,7 @@ pub(crate) fn answer_datagram<H: RequestHandler>(
         Err(failure) => report(ctx, failure, peer),
         Ok(()) => served(ctx),
     };
-    if send && *peer == Address::Unnamed {
+    if send && Address::from_sock_addr(reply_to) == Address::Unnamed {
         let source = io::Error::new(
             io::ErrorKind::AddrNotAvailable,
             "cannot reply: the sender's Unix socket has no name (bind the client to a path)",

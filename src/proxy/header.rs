@@ -1,20 +1,19 @@
-//! What a PROXY protocol header says, and parsing it (through `ppp`) from
-//! the head of a connection or a datagram.
+//! What a PROXY protocol header says, and parsing it from the head of a
+//! connection or a datagram: v1 in [`super::v1`], v2 through `ppp` once all
+//! of its bytes are in (its length is in its fixed part).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ppp::v2::{self, Command};
-use ppp::{PartialResult, v1};
 
+use super::v1::{self, V1};
 use crate::Address;
 
 /// The longest header read from a connection or a datagram. HAProxy and
 /// nginx send well under this (tens of bytes, a few hundred with TLVs); a
 /// peer that sends more is refused rather than buffered.
 pub(crate) const MAX_HEADER: usize = 4096;
-
-const V1_SIGNATURE: &[u8] = b"PROXY ";
 
 /// A v2 header's fixed part: signature, version and command, family, length.
 const V2_FIXED: usize = 16;
@@ -133,13 +132,13 @@ pub(crate) fn parse_stream(bytes: &[u8], proxy: &Address) -> Parsed {
     if starts_with_or_within(bytes, v2::PROTOCOL_PREFIX) {
         return parse_v2(bytes, proxy);
     }
-    if !starts_with_or_within(bytes, V1_SIGNATURE) {
-        return Parsed::Absent;
+    if !bytes.starts_with(v1::SIGNATURE) {
+        return if v1::SIGNATURE.starts_with(bytes) { Parsed::NeedMore } else { Parsed::Absent };
     }
-    match v1::Header::try_from(bytes) {
-        Ok(header) => Parsed::Header { len: header.header.len(), header: from_v1(&header, proxy) },
-        Err(e) if e.is_incomplete() => Parsed::NeedMore,
-        Err(e) => Parsed::Malformed(format!("bad PROXY v1 header: {e}")),
+    match v1::parse(bytes) {
+        V1::NeedMore => Parsed::NeedMore,
+        V1::Header { len, addresses } => Parsed::Header { len, header: from_v1(addresses, proxy) },
+        V1::Malformed(reason) => Parsed::Malformed(format!("bad PROXY v1 header: {reason}")),
     }
 }
 
@@ -160,36 +159,43 @@ fn starts_with_or_within(bytes: &[u8], signature: &[u8]) -> bool {
     bytes.starts_with(signature) || signature.starts_with(bytes)
 }
 
+/// A v2 header is parsed only once all of it is in: until then any split
+/// point reads as "need more", whatever a parser makes of a cut header.
 fn parse_v2(bytes: &[u8], proxy: &Address) -> Parsed {
-    if let Some(length) = bytes.get(14..16) {
-        let total = V2_FIXED + usize::from(u16::from_be_bytes([length[0], length[1]]));
-        if total > MAX_HEADER {
-            return Parsed::Malformed(format!("PROXY v2 header of {total} bytes is over the {MAX_HEADER}-byte limit"));
-        }
+    let Some(length) = bytes.get(14..V2_FIXED) else {
+        return if v2::PROTOCOL_PREFIX.iter().zip(bytes).all(|(a, b)| a == b) {
+            Parsed::NeedMore
+        } else {
+            Parsed::Malformed("bad PROXY v2 signature".into())
+        };
+    };
+    let total = V2_FIXED + usize::from(u16::from_be_bytes([length[0], length[1]]));
+    if total > MAX_HEADER {
+        return Parsed::Malformed(format!("PROXY v2 header of {total} bytes is over the {MAX_HEADER}-byte limit"));
     }
-    match v2::Header::try_from(bytes) {
-        Ok(header) => Parsed::Header { len: header.len(), header: from_v2(&header, proxy) },
-        Err(e) if e.is_incomplete() => Parsed::NeedMore,
+    let Some(whole) = bytes.get(..total) else { return Parsed::NeedMore };
+    match v2::Header::try_from(whole) {
+        Ok(header) => match from_v2(&header, proxy) {
+            Ok(parsed) => Parsed::Header { len: total, header: parsed },
+            Err(reason) => Parsed::Malformed(reason),
+        },
         Err(e) => Parsed::Malformed(format!("bad PROXY v2 header: {e}")),
     }
 }
 
-fn from_v1(header: &v1::Header<'_>, proxy: &Address) -> ProxyHeader {
-    let (source, destination) = match header.addresses {
-        v1::Addresses::Tcp4(a) => (
-            Some(inet(a.source_address.into(), a.source_port)),
-            Some(inet(a.destination_address.into(), a.destination_port)),
-        ),
-        v1::Addresses::Tcp6(a) => (
-            Some(inet(a.source_address.into(), a.source_port)),
-            Some(inet(a.destination_address.into(), a.destination_port)),
-        ),
-        v1::Addresses::Unknown => (None, None),
+fn from_v1(addresses: Option<(SocketAddr, SocketAddr)>, proxy: &Address) -> ProxyHeader {
+    let (source, destination) = match addresses {
+        Some((source, destination)) => {
+            (Some(inet(source.ip(), source.port())), Some(inet(destination.ip(), destination.port())))
+        }
+        None => (None, None),
     };
     ProxyHeader { version: 1, proxy: proxy.clone(), source, destination, tlvs: Vec::new() }
 }
 
-fn from_v2(header: &v2::Header<'_>, proxy: &Address) -> ProxyHeader {
+/// What a whole v2 header says; a TLV that runs past the header's end is
+/// refused, not dropped (what else the balancer meant cannot be known).
+fn from_v2(header: &v2::Header<'_>, proxy: &Address) -> Result<ProxyHeader, String> {
     let (source, destination) = match (header.command, header.addresses) {
         // LOCAL: the balancer speaking for itself (a health check).
         (Command::Local, _) | (_, v2::Addresses::Unspecified) => (None, None),
@@ -203,12 +209,18 @@ fn from_v2(header: &v2::Header<'_>, proxy: &Address) -> ProxyHeader {
         ),
         (Command::Proxy, v2::Addresses::Unix(a)) => (Some(unix(&a.source)), Some(unix(&a.destination))),
     };
-    let tlvs = header.tlvs().filter_map(Result::ok).map(|t| (t.kind, Box::from(&*t.value))).collect();
-    ProxyHeader { version: 2, proxy: proxy.clone(), source, destination, tlvs }
+    let tlvs = header
+        .tlvs()
+        .map(|tlv| tlv.map(|t| (t.kind, Box::from(&*t.value))))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad PROXY v2 header: a TLV runs past its end ({e})"))?;
+    Ok(ProxyHeader { version: 2, proxy: proxy.clone(), source, destination, tlvs })
 }
 
+/// An IPv4-mapped IPv6 address (`::ffff:192.0.2.8`) is shown as the IPv4
+/// address it is, as the trust check already reads it.
 fn inet(ip: std::net::IpAddr, port: u16) -> Address {
-    Address::Inet(SocketAddr::new(ip, port))
+    Address::Inet(SocketAddr::new(ip.to_canonical(), port))
 }
 
 /// A v2 Unix address: a NUL-padded path, or (leading NUL) an abstract name.
@@ -295,5 +307,90 @@ mod tests {
             panic!("not a header")
         };
         assert_eq!(header.client().to_string(), "192.0.2.7:5555");
+    }
+
+    /// A v1 header for `source` and `destination`, of one family.
+    fn v1_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+        let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
+        let (s, d) = (source.ip(), destination.ip());
+        format!("PROXY {family} {s} {d} {} {}\r\n", source.port(), destination.port()).into_bytes()
+    }
+
+    fn v2_header(source: SocketAddr, destination: SocketAddr, proxy: bool, tlvs: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let command = if proxy { 0x21 } else { 0x20 };
+        let mut builder =
+            v2::Builder::with_addresses(command, v2::Protocol::Stream, v2::Addresses::from((source, destination)));
+        for (kind, value) in tlvs {
+            builder = builder.write_tlv(*kind, value).unwrap();
+        }
+        builder.build().unwrap()
+    }
+
+    fn addresses() -> impl proptest::strategy::Strategy<Value = (SocketAddr, SocketAddr)> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>(), any::<[u8; 4]>(), any::<u16>()).prop_map(|(a, p, b, q)| (
+                SocketAddr::new(std::net::Ipv4Addr::from(a).into(), p),
+                SocketAddr::new(std::net::Ipv4Addr::from(b).into(), q)
+            )),
+            (any::<[u8; 16]>(), any::<u16>(), any::<[u8; 16]>(), any::<u16>()).prop_map(|(a, p, b, q)| (
+                SocketAddr::new(std::net::Ipv6Addr::from(a).into(), p),
+                SocketAddr::new(std::net::Ipv6Addr::from(b).into(), q)
+            )),
+        ]
+    }
+
+    /// Every split point of a whole header reads as "need more"; the whole
+    /// parses, to the addresses it was made of.
+    fn splits_need_more(header: &[u8], source: Option<SocketAddr>) {
+        for split in 0..header.len() {
+            let parsed = parse_stream(&header[..split], &balancer());
+            assert!(matches!(parsed, Parsed::NeedMore), "split at {split} of {header:?}: {parsed:?}");
+        }
+        let with_request = [header, b"7\n"].concat();
+        let Parsed::Header { len, header: parsed } = parse_stream(&with_request, &balancer()) else {
+            panic!("whole header refused: {header:?}")
+        };
+        assert_eq!(len, header.len());
+        let canonical = source.map(|s| Address::Inet(SocketAddr::new(s.ip().to_canonical(), s.port())));
+        assert_eq!(parsed.source_address(), canonical.as_ref());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_split_of_a_v1_header_needs_more((source, destination) in addresses()) {
+            splits_need_more(&v1_header(source, destination), Some(source));
+        }
+
+        #[test]
+        fn every_split_of_a_v2_header_needs_more(
+            (source, destination) in addresses(),
+            proxy in proptest::bool::ANY,
+            tlvs in proptest::collection::vec((0u8..=255, proptest::collection::vec(0u8..=255, 0..40)), 0..4),
+        ) {
+            let header = v2_header(source, destination, proxy, &tlvs);
+            splits_need_more(&header, proxy.then_some(source));
+            let Parsed::Header { header: parsed, .. } = parse_stream(&header, &balancer()) else { panic!() };
+            let kept: Vec<(u8, Vec<u8>)> = parsed.tlvs().map(|(k, v)| (k, v.to_vec())).collect();
+            proptest::prop_assert_eq!(kept, tlvs);
+        }
+    }
+
+    #[test]
+    fn an_ipv4_mapped_client_is_shown_as_ipv4() {
+        let bytes = b"PROXY TCP6 ::ffff:192.0.2.8 ::1 5555 80\r\n";
+        let Parsed::Header { header, .. } = parse_stream(bytes, &balancer()) else { panic!("not a header") };
+        assert_eq!(header.client().to_string(), "192.0.2.8:5555");
+    }
+
+    #[test]
+    fn a_v2_tlv_running_past_the_header_is_refused() {
+        let source: SocketAddr = "192.0.2.7:5555".parse().unwrap();
+        let mut header = v2_header(source, "127.0.0.1:80".parse().unwrap(), true, &[(tlv::AUTHORITY, b"ab".to_vec())]);
+        // The TLV says 9 bytes follow; the header ends after 2.
+        let at = header.len() - 4;
+        header[at + 1..at + 3].copy_from_slice(&9u16.to_be_bytes());
+        let parsed = parse_stream(&header, &balancer());
+        assert!(matches!(&parsed, Parsed::Malformed(reason) if reason.contains("TLV")), "{parsed:?}");
     }
 }

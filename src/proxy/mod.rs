@@ -31,6 +31,7 @@
 
 mod header;
 mod pending;
+mod v1;
 
 pub use header::{ProxyHeader, tlv};
 pub use ipnet::IpNet;
