@@ -733,3 +733,34 @@ impl<R: Read, W: Write> Write for ReadWrite<'_, R, W> {
         self.1.flush()
     }
 }
+
+/// A refused client certificate is logged in words, not as Rust debug
+/// output: a client presenting its CA's own certificate as its identity.
+#[test]
+fn a_refused_client_certificate_is_reported_in_words() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let certs = Certs::new();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).unwrap();
+    let (ca_pem, key_pem) = (ca.pem(), key.serialize_pem());
+    let server_config =
+        pki::server_config(certs.pki.server_cert.as_bytes(), certs.pki.server_key.as_bytes(), Some(ca_pem.as_bytes()))
+            .unwrap();
+    let errors = Errors::default();
+    let server = tls_server(server_config, &errors);
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let identity = Some((ca_pem.as_bytes(), key_pem.as_bytes()));
+    let mut client =
+        rustls_client(running.inet(), pki::client_config(certs.pki.ca.as_bytes(), identity).unwrap(), "localhost");
+    let _ = client.write_all(b"7\n");
+    let mut rest = Vec::new();
+    assert!(client.read_to_end(&mut rest).is_err() || rest.is_empty(), "served a CA as a client");
+    eventually("the refusal is counted", || stats.get().tls_failed == 1);
+    let errors = errors.all();
+    assert!(errors[0].contains("the client presented a CA certificate, not a leaf"), "{errors:?}");
+    assert!(!errors[0].contains("OtherError"), "{errors:?}");
+    running.stop().unwrap();
+}

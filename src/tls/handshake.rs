@@ -130,7 +130,7 @@ fn step(s: &mut Shaking) -> Option<Step> {
                 rustls::Error::InvalidMessage(_) if first => {
                     format!("not a TLS handshake (a plaintext client, or garbage): {e}")
                 }
-                e => format!("TLS handshake failed: {e}"),
+                e => format!("TLS handshake failed: {}", in_words(&e)),
             };
             return Some(Step::Failed(reason));
         }
@@ -153,5 +153,62 @@ impl Write for NonBlocking<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A handshake error in words. rustls prints many certificate reasons as
+/// Rust debug output (`invalid peer certificate: Other(OtherError(
+/// CaUsedAsEndEntity))`, webpki's reason inside rustls's); an operator
+/// reading the log should not have to know either crate.
+fn in_words(e: &rustls::Error) -> String {
+    use rustls::{CertificateError, Error};
+    let (what, reason) = match e {
+        Error::InvalidCertificate(CertificateError::Other(other)) => ("certificate refused", format!("{:?}", other.0)),
+        Error::InvalidCertificate(problem) => ("certificate refused", problem.to_string()),
+        Error::Other(other) => ("error", format!("{:?}", other.0)),
+        e => return e.to_string(),
+    };
+    format!("{what}: {}", reason_in_words(&reason))
+}
+
+/// Known reasons said plainly; any other bare name (`UnknownIssuer`) as
+/// lower-case words; anything else as it came.
+fn reason_in_words(reason: &str) -> String {
+    const KNOWN: [(&str, &str); 9] = [
+        ("CaUsedAsEndEntity", "the client presented a CA certificate, not a leaf"),
+        ("UnsupportedCertVersion", "X.509 v1 certificate: rustls accepts only v3"),
+        ("EndEntityUsedAsCa", "a leaf certificate was used as a CA"),
+        ("UnknownIssuer", "not issued by a trusted CA"),
+        ("BadEncoding", "not a well-formed X.509 certificate"),
+        ("BadSignature", "its signature does not verify"),
+        ("Expired", "it has expired"),
+        ("NotValidYet", "it is not valid yet"),
+        ("Revoked", "it has been revoked"),
+    ];
+    if let Some((_, words)) = KNOWN.iter().find(|(name, _)| *name == reason) {
+        return (*words).to_string();
+    }
+    if !reason.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return reason.to_string();
+    }
+    let mut words = String::new();
+    for (i, c) in reason.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason_in_words;
+
+    #[test]
+    fn reasons_are_said_in_words() {
+        assert_eq!(reason_in_words("CaUsedAsEndEntity"), "the client presented a CA certificate, not a leaf");
+        assert_eq!(reason_in_words("RequiredEkuNotFound"), "required eku not found");
+        assert_eq!(reason_in_words("certificate expired: at 5"), "certificate expired: at 5");
     }
 }
