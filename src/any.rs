@@ -58,8 +58,14 @@ impl FromStr for Endpoint {
             return Err(invalid("no address after the scheme"));
         }
         let inet = |make: fn(String) -> Endpoint| {
-            if address.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+            let Some((host, port)) = address.rsplit_once(':') else {
                 return Err(invalid("expected HOST:PORT, with a port from 0 to 65535"));
+            };
+            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
+                return Err(invalid("expected HOST:PORT, with a port from 0 to 65535"));
+            }
+            if let Some(problem) = host_problem(host) {
+                return Err(invalid(problem));
             }
             Ok(make(address.to_string()))
         };
@@ -77,13 +83,39 @@ impl FromStr for Endpoint {
     }
 }
 
+/// What is wrong with the HOST of `HOST:PORT`, if anything: an IPv6
+/// address goes in brackets (`[::1]`, `[fe80::1%eth0]`), anything else is
+/// an IPv4 address or a host name.
+fn host_problem(host: &str) -> Option<&'static str> {
+    if let Some(inside) = host.strip_prefix('[') {
+        let Some(inside) = inside.strip_suffix(']') else { return Some("an IPv6 address needs its closing ']'") };
+        let ip = inside.split_once('%').map_or(inside, |(ip, _scope)| ip);
+        return ip.parse::<std::net::Ipv6Addr>().is_err().then_some("not an IPv6 address between '[' and ']'");
+    }
+    if host.is_empty() {
+        return Some("expected HOST:PORT, with a host before the ':'");
+    }
+    if host.contains(':') {
+        return Some("an IPv6 address goes in brackets: [ADDRESS]:PORT");
+    }
+    let name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+    (!host.bytes().all(name)).then_some("not a host name or address")
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A path that starts with `//` keeps a `//` before it, which parsing
+        // takes off again: what is written parses back to the same endpoint.
+        let unix = |f: &mut fmt::Formatter<'_>, scheme: &str, addr: &Address| {
+            let addr = addr.to_string();
+            let slashes = if addr.starts_with("//") { "//" } else { "" };
+            write!(f, "{scheme}:{slashes}{addr}")
+        };
         match self {
             Endpoint::Tcp(addr) => write!(f, "tcp://{addr}"),
             Endpoint::Udp(addr) => write!(f, "udp://{addr}"),
-            Endpoint::UnixStream(addr) => write!(f, "unix:{addr}"),
-            Endpoint::UnixDatagram(addr) => write!(f, "unix-datagram:{addr}"),
+            Endpoint::UnixStream(addr) => unix(f, "unix", addr),
+            Endpoint::UnixDatagram(addr) => unix(f, "unix-datagram", addr),
         }
     }
 }

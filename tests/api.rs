@@ -43,9 +43,36 @@ fn one_handler_serves_every_endpoint_chosen_at_run_time() {
 
 #[test]
 fn a_bad_endpoint_is_an_error_naming_it() {
-    match "tcp:/no-port".parse::<Endpoint>() {
-        Err(e @ Error::Endpoint { .. }) => assert!(e.to_string().contains("tcp:/no-port"), "{e}"),
-        other => panic!("{other:?}"),
+    for bad in [
+        "tcp:/no-port",
+        "tcp://[::1",
+        "tcp://[::1:80",
+        "udp://::1:80",
+        "tcp://[nonsense]:80",
+        "tcp://a b:80",
+        "tcp://:80",
+        "udp://host:+80",
+    ] {
+        match bad.parse::<Endpoint>() {
+            Err(e @ Error::Endpoint { .. }) => assert!(e.to_string().contains(bad), "{e}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}
+
+/// What an endpoint prints parses back to the same endpoint.
+#[test]
+fn an_endpoint_round_trips_through_its_text() {
+    for text in [
+        "tcp://[::1]:80",
+        "tcp://[fe80::1%lo]:9",
+        "udp:localhost:53",
+        "unix:////tmp/x",
+        "unix:@name",
+        "unix-datagram:rel/p",
+    ] {
+        let endpoint: Endpoint = text.parse().unwrap();
+        assert_eq!(endpoint.to_string().parse::<Endpoint>().unwrap(), endpoint, "{text}");
     }
 }
 

@@ -148,6 +148,9 @@ fn bad_arguments_print_usage_and_exit_2() {
         &["serve", "tcp", "127.0.0.1:0", "--max-digits", "many"],
         &["serve", "tcp", "127.0.0.1:0", "--threads", "--fork"],
         &["serve", "tcp", "127.0.0.1:0", "--workers"],
+        // An address that cannot be one is a usage error, not a failed lookup.
+        &["serve", "tcp", "[::1"],
+        &["serve", "udp", "::1:53"],
         &["ask", "tcp"],
         &["frobnicate"],
     ] {
