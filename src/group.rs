@@ -42,24 +42,44 @@ impl ServerGroup {
     ///
     /// # Errors
     ///
-    /// The first server's bind error (naming the address), a later server's if the port cannot be shared, or `Error::Bind` if no serving thread could start; servers already started are stopped.
+    /// As for [`bind`](Self::bind) and [`serve`](Self::serve).
     pub fn spawn<T, H>(
         workers: usize,
         addr: impl BindAddress<Inet>,
-        mut builder: impl FnMut() -> ServerBuilder<T, H>,
+        builder: impl FnMut() -> ServerBuilder<T, H>,
     ) -> Result<ServerGroup>
     where
         T: Transport<Family = Inet>,
         H: RequestHandler,
     {
+        Self::serve(Self::bind(workers, addr, builder)?)
+    }
+
+    /// The binding half of [`spawn`](Self::spawn), for a program that has
+    /// more to do between binding and serving: install signal handlers,
+    /// copy the sockets for a restart, drop privileges. Then
+    /// [`serve`](Self::serve) them.
+    ///
+    /// # Errors
+    ///
+    /// The first server's bind error (naming the address), or a later
+    /// server's if the port cannot be shared.
+    pub fn bind<T, H>(
+        workers: usize,
+        addr: impl BindAddress<Inet>,
+        mut builder: impl FnMut() -> ServerBuilder<T, H>,
+    ) -> Result<Vec<Server<T, H>>>
+    where
+        T: Transport<Family = Inet>,
+        H: RequestHandler,
+    {
         let first = builder().allow_reuse_port(true).bind(addr)?;
-        let address = first.server_address().clone();
-        let inet = address.as_inet().expect("an inet transport binds an inet address");
+        let inet = first.server_address().as_inet().expect("an inet transport binds an inet address");
         let mut servers = vec![first];
         for _ in 1..workers {
             servers.push(builder().allow_reuse_port(true).bind(inet)?);
         }
-        Self::serve(servers)
+        Ok(servers)
     }
 
     /// Serves servers already made, each on a thread of its own: several

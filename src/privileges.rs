@@ -44,11 +44,19 @@ pub fn lookup(user: &str, group: Option<&str>) -> Result<Ids> {
 /// order), and the process checks that it cannot become root again. Call it
 /// after every socket is bound and before serving.
 ///
+/// A process already running as `ids` (and not as root) has nothing to
+/// drop: this returns `Ok` at once. That is the successor of a restart
+/// (feature `systemd`), started with the same arguments by a server that
+/// had already dropped to `ids`.
+///
 /// # Errors
 ///
 /// [`Error::Privileges`] if any step fails (not running as root, say). The
 /// process may then be half-changed: do not serve, exit.
 pub fn drop_to(ids: Ids) -> Result<()> {
+    if sys::already_running_as(ids.uid, ids.gid) {
+        return Ok(());
+    }
     sys::drop_privileges(ids.uid, ids.gid)
         .map_err(|source| Error::Privileges { who: format!("uid {} gid {}", ids.uid, ids.gid), source })
 }

@@ -526,6 +526,15 @@ fn lookup_found(code: libc::c_int, missing: bool, none: &str) -> io::Result<()> 
     }
 }
 
+/// Whether this process already runs as `uid`/`gid` and nothing more: real
+/// and effective ids both, not root. (A restarted server's successor is
+/// started by a process that already dropped to them.)
+pub(crate) fn already_running_as(uid: u32, gid: u32) -> bool {
+    // SAFETY: getters without preconditions.
+    let ids = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid(), libc::getegid()) };
+    uid != 0 && ids == (uid, uid, gid, gid)
+}
+
 /// Becomes `uid`/`gid` for good: supplementary groups to `gid` alone, then
 /// the group, then the user (the order that leaves nothing behind), and a
 /// check that root cannot be regained. Any failure is returned; the caller

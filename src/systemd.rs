@@ -164,6 +164,7 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Successor {
     child: Child,
+    program: PathBuf,
     notify: UnixDatagram,
     notify_path: PathBuf,
 }
@@ -172,12 +173,20 @@ impl Successor {
     /// Starts `program` with `args`, passing `sockets` (fd and name each) as
     /// `LISTEN_FDS`/`LISTEN_FDNAMES`, and a notify socket of ours.
     ///
+    /// `program` is best the path the operator started this process from
+    /// (its `argv[0]`, resolved when it started), not `/proc/self/exe`: a
+    /// deploy that replaces the binary (`mv new old`) or deletes it leaves
+    /// the running process's own executable as `... (deleted)`, while the
+    /// path names the new one.
+    ///
     /// # Errors
     ///
-    /// [`Error::Restart`] if the notify socket cannot be made or the program
-    /// cannot start.
+    /// [`Error::Restart`] naming the program if it is not an executable
+    /// file, or it or the notify socket cannot be made or started.
     pub fn spawn(program: &Path, args: &[OsString], sockets: &[(BorrowedFd<'_>, &str)]) -> Result<Successor> {
         let restart_error = |what: &str, source: io::Error| Error::Restart { what: what.to_string(), source };
+        let name = program.display().to_string();
+        runnable(program).map_err(|e| restart_error(&name, e))?;
         let notify_path = std::env::temp_dir().join(format!("socketserver-restart-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).map_err(|e| restart_error("a notify socket", e))?;
@@ -197,9 +206,8 @@ impl Successor {
             .env_remove("LISTEN_PID")
             // The watchdog follows the main pid, which the successor becomes.
             .env_remove("WATCHDOG_PID");
-        let child =
-            sys::spawn_with_fds(&mut command, &fds).map_err(|e| restart_error(&format!("{}", program.display()), e))?;
-        Ok(Successor { child, notify, notify_path })
+        let child = sys::spawn_with_fds(&mut command, &fds).map_err(|e| restart_error(&name, e))?;
+        Ok(Successor { child, program: program.to_path_buf(), notify, notify_path })
     }
 
     /// The successor's pid.
@@ -215,28 +223,74 @@ impl Successor {
     /// the caller then keeps serving (and the successor is killed).
     pub fn wait_ready(mut self, timeout: Duration) -> Result<u32> {
         let deadline = Instant::now() + timeout;
-        let mut message = [0u8; 4096];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(self.failed("no READY=1 in time"));
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(self.failed(&format!("it exited ({status}) before it was ready")));
-            }
-            let _ = self.notify.set_read_timeout(Some(left.min(Duration::from_millis(100))));
-            if let Ok(n) = self.notify.recv(&mut message)
-                && message[..n].split(|&b| b == b'\n').any(|line| line == b"READY=1")
-            {
-                return Ok(self.child.id());
+            if let Some(pid) = self.poll_ready(left)? {
+                return Ok(pid);
             }
         }
+    }
+
+    /// Waits at most `wait` (a tenth of a second at a time) for `READY=1`:
+    /// the successor's pid once it is ready, `None` while it is not yet.
+    /// For a caller that must stay responsive while a restart is under way
+    /// (a stop requested then: see [`cancel`](Self::cancel)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Restart`] if the successor exited, saying why when it is
+    /// known (the program could not be run).
+    pub fn poll_ready(&mut self, wait: Duration) -> Result<Option<u32>> {
+        let mut message = [0u8; 4096];
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(self.failed(&exited(status)));
+        }
+        let _ = self.notify.set_read_timeout(Some(wait.clamp(Duration::from_millis(1), Duration::from_millis(100))));
+        match self.notify.recv(&mut message) {
+            Ok(n) if message[..n].split(|&b| b == b'\n').any(|line| line == b"READY=1") => Ok(Some(self.child.id())),
+            _ => Ok(None),
+        }
+    }
+
+    /// Gives up on a successor that is not serving yet: it is killed and
+    /// reaped (a stop was requested during the restart, say).
+    pub fn cancel(mut self) {
+        log::info!("restart: stopping successor {} ({}), not yet ready", self.child.id(), self.program.display());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn failed(&mut self, why: &str) -> Error {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        Error::Restart { what: format!("successor {}", self.child.id()), source: io::Error::other(why.to_string()) }
+        Error::Restart {
+            what: format!("successor {} ({})", self.child.id(), self.program.display()),
+            source: io::Error::other(why.to_string()),
+        }
+    }
+}
+
+/// Why `program` cannot be started, checked before trying: a missing or
+/// non-executable file otherwise shows only as the shell's exit status.
+fn runnable(program: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(program)?;
+    if !metadata.is_file() || metadata.permissions().mode() & 0o111 == 0 {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "not an executable file"));
+    }
+    Ok(())
+}
+
+/// An early exit in words: the shell that execs the program exits 127 when
+/// it is not found and 126 when it cannot be run.
+fn exited(status: std::process::ExitStatus) -> String {
+    match status.code() {
+        Some(127) => "it could not be run: not found (exit status 127)".into(),
+        Some(126) => "it could not be run: not executable (exit status 126)".into(),
+        _ => format!("it exited ({status}) before it was ready"),
     }
 }
 

@@ -10,8 +10,10 @@
 
 mod client;
 mod parse;
+mod pidfile;
 mod primality;
 mod prime;
+mod run;
 mod serve;
 mod signals;
 #[cfg(feature = "tls")]

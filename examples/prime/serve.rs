@@ -2,19 +2,18 @@
 //! HOST:PORT or a path, or `fd:N` for a socket the process inherited at fd
 //! N (from a supervisor, or any launcher that passes fds).
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
 use socketserver::transport::take_inherited_fd;
 use socketserver::{
-    AnyServer, Dispatch, Endpoint, ServerBuilder, ServerGroup, ShutdownHandle, TcpServer, UdpServer,
-    UnixDatagramServer, UnixStreamServer, privileges,
+    AnyServer, Dispatch, Endpoint, ServerBuilder, ServerGroup, TcpServer, UdpServer, UnixDatagramServer,
+    UnixStreamServer, privileges,
 };
 
 use crate::prime::PrimeService;
-use crate::{TransportKind, failure, parse, signals, usage_error};
+use crate::{TransportKind, failure, parse, run, usage_error};
 
 /// `--drain-timeout` when none is given.
 const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
@@ -37,7 +36,7 @@ pub struct ServeOptions {
     public: bool,
     user: Option<String>,
     group: Option<String>,
-    pid_file: Option<std::path::PathBuf>,
+    pub(crate) pid_file: Option<std::path::PathBuf>,
     access_log: bool,
     /// `--proxy-protocol`, and the `--trusted-proxy` networks.
     #[cfg(feature = "proxy-protocol")]
@@ -184,59 +183,70 @@ pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Re
         Some(user) => Some(privileges::lookup(user, options.group.as_deref()).map_err(failure)?),
         None => None,
     };
-    if let Some(fd) = handed_over(&addr)? {
-        let server = inherited(kind, fd, handler, &options).map_err(inherited_error)?;
-        return serve_on(server, ids, &options, &addr);
+    let run = run::Run::new(ids, &options, &addr);
+    if let Some(fds) = handed_over(&addr, options.reuseport.is_some())? {
+        let servers = fds.into_iter().map(|fd| inherited(kind, fd, handler.clone(), &options));
+        return run.serve(servers.collect::<Result<_, _>>().map_err(inherited_error)?);
     }
     let addr = if options.public { public_address(kind, &addr)? } else { addr };
     let endpoint = kind.endpoint(&addr).map_err(|e| usage_error(e.to_string()))?;
-    match (options.reuseport, &endpoint) {
+    let servers = match (options.reuseport, &endpoint) {
         (Some(n), Endpoint::Tcp(addr)) => {
-            serve_group(n, addr, ids, || configure(TcpServer::builder(handler.clone()), &options))
+            ServerGroup::bind(n, addr.as_str(), || configure(TcpServer::builder(handler.clone()), &options))
+                .map(|servers| servers.into_iter().map(AnyServer::Tcp).collect())
         }
         (Some(n), Endpoint::Udp(addr)) => {
-            serve_group(n, addr, ids, || configure(UdpServer::builder(handler.clone()), &options))
+            ServerGroup::bind(n, addr.as_str(), || configure(UdpServer::builder(handler.clone()), &options))
+                .map(|servers| servers.into_iter().map(AnyServer::Udp).collect())
         }
-        (Some(_), _) => Err(usage_error("--reuseport needs tcp or udp".into())),
+        (Some(_), _) => return Err(usage_error("--reuseport needs tcp or udp".into())),
         (None, _) => {
             let mut builder = configure(AnyServer::builder(handler), &options);
             if let Some(ids) = ids {
                 builder = builder.socket_owner(ids);
             }
-            serve_on(builder.bind(&endpoint).map_err(failure)?, ids, &options, &addr)
+            builder.bind(&endpoint).map(|server| vec![server])
         }
-    }
+    };
+    run.serve(servers.map_err(failure)?)
 }
 
-/// The socket ADDR names if it is one this process was handed: `fd:N`, or
-/// (feature `systemd`) `systemd[:NAME]`.
-fn handed_over(addr: &str) -> Result<Option<std::os::fd::OwnedFd>, ExitCode> {
+/// The sockets ADDR names if they are ones this process was handed:
+/// `fd:N`, or (feature `systemd`) `systemd[:NAME]`; with `--reuseport`
+/// (`group`), every socket passed under that name (a restart of a group
+/// passes one per server).
+fn handed_over(addr: &str, group: bool) -> Result<Option<Vec<std::os::fd::OwnedFd>>, ExitCode> {
     if let Some(fd) = addr.strip_prefix("fd:") {
+        if group {
+            return Err(usage_error("--reuseport needs HOST:PORT (or systemd[:NAME]), not fd:N".into()));
+        }
         let fd = fd.parse().map_err(|_| usage_error(format!("{addr:?}: fd:N needs a number")))?;
-        return take_inherited_fd(fd).map(Some).map_err(inherited_error);
+        return take_inherited_fd(fd).map(|fd| Some(vec![fd])).map_err(inherited_error);
     }
     #[cfg(feature = "systemd")]
     if let Some(name) = addr.strip_prefix("systemd") {
-        return activated_socket(name.strip_prefix(':')).map(Some).map_err(inherited_error);
+        return activated_sockets(name.strip_prefix(':'), group).map(Some).map_err(inherited_error);
     }
     Ok(None)
 }
 
-/// The socket-activated socket: the first passed, or the one named NAME.
+/// The socket-activated sockets: the first passed, or the one named NAME;
+/// with `all`, every one (named NAME).
 #[cfg(feature = "systemd")]
-fn activated_socket(name: Option<&str>) -> socketserver::Result<std::os::fd::OwnedFd> {
+fn activated_sockets(name: Option<&str>, all: bool) -> socketserver::Result<Vec<std::os::fd::OwnedFd>> {
     let passed = socketserver::systemd::listen_fds()?;
-    let found = match name {
-        Some(name) => passed.into_iter().find(|(_, n)| n == name),
-        None => passed.into_iter().next(),
-    };
-    found.map(|(fd, _)| fd).ok_or_else(|| socketserver::Error::Inherited {
-        fd: 3,
-        problem: format!(
-            "no socket {} was passed (LISTEN_FDS)",
-            name.map_or("at all".into(), |n| format!("named {n:?}"))
-        ),
-    })
+    let wanted = passed.into_iter().filter(|(_, n)| name.is_none_or(|name| n == name)).map(|(fd, _)| fd);
+    let found: Vec<_> = if all { wanted.collect() } else { wanted.take(1).collect() };
+    if found.is_empty() {
+        return Err(socketserver::Error::Inherited {
+            fd: 3,
+            problem: format!(
+                "no socket {} was passed (LISTEN_FDS)",
+                name.map_or("at all".into(), |n| format!("named {n:?}"))
+            ),
+        });
+    }
+    Ok(found)
 }
 
 /// A socket handed over that is not what KIND serves: a usage error.
@@ -301,69 +311,6 @@ fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions)
     }
 }
 
-/// Serves until a signal: drops privileges, announces, writes the pid file.
-fn serve_on(
-    mut server: AnyServer<PrimeService>,
-    ids: Option<privileges::Ids>,
-    options: &ServeOptions,
-    #[cfg_attr(not(feature = "systemd"), allow(unused_variables))] addr: &str,
-) -> Result<(), ExitCode> {
-    let stop = server.shutdown_handle();
-    #[cfg(feature = "systemd")]
-    let handover = handover(&server, addr);
-    ready(ids, options)?;
-    signals::install(
-        vec![stop.clone()],
-        #[cfg(feature = "systemd")]
-        handover,
-    )?;
-    announce(server.server_address())?;
-    server.serve_forever().map_err(failure)?;
-    // Closing drains the requests still running, within --drain-timeout.
-    drop(server);
-    finished(&stop)
-}
-
-/// What a SIGHUP restart gives the successor: this server's socket, as
-/// `systemd:NAME` (the name it came with, or `prime`).
-#[cfg(feature = "systemd")]
-fn handover(server: &AnyServer<PrimeService>, addr: &str) -> Option<signals::Handover> {
-    let name = addr.strip_prefix("systemd:").unwrap_or("prime").to_string();
-    let socket = match server.listener_copy() {
-        Ok(socket) => socket,
-        Err(e) => {
-            log::warn!("no restart on SIGHUP: cannot copy the listening socket: {e}");
-            return None;
-        }
-    };
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    if let Some(arg) = args.get_mut(2) {
-        *arg = format!("systemd:{name}").into();
-    }
-    Some(signals::Handover { socket, name, args })
-}
-
-/// Every socket is bound: write --pid-file (while still allowed to), and
-/// serve as --user.
-fn ready(ids: Option<privileges::Ids>, options: &ServeOptions) -> Result<(), ExitCode> {
-    if let Some(path) = &options.pid_file {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .map_err(|e| failure(format!("cannot write the pid file {}: {e}", path.display())))?;
-    }
-    if let Some(ids) = ids {
-        privileges::drop_to(ids).map_err(failure)?;
-    }
-    Ok(())
-}
-
-/// Exit status 0 after a graceful stop; 1 when a second signal cut it short.
-fn finished(stop: &ShutdownHandle) -> Result<(), ExitCode> {
-    if stop.is_aborted() {
-        return Err(failure("stopped by a second signal: requests still running were cut"));
-    }
-    Ok(())
-}
-
 /// `--public`: the unspecified IPv6 address (dual-stack, so IPv4 too) on
 /// ADDR's port, announced with a warning naming where it can be reached.
 fn public_address(kind: TransportKind, addr: &str) -> Result<String, ExitCode> {
@@ -381,34 +328,4 @@ fn public_address(kind: TransportKind, addr: &str) -> Result<String, ExitCode> {
          reachable beyond loopback, at {reachable} and any other address this host has"
     );
     Ok(format!("[::]:{port}"))
-}
-
-/// `--reuseport N`: N servers on one address, one thread each.
-fn serve_group<T: socketserver::transport::Transport<Family = socketserver::transport::Inet>>(
-    workers: usize,
-    addr: &str,
-    ids: Option<privileges::Ids>,
-    builder: impl FnMut() -> ServerBuilder<T, PrimeService>,
-) -> Result<(), ExitCode> {
-    let group = ServerGroup::spawn(workers, addr, builder).map_err(failure)?;
-    let stop = group.shutdown_handles()[0].clone();
-    ready(ids, &ServeOptions::default())?;
-    signals::install(
-        group.shutdown_handles().to_vec(),
-        #[cfg(feature = "systemd")]
-        None,
-    )?;
-    announce(group.server_address())?;
-    group.join().map_err(failure)?;
-    finished(&stop)
-}
-
-/// The CLI contract: the first stdout line is `listening on ADDR`, flushed
-/// at once. A closed stdout is no reason to stop serving: say so on stderr.
-fn announce(address: &socketserver::Address) -> Result<(), ExitCode> {
-    let mut stdout = std::io::stdout();
-    if let Err(e) = writeln!(stdout, "listening on {address}").and_then(|()| stdout.flush()) {
-        log::warn!("listening on {address} (cannot say so on stdout: {e})");
-    }
-    Ok(())
 }

@@ -3,11 +3,16 @@
 //! `systemd` feature SIGHUP restarts it: a fresh copy of the binary gets the
 //! same sockets, and once it is ready this process stops taking requests,
 //! finishes those in flight and exits 0.
+//!
+//! A restart is not a stop: the first SIGINT/SIGTERM after any number of
+//! SIGHUPs drains, and only a second one cuts. A stop asked for while a
+//! successor is starting stops at once, and the successor with it.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use socketserver::ShutdownHandle;
 
 use crate::failure;
@@ -21,77 +26,167 @@ const ABORT_GRACE: Duration = Duration::from_secs(2);
 #[cfg(feature = "systemd")]
 #[derive(Debug)]
 pub struct Handover {
-    /// A copy of the listening socket, dropped as soon as this process stops.
-    pub socket: socketserver::systemd::ListenerCopy,
-    /// Its LISTEN_FDNAMES name.
+    /// Copies of the listening sockets, dropped as soon as this process stops.
+    pub sockets: Vec<socketserver::systemd::ListenerCopy>,
+    /// Their LISTEN_FDNAMES name.
     pub name: String,
+    /// The program to start: the path this process was started from.
+    pub program: std::path::PathBuf,
     /// The successor's arguments: ours, with ADDR made `systemd[:NAME]`.
     pub args: Vec<std::ffi::OsString>,
+    /// `--pid-file`, given back to this process if the restart fails.
+    pub pid_file: Option<crate::pidfile::PidFile>,
 }
 
-/// Handles the signals on a thread of its own from now on.
-pub fn install(
-    stops: Vec<ShutdownHandle>,
-    #[cfg(feature = "systemd")] handover: Option<Handover>,
-) -> Result<(), ExitCode> {
+/// Whether SIGHUP can restart this process, and if not why (feature `systemd`).
+#[cfg(feature = "systemd")]
+pub type Restart = Result<Handover, String>;
+
+/// Installs the handlers; they run on a thread of their own from now on.
+/// Call before anything names this process (the pid file, READY=1), so a
+/// signal sent to it is never fatal.
+pub fn install(stops: Vec<ShutdownHandle>, #[cfg(feature = "systemd")] restart: Restart) -> Result<(), ExitCode> {
     #[cfg_attr(not(feature = "systemd"), allow(unused_mut))]
     let mut wanted = vec![SIGINT, SIGTERM];
     #[cfg(feature = "systemd")]
     wanted.push(signal_hook::consts::SIGHUP);
-    let mut signals = signal_hook::iterator::Signals::new(wanted)
-        .map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
-    #[cfg(feature = "systemd")]
-    let mut handover = handover;
+    let mut signals = Signals::new(wanted).map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
     std::thread::spawn(move || {
-        let mut stopping = false;
-        for signal in signals.forever() {
+        #[cfg(feature = "systemd")]
+        let mut restart = restart;
+        // A stop signal that came during a restart, still to be handled.
+        let mut interrupted = None;
+        while let Some(signal) = interrupted.take().or_else(|| signals.forever().next()) {
             #[cfg(feature = "systemd")]
             if signal == signal_hook::consts::SIGHUP {
-                if !stopping && let Some(to) = &handover {
-                    stopping = restart(to, &stops);
-                }
-                if stopping {
-                    handover = None;
-                }
+                interrupted = on_sighup(&mut restart, &stops, &mut signals);
                 continue;
             }
-            if !stopping {
-                log::info!("signal {signal}: shutting down; a second signal stops at once");
-                // No copy of the listening socket may outlive the server's own.
-                #[cfg(feature = "systemd")]
-                drop(handover.take());
-                stops.iter().for_each(ShutdownHandle::request_shutdown);
-                stopping = true;
-                continue;
+            stop(signal, &stops);
+            // No copy of the listening sockets may outlive the servers' own.
+            #[cfg(feature = "systemd")]
+            drop(restart);
+            break;
+        }
+        // A second stop signal cuts; SIGHUPs while stopping restart nothing.
+        for signal in signals.forever() {
+            if signal == SIGINT || signal == SIGTERM {
+                abort(signal, &stops);
             }
-            log::warn!("signal {signal} again: stopping now, cutting the requests still running");
-            stops.iter().for_each(ShutdownHandle::abort);
-            std::thread::sleep(ABORT_GRACE);
-            log::error!("still busy {ABORT_GRACE:?} after the second signal: exiting");
-            std::process::exit(1);
         }
     });
     Ok(())
 }
 
-/// Starts the successor and, once it is ready, hands the servers over.
-/// True if it did; on failure this process keeps serving.
+/// A SIGHUP: a restart if one can be done, else a line saying why not.
+/// Returns a stop signal that interrupted the restart.
 #[cfg(feature = "systemd")]
-fn restart(to: &Handover, stops: &[ShutdownHandle]) -> bool {
+fn on_sighup(restart: &mut Restart, stops: &[ShutdownHandle], signals: &mut Signals) -> Option<i32> {
+    let handover = match restart {
+        Ok(handover) => handover,
+        Err(why) => {
+            log::warn!("SIGHUP: no restart: {why}");
+            return None;
+        }
+    };
+    match self::restart(handover, stops, signals) {
+        Restarted::Yes => {
+            // Later SIGHUPs are the successor's to take.
+            *restart = Err("this process has handed over to its successor".into());
+            None
+        }
+        Restarted::No => None,
+        Restarted::Interrupted(signal) => Some(signal),
+    }
+}
+
+fn stop(signal: i32, stops: &[ShutdownHandle]) {
+    log::info!("signal {signal}: shutting down; a second signal stops at once");
+    stops.iter().for_each(ShutdownHandle::request_shutdown);
+}
+
+fn abort(signal: i32, stops: &[ShutdownHandle]) -> ! {
+    log::warn!("signal {signal} again: stopping now, cutting the requests still running");
+    stops.iter().for_each(ShutdownHandle::abort);
+    std::thread::sleep(ABORT_GRACE);
+    log::error!("still busy {ABORT_GRACE:?} after the second signal: exiting");
+    std::process::exit(1);
+}
+
+/// How a restart ended.
+#[cfg(feature = "systemd")]
+enum Restarted {
+    /// The successor serves; this process drains.
+    Yes,
+    /// It failed; this process keeps serving.
+    No,
+    /// A stop signal came first: the successor was stopped; the signal is
+    /// still to be handled.
+    Interrupted(i32),
+}
+
+/// Starts the successor and, once it is ready, hands the servers over.
+/// Signals are read while it starts: a stop stops it too.
+#[cfg(feature = "systemd")]
+fn restart(to: &Handover, stops: &[ShutdownHandle], signals: &mut Signals) -> Restarted {
     use socketserver::systemd::{DEFAULT_READY_TIMEOUT, Successor};
     use std::os::fd::AsFd;
-    let started = std::env::current_exe()
-        .map_err(|e| socketserver::Error::Restart { what: "this program".into(), source: e })
-        .and_then(|program| Successor::spawn(&program, &to.args, &[(to.socket.as_fd(), to.name.as_str())]));
-    match started.and_then(|successor| successor.wait_ready(DEFAULT_READY_TIMEOUT)) {
-        Ok(pid) => {
-            log::info!("restart: process {pid} serves now; finishing the requests in flight");
-            stops.iter().for_each(ShutdownHandle::hand_over);
-            true
+    let sockets: Vec<_> = to.sockets.iter().map(|s| (s.as_fd(), to.name.as_str())).collect();
+    let failed = |e: socketserver::Error| {
+        log::error!("{e}; still serving");
+        if let Some(pid_file) = &to.pid_file
+            && let Err(e) = pid_file.write(std::process::id())
+        {
+            log::error!("{e}");
         }
-        Err(e) => {
-            log::error!("{e}; still serving");
-            false
+        Restarted::No
+    };
+    let mut successor = match Successor::spawn(&to.program, &to.args, &sockets) {
+        Ok(successor) => successor,
+        Err(e) => return failed(e),
+    };
+    log::info!("SIGHUP: restarting: process {} starting", successor.pid());
+    let deadline = std::time::Instant::now() + DEFAULT_READY_TIMEOUT;
+    loop {
+        for signal in signals.pending() {
+            if signal == SIGINT || signal == SIGTERM {
+                successor.cancel();
+                return Restarted::Interrupted(signal);
+            }
+            log::info!("SIGHUP: a restart is already under way");
+        }
+        if std::time::Instant::now() >= deadline {
+            let pid = successor.pid();
+            successor.cancel();
+            let why = std::io::Error::other(format!("no READY=1 within {DEFAULT_READY_TIMEOUT:?}"));
+            return failed(socketserver::Error::Restart { what: format!("successor {pid}"), source: why });
+        }
+        match successor.poll_ready(Duration::from_millis(100)) {
+            Ok(Some(pid)) => {
+                log::info!("restart: process {pid} serves now; finishing the requests in flight");
+                stops.iter().for_each(ShutdownHandle::hand_over);
+                return Restarted::Yes;
+            }
+            Ok(None) => {}
+            Err(e) => return failed(e),
         }
     }
+}
+
+/// The program a restart starts: the path this process was started from
+/// (`argv[0]`, made absolute now, or found on `PATH`), not
+/// `/proc/self/exe`, which a deploy that replaces or deletes the binary
+/// leaves naming a deleted file.
+#[cfg(feature = "systemd")]
+pub fn started_program() -> Result<std::path::PathBuf, String> {
+    let argv0 = std::env::args_os().next().ok_or("no argv[0]")?;
+    let given = std::path::Path::new(&argv0);
+    if given.components().count() > 1 {
+        return std::path::absolute(given).map_err(|e| format!("{}: {e}", given.display()));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(given))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| format!("{} is not on PATH", given.display()))
 }

@@ -1,0 +1,105 @@
+//! `prime serve` from bound sockets to exit: signal handlers first (so a
+//! signal to a process the pid file or READY=1 names is never fatal), then
+//! the pid file, then `--user`, then `listening on ADDR`, then serving one
+//! server, or a `--reuseport` group on a thread each, until a signal.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use socketserver::{AnyServer, ShutdownHandle, privileges};
+
+use crate::pidfile::PidFile;
+use crate::prime::PrimeService;
+use crate::serve::ServeOptions;
+use crate::{failure, signals};
+
+/// How the servers are run: what the flags and ADDR said.
+pub struct Run {
+    ids: Option<privileges::Ids>,
+    pid_file: Option<PidFile>,
+    #[cfg_attr(not(feature = "systemd"), allow(dead_code))]
+    addr: String,
+    /// What SIGHUP restarts: the path this process was started from.
+    #[cfg(feature = "systemd")]
+    program: Result<std::path::PathBuf, String>,
+}
+
+impl Run {
+    pub fn new(ids: Option<privileges::Ids>, options: &ServeOptions, addr: &str) -> Run {
+        Run {
+            ids,
+            pid_file: options.pid_file.as_deref().map(PidFile::at),
+            addr: addr.to_string(),
+            #[cfg(feature = "systemd")]
+            program: signals::started_program(),
+        }
+    }
+
+    /// Serves `servers` (one, or a `--reuseport` group) until a signal.
+    pub fn serve(self, servers: Vec<AnyServer<PrimeService>>) -> Result<(), ExitCode> {
+        let stops: Vec<ShutdownHandle> = servers.iter().map(AnyServer::shutdown_handle).collect();
+        let address = servers.first().ok_or_else(|| failure("no socket to serve"))?.server_address().clone();
+        signals::install(
+            stops.clone(),
+            #[cfg(feature = "systemd")]
+            self.restart(&servers),
+        )?;
+        if let Some(pid_file) = &self.pid_file {
+            pid_file.claim(self.ids).map_err(failure)?;
+        }
+        if let Some(ids) = self.ids {
+            privileges::drop_to(ids).map_err(failure)?;
+        }
+        announce(&address);
+        serve_all(servers)?;
+        // Exit status 0 after a graceful stop; 1 when a second signal cut it short.
+        if stops.iter().any(ShutdownHandle::is_aborted) {
+            return Err(failure("stopped by a second signal: requests still running were cut"));
+        }
+        Ok(())
+    }
+
+    /// What a SIGHUP restart gives the successor: copies of the servers'
+    /// sockets, as `systemd:NAME` (the name they came with, or `prime`).
+    #[cfg(feature = "systemd")]
+    fn restart(&self, servers: &[AnyServer<PrimeService>]) -> signals::Restart {
+        let program = self.program.clone().map_err(|e| format!("cannot tell which program to start: {e}"));
+        let sockets = servers.iter().map(AnyServer::listener_copy).collect::<socketserver::Result<Vec<_>>>();
+        let sockets = sockets.map_err(|e| format!("cannot copy the listening socket: {e}"));
+        let name = self.addr.strip_prefix("systemd:").unwrap_or("prime").to_string();
+        let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        if let Some(arg) = args.get_mut(2) {
+            *arg = format!("systemd:{name}").into();
+        }
+        let restart = program.and_then(|program| {
+            Ok(signals::Handover { sockets: sockets?, name, program, args, pid_file: self.pid_file.clone() })
+        });
+        if let Err(why) = &restart {
+            log::warn!("SIGHUP will not restart this server: {why}");
+        }
+        restart
+    }
+}
+
+/// Serves each server until it stops, the first on this thread and any
+/// others on a thread each; each drains as it closes.
+fn serve_all(servers: Vec<AnyServer<PrimeService>>) -> Result<(), ExitCode> {
+    let results: Vec<socketserver::Result<()>> = std::thread::scope(|scope| {
+        let mut servers = servers.into_iter();
+        let first = servers.next();
+        let others: Vec<_> = servers.map(|mut server| scope.spawn(move || server.serve_forever())).collect();
+        let mut results: Vec<_> = first.into_iter().map(|mut server| server.serve_forever()).collect();
+        results.extend(others.into_iter().map(|thread| thread.join().unwrap_or(Ok(()))));
+        results
+    });
+    results.into_iter().collect::<socketserver::Result<()>>().map_err(failure)
+}
+
+/// The CLI contract: the first stdout line is `listening on ADDR`, flushed
+/// at once. A closed stdout is no reason to stop serving: say so on stderr.
+fn announce(address: &socketserver::Address) {
+    let mut stdout = std::io::stdout();
+    if let Err(e) = writeln!(stdout, "listening on {address}").and_then(|()| stdout.flush()) {
+        log::warn!("listening on {address} (cannot say so on stdout: {e})");
+    }
+}
