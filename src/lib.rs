@@ -71,6 +71,8 @@ mod any;
 mod builder;
 mod dispatch;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod handler;
 mod hooks;

@@ -41,7 +41,7 @@ pub(crate) use pending::Pending;
 use std::time::Duration;
 
 use crate::{Address, Error};
-use header::{Parsed, parse_datagram};
+pub(crate) use header::{Parsed, parse_datagram, parse_stream};
 
 /// How long a trusted peer may take to send its whole header by default.
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);

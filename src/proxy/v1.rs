@@ -65,22 +65,22 @@ const PROTOCOLS: [&str; 3] = ["TCP4", "TCP6", "UNKNOWN"];
 /// prefix, whose last field may be cut short). Returns the addresses of a
 /// whole TCP header.
 fn check_fields(text: &[u8], whole: bool) -> Result<Option<(SocketAddr, SocketAddr)>, String> {
-    let text = std::str::from_utf8(text).map_err(|_| "not ASCII".to_string())?;
-    let fields: Vec<&str> = text.split(' ').collect();
+    let fields: Vec<&[u8]> = text.split(|&b| b == b' ').collect();
     // The field being typed when the bytes ran out, if any.
     let cut = if whole { None } else { fields.len().checked_sub(1) };
-    let protocol = fields[0];
+    let protocol = String::from_utf8_lossy(fields[0]);
     if cut == Some(0) {
-        return match PROTOCOLS.iter().any(|p| p.starts_with(protocol)) {
+        return match PROTOCOLS.iter().any(|p| p.as_bytes().starts_with(fields[0])) {
             true => Ok(None),
             false => Err(format!("unknown protocol {protocol:?}")),
         };
     }
-    let v4 = match protocol {
-        "UNKNOWN" => return Ok(None),
-        "TCP4" => true,
-        "TCP6" => false,
-        other => return Err(format!("unknown protocol {other:?}")),
+    // UNKNOWN: whatever follows, up to the CRLF, is ignored.
+    let v4 = match fields[0] {
+        b"UNKNOWN" => return Ok(None),
+        b"TCP4" => true,
+        b"TCP6" => false,
+        _ => return Err(format!("unknown protocol {protocol:?}")),
     };
     if fields.len() > 5 || (whole && fields.len() < 5) {
         return Err(format!("{protocol} needs 4 fields after it, found {}", fields.len() - 1));
@@ -89,6 +89,7 @@ fn check_fields(text: &[u8], whole: bool) -> Result<Option<(SocketAddr, SocketAd
     let mut ports = [0u16; 2];
     for (i, field) in fields.iter().enumerate().skip(1) {
         let partial = cut == Some(i);
+        let field = std::str::from_utf8(field).map_err(|_| "not ASCII".to_string())?;
         match i {
             1 | 2 => match ip(field, v4, partial)? {
                 Some(ip) => ips[i - 1] = ip,
@@ -146,12 +147,14 @@ fn port(field: &str, partial: bool) -> Result<Option<u16>, String> {
 mod tests {
     use super::*;
 
-    const VALID: [&str; 5] = [
+    const VALID: [&str; 6] = [
         "PROXY TCP4 192.0.2.9 127.0.0.1 5555 80\r\n",
         "PROXY TCP6 2001:db8::7 ::1 5555 80\r\n",
         "PROXY TCP6 ::ffff:192.0.2.8 ::1 65535 0\r\n",
         "PROXY UNKNOWN\r\n",
         "PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n",
+        // Found by fuzzing: a split inside a character UNKNOWN ignores.
+        "PROXY UNKNOWN :f...f\u{99}ff\r\n",
     ];
 
     #[test]
