@@ -53,21 +53,11 @@ pub fn install(stops: Vec<ShutdownHandle>, #[cfg(feature = "systemd")] restart: 
     let mut signals = Signals::new(wanted).map_err(|e| failure(format!("cannot install signal handlers: {e}")))?;
     std::thread::spawn(move || {
         #[cfg(feature = "systemd")]
-        let mut restart = restart;
-        // A stop signal that came during a restart, still to be handled.
-        let mut interrupted = None;
-        while let Some(signal) = interrupted.take().or_else(|| signals.forever().next()) {
-            #[cfg(feature = "systemd")]
-            if signal == signal_hook::consts::SIGHUP {
-                interrupted = on_sighup(&mut restart, &stops, &mut signals);
-                continue;
-            }
-            stop(signal, &stops);
-            // No copy of the listening sockets may outlive the servers' own.
-            #[cfg(feature = "systemd")]
-            drop(restart);
-            break;
-        }
+        let first = first_stop(&mut signals, restart, &stops);
+        #[cfg(not(feature = "systemd"))]
+        let first = signals.forever().next();
+        let Some(signal) = first else { return };
+        stop(signal, &stops);
         // A second stop signal cuts; SIGHUPs while stopping restart nothing.
         for signal in signals.forever() {
             if signal == SIGINT || signal == SIGTERM {
@@ -76,6 +66,22 @@ pub fn install(stops: Vec<ShutdownHandle>, #[cfg(feature = "systemd")] restart: 
         }
     });
     Ok(())
+}
+
+/// Waits for the first stop signal, restarting on each SIGHUP meanwhile.
+/// What a restart needed is dropped before it returns: no copy of the
+/// listening sockets may outlive the servers' own.
+#[cfg(feature = "systemd")]
+fn first_stop(signals: &mut Signals, mut restart: Restart, stops: &[ShutdownHandle]) -> Option<i32> {
+    // A stop signal that came during a restart, still to be handled.
+    let mut interrupted = None;
+    loop {
+        let signal = interrupted.take().or_else(|| signals.forever().next())?;
+        if signal != signal_hook::consts::SIGHUP {
+            return Some(signal);
+        }
+        interrupted = on_sighup(&mut restart, stops, signals);
+    }
 }
 
 /// A SIGHUP: a restart if one can be done, else a line saying why not.
