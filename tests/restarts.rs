@@ -30,7 +30,10 @@ fn ask(address: &str, number: &str) -> String {
 fn installed_copy(dir: &Path) -> PathBuf {
     let program = dir.join("prime");
     let staged = dir.join("prime.new");
-    std::fs::copy(prime_binary(), &staged).unwrap();
+    // Copied by `cp`, not here: a file this process held open for writing
+    // would be "busy" (ETXTBSY) for any exec while a child forked by another
+    // test thread still held the fd.
+    assert!(Command::new("cp").arg(prime_binary()).arg(&staged).status().unwrap().success());
     // `mv new old`: the running process's executable becomes "(deleted)".
     std::fs::rename(&staged, &program).unwrap();
     program
