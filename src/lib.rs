@@ -65,7 +65,6 @@
 
 mod adapter;
 mod address;
-mod admission;
 mod ancillary;
 mod any;
 mod builder;
@@ -78,11 +77,11 @@ mod handler;
 mod hooks;
 pub mod host;
 mod options;
-mod parking;
 pub mod privileges;
 #[cfg(feature = "proxy-protocol")]
 pub mod proxy;
 mod server;
+mod serving;
 mod shutdown;
 mod stats;
 #[allow(unsafe_code, reason = "the crate's one home of unsafe code, each block with a SAFETY note")]

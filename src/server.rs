@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use crate::adapter::{self, Context, Incoming, Scratch, Timeouts};
-use crate::admission::{Admission, Admitted};
 use crate::ancillary::Ancillary;
 use crate::builder::{Parts, ServerBuilder};
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::hooks::Hooks;
 use crate::options::{Options, deadline_after, socket_timeout};
+use crate::serving::{Admission, Admitted};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Counters, Stats, StatsHandle};
 use crate::sys;
@@ -73,11 +73,10 @@ pub struct Server<T: Transport, H: RequestHandler> {
     paused_until: Option<Instant>,
     /// Handed over and closing: serve what was accepted, accept nothing new.
     closing: bool,
-    /// Connections on their way from accept to a handler: PROXY header,
-    /// TLS handshake, waiting for their first byte or for room.
+    /// The loop's readiness registry, and the connections on their way from
+    /// accept to a handler: PROXY header, TLS handshake, waiting for their
+    /// first byte or for room.
     admission: Admission,
-    /// The poll set, rebuilt each turn without reallocating.
-    pollfds: Vec<libc::pollfd>,
     packet: Vec<u8>,
     /// The reply buffer, and the fds and credentials of the current datagram.
     scratch: Scratch,
@@ -148,6 +147,11 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 .then(|| sys::DatagramBatch::new(n, parts.options.max_packet_size))
         };
         let counters = Arc::new(Counters::default());
+        let admission = Admission::new(shutdown.wake_fd(), socket.as_fd()).map_err(|source| Error::Bind {
+            action: "create a readiness registry for",
+            addr: requested.clone(),
+            source,
+        })?;
         let mut server = Server {
             dispatcher: Dispatcher::new(
                 &parts.dispatch,
@@ -175,9 +179,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             activated,
             owns_socket: true,
             paused_until: None,
-            admission: Admission::default(),
+            admission,
             closing: false,
-            pollfds: Vec::new(),
             batch,
             transport: PhantomData,
         };
@@ -369,9 +372,9 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// passes), then take it. Returns whether a request was handled
     /// (dispatched or turned away).
     ///
-    /// The poll set holds the wake-up socket, the server socket while the
-    /// server takes requests, and every parked connection that has not yet
-    /// spoken, room or not. Connections that spoke are dispatched, oldest
+    /// The registry holds the wake-up socket, the server socket (armed while
+    /// the server takes requests), and every held connection that has not
+    /// yet spoken, room or not. Connections that spoke are dispatched, oldest
     /// first, before new ones are accepted. When accepting is paused or the
     /// dispatcher is full, requests wait in the kernel, where they are safe,
     /// and a finishing request wakes the loop.
@@ -401,23 +404,17 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             .flatten()
             .min();
 
-        self.pollfds.clear();
-        self.pollfds.push(sys::poll_entry(self.shutdown.wake_fd()));
-        if accepting {
-            self.pollfds.push(sys::poll_entry(self.socket.as_fd()));
-        }
-        let first_held = self.pollfds.len();
-        self.admission.poll_entries(&mut self.pollfds);
-        sys::poll_readable(&mut self.pollfds, limit).map_err(|e| self.server_error("wait", e))?;
-
-        if self.pollfds[0].revents != 0 {
+        let Server { admission, socket, shutdown, ctx, hooks, options, .. } = self;
+        let woken = admission
+            .wait((shutdown.wake_fd(), socket.as_fd()), accepting, limit, (ctx, hooks, options))
+            .map_err(|e| self.server_error("wait", e))?;
+        if woken.wake {
             self.shutdown.drain_wakeups();
             // A connection of ours ended: its fd is free, so accepting may work again.
             self.paused_until = None;
         }
-        let listener_ready = accepting && self.pollfds[1].revents != 0;
-        let Server { admission, pollfds, ctx, hooks, options, .. } = self;
-        let turned_away = admission.sort(&pollfds[first_held..], Instant::now(), ctx, hooks, options);
+        let listener_ready = accepting && woken.listener;
+        let turned_away = woken.turned_away;
         let mut took = queued | turned_away;
         took |= self.dispatch_spoken(&mut left);
         if listener_ready && left > 0 {
@@ -679,6 +676,7 @@ impl<T: Transport, H: RequestHandler> Drop for Server<T, H> {
             self.serve_accepted();
         }
         self.admission.close_all();
+        self.admission.forget(self.shutdown.wake_fd(), self.socket.as_fd());
         if self.shutdown.is_handed_over() {
             // The socket lives on in a successor: its backlog and its file are the successor's.
             if let Some(file) = self.socket_file.take() {

@@ -228,6 +228,16 @@ pub(crate) fn kill(pid: libc::pid_t) -> io::Result<()> {
     if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// Registers `fd` with `poller`, which `polling` leaves to the caller to
+/// keep sound. Every caller (`serving::registry`) removes the fd from the
+/// poller before it closes, so the poller never reports a closed or reused
+/// fd under a key meant for another.
+pub(crate) fn poller_add(poller: &polling::Poller, fd: RawFd, interest: polling::Event) -> io::Result<()> {
+    // SAFETY: `fd` is open for the call (the caller holds it), and is
+    // deleted from the poller before it is closed, as `Poller::add` requires.
+    unsafe { poller.add(fd, interest) }
+}
+
 /// `shutdown(fd, SHUT_RDWR)` on a connection known only by its fd number:
 /// how a drain cuts a connection without needing a second fd to do it.
 /// The caller guarantees `fd` is still the connection's open socket.

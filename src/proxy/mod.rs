@@ -36,7 +36,7 @@ mod v1;
 pub use header::{ProxyHeader, tlv};
 pub use ipnet::IpNet;
 
-pub(crate) use pending::Pending;
+pub(crate) use pending::HeaderRead;
 
 use std::time::Duration;
 

@@ -1,117 +1,71 @@
 //! Connections from trusted peers whose PROXY header is still arriving.
 //!
-//! They wait in the serving loop's poll set, not in a worker, until the
+//! They wait in the serving loop's registry, not in a worker, until the
 //! whole header is in or its deadline passes. Each read takes only bytes
 //! known to be header: the data is peeked, and what follows the header stays
 //! in the kernel for the handler, so the connection needs no extra buffer
 //! once it is handed on.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::AsFd;
 
 use super::ProxyProtocol;
 use super::header::{MAX_HEADER, Parsed, parse_stream};
-use crate::adapter::{self, Incoming};
-use crate::admission::{Step, sift};
-use crate::options::deadline_after;
+use crate::adapter::Incoming;
+use crate::serving::Step;
 use crate::sys;
 
-struct Waiting {
-    conn: Incoming,
-    expires: Instant,
+/// A connection's header, as far as it has arrived.
+#[derive(Default)]
+pub(crate) struct HeaderRead {
     /// Header bytes already taken from the socket.
     taken: Vec<u8>,
 }
 
-/// The connections whose header is still arriving.
-#[derive(Default)]
-pub(crate) struct Pending {
-    waiting: Vec<Waiting>,
-}
-
-impl Pending {
-    /// Holds a just-accepted connection from a trusted peer until its
-    /// header is in, or `timeout` from `now` passes.
-    pub(crate) fn wait(&mut self, conn: Incoming, now: Instant, timeout: Duration) {
-        self.waiting.push(Waiting { conn, expires: deadline_after(now, timeout), taken: Vec::new() });
+impl HeaderRead {
+    /// One read, after the registry said the socket is readable. `None`:
+    /// the header is not complete yet.
+    pub(crate) fn read(&mut self, conn: &mut Incoming, settings: &ProxyProtocol) -> Option<Step> {
+        read_some(&mut self.taken, conn, settings)
     }
 
-    /// Connections held here; they count as open.
-    pub(crate) fn len(&self) -> usize {
-        self.waiting.len()
-    }
-
-    /// The fds to poll, in the order [`sort`](Self::sort) expects their results.
-    pub(crate) fn poll_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        self.waiting.iter().map(|w| w.conn.socket.as_fd())
-    }
-
-    /// Time until the first header deadline.
-    pub(crate) fn next_expiry(&self, now: Instant) -> Option<Duration> {
-        self.waiting.iter().map(|w| w.expires.saturating_duration_since(now)).min()
-    }
-
-    /// Takes poll's answer (`polled`, one entry per connection in
-    /// `poll_fds` order): reads what arrived, and returns the connections
-    /// done with the header stage, in arrival order.
-    pub(crate) fn sort(
-        &mut self,
-        polled: &[libc::pollfd],
-        now: Instant,
-        settings: &ProxyProtocol,
-    ) -> Vec<(Incoming, Step)> {
-        sift(&mut self.waiting, polled, |mut waiting, ready| {
-            let expired = now >= waiting.expires;
-            // At the deadline, look once more: bytes that came after poll count.
-            let step = if ready || (expired && sys::has_input(waiting.conn.socket.as_fd())) {
-                read_some(&mut waiting, settings)
-            } else {
-                None
-            };
-            let step = match step {
-                Some(step) => step,
-                None if expired && waiting.taken.is_empty() && !settings.is_required() => Step::Through,
-                None if expired => Step::Failed(format!("no complete PROXY header within {:?}", settings.timeout())),
-                None => return Err(waiting),
-            };
-            Ok((waiting.conn, step))
-        })
-    }
-
-    /// On close: every connection still here is closed with a log line.
-    pub(crate) fn close_all(&mut self) {
-        for waiting in self.waiting.drain(..) {
-            log::info!("server closing: closing connection from {}, whose PROXY header was not in", waiting.conn.peer);
-            adapter::close_stream(waiting.conn.socket);
+    /// At the header's deadline: bytes that came since the last wake-up
+    /// still count; then a peer that sent nothing where the header is
+    /// optional goes through, and any other is refused.
+    pub(crate) fn expire(&mut self, conn: &mut Incoming, settings: &ProxyProtocol) -> Step {
+        let read = if sys::has_input(conn.socket.as_fd()) { self.read(conn, settings) } else { None };
+        match read {
+            Some(step) => step,
+            None if self.taken.is_empty() && !settings.is_required() => Step::Through,
+            None => Step::Failed(format!("no complete PROXY header within {:?}", settings.timeout())),
         }
     }
 }
 
 /// One read after poll said the socket is readable. `None`: the header is
 /// not complete yet.
-fn read_some(waiting: &mut Waiting, settings: &ProxyProtocol) -> Option<Step> {
+fn read_some(taken: &mut Vec<u8>, conn: &mut Incoming, settings: &ProxyProtocol) -> Option<Step> {
     let mut peeked = [0u8; MAX_HEADER];
-    let room = MAX_HEADER - waiting.taken.len();
-    let n = match sys::recv_now(&waiting.conn.socket, &mut peeked[..room], true) {
+    let room = MAX_HEADER - taken.len();
+    let n = match sys::recv_now(&conn.socket, &mut peeked[..room], true) {
         Ok(n) => n,
         Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return None,
         Err(e) => return Some(Step::Failed(format!("reading the PROXY header failed: {e}"))),
     };
     if n == 0 {
-        return Some(if waiting.taken.is_empty() {
+        return Some(if taken.is_empty() {
             Step::Gone
         } else {
             Step::Failed("the connection closed inside its PROXY header".into())
         });
     }
-    let before = waiting.taken.len();
-    let mut seen = std::mem::take(&mut waiting.taken);
+    let before = taken.len();
+    let mut seen = std::mem::take(taken);
     seen.extend_from_slice(&peeked[..n]);
-    let (take, step) = match parse_stream(&seen, &waiting.conn.peer) {
+    let (take, step) = match parse_stream(&seen, &conn.peer) {
         Parsed::Header { len, header } => {
-            waiting.conn.peer = header.client();
-            waiting.conn.proxy = Some(Box::new(header));
+            conn.peer = header.client();
+            conn.proxy = Some(Box::new(header));
             (len - before, Some(Step::Through))
         }
         // Every byte seen so far belongs to the header: take them all.
@@ -128,12 +82,12 @@ fn read_some(waiting: &mut Waiting, settings: &ProxyProtocol) -> Option<Step> {
     if take > 0 {
         // The peeked bytes are in the socket's queue: this takes exactly them.
         seen.resize(before + take, 0);
-        match sys::recv_now(&waiting.conn.socket, &mut seen[before..], false) {
+        match sys::recv_now(&conn.socket, &mut seen[before..], false) {
             Ok(got) if got == take => {}
             Ok(_) => return Some(Step::Failed("the PROXY header was cut short".into())),
             Err(e) => return Some(Step::Failed(format!("reading the PROXY header failed: {e}"))),
         }
     }
-    waiting.taken = seen;
+    *taken = seen;
     step
 }

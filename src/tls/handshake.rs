@@ -4,104 +4,55 @@
 //! handshake.
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use rustls::{ServerConfig, ServerConnection};
 use socket2::Socket;
 
 use super::Session;
-use crate::adapter::{self, Incoming};
-use crate::admission::{Step, sift};
+use crate::adapter::Incoming;
+use crate::serving::Step;
 use crate::sys;
 
-struct Shaking {
-    conn: Incoming,
-    /// Boxed: a session is large, and the stage moves its entries about.
+/// A connection's handshake under way.
+pub(crate) struct Handshake {
+    /// Boxed: a session is large, and a held connection should not be.
     tls: Box<ServerConnection>,
-    expires: Instant,
     /// Bytes have come from the client.
     heard: bool,
 }
 
-/// The connections whose handshake is under way.
-#[derive(Default)]
-pub(crate) struct Handshakes {
-    shaking: Vec<Shaking>,
-}
-
-impl Handshakes {
-    /// Starts the handshake of a connection just accepted, to be over by `expires`.
-    pub(crate) fn start(
-        &mut self,
-        conn: Incoming,
-        config: &Arc<ServerConfig>,
-        expires: Instant,
-    ) -> Result<(), (Incoming, String)> {
+impl Handshake {
+    /// A handshake to run with `config`.
+    pub(crate) fn start(config: &Arc<ServerConfig>) -> Result<Handshake, String> {
         match ServerConnection::new(Arc::clone(config)) {
-            Ok(tls) => {
-                self.shaking.push(Shaking { conn, tls: Box::new(tls), expires, heard: false });
-                Ok(())
-            }
-            Err(e) => Err((conn, format!("cannot start a TLS session: {e}"))),
+            Ok(tls) => Ok(Handshake { tls: Box::new(tls), heard: false }),
+            Err(e) => Err(format!("cannot start a TLS session: {e}")),
         }
     }
 
-    /// Connections held here; they count as open.
-    pub(crate) fn len(&self) -> usize {
-        self.shaking.len()
+    /// Whether a handshake message waits to go out: then room to send is
+    /// worth a wake-up, not only input.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.tls.wants_write()
     }
 
-    /// What to poll, in the order [`sort`](Self::sort) expects: input, and
-    /// room to send while a handshake message waits to go out.
-    pub(crate) fn poll_entries(&self) -> impl Iterator<Item = libc::pollfd> {
-        self.shaking.iter().map(|s| {
-            let mut entry = sys::poll_entry(s.conn.socket.as_fd());
-            if s.tls.wants_write() {
-                entry.events |= libc::POLLOUT;
-            }
-            entry
-        })
+    /// Moves the handshake as far as the socket allows. `None`: waiting for
+    /// the client, or for room to send.
+    pub(crate) fn step(&mut self, conn: &Incoming) -> Option<Step> {
+        step(self, &conn.socket)
     }
 
-    /// Time until the first handshake deadline.
-    pub(crate) fn next_expiry(&self, now: Instant) -> Option<Duration> {
-        self.shaking.iter().map(|s| s.expires.saturating_duration_since(now)).min()
-    }
-
-    /// Takes poll's answer (`polled`, one entry per connection in
-    /// `poll_entries` order): steps the handshakes that can move, and
-    /// returns the connections done with the handshake, in order.
-    pub(crate) fn sort(&mut self, polled: &[libc::pollfd], now: Instant) -> Vec<(Incoming, Step)> {
-        sift(&mut self.shaking, polled, |mut shaking, ready| {
-            let expired = now >= shaking.expires;
-            let step = match (ready || expired).then(|| step(&mut shaking)).flatten() {
-                Some(step) => step,
-                None if expired => Step::Failed("TLS handshake not finished by its deadline".into()),
-                None => return Err(shaking),
-            };
-            let Shaking { mut conn, tls, .. } = shaking;
-            if let Step::Through = step {
-                conn.tls = Some(Box::new(Session::new(*tls)));
-            }
-            Ok((conn, step))
-        })
-    }
-
-    /// On close: every connection still here is closed with a log line.
-    pub(crate) fn close_all(&mut self) {
-        for shaking in self.shaking.drain(..) {
-            log::info!("server closing: closing connection from {} during its TLS handshake", shaking.conn.peer);
-            adapter::close_stream(shaking.conn.socket);
-        }
+    /// The session, once through: the connection reads and writes through it.
+    pub(crate) fn into_session(self) -> Session {
+        Session::new(*self.tls)
     }
 }
 
 /// Moves a handshake as far as the socket allows. `None`: waiting for the
 /// client, or for room to send.
-fn step(s: &mut Shaking) -> Option<Step> {
-    let mut wire = NonBlocking(&s.conn.socket);
+fn step(s: &mut Handshake, socket: &Socket) -> Option<Step> {
+    let mut wire = NonBlocking(socket);
     loop {
         while s.tls.wants_write() {
             match s.tls.write_tls(&mut wire) {

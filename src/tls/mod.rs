@@ -27,7 +27,7 @@ mod session;
 
 pub use rustls;
 
-pub(crate) use handshake::Handshakes;
+pub(crate) use handshake::Handshake;
 pub(crate) use session::Session;
 
 use std::time::Duration;

@@ -1,0 +1,473 @@
+//! A connection's way from `accept` to a handler, all of it in the serving
+//! loop and none of it in a worker: a trusted balancer's PROXY header
+//! (feature `proxy-protocol`), then `verify_request`, then the TLS handshake
+//! (feature `tls`), then, with `idle_timeout`, waiting idle until it speaks;
+//! and the queue of connections ready for a handler while the dispatcher
+//! is full.
+//!
+//! Each held connection is registered once in the loop's [`Registry`],
+//! under its slab key, with the interest its stage wants, and has one
+//! deadline in [`Deadlines`]. A turn touches the connections that became
+//! ready and those whose deadline passed, never the others: a peer that
+//! stalls anywhere on the way costs an fd and a few hundred bytes until its
+//! deadline, never a worker, and never time on other connections' turns.
+//! Connections in any stage count as open for `max_connections`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::deadlines::Deadlines;
+use super::registry::{Interest, Registry};
+use crate::adapter::{self, Context, Incoming};
+use crate::hooks::Hooks;
+use crate::options::{Options, deadline_after};
+use crate::stats::Counters;
+use crate::{Error, sys};
+
+/// The registry's keys: the wake-up socket, the server socket, then each
+/// held connection at its slab key plus [`FIRST_HELD`].
+const WAKE: usize = 0;
+const LISTENER: usize = 1;
+const FIRST_HELD: usize = 2;
+
+/// Where a connection just accepted stands.
+pub(crate) enum Admitted {
+    /// In a stage of the way: not a request yet.
+    Held,
+    /// Turned away (by `verify_request`, or a failed stage): that request is handled.
+    Refused,
+    /// Ready for a handler now.
+    Ready(Incoming),
+}
+
+/// How one step of a stage ended for a connection (a PROXY header read, a
+/// TLS handshake step), when it ended the stage.
+#[cfg_attr(not(any(feature = "proxy-protocol", feature = "tls")), allow(dead_code, reason = "no stage can fail"))]
+pub(crate) enum Step {
+    /// Through the stage: on to the next.
+    Through,
+    /// The peer closed before sending a byte (a port check, a TCP health check).
+    Gone,
+    /// Refused; the reason says why.
+    Failed(String),
+}
+
+/// What a connection held in the loop waits for.
+enum Stage {
+    /// Its first byte (`idle_timeout`): then it is ready for a handler.
+    Idle,
+    /// The rest of its PROXY header.
+    #[cfg(feature = "proxy-protocol")]
+    Header(crate::proxy::HeaderRead),
+    /// Its TLS handshake to finish.
+    #[cfg(feature = "tls")]
+    Handshake(crate::tls::Handshake),
+}
+
+impl Stage {
+    fn interest(&self) -> Interest {
+        match self {
+            #[cfg(feature = "tls")]
+            Stage::Handshake(handshake) if handshake.wants_write() => Interest::ReadWrite,
+            _ => Interest::Read,
+        }
+    }
+}
+
+struct Held {
+    conn: Incoming,
+    stage: Stage,
+    /// Numbers this stage of this connection, so a deadline set for an
+    /// earlier one (or for a connection whose slab key was reused) is known.
+    generation: u64,
+}
+
+/// What one wait of the loop found, besides held connections.
+#[derive(Debug, Default)]
+pub(crate) struct Woken {
+    /// The wake-up socket: a shutdown, a freed slot, a child's exit.
+    pub wake: bool,
+    /// The server socket has a client or a datagram waiting.
+    pub listener: bool,
+    /// A held connection was turned away (a handled request).
+    pub turned_away: bool,
+}
+
+/// The connections on their way to a handler, and the registry the whole
+/// loop waits on.
+pub(crate) struct Admission {
+    registry: Registry,
+    held: Slab<Held>,
+    deadlines: Deadlines,
+    /// Ready for a handler, oldest first, waiting for room.
+    spoken: VecDeque<Incoming>,
+    generations: u64,
+    /// Whether the server socket is armed to report.
+    listening: bool,
+    /// Reused for each wait's keys.
+    ready: Vec<usize>,
+}
+
+impl Admission {
+    /// The registry for a loop on `listener`, woken by `wake`.
+    pub(crate) fn new(wake: BorrowedFd<'_>, listener: BorrowedFd<'_>) -> io::Result<Admission> {
+        let registry = Registry::new()?;
+        registry.add(wake, WAKE, Interest::Read)?;
+        registry.add(listener, LISTENER, Interest::Nothing)?;
+        Ok(Admission {
+            registry,
+            held: Slab::new(),
+            deadlines: Deadlines::default(),
+            spoken: VecDeque::new(),
+            generations: 0,
+            listening: false,
+            ready: Vec::new(),
+        })
+    }
+
+    /// Takes a connection just accepted as far as it can go at once.
+    pub(crate) fn accepted<H>(
+        &mut self,
+        conn: Incoming,
+        now: Instant,
+        ctx: &Context<H>,
+        hooks: &mut Hooks,
+        options: &Options,
+    ) -> Admitted {
+        // A trusted balancer's header comes first; until it is in, the
+        // client (and so what `verify_request` sees) is not known.
+        #[cfg(feature = "proxy-protocol")]
+        if let Some(settings) = &options.proxy_protocol
+            && settings.trusts(&conn.peer)
+        {
+            let expires = deadline_after(now, settings.timeout());
+            return self.hold(conn, Stage::Header(crate::proxy::HeaderRead::default()), expires, ctx);
+        }
+        self.verify(conn, now, ctx, hooks, options, true)
+    }
+
+    /// `verify_request`, then on: to the TLS handshake, to waiting idle, or
+    /// (`direct`) back to the caller as ready; otherwise queued.
+    fn verify<H>(
+        &mut self,
+        conn: Incoming,
+        now: Instant,
+        ctx: &Context<H>,
+        hooks: &mut Hooks,
+        options: &Options,
+        direct: bool,
+    ) -> Admitted {
+        if !hooks.verify_request(&conn.peer) {
+            Counters::add(&ctx.counters.refused, 1);
+            adapter::close_stream(conn.socket);
+            return Admitted::Refused;
+        }
+        #[cfg(feature = "tls")]
+        if let Some(config) = &options.tls {
+            let handshake = options.idle_timeout.unwrap_or(crate::tls::DEFAULT_HANDSHAKE_TIMEOUT);
+            let limit = deadline_after(now, handshake);
+            let expires = conn.deadline.map_or(limit, |deadline| deadline.min(limit));
+            return match crate::tls::Handshake::start(config) {
+                Ok(handshake) => self.hold(conn, Stage::Handshake(handshake), expires, ctx),
+                Err(reason) => {
+                    refuse(ctx, conn, &ctx.counters.tls_failed, |peer| Error::Tls { peer, reason });
+                    Admitted::Refused
+                }
+            };
+        }
+        self.ready(conn, now, options, direct, ctx)
+    }
+
+    /// A connection ready for a handler: held until it speaks (with
+    /// `idle_timeout`), handed back (`direct`), or queued for room.
+    fn ready<H>(
+        &mut self,
+        conn: Incoming,
+        now: Instant,
+        options: &Options,
+        direct: bool,
+        ctx: &Context<H>,
+    ) -> Admitted {
+        match options.idle_timeout {
+            Some(idle) => self.hold(conn, Stage::Idle, deadline_after(now, idle), ctx),
+            None if direct => Admitted::Ready(conn),
+            None => {
+                self.spoken.push_back(conn);
+                Admitted::Held
+            }
+        }
+    }
+
+    /// Registers `conn` in `stage` until `expires`. A connection the
+    /// registry cannot take (out of kernel memory) is closed and reported.
+    fn hold<H>(&mut self, conn: Incoming, stage: Stage, expires: Instant, ctx: &Context<H>) -> Admitted {
+        let entry = self.held.vacant_entry();
+        let key = entry.key();
+        if let Err(source) = self.registry.add(conn.socket.as_fd(), key + FIRST_HELD, stage.interest()) {
+            (ctx.on_error)(&Error::Request { peer: conn.peer.clone(), source });
+            adapter::close_stream(conn.socket);
+            return Admitted::Refused;
+        }
+        self.generations += 1;
+        entry.insert(Held { conn, stage, generation: self.generations });
+        self.deadlines.set(expires, key, self.generations);
+        Admitted::Held
+    }
+
+    /// Takes a connection out of the registry and the slab.
+    fn release(&mut self, key: usize) -> (Incoming, Stage) {
+        let held = self.held.remove(key);
+        self.registry.remove(held.conn.socket.as_fd());
+        (held.conn, held.stage)
+    }
+
+    /// Connections held in any stage, or ready and waiting for room; they
+    /// count as open.
+    pub(crate) fn len(&self) -> usize {
+        self.held.len() + self.spoken.len()
+    }
+
+    /// Time until the first deadline of a held connection.
+    pub(crate) fn next_expiry(&mut self, now: Instant) -> Option<Duration> {
+        let held = &self.held;
+        self.deadlines.next(now, |key, generation| held.get(key).is_some_and(|h| h.generation == generation))
+    }
+
+    /// Waits until something is ready or `timeout` passes, then moves every
+    /// held connection that can move: on to its next stage, to the ready
+    /// queue, or out with a log line or an error naming the peer; those
+    /// whose deadline passed too. `accepting`: the server socket is to be
+    /// reported.
+    pub(crate) fn wait<H>(
+        &mut self,
+        (wake, listener): (BorrowedFd<'_>, BorrowedFd<'_>),
+        accepting: bool,
+        timeout: Option<Duration>,
+        (ctx, hooks, options): (&Context<H>, &mut Hooks, &Options),
+    ) -> io::Result<Woken> {
+        if accepting != self.listening {
+            let interest = if accepting { Interest::Read } else { Interest::Nothing };
+            self.registry.rearm(listener, LISTENER, interest)?;
+            self.listening = accepting;
+        }
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        ready.extend(self.registry.wait(timeout)?);
+        let mut woken = Woken::default();
+        for &key in &ready {
+            match key {
+                WAKE => {
+                    woken.wake = true;
+                    self.registry.rearm(wake, WAKE, Interest::Read)?;
+                }
+                LISTENER => {
+                    woken.listener = true;
+                    // Oneshot: it reported, so it is disarmed until the next turn arms it.
+                    self.listening = false;
+                }
+                key => woken.turned_away |= self.on_ready(key - FIRST_HELD, Instant::now(), ctx, hooks, options),
+            }
+        }
+        self.ready = ready;
+        let now = Instant::now();
+        loop {
+            let held = &self.held;
+            let current = |key: usize, generation| held.get(key).is_some_and(|h: &Held| h.generation == generation);
+            let Some(key) = self.deadlines.pop_expired(now, current) else { break };
+            woken.turned_away |= self.on_expired(key, now, ctx, hooks, options);
+        }
+        Ok(woken)
+    }
+
+    /// A held connection's fd reported. Returns whether it was turned away.
+    // Without the optional stages, some of this has nothing to do.
+    #[cfg_attr(not(all(feature = "proxy-protocol", feature = "tls")), allow(unused_variables))]
+    fn on_ready<H>(
+        &mut self,
+        key: usize,
+        now: Instant,
+        ctx: &Context<H>,
+        hooks: &mut Hooks,
+        options: &Options,
+    ) -> bool {
+        let Some(held) = self.held.get_mut(key) else { return false };
+        let step = match &mut held.stage {
+            Stage::Idle => None,
+            #[cfg(feature = "proxy-protocol")]
+            Stage::Header(read) => match options.proxy_protocol.as_ref().and_then(|s| read.read(&mut held.conn, s)) {
+                Some(step) => Some(step),
+                None => return self.rearm(key),
+            },
+            #[cfg(feature = "tls")]
+            Stage::Handshake(handshake) => match handshake.step(&held.conn) {
+                Some(step) => Some(step),
+                None => return self.rearm(key),
+            },
+        };
+        let (conn, stage) = self.release(key);
+        self.leave(conn, stage, step, now, ctx, hooks, options)
+    }
+
+    /// A held connection's deadline passed. Returns whether it was turned away.
+    #[cfg_attr(not(all(feature = "proxy-protocol", feature = "tls")), allow(unused_variables))]
+    fn on_expired<H>(
+        &mut self,
+        key: usize,
+        now: Instant,
+        ctx: &Context<H>,
+        hooks: &mut Hooks,
+        options: &Options,
+    ) -> bool {
+        let Some(held) = self.held.get_mut(key) else { return false };
+        let step = match &mut held.stage {
+            // A byte that came after the wait returned still counts.
+            Stage::Idle if sys::has_input(held.conn.socket.as_fd()) => None,
+            Stage::Idle => {
+                let (conn, _) = self.release(key);
+                log::warn!("closing connection from {}: nothing received within the idle timeout", conn.peer);
+                Counters::add(&ctx.counters.idle_closed, 1);
+                adapter::close_stream(conn.socket);
+                return false;
+            }
+            #[cfg(feature = "proxy-protocol")]
+            Stage::Header(read) => match &options.proxy_protocol {
+                Some(settings) => Some(read.expire(&mut held.conn, settings)),
+                None => Some(Step::Through),
+            },
+            #[cfg(feature = "tls")]
+            Stage::Handshake(handshake) => Some(
+                handshake
+                    .step(&held.conn)
+                    .unwrap_or_else(|| Step::Failed("TLS handshake not finished by its deadline".into())),
+            ),
+        };
+        let (conn, stage) = self.release(key);
+        self.leave(conn, stage, step, now, ctx, hooks, options)
+    }
+
+    /// Re-arms a held connection that wants more; false (not turned away).
+    #[cfg_attr(
+        not(any(feature = "proxy-protocol", feature = "tls")),
+        allow(dead_code, reason = "idle connections never wait twice")
+    )]
+    fn rearm(&mut self, key: usize) -> bool {
+        let held = &self.held[key];
+        if let Err(e) = self.registry.rearm(held.conn.socket.as_fd(), key + FIRST_HELD, held.stage.interest()) {
+            // Its deadline still ends it.
+            log::warn!("connection from {}: cannot wait for it: {e}", held.conn.peer);
+        }
+        false
+    }
+
+    /// A connection leaves its stage (`step`: how; `None` for an idle one
+    /// that spoke). Returns whether it was turned away.
+    #[allow(clippy::too_many_arguments, reason = "the loop's state, passed through")]
+    #[cfg_attr(not(all(feature = "proxy-protocol", feature = "tls")), allow(unused_variables, unused_mut))]
+    fn leave<H>(
+        &mut self,
+        mut conn: Incoming,
+        stage: Stage,
+        step: Option<Step>,
+        now: Instant,
+        ctx: &Context<H>,
+        hooks: &mut Hooks,
+        options: &Options,
+    ) -> bool {
+        match step {
+            None | Some(Step::Through) => {}
+            Some(Step::Gone) => {
+                log::debug!("connection from {} closed before sending anything", conn.peer);
+                adapter::close_stream(conn.socket);
+                return false;
+            }
+            Some(Step::Failed(reason)) => {
+                match stage {
+                    #[cfg(feature = "proxy-protocol")]
+                    Stage::Header(_) => {
+                        refuse(ctx, conn, &ctx.counters.proxy_refused, |peer| Error::ProxyHeader { peer, reason })
+                    }
+                    #[cfg(feature = "tls")]
+                    Stage::Handshake(_) => {
+                        refuse(ctx, conn, &ctx.counters.tls_failed, |peer| Error::Tls { peer, reason })
+                    }
+                    Stage::Idle => adapter::close_stream(conn.socket),
+                }
+                return true;
+            }
+        }
+        match stage {
+            Stage::Idle => self.spoken.push_back(conn),
+            #[cfg(feature = "proxy-protocol")]
+            Stage::Header(_) => {
+                return matches!(self.verify(conn, now, ctx, hooks, options, false), Admitted::Refused);
+            }
+            #[cfg(feature = "tls")]
+            Stage::Handshake(handshake) => {
+                conn.tls = Some(Box::new(handshake.into_session()));
+                // Its first request came with the handshake: already read off
+                // the socket, so waiting on the socket would not see it.
+                if conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext()) {
+                    self.spoken.push_back(conn);
+                } else {
+                    return matches!(self.ready(conn, now, options, false, ctx), Admitted::Refused);
+                }
+            }
+        }
+        false
+    }
+
+    pub(crate) fn has_spoken(&self) -> bool {
+        !self.spoken.is_empty()
+    }
+
+    /// The connection ready for a handler that has waited longest.
+    pub(crate) fn next_spoken(&mut self) -> Option<Incoming> {
+        self.spoken.pop_front()
+    }
+
+    /// On close: every connection still held is closed with a log line.
+    pub(crate) fn close_all(&mut self) {
+        for conn in self.spoken.drain(..) {
+            adapter::close_unserved(conn.socket, &conn.peer);
+        }
+        for (_, held) in self.held.iter() {
+            self.registry.remove(held.conn.socket.as_fd());
+        }
+        for held in self.held.drain() {
+            let waiting_for = match held.stage {
+                Stage::Idle => "which sent nothing",
+                #[cfg(feature = "proxy-protocol")]
+                Stage::Header(_) => "whose PROXY header was not in",
+                #[cfg(feature = "tls")]
+                Stage::Handshake(_) => "during its TLS handshake",
+            };
+            log::info!("server closing: closing connection from {}, {waiting_for}", held.conn.peer);
+            adapter::close_stream(held.conn.socket);
+        }
+        self.deadlines.clear();
+    }
+
+    /// Forgets the wake-up and server sockets, before they close.
+    pub(crate) fn forget(&self, wake: BorrowedFd<'_>, listener: BorrowedFd<'_>) {
+        self.registry.remove(wake);
+        self.registry.remove(listener);
+    }
+}
+
+/// Closes a connection a stage refused, counting it in `counter` and
+/// reporting the error `error` makes of its peer to `handle_error`.
+#[cfg(any(feature = "proxy-protocol", feature = "tls"))]
+fn refuse<H>(
+    ctx: &Context<H>,
+    conn: Incoming,
+    counter: &std::sync::atomic::AtomicU64,
+    error: impl FnOnce(crate::Address) -> Error,
+) {
+    Counters::add(counter, 1);
+    (ctx.on_error)(&error(conn.peer));
+    adapter::close_stream(conn.socket);
+}

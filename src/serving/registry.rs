@@ -1,0 +1,81 @@
+//! The one readiness registry of a serving loop: every fd it waits on (the
+//! wake-up socket, the server socket, each connection held in a stage) is
+//! registered once, under a key, with the interest its stage wants.
+//!
+//! Oneshot (the `polling` crate's default, on epoll and kqueue alike): an
+//! fd reports once, then stays quiet until re-armed with what it wants
+//! next. So a turn costs what became ready, not what is held, and nobody
+//! looks up a result by its position in a shared array. (`mio` was the
+//! other candidate; it is edge-triggered, which asks every stage to read
+//! until `WouldBlock` or lose its wake-up.)
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use polling::{Event, Events, Poller};
+
+use crate::sys;
+
+/// What an fd waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interest {
+    /// Input (or a hang-up, or an error).
+    Read,
+    /// Input, or room to send (a TLS handshake with a flight to send).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code, reason = "only a TLS handshake sends from the loop"))]
+    ReadWrite,
+    /// Nothing for now: registered, reporting nothing until re-armed.
+    Nothing,
+}
+
+impl Interest {
+    fn event(self, key: usize) -> Event {
+        match self {
+            Interest::Read => Event::readable(key),
+            Interest::ReadWrite => Event::all(key),
+            Interest::Nothing => Event::none(key),
+        }
+    }
+}
+
+/// A poller and the buffer its events land in.
+pub(crate) struct Registry {
+    poller: Poller,
+    events: Events,
+}
+
+impl Registry {
+    pub(crate) fn new() -> io::Result<Registry> {
+        Ok(Registry { poller: Poller::new()?, events: Events::new() })
+    }
+
+    /// Registers `fd` under `key`. The caller removes it before it closes.
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: usize, interest: Interest) -> io::Result<()> {
+        sys::poller_add(&self.poller, fd.as_raw_fd(), interest.event(key))
+    }
+
+    /// Re-arms `fd`, which reported (or was registered with) another interest.
+    pub(crate) fn rearm(&self, fd: BorrowedFd<'_>, key: usize, interest: Interest) -> io::Result<()> {
+        self.poller.modify(fd, interest.event(key))
+    }
+
+    /// Forgets `fd`, before it closes or leaves the loop.
+    pub(crate) fn remove(&self, fd: BorrowedFd<'_>) {
+        // Only fails for an fd that is not registered: nothing to undo.
+        let _ = self.poller.delete(fd);
+    }
+
+    /// Waits until something registered is ready or `timeout` passes
+    /// (`None`: no limit), and returns the keys of what was. Each has
+    /// reported once and waits disarmed for its next interest.
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<impl Iterator<Item = usize> + '_> {
+        self.events.clear();
+        match self.poller.wait(&mut self.events, timeout) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        Ok(self.events.iter().map(|e| e.key))
+    }
+}
