@@ -764,3 +764,49 @@ fn a_refused_client_certificate_is_reported_in_words() {
     assert!(!errors[0].contains("OtherError"), "{errors:?}");
     running.stop().unwrap();
 }
+
+/// The server's first flight does not fit in the socket at once: a
+/// certificate with 1,500 names (about 40 KiB), a server socket whose send
+/// buffer is 4 KiB and a client whose receive buffer is too. The handshake
+/// must resume when there is room to send, not only when the client speaks
+/// (which it will not, waiting for the rest of the flight).
+#[test]
+fn a_handshake_whose_flight_outgrows_the_send_buffer_resumes_when_there_is_room() {
+    use rcgen::{CertificateParams, KeyPair};
+    use socketserver::socket2::{Domain, Socket, Type};
+    let names: Vec<String> = (0..1500).map(|i| format!("host-{i:04}.example.org")).collect();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(names).unwrap().self_signed(&key).unwrap();
+    let config = pki::server_config(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), None).unwrap();
+
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    // Inherited by every accepted socket; set explicitly, never grown.
+    listener.set_send_buffer_size(4096).unwrap();
+    listener.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    listener.listen(16).unwrap();
+    let errors = Errors::default();
+    let server = TcpServer::builder(reporter())
+        .tls(config)
+        .idle_timeout(Some(Duration::from_secs(5)))
+        .handle_error(errors.hook())
+        .from_fd(std::os::fd::OwnedFd::from(listener))
+        .unwrap();
+    let running = Running::start(server);
+    let script = r#"
+import socket, ssl, sys
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+raw = socket.socket()
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+raw.settimeout(20)
+raw.connect(("127.0.0.1", int(sys.argv[1])))
+with context.wrap_socket(raw) as tls:
+    tls.sendall(b"17\n")
+    sys.stdout.write(tls.makefile("rb").readline().decode())
+"#;
+    let out = python(script, &[&running.inet().port().to_string()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.ends_with(" 17\n"), "{stdout:?} {} {:?}", String::from_utf8_lossy(&out.stderr), errors.all());
+    running.stop().unwrap();
+}
