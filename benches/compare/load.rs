@@ -133,6 +133,109 @@ fn udp_client(server: SocketAddr, offset: usize, window: usize, duration: Durati
 }
 
 /// `conns` connections, each keeping `depth` pipelined requests in flight.
+/// `clients` threads, each asking one number per new TCP connection, each
+/// from the next of 62,500 loopback addresses: the server closes first, so
+/// its TIME_WAIT entries would otherwise collide with new connections from
+/// reused ports (a SYN answered late, a second lost).
+pub fn per_connection(server: SocketAddr, clients: usize, duration: Duration) -> Stats {
+    let workers: Vec<_> = (0..clients)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mix = requests();
+                let mut stats = Stats::default();
+                let start = Instant::now();
+                let mut i = c;
+                while start.elapsed() < duration {
+                    let (request, expected) = &mix[i % mix.len()];
+                    i += 1;
+                    let source = SocketAddr::from(([127, 10 + c as u8, (i / 250 % 250) as u8, (i % 250) as u8 + 1], 0));
+                    let sent = Instant::now();
+                    match ask_once(source, server, request) {
+                        Ok(answer) if answer == *expected => {
+                            stats.requests += 1;
+                            stats.latencies.push(micros(sent.elapsed()));
+                        }
+                        Ok(_) => stats.wrong += 1,
+                        Err(_) => stats.lost += 1,
+                    }
+                }
+                stats.elapsed = start.elapsed();
+                stats
+            })
+        })
+        .collect();
+    workers.into_iter().map(|w| w.join().expect("client")).fold(Stats::default(), Stats::merge)
+}
+
+fn ask_once(source: SocketAddr, server: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&source.into())?;
+    socket.connect_timeout(&server.into(), Duration::from_secs(5))?;
+    let mut conn = TcpStream::from(socket);
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.set_nodelay(true)?;
+    conn.write_all(request)?;
+    conn.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
+/// A crowd of `count` silent connections to `server`, held by a process of
+/// its own (this bench binary with `--crowd`) until dropped.
+pub struct Crowd(Option<std::process::Child>);
+
+impl Crowd {
+    pub fn open(server: SocketAddr, count: usize) -> Crowd {
+        if count == 0 {
+            return Crowd(None);
+        }
+        let exe = std::env::current_exe().expect("this bench");
+        let mut child = crate::with_fd_limit(&exe, &["--crowd", &server.to_string(), &count.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the crowd process");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line)
+            .expect("the crowd says it is open");
+        eprintln!("  crowd: {}", line.trim());
+        Crowd(Some(child))
+    }
+
+    /// Runs in the crowd process: opens the connections, says so, holds
+    /// them until stdin closes.
+    pub fn hold(server: &str, count: usize) {
+        let server: SocketAddr = server.parse().expect("an address");
+        let mut held = Vec::with_capacity(count);
+        for i in 0..count {
+            let source = SocketAddr::from(([127, 0, 2 + (i / 4000) as u8, 1], 0));
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+            socket.bind(&source.into()).expect("bind a loopback source");
+            match socket.connect(&server.into()) {
+                Ok(()) => held.push(socket),
+                Err(e) => {
+                    eprintln!("crowd: connection {i}: {e}");
+                    break;
+                }
+            }
+        }
+        println!("{} silent connections open", held.len());
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    }
+}
+
+impl Drop for Crowd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            drop(child.stdin.take());
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 pub fn tcp(server: SocketAddr, conns: usize, depth: usize, duration: Duration) -> Stats {
     stream(server, conns, depth, duration, connect)
 }

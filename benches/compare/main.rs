@@ -57,11 +57,7 @@ impl ServerProcess {
                 c.args(["-c", serve::PYTHON_SERVER, kind]);
                 c
             }
-            None => {
-                let mut c = Command::new(std::env::current_exe().ok()?);
-                c.args(["--serve", name]);
-                c
-            }
+            None => with_fd_limit(&std::env::current_exe().ok()?, &["--serve", name]),
         };
         #[cfg(feature = "tls")]
         command.env(tls::DIR_VARIABLE, tls::certificates());
@@ -80,6 +76,14 @@ impl ServerProcess {
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds(self.pid())
     }
+}
+
+/// `program args`, run with its open-file limit raised to the hard limit
+/// (crowds of connections need thousands of fds on both ends).
+pub fn with_fd_limit(program: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new("sh");
+    command.arg("-c").arg("ulimit -n \"$(ulimit -H -n)\" && exec \"$0\" \"$@\"").arg(program).args(args);
+    command
 }
 
 /// User plus system CPU time of `pid` so far, in seconds.
@@ -159,6 +163,10 @@ fn main() {
         serve::run(&args[i + 1]);
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--crowd") {
+        load::Crowd::hold(&args[i + 1], args[i + 2].parse().expect("a count"));
+        return;
+    }
     let duration = secs();
     let mut rows = Vec::new();
     // The optional features add scenarios below.
@@ -204,6 +212,18 @@ fn main() {
             Box::new(move |a| tls::handshakes(a, 4, duration)),
         ),
     ]);
+    // Many connections: a crowd of silent ones held open while 4 clients
+    // open a connection per request.
+    for (scenario, crowd) in [("crowd 0", 0), ("crowd 8000", 8_000), ("crowd 15000", 15_000)] {
+        scenarios.push((
+            scenario,
+            &["socketserver-tcp-pool", "tokio-tcp", "std-tcp"],
+            Box::new(move |a| {
+                let _crowd = load::Crowd::open(a, crowd);
+                load::per_connection(a, 4, duration)
+            }),
+        ));
+    }
     let only = std::env::var("COMPARE_ONLY").ok();
     for (scenario, servers, load) in &scenarios {
         for server in *servers {

@@ -101,6 +101,14 @@ pub fn run(name: &str) {
         "socketserver-tls" => spawn(crate::tls::socketserver_tls()),
         #[cfg(feature = "tls")]
         "std-tls" => crate::tls::std_tls(),
+        // For crowds: a pool of 4, silent connections held in the loop.
+        "socketserver-tcp-pool" => spawn(
+            TcpServer::builder(PrimeService::default())
+                .dispatch(Dispatch::pool(4))
+                .idle_timeout(Some(std::time::Duration::from_secs(300)))
+                .bind("127.0.0.1:0"),
+        ),
+        "tokio-tcp" => tokio_tcp(),
         "std-udp" => std_udp(),
         "std-tcp" => std_tcp(),
         other => panic!("unknown server {other}"),
@@ -169,6 +177,40 @@ fn std_tcp() -> String {
                 }
             });
         }
+    });
+    address
+}
+
+/// The async comparison: tokio's multi-threaded runtime, a task per
+/// connection, each line answered as the std loop answers it.
+fn tokio_tcp() -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_io().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else { continue };
+                let _ = conn.set_nodelay(true);
+                tokio::spawn(async move {
+                    let (read, mut write) = conn.into_split();
+                    let mut reader = tokio::io::BufReader::new(read);
+                    let mut line = Vec::new();
+                    loop {
+                        line.clear();
+                        match reader.read_until(b'\n', &mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {
+                                if write.write_all(answer(&line)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
     });
     address
 }
