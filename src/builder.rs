@@ -118,6 +118,19 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
                 problem: "TLS needs a stream transport (TCP or Unix stream); a datagram server cannot use it",
             });
         }
+        if self.options.framing.is_some() {
+            let refused = |problem| Err(Error::Config { option: "framing", problem });
+            if T::KIND == crate::Kind::Datagram {
+                return refused("framing cuts messages from connections; a datagram is one already");
+            }
+            if self.dispatch.is_fork() {
+                return refused("a forked child cannot hand a connection back to the loop; use threads or a pool");
+            }
+            #[cfg(feature = "tls")]
+            if self.options.tls.is_some() {
+                return refused("framing does not read TLS records in the loop yet; serve TLS without framing");
+            }
+        }
         self.dispatch.check()
     }
 
@@ -266,6 +279,24 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
     /// Default: none (a connection goes to a handler when accepted).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.options.idle_timeout = timeout;
+        self
+    }
+
+    /// Stream servers: messages read in the serving loop and handed to the
+    /// handler one at a time, as datagrams are (`rfile` is the message,
+    /// `wfile` the reply, sent back on the connection), with the connection
+    /// back in the loop between messages: a worker is held only while a
+    /// message is handled, so a pool of N serves any number of keep-alive
+    /// clients. Messages of one connection are answered one at a time, in
+    /// order; its bytes are read only while none of its messages waits, so
+    /// a client that sends without reading costs bounded memory. A message
+    /// over the framing's maximum closes its connection with
+    /// [`Error::MessageTooLong`], counted in [`Stats::too_long`](crate::Stats::too_long).
+    /// With `idle_timeout`, a connection silent that long between messages
+    /// (or inside one) is closed. Not with forking (refused at bind).
+    /// Default: none (a connection goes to its handler whole).
+    pub fn framing(mut self, framing: crate::Framing) -> Self {
+        self.options.framing = Some(framing);
         self
     }
 

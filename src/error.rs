@@ -148,6 +148,15 @@ pub enum Error {
         /// The client's address.
         peer: Address,
     },
+    /// A framed connection sent more than its framing's maximum without a
+    /// whole message; that connection was closed.
+    #[error("message from {peer} is longer than the framing's {max}-byte maximum; connection closed")]
+    MessageTooLong {
+        /// The client's address.
+        peer: Address,
+        /// The framing's maximum.
+        max: usize,
+    },
     /// A datagram did not fit in `max_packet_size` bytes. It was not served.
     #[error("datagram from {peer} is larger than max_packet_size ({max} bytes); dropped")]
     Truncated {
@@ -185,6 +194,7 @@ impl Error {
             Error::Request { peer, .. }
             | Error::Panic { peer, .. }
             | Error::Cut { peer }
+            | Error::MessageTooLong { peer, .. }
             | Error::Truncated { peer, .. }
             | Error::ProxyHeader { peer, .. }
             | Error::Tls { peer, .. } => Some(peer),

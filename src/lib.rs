@@ -103,6 +103,7 @@ pub use group::ServerGroup;
 pub use handler::{PerRequest, PerRequestHandler, Request, RequestHandler};
 pub use options::DEFAULT_MAX_PACKET_SIZE;
 pub use server::Server;
+pub use serving::{Framing, Split};
 pub use shutdown::ShutdownHandle;
 /// socket2, whose [`SockRef`](socket2::SockRef) and [`Socket`](socket2::Socket) this crate's API hands out.
 pub use socket2;

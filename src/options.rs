@@ -60,6 +60,8 @@ pub struct Options {
     /// The longest `serve_forever` waits before a pass with nothing to do
     /// (then `service_actions` runs); `None`: until something happens.
     pub poll_interval: Option<Duration>,
+    /// Stream servers: messages cut from connections in the loop.
+    pub framing: Option<crate::serving::Framing>,
     /// Read a PROXY protocol header from trusted peers.
     #[cfg(feature = "proxy-protocol")]
     pub proxy_protocol: Option<crate::proxy::ProxyProtocol>,
@@ -88,6 +90,7 @@ impl Default for Options {
             socket_owner: None,
             datagram_batch: None,
             poll_interval: Some(DEFAULT_POLL_INTERVAL),
+            framing: None,
             #[cfg(feature = "proxy-protocol")]
             proxy_protocol: None,
             #[cfg(feature = "tls")]
@@ -131,6 +134,9 @@ impl Options {
         }
         if self.max_packet_size == 0 {
             return problem("max_packet_size", "0 would drop every datagram");
+        }
+        if self.framing.as_ref().is_some_and(|f| f.max() == 0) {
+            return problem("framing", "a maximum of 0 bytes would refuse every message");
         }
         if self.datagram_batch == Some(0) {
             return problem("datagram_batch", "0 would never receive a datagram");

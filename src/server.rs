@@ -14,7 +14,7 @@ use crate::builder::{Parts, ServerBuilder};
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::hooks::Hooks;
 use crate::options::{Options, deadline_after, socket_timeout};
-use crate::serving::{Admission, Admitted};
+use crate::serving::{Admission, Admitted, Framing, Returns};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Counters, Stats, StatsHandle};
 use crate::sys;
@@ -77,6 +77,9 @@ pub struct Server<T: Transport, H: RequestHandler> {
     /// accept to a handler: PROXY header, TLS handshake, waiting for their
     /// first byte or for room.
     admission: Admission,
+    /// With `framing`: the framing, shared with workers, and where they
+    /// hand connections back to the loop.
+    framing: Option<(Arc<Framing>, Arc<Returns>)>,
     packet: Vec<u8>,
     /// The reply buffer, and the fds and credentials of the current datagram.
     scratch: Scratch,
@@ -147,10 +150,10 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 .then(|| sys::DatagramBatch::new(n, parts.options.max_packet_size))
         };
         let counters = Arc::new(Counters::default());
-        let admission = Admission::new(shutdown.wake_fd(), socket.as_fd()).map_err(|source| Error::Bind {
-            action: "create a readiness registry for",
-            addr: requested.clone(),
-            source,
+        let returns = Arc::new(Returns::new(shutdown.clone()));
+        let framing = parts.options.framing.clone().map(|framing| (Arc::new(framing), Arc::clone(&returns)));
+        let admission = Admission::new(shutdown.wake_fd(), socket.as_fd(), Arc::clone(&returns)).map_err(|source| {
+            Error::Bind { action: "create a readiness registry for", addr: requested.clone(), source }
         })?;
         let mut server = Server {
             dispatcher: Dispatcher::new(
@@ -180,6 +183,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             owns_socket: true,
             paused_until: None,
             admission,
+            framing,
             closing: false,
             batch,
             transport: PhantomData,
@@ -380,6 +384,10 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// and a finishing request wakes the loop.
     fn turn(&mut self, timeout: Option<Duration>, budget: usize) -> Result<bool> {
         self.dispatcher.turn();
+        let returned_away = {
+            let Server { admission, ctx, options, .. } = self;
+            admission.take_returned(Instant::now(), ctx, options)
+        };
         let mut left = budget;
         let queued = self.dispatch_spoken(&mut left);
         if left == 0 {
@@ -415,7 +423,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         }
         let listener_ready = accepting && woken.listener;
         let turned_away = woken.turned_away;
-        let mut took = queued | turned_away;
+        let mut took = queued | turned_away | returned_away;
         took |= self.dispatch_spoken(&mut left);
         if listener_ready && left > 0 {
             took |= self.take_ready(left)?;
@@ -437,8 +445,15 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     fn dispatch_spoken(&mut self, left: &mut usize) -> bool {
         let mut took = false;
         while *left > 0 && self.admission.has_spoken() && self.dispatcher.room() > 0 {
-            let Some(conn) = self.admission.next_spoken() else { break };
-            self.dispatcher.stream(&self.ctx, conn);
+            if let Some((framing, returns)) = &self.framing
+                && let Some((framed, message)) = self.admission.next_message()
+            {
+                self.dispatcher.message(&self.ctx, framing, framed, message, returns, &mut self.scratch);
+            } else if let Some(conn) = self.admission.next_spoken() {
+                self.dispatcher.stream(&self.ctx, conn);
+            } else {
+                break;
+            }
             *left -= 1;
             took = true;
         }
@@ -656,6 +671,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// new; bounded by each stage's deadline and by `drain_timeout`.
     fn serve_accepted(&mut self) {
         self.closing = true;
+        self.admission.closing();
         let deadline = self.options.drain_timeout.map(|t| deadline_after(Instant::now(), t));
         while self.admission.len() > 0 {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));

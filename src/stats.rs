@@ -42,6 +42,8 @@ pub struct Stats {
     pub cut_at_drain: u64,
     /// Times accepting paused because the process ran out of fds or memory.
     pub resource_pauses: u64,
+    /// Framed connections closed for a message over the framing's maximum.
+    pub too_long: u64,
     /// Requests running now: in handler threads, queued for the pool, or in
     /// children not yet reaped.
     pub active: u64,
@@ -63,6 +65,7 @@ impl Stats {
             tls_failed: self.tls_failed + other.tls_failed,
             cut_at_drain: self.cut_at_drain + other.cut_at_drain,
             resource_pauses: self.resource_pauses + other.resource_pauses,
+            too_long: self.too_long + other.too_long,
             active: self.active + other.active,
         }
     }
@@ -103,6 +106,7 @@ impl Stats {
             tls_failed: read(&c.tls_failed),
             cut_at_drain: read(&c.cut_at_drain),
             resource_pauses: read(&c.resource_pauses),
+            too_long: read(&c.too_long),
             active: capacity.active() as u64,
         }
     }
@@ -123,6 +127,7 @@ pub(crate) struct Counters {
     pub(crate) tls_failed: AtomicU64,
     pub(crate) cut_at_drain: AtomicU64,
     pub(crate) resource_pauses: AtomicU64,
+    pub(crate) too_long: AtomicU64,
 }
 
 impl Counters {

@@ -75,7 +75,6 @@ pub(crate) fn has_input(fd: BorrowedFd<'_>) -> bool {
 
 /// One receive that never blocks (MSG_DONTWAIT), whatever the socket's
 /// mode; with `peek`, the bytes stay queued (MSG_PEEK).
-#[cfg(any(feature = "proxy-protocol", feature = "tls"))]
 pub(crate) fn recv_now(socket: &Socket, buf: &mut [u8], peek: bool) -> io::Result<usize> {
     let flags = libc::MSG_DONTWAIT | if peek { libc::MSG_PEEK } else { 0 };
     // SAFETY: as in `recv_datagram`: same layout, and only initialised bytes

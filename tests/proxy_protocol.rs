@@ -406,3 +406,20 @@ fn a_v1_header_split_anywhere_is_served() {
     }
     running.stop().unwrap();
 }
+
+/// Framing after the PROXY header: the header names the client of every
+/// message the connection then carries.
+#[test]
+fn framed_messages_after_a_proxy_header_are_from_the_client_it_names() {
+    let server = TcpServer::builder(reporter())
+        .proxy_protocol(trusting_loopback_one())
+        .framing(socketserver::Framing::lines(256))
+        .dispatch(Dispatch::pool(2))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let stream = connect_from("127.0.0.1", running.inet());
+    let answer = exchange(stream, &[b"PROXY TCP4 192.0.2.7 127.0.0.9 5555 80\r\n7\n", b"11\n"]);
+    assert_eq!(answer, "192.0.2.7:5555 127.0.0.9:80 - 7\n192.0.2.7:5555 127.0.0.9:80 - 11\n");
+    running.stop().unwrap();
+}

@@ -66,6 +66,9 @@ serve FLAGS:
   --pid-file PATH        write this process's pid to PATH once it serves
   --access-log           a line per answer on stderr: the client's address as the
                          handler sees it, the transport, the answer
+  --framing lines        tcp/unix-stream: read each line in the serving loop and hand
+                         it to a worker alone, so a keep-alive client holds a worker
+                         only while it is answered (not with --fork or --tls-cert)
   --proxy-protocol       (feature proxy-protocol) behind a load balancer: every
                          connection or datagram from a trusted proxy starts with a
                          PROXY header (v1 or v2) naming the real client

@@ -38,6 +38,9 @@ pub struct ServeOptions {
     group: Option<String>,
     pub(crate) pid_file: Option<std::path::PathBuf>,
     access_log: bool,
+    /// `--framing lines`: each line read in the loop, a worker held only
+    /// while it is answered.
+    framing: bool,
     /// `--proxy-protocol`, and the `--trusted-proxy` networks.
     #[cfg(feature = "proxy-protocol")]
     proxy: Option<Vec<socketserver::proxy::IpNet>>,
@@ -83,6 +86,10 @@ pub fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptio
             "--group" => options.group = Some(value()?.clone()),
             "--pid-file" => options.pid_file = Some(value()?.into()),
             "--access-log" => options.access_log = true,
+            "--framing" => match value()?.as_str() {
+                "lines" => options.framing = true,
+                other => return Err(format!("--framing: {other:?} is not a framing (want lines)")),
+            },
             #[cfg(feature = "proxy-protocol")]
             "--proxy-protocol" => proxy_on = true,
             #[cfg(feature = "proxy-protocol")]
@@ -110,6 +117,18 @@ pub fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptio
     }
     if options.group.is_some() && options.user.is_none() {
         return Err("--group needs --user".into());
+    }
+    if options.framing {
+        if matches!(kind, TransportKind::Udp | TransportKind::UnixDatagram) {
+            return Err("--framing needs tcp or unix-stream (a datagram is a message already)".into());
+        }
+        if options.dispatch.as_ref().is_some_and(Dispatch::is_fork) {
+            return Err("--framing with --fork: a child cannot hand the connection back; use --workers N".into());
+        }
+        #[cfg(feature = "tls")]
+        if options.tls.is_some() {
+            return Err("--framing with --tls-cert is not supported yet".into());
+        }
     }
     Ok((kind, addr.clone(), options))
 }
@@ -301,6 +320,10 @@ fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions)
         }
         None => builder,
     };
+    // A line may hold the digits, an underscore between each two, and some
+    // whitespace; longer ones close their connection.
+    let max_line = 2 * options.max_digits.unwrap_or(parse::MAX_DIGITS) + 1024;
+    let builder = if options.framing { builder.framing(socketserver::Framing::lines(max_line)) } else { builder };
     let builder = match options.batch {
         Some(n) => builder.datagram_batch(n),
         None => builder,

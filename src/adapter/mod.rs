@@ -284,6 +284,79 @@ pub(crate) fn answer_datagram<H: RequestHandler>(
     (outcome, send)
 }
 
+/// Serves one framed message of `framed`'s connection as a datagram is
+/// served (`rfile` the message, `wfile` the reply), then sends the reply on
+/// the connection, framed, within `write_timeout`. Returns whether the
+/// connection may go on: not after a panic or a failed send.
+pub(crate) fn serve_message<H: RequestHandler>(
+    ctx: &Context<H>,
+    framing: &crate::serving::Framing,
+    framed: &mut crate::serving::Framed,
+    message: &[u8],
+    scratch: &mut Scratch,
+) -> bool {
+    let Scratch { reply, ancillary } = scratch;
+    reply.clear();
+    let conn = &mut framed.conn;
+    #[cfg(feature = "proxy-protocol")]
+    {
+        ancillary.proxy = conn.proxy.take();
+    }
+    let outcome = {
+        let mut req = Request::new(
+            Reader::datagram(message),
+            Writer::datagram(reply),
+            &conn.peer,
+            &ctx.server_address,
+            Kind::Datagram,
+            Extras::Datagram(&conn.socket, ancillary),
+        );
+        run_handler(&*ctx.handler, &mut req)
+    };
+    #[cfg(feature = "proxy-protocol")]
+    {
+        conn.proxy = ancillary.proxy.take();
+    }
+    if let Err(failure @ Failure::Panic(_)) = outcome {
+        report(ctx, failure, &conn.peer);
+        return false;
+    }
+    let mut wire = Vec::new();
+    let sent = if reply.is_empty() {
+        Ok(())
+    } else {
+        framing.frame(reply, &mut wire).and_then(|()| send_all(&conn.socket, &wire))
+    };
+    match (outcome, sent) {
+        (Err(failure), sent) => {
+            report(ctx, failure, &conn.peer);
+            sent.is_ok()
+        }
+        (Ok(()), Err(source)) => {
+            report(ctx, Failure::Io(source), &conn.peer);
+            false
+        }
+        (Ok(()), Ok(())) => {
+            served(ctx);
+            true
+        }
+    }
+}
+
+/// Sends all of `bytes` on a blocking connection, without SIGPIPE; the
+/// connection's write timeout bounds each wait.
+fn send_all(socket: &Socket, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match socket.send_with_flags(bytes, NO_SIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// A datagram is sent whole or not at all; a short count means it was cut.
 pub(crate) fn whole_reply(sent: usize, len: usize) -> io::Result<()> {
     if sent < len {

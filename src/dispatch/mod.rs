@@ -8,6 +8,7 @@ mod fork;
 mod pool;
 mod threads;
 
+use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ pub use config::{Dispatch, Forking, Threading, WorkerPool};
 
 use crate::adapter::{self, Context, ErrorHook, Incoming, Scratch};
 use crate::options::deadline_after;
+use crate::serving::{Framed, Framing, Returns};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
 use crate::{Address, Error, RequestHandler};
@@ -94,6 +96,56 @@ impl<H: RequestHandler> Dispatcher<H> {
             Mode::Pool(pool) => pool.submit(ctx, pool::Job::Stream { conn, slot }).err(),
             // Children are not tracked: a drain kills them instead.
             Mode::Fork(fork) => fork.run(conn.peer.clone(), slot, || adapter::serve_stream(ctx, conn, || false)).err(),
+        };
+        if let Some((action, peer, source)) = failed {
+            (ctx.on_error)(&Error::Dispatch { action, peer, source });
+        }
+    }
+
+    /// Runs one framed message of a connection; the connection goes back to
+    /// the loop through `returns` when it is answered (or is closed, after
+    /// a panic or a failed reply). `scratch` is the server's, reused.
+    pub(crate) fn message(
+        &mut self,
+        ctx: &Context<H>,
+        framing: &Arc<Framing>,
+        framed: Framed,
+        message: Vec<u8>,
+        returns: &Arc<Returns>,
+        scratch: &mut Scratch,
+    ) {
+        let slot = self.capacity.take();
+        let failed = match &mut self.mode {
+            Mode::Sequential => {
+                answer_message(ctx, framing, framed, &message, returns, scratch);
+                return;
+            }
+            Mode::Threads(threads) => {
+                let (ctx, framing, returns) = (ctx.clone(), Arc::clone(framing), Arc::clone(returns));
+                let who = framed.conn.peer.clone();
+                threads
+                    .spawn(move || {
+                        let _slot = slot;
+                        answer_message(&ctx, &framing, framed, &message, &returns, &mut Scratch::default());
+                    })
+                    .err()
+                    .map(|e| (threads::SPAWN, who, e))
+            }
+            Mode::Pool(pool) => {
+                let job = pool::Job::Message {
+                    slot,
+                    framing: Arc::clone(framing),
+                    framed,
+                    message,
+                    returns: Arc::clone(returns),
+                };
+                pool.submit(ctx, job).err()
+            }
+            // Refused when the server was built: a child cannot hand the
+            // connection back.
+            Mode::Fork(_) => {
+                Some(("serve a framed message in a child", framed.conn.peer.clone(), io::ErrorKind::Unsupported.into()))
+            }
         };
         if let Some((action, peer, source)) = failed {
             (ctx.on_error)(&Error::Dispatch { action, peer, source });
@@ -215,6 +267,25 @@ impl<H> Drop for Dispatcher<H> {
             Mode::Sequential => {}
         }
     }
+}
+
+/// Answers one message, then hands the connection back to the loop, or
+/// closes it if it cannot go on.
+pub(crate) fn answer_message<H: RequestHandler>(
+    ctx: &Context<H>,
+    framing: &Framing,
+    mut framed: Framed,
+    message: &[u8],
+    returns: &Returns,
+    scratch: &mut Scratch,
+) {
+    if adapter::serve_message(ctx, framing, &mut framed, message, scratch) {
+        returns.give_back(framed);
+    } else {
+        adapter::close_stream(framed.conn.socket);
+    }
+    // Fds the handler did not take are closed here.
+    scratch.ancillary = crate::ancillary::Ancillary::default();
 }
 
 fn drain(capacity: &Capacity, deadline: Option<Instant>) {

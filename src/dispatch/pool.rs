@@ -22,6 +22,14 @@ pub(crate) enum Job {
         slot: Slot,
         conn: Incoming,
     },
+    /// One framed message of a connection that goes back to the loop.
+    Message {
+        slot: Slot,
+        framing: Arc<crate::serving::Framing>,
+        framed: crate::serving::Framed,
+        message: Vec<u8>,
+        returns: Arc<crate::serving::Returns>,
+    },
     Datagram {
         socket: Arc<Socket>,
         packet: Vec<u8>,
@@ -88,6 +96,7 @@ impl Job {
     fn peer(&self) -> &Address {
         match self {
             Job::Stream { conn, .. } => &conn.peer,
+            Job::Message { framed, .. } => &framed.conn.peer,
             Job::Datagram { peer, .. } => peer,
         }
     }
@@ -100,6 +109,9 @@ fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Mutex<Receiver<Job>>) {
         match next {
             Ok(Job::Stream { mut slot, conn }) => {
                 adapter::serve_stream(ctx, conn, || slot.untrack());
+            }
+            Ok(Job::Message { slot: _slot, framing, framed, message, returns }) => {
+                super::answer_message(ctx, &framing, framed, &message, &returns, &mut scratch);
             }
             Ok(Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot }) => {
                 scratch.ancillary = ancillary;

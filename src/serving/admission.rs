@@ -16,11 +16,13 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use super::deadlines::Deadlines;
+use super::framing::{Framed, Inbox, Refused, Returns};
 use super::registry::{Interest, Registry};
 use crate::adapter::{self, Context, Incoming};
 use crate::hooks::Hooks;
@@ -66,6 +68,8 @@ enum Stage {
     /// Its TLS handshake to finish.
     #[cfg(feature = "tls")]
     Handshake(crate::tls::Handshake),
+    /// Its next framed message (with what it sent of it so far).
+    Framed(Inbox),
 }
 
 impl Stage {
@@ -110,11 +114,24 @@ pub(crate) struct Admission {
     listening: bool,
     /// Reused for each wait's keys.
     ready: Vec<usize>,
+    /// Framed connections with a whole message, waiting for room.
+    messages: VecDeque<(Framed, Vec<u8>)>,
+    /// Framed connections workers have answered.
+    returns: Arc<Returns>,
+    /// Where the loop reads framed connections; allocated on first use.
+    read_buf: Vec<u8>,
+    /// The server is closing: framed connections between messages are
+    /// closed instead of held.
+    closing: bool,
 }
 
+/// How much the loop reads from a framed connection at a time.
+const READ_SIZE: usize = 64 * 1024;
+
 impl Admission {
-    /// The registry for a loop on `listener`, woken by `wake`.
-    pub(crate) fn new(wake: BorrowedFd<'_>, listener: BorrowedFd<'_>) -> io::Result<Admission> {
+    /// The registry for a loop on `listener`, woken by `wake`; framed
+    /// connections answered by workers come back through `returns`.
+    pub(crate) fn new(wake: BorrowedFd<'_>, listener: BorrowedFd<'_>, returns: Arc<Returns>) -> io::Result<Admission> {
         let registry = Registry::new()?;
         registry.add(wake, WAKE, Interest::Read)?;
         registry.add(listener, LISTENER, Interest::Nothing)?;
@@ -126,6 +143,10 @@ impl Admission {
             generations: 0,
             listening: false,
             ready: Vec::new(),
+            messages: VecDeque::new(),
+            returns,
+            read_buf: Vec::new(),
+            closing: false,
         })
     }
 
@@ -145,7 +166,7 @@ impl Admission {
             && settings.trusts(&conn.peer)
         {
             let expires = deadline_after(now, settings.timeout());
-            return self.hold(conn, Stage::Header(crate::proxy::HeaderRead::default()), expires, ctx);
+            return self.hold(conn, Stage::Header(crate::proxy::HeaderRead::default()), Some(expires), ctx);
         }
         self.verify(conn, now, ctx, hooks, options, true)
     }
@@ -172,7 +193,7 @@ impl Admission {
             let limit = deadline_after(now, handshake);
             let expires = conn.deadline.map_or(limit, |deadline| deadline.min(limit));
             return match crate::tls::Handshake::start(config) {
-                Ok(handshake) => self.hold(conn, Stage::Handshake(handshake), expires, ctx),
+                Ok(handshake) => self.hold(conn, Stage::Handshake(handshake), Some(expires), ctx),
                 Err(reason) => {
                     refuse(ctx, conn, &ctx.counters.tls_failed, |peer| Error::Tls { peer, reason });
                     Admitted::Refused
@@ -192,11 +213,15 @@ impl Admission {
         direct: bool,
         ctx: &Context<H>,
     ) -> Admitted {
+        if options.framing.is_some() {
+            let framed = Framed { conn, inbox: Inbox::default(), eof: false };
+            return if self.frame(framed, now, ctx, options) { Admitted::Refused } else { Admitted::Held };
+        }
         match options.idle_timeout {
             // Most clients speak at once: their request is often in before
             // the accept. One look saves registering, waking and releasing.
             Some(idle) if !sys::has_input(conn.socket.as_fd()) => {
-                self.hold(conn, Stage::Idle, deadline_after(now, idle), ctx)
+                self.hold(conn, Stage::Idle, Some(deadline_after(now, idle)), ctx)
             }
             _ if direct => Admitted::Ready(conn),
             _ => {
@@ -206,9 +231,10 @@ impl Admission {
         }
     }
 
-    /// Registers `conn` in `stage` until `expires`. A connection the
-    /// registry cannot take (out of kernel memory) is closed and reported.
-    fn hold<H>(&mut self, conn: Incoming, stage: Stage, expires: Instant, ctx: &Context<H>) -> Admitted {
+    /// Registers `conn` in `stage` until `expires` (`None`: for as long as
+    /// it takes). A connection the registry cannot take (out of kernel
+    /// memory) is closed and reported.
+    fn hold<H>(&mut self, conn: Incoming, stage: Stage, expires: Option<Instant>, ctx: &Context<H>) -> Admitted {
         let entry = self.held.vacant_entry();
         let key = entry.key();
         if let Err(source) = self.registry.add(conn.socket.as_fd(), key + FIRST_HELD, stage.interest()) {
@@ -218,8 +244,78 @@ impl Admission {
         }
         self.generations += 1;
         entry.insert(Held { conn, stage, generation: self.generations });
-        self.deadlines.set(expires, key, self.generations);
+        if let Some(expires) = expires {
+            self.deadlines.set(expires, key, self.generations);
+        }
         Admitted::Held
+    }
+
+    /// A framed connection between messages: its next whole message is
+    /// queued for a handler, or it waits in the loop for more bytes (under
+    /// `idle_timeout` and `connection_timeout`), or it ends. Returns whether
+    /// it was turned away.
+    fn frame<H>(&mut self, mut framed: Framed, now: Instant, ctx: &Context<H>, options: &Options) -> bool {
+        let Some(framing) = &options.framing else { return false };
+        let peer = || framed.conn.peer.clone();
+        match framed.inbox.next(framing, framed.eof) {
+            Ok(Some(message)) => self.messages.push_back((framed, message)),
+            Ok(None) if framed.eof || (self.closing && framed.inbox.is_empty()) => {
+                log::debug!("framed connection from {} ends between messages", framed.conn.peer);
+                adapter::close_stream(framed.conn.socket);
+            }
+            Ok(None) => {
+                let idle = options.idle_timeout.map(|idle| deadline_after(now, idle));
+                let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
+                return matches!(self.hold(framed.conn, Stage::Framed(framed.inbox), expires, ctx), Admitted::Refused);
+            }
+            Err(Refused::TooLong) => {
+                Counters::add(&ctx.counters.too_long, 1);
+                (ctx.on_error)(&Error::MessageTooLong { peer: peer(), max: framing.max() });
+                adapter::close_stream(framed.conn.socket);
+                return true;
+            }
+            Err(Refused::Invalid(reason)) => {
+                Counters::add(&ctx.counters.errors, 1);
+                let source = io::Error::new(io::ErrorKind::InvalidData, reason);
+                (ctx.on_error)(&Error::Request { peer: peer(), source });
+                adapter::close_stream(framed.conn.socket);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes back the framed connections workers answered: each goes on
+    /// with its next message, or waits in the loop. Returns whether one was
+    /// turned away.
+    pub(crate) fn take_returned<H>(&mut self, now: Instant, ctx: &Context<H>, options: &Options) -> bool {
+        let mut turned_away = false;
+        for framed in self.returns.take() {
+            turned_away |= self.frame(framed, now, ctx, options);
+        }
+        turned_away
+    }
+
+    /// The framed connection whose message has waited longest, with it.
+    pub(crate) fn next_message(&mut self) -> Option<(Framed, Vec<u8>)> {
+        self.messages.pop_front()
+    }
+
+    /// From now on, framed connections between messages are closed, not
+    /// held: the server is closing (or handing over).
+    pub(crate) fn closing(&mut self) {
+        self.closing = true;
+        let idle: Vec<usize> = self
+            .held
+            .iter()
+            .filter(|(_, h)| matches!(&h.stage, Stage::Framed(inbox) if inbox.is_empty()))
+            .map(|(key, _)| key)
+            .collect();
+        for key in idle {
+            let (conn, _) = self.release(key);
+            log::debug!("server closing: closing framed connection from {} between messages", conn.peer);
+            adapter::close_stream(conn.socket);
+        }
     }
 
     /// Takes a connection out of the registry and the slab.
@@ -232,7 +328,7 @@ impl Admission {
     /// Connections held in any stage, or ready and waiting for room; they
     /// count as open.
     pub(crate) fn len(&self) -> usize {
-        self.held.len() + self.spoken.len()
+        self.held.len() + self.spoken.len() + self.messages.len()
     }
 
     /// Time until the first deadline of a held connection.
@@ -301,6 +397,30 @@ impl Admission {
         let Some(held) = self.held.get_mut(key) else { return false };
         let step = match &mut held.stage {
             Stage::Idle => None,
+            Stage::Framed(inbox) => {
+                if self.read_buf.is_empty() {
+                    self.read_buf = vec![0; READ_SIZE];
+                }
+                let eof = match sys::recv_now(&held.conn.socket, &mut self.read_buf, false) {
+                    Ok(0) => true,
+                    Ok(n) => {
+                        inbox.push(&self.read_buf[..n]);
+                        false
+                    }
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                        return self.rearm(key);
+                    }
+                    Err(e) => {
+                        let (conn, _) = self.release(key);
+                        log::debug!("framed connection from {} failed: {e}", conn.peer);
+                        adapter::close_stream(conn.socket);
+                        return false;
+                    }
+                };
+                let (conn, stage) = self.release(key);
+                let Stage::Framed(inbox) = stage else { return false };
+                return self.frame(Framed { conn, inbox, eof }, now, ctx, options);
+            }
             #[cfg(feature = "proxy-protocol")]
             Stage::Header(read) => match options.proxy_protocol.as_ref().and_then(|s| read.read(&mut held.conn, s)) {
                 Some(step) => Some(step),
@@ -329,6 +449,17 @@ impl Admission {
         let Some(held) = self.held.get_mut(key) else { return false };
         let step = match &mut held.stage {
             // A byte that came after the wait returned still counts.
+            Stage::Framed(_) if sys::has_input(held.conn.socket.as_fd()) => {
+                return self.on_ready(key, now, ctx, hooks, options);
+            }
+            Stage::Framed(inbox) => {
+                let inside = if inbox.is_empty() { "between messages" } else { "inside a message" };
+                let (conn, _) = self.release(key);
+                log::info!("closing framed connection from {}: silent past its deadline {inside}", conn.peer);
+                Counters::add(&ctx.counters.idle_closed, 1);
+                adapter::close_stream(conn.socket);
+                return false;
+            }
             Stage::Idle if sys::has_input(held.conn.socket.as_fd()) => None,
             Stage::Idle => {
                 let (conn, _) = self.release(key);
@@ -398,13 +529,15 @@ impl Admission {
                     Stage::Handshake(_) => {
                         refuse(ctx, conn, &ctx.counters.tls_failed, |peer| Error::Tls { peer, reason })
                     }
-                    Stage::Idle => adapter::close_stream(conn.socket),
+                    Stage::Idle | Stage::Framed(_) => adapter::close_stream(conn.socket),
                 }
                 return true;
             }
         }
         match stage {
             Stage::Idle => self.spoken.push_back(conn),
+            // Framed connections leave through `frame`, not here.
+            Stage::Framed(inbox) => return self.frame(Framed { conn, inbox, eof: false }, now, ctx, options),
             #[cfg(feature = "proxy-protocol")]
             Stage::Header(_) => {
                 return matches!(self.verify(conn, now, ctx, hooks, options, false), Admitted::Refused);
@@ -425,7 +558,7 @@ impl Admission {
     }
 
     pub(crate) fn has_spoken(&self) -> bool {
-        !self.spoken.is_empty()
+        !self.spoken.is_empty() || !self.messages.is_empty()
     }
 
     /// The connection ready for a handler that has waited longest.
@@ -438,12 +571,20 @@ impl Admission {
         for conn in self.spoken.drain(..) {
             adapter::close_unserved(conn.socket, &conn.peer);
         }
+        for (framed, _) in self.messages.drain(..) {
+            adapter::close_unserved(framed.conn.socket, &framed.conn.peer);
+        }
+        for framed in self.returns.take() {
+            log::debug!("server closing: closing framed connection from {}", framed.conn.peer);
+            adapter::close_stream(framed.conn.socket);
+        }
         for (_, held) in self.held.iter() {
             self.registry.remove(held.conn.socket.as_fd());
         }
         for held in self.held.drain() {
             let waiting_for = match held.stage {
                 Stage::Idle => "which sent nothing",
+                Stage::Framed(_) => "between messages or inside one",
                 #[cfg(feature = "proxy-protocol")]
                 Stage::Header(_) => "whose PROXY header was not in",
                 #[cfg(feature = "tls")]

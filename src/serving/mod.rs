@@ -26,8 +26,11 @@
 
 mod admission;
 mod deadlines;
+mod framing;
 mod registry;
 
 #[cfg(any(feature = "proxy-protocol", feature = "tls"))]
 pub(crate) use admission::Step;
 pub(crate) use admission::{Admission, Admitted};
+pub(crate) use framing::{Framed, Returns};
+pub use framing::{Framing, Split};

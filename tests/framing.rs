@@ -1,0 +1,197 @@
+//! Framed messages (`ServerBuilder::framing`; README, "Many connections"):
+//! connections go back to the serving loop between messages, so a small
+//! pool serves many keep-alive clients; pipelined messages are answered in
+//! order; an oversized message closes only its connection; a last line
+//! without its newline is answered; the same prime handler serves it.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use common::process::*;
+use common::{Errors, IO_TIMEOUT, Running};
+use socketserver::{Dispatch, Error, Framing, Request, TcpServer, UnixStreamServer, WorkerPool};
+
+/// Echoes the message after `> `: each message is a request of its own.
+fn echo() -> impl Fn(&mut Request<'_>) -> std::io::Result<()> + Send + Sync + 'static {
+    |req: &mut Request<'_>| {
+        let mut message = Vec::new();
+        req.rfile.read_to_end(&mut message)?;
+        req.wfile.write_all(b"> ")?;
+        req.wfile.write_all(&message)
+    }
+}
+
+fn connect(running: &Running) -> TcpStream {
+    let conn = TcpStream::connect(running.inet()).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    conn
+}
+
+fn read_line(reader: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn a_pool_of_two_serves_two_hundred_keep_alive_clients_asking_five_times_each() {
+    let server = TcpServer::builder(echo())
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(1024))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut clients: Vec<BufReader<TcpStream>> = (0..200).map(|_| BufReader::new(connect(&running))).collect();
+    for round in 0..5 {
+        // Every client asks, and stays open; none holds a worker between.
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.get_mut().write_all(format!("{i} {round}\n").as_bytes()).unwrap();
+        }
+        for (i, client) in clients.iter_mut().enumerate() {
+            assert_eq!(read_line(client), format!("> {i} {round}\n"));
+        }
+    }
+    assert_eq!(stats.get().served, 1_000);
+    running.stop().unwrap();
+}
+
+#[test]
+fn pipelined_messages_are_answered_in_order_and_a_last_line_without_newline_too() {
+    let server = TcpServer::builder(echo())
+        .dispatch(Dispatch::threads())
+        .framing(Framing::lines(1024))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let mut conn = connect(&running);
+    let request: String = (0..500).map(|i| format!("line {i}\n")).collect::<String>() + "last";
+    conn.write_all(request.as_bytes()).unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut answers = String::new();
+    conn.read_to_string(&mut answers).unwrap();
+    let expected: String = (0..500).map(|i| format!("> line {i}\n")).collect::<String>() + "> last";
+    assert_eq!(answers, expected);
+    running.stop().unwrap();
+}
+
+#[test]
+fn an_oversized_message_closes_only_its_connection_and_is_reported() {
+    let errors = Errors::default();
+    let server = TcpServer::builder(echo())
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(16))
+        .handle_error(errors.hook())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut good = BufReader::new(connect(&running));
+    let mut bad = connect(&running);
+    let bad_peer = bad.local_addr().unwrap().to_string();
+    bad.write_all(&[b'x'; 100]).unwrap();
+    let mut rest = Vec::new();
+    assert!(bad.read_to_end(&mut rest).map_or(true, |_| rest.is_empty()), "an answer to an oversized message");
+    good.get_mut().write_all(b"fine\n").unwrap();
+    assert_eq!(read_line(&mut good), "> fine\n");
+    eventually("the refusal is counted", || stats.get().too_long == 1);
+    let errors = errors.all();
+    assert!(errors[0].contains(&bad_peer) && errors[0].contains("16-byte"), "{errors:?}");
+    running.stop().unwrap();
+}
+
+#[test]
+fn length_prefixed_frames_are_answered_framed() {
+    let server = TcpServer::builder(echo()).framing(Framing::u32_prefixed(1 << 20)).bind("127.0.0.1:0").unwrap();
+    let running = Running::start(server);
+    let mut conn = connect(&running);
+    let body = vec![7u8; 100_000];
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend(&body);
+    // Two frames, the second in pieces.
+    conn.write_all(&frame).unwrap();
+    conn.write_all(&frame[..3]).unwrap();
+    conn.write_all(&frame[3..]).unwrap();
+    for _ in 0..2 {
+        let mut len = [0u8; 4];
+        conn.read_exact(&mut len).unwrap();
+        let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
+        conn.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply[..2], b"> ");
+        assert_eq!(reply[2..], body[..]);
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_client_silent_between_messages_is_closed_at_the_idle_timeout_holding_no_worker() {
+    let server = TcpServer::builder(echo())
+        .framing(Framing::lines(64))
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut silent = BufReader::new(connect(&running));
+    silent.get_mut().write_all(b"one\n").unwrap();
+    assert_eq!(read_line(&mut silent), "> one\n");
+    // A sequential server: were the silent client holding the only worker,
+    // this one would wait for the idle timeout.
+    let mut other = BufReader::new(connect(&running));
+    other.get_mut().write_all(b"two\n").unwrap();
+    assert_eq!(read_line(&mut other), "> two\n");
+    let mut rest = String::new();
+    assert_eq!(silent.read_to_string(&mut rest).unwrap_or(0), 0, "closed after the idle timeout");
+    assert!(stats.get().idle_closed >= 1);
+    running.stop().unwrap();
+}
+
+#[test]
+fn framing_with_forking_or_on_a_datagram_server_is_refused_at_bind() {
+    let forked = TcpServer::builder(echo()).framing(Framing::lines(64)).forking().bind("127.0.0.1:0");
+    assert!(matches!(forked, Err(Error::Config { option: "framing", .. })), "{forked:?}");
+    let datagram = socketserver::UdpServer::builder(echo()).framing(Framing::lines(64)).bind("127.0.0.1:0");
+    assert!(matches!(datagram, Err(Error::Config { option: "framing", .. })), "{datagram:?}");
+}
+
+#[test]
+fn unix_stream_connections_are_framed_too() {
+    let dir = common::temp_dir();
+    let path = dir.path().join("framed.sock");
+    let server = UnixStreamServer::builder(echo()).framing(Framing::lines(64)).bind(&path).unwrap();
+    let running = Running::start(server);
+    let mut conn = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    conn.write_all(b"a\nb\n").unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut answers = String::new();
+    for _ in 0..2 {
+        reader.read_line(&mut answers).unwrap();
+    }
+    assert_eq!(answers, "> a\n> b\n");
+    running.stop().unwrap();
+}
+
+/// The prime service, unchanged, over `--framing lines`: the seed list on
+/// one keep-alive connection, each line answered as it comes.
+#[test]
+fn prime_serve_framing_lines_answers_each_line_on_a_kept_connection() {
+    let mut serve = Serve::start("tcp", "127.0.0.1:0", &["--workers", "2", "--framing", "lines"]);
+    let conn = TcpStream::connect(&serve.address).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    for (n, answer) in [("4j", "E\n"), ("4", "F\n"), ("5", "T\n"), ("1125899906842623", "F\n")] {
+        (&conn).write_all(format!("{n}\n").as_bytes()).unwrap();
+        assert_eq!(read_line(&mut reader), answer, "{n}");
+    }
+    let refused = std::process::Command::new(prime_binary())
+        .args(["serve", "tcp", "127.0.0.1:0", "--fork", "--framing", "lines"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--framing"));
+    assert!(serve.signal("TERM").success());
+}
