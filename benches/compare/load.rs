@@ -183,52 +183,140 @@ fn ask_once(source: SocketAddr, server: SocketAddr, request: &[u8]) -> std::io::
 
 /// A crowd of `count` silent connections to `server`, held by a process of
 /// its own (this bench binary with `--crowd`) until dropped.
-pub struct Crowd(Option<std::process::Child>);
+pub struct Crowd(Option<(std::process::Child, std::io::BufReader<std::process::ChildStdout>)>);
 
 impl Crowd {
-    pub fn open(server: SocketAddr, count: usize) -> Crowd {
+    /// `count` silent connections (`ask`: each asks once first, then stays
+    /// open, as a keep-alive client does).
+    pub fn open(server: SocketAddr, count: usize, ask: bool) -> Crowd {
         if count == 0 {
             return Crowd(None);
         }
         let exe = std::env::current_exe().expect("this bench");
-        let mut child = crate::with_fd_limit(&exe, &["--crowd", &server.to_string(), &count.to_string()])
+        let args = ["--crowd", &server.to_string(), &count.to_string(), if ask { "ask" } else { "silent" }];
+        let mut child = crate::with_fd_limit(&exe, &args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("the crowd process");
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line)
-            .expect("the crowd says it is open");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        std::io::BufRead::read_line(&mut out, &mut line).expect("the crowd says it is open");
         eprintln!("  crowd: {}", line.trim());
-        Crowd(Some(child))
+        Crowd(Some((child, out)))
     }
 
-    /// Runs in the crowd process: opens the connections, says so, holds
-    /// them until stdin closes.
-    pub fn hold(server: &str, count: usize) {
+    /// Ends the crowd; keep-alive ones ask once more first, and say how
+    /// many of them were answered.
+    pub fn close(mut self) {
+        if let Some((mut child, mut out)) = self.0.take() {
+            drop(child.stdin.take());
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut out, &mut line);
+            if !line.trim().is_empty() {
+                eprintln!("  crowd: {}", line.trim());
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs in the crowd process: opens the connections (asking once on
+    /// each, with `ask`), says so, holds them until stdin closes, then (with
+    /// `ask`) asks on each once more and says how many were answered.
+    pub fn hold(server: &str, count: usize, ask: bool) {
         let server: SocketAddr = server.parse().expect("an address");
         let mut held = Vec::with_capacity(count);
+        let mut answered = 0;
         for i in 0..count {
             let source = SocketAddr::from(([127, 0, 2 + (i / 4000) as u8, 1], 0));
             let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
             socket.bind(&source.into()).expect("bind a loopback source");
-            match socket.connect(&server.into()) {
-                Ok(()) => held.push(socket),
-                Err(e) => {
-                    eprintln!("crowd: connection {i}: {e}");
-                    break;
-                }
+            if let Err(e) = socket.connect(&server.into()) {
+                eprintln!("crowd: connection {i}: {e}");
+                break;
             }
+            let mut conn = TcpStream::from(socket);
+            if ask {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                answered += usize::from(ask_kept(&mut conn));
+            }
+            held.push(conn);
         }
-        println!("{} silent connections open", held.len());
+        let how = if ask {
+            format!("keep-alive connections open, {answered} answered")
+        } else {
+            "silent connections open".into()
+        };
+        println!("{} {how}", held.len());
         let _ = std::io::stdout().flush();
         let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        if ask {
+            let again = held.iter_mut().map(ask_kept).filter(|&answered| answered).count();
+            println!("{again} of {} answered again", held.len());
+        }
     }
+}
+
+/// One request on a kept connection: true if answered right.
+fn ask_kept(conn: &mut TcpStream) -> bool {
+    let mut answer = [0u8; 2];
+    conn.write_all(b"17\n").is_ok() && conn.read_exact(&mut answer).is_ok() && &answer == b"T\n"
+}
+
+/// `clients` persistent connections, each asking once every `every`, from
+/// 8 threads; latency is from each request to its answer.
+pub fn persistent(server: SocketAddr, clients: usize, every: Duration, duration: Duration) -> Stats {
+    let threads = 8;
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mine = clients / threads + usize::from(t < clients % threads);
+                let conns: Vec<TcpStream> = (0..mine)
+                    .map(|i| {
+                        let source = SocketAddr::from(([127, 20 + t as u8, (i / 250) as u8, (i % 250) as u8 + 1], 0));
+                        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                        socket.bind(&source.into()).unwrap();
+                        socket.connect(&server.into()).unwrap();
+                        let conn = TcpStream::from(socket);
+                        conn.set_nodelay(true).unwrap();
+                        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        conn
+                    })
+                    .collect();
+                let mut stats = Stats::default();
+                let start = Instant::now();
+                // The first requests spread over the interval, from now on.
+                let mut conns: Vec<(TcpStream, Instant)> = conns
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, conn)| (conn, start + every.mul_f64(i as f64 / mine.max(1) as f64)))
+                    .collect();
+                while start.elapsed() < duration {
+                    let Some((i, due)) = conns.iter().enumerate().map(|(i, c)| (i, c.1)).min_by_key(|c| c.1) else {
+                        break;
+                    };
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let (conn, next) = &mut conns[i];
+                    let sent = Instant::now();
+                    if ask_kept(conn) {
+                        stats.requests += 1;
+                        stats.latencies.push(micros(sent.elapsed()));
+                    } else {
+                        stats.lost += 1;
+                    }
+                    *next = due + every;
+                }
+                stats.elapsed = start.elapsed();
+                stats
+            })
+        })
+        .collect();
+    workers.into_iter().map(|w| w.join().expect("client")).fold(Stats::default(), Stats::merge)
 }
 
 impl Drop for Crowd {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
+        if let Some((mut child, _)) = self.0.take() {
             drop(child.stdin.take());
             let _ = child.kill();
             let _ = child.wait();

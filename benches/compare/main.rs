@@ -164,7 +164,7 @@ fn main() {
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--crowd") {
-        load::Crowd::hold(&args[i + 1], args[i + 2].parse().expect("a count"));
+        load::Crowd::hold(&args[i + 1], args[i + 2].parse().expect("a count"), args[i + 3] == "ask");
         return;
     }
     let duration = secs();
@@ -219,11 +219,32 @@ fn main() {
             scenario,
             &["socketserver-tcp-pool", "tokio-tcp", "std-tcp"],
             Box::new(move |a| {
-                let _crowd = load::Crowd::open(a, crowd);
+                let _crowd = load::Crowd::open(a, crowd, false);
                 load::per_connection(a, 4, duration)
             }),
         ));
     }
+    // Keep-alive clients, each asked once and kept open, then asked again
+    // at the end, while 4 clients open a connection per request; and 2,000
+    // persistent clients asking every 100 ms. Framed: a pool of 8 (or 4).
+    scenarios.extend::<[(&str, &[&str], LoadRun); 3]>([
+        (
+            "keep-alive 15000",
+            &["socketserver-framed-8", "tokio-tcp", "std-tcp"],
+            Box::new(move |a| {
+                let crowd = load::Crowd::open(a, 15_000, true);
+                let stats = load::per_connection(a, 4, duration);
+                crowd.close();
+                stats
+            }),
+        ),
+        (
+            "persistent 2000",
+            &["socketserver-framed-4", "tokio-tcp", "std-tcp"],
+            Box::new(move |a| load::persistent(a, 2_000, Duration::from_millis(100), duration)),
+        ),
+        ("tcp 8x16 framed", &["socketserver-framed-8", "std-tcp"], Box::new(move |a| load::tcp(a, 8, 16, duration))),
+    ]);
     let only = std::env::var("COMPARE_ONLY").ok();
     for (scenario, servers, load) in &scenarios {
         for server in *servers {

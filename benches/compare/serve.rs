@@ -108,6 +108,14 @@ pub fn run(name: &str) {
                 .idle_timeout(Some(std::time::Duration::from_secs(300)))
                 .bind("127.0.0.1:0"),
         ),
+        // Framed lines: connections back in the loop between requests.
+        "socketserver-framed-8" | "socketserver-framed-4" => spawn(
+            TcpServer::builder(PrimeService::default())
+                .dispatch(Dispatch::pool(if name.ends_with('8') { 8 } else { 4 }))
+                .framing(socketserver::Framing::lines(16 * 1024))
+                .idle_timeout(Some(std::time::Duration::from_secs(300)))
+                .bind("127.0.0.1:0"),
+        ),
         "tokio-tcp" => tokio_tcp(),
         "std-udp" => std_udp(),
         "std-tcp" => std_tcp(),
