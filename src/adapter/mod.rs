@@ -285,15 +285,17 @@ pub(crate) fn answer_datagram<H: RequestHandler>(
 }
 
 /// Serves one framed message of `framed`'s connection as a datagram is
-/// served (`rfile` the message, `wfile` the reply), then sends the reply on
-/// the connection, framed, within `write_timeout`. Returns whether the
-/// connection may go on: not after a panic or a failed send.
+/// served (`rfile` the message, `wfile` the reply), and appends the reply,
+/// framed, to `wire` for the caller to send. Returns whether the
+/// connection may go on: not after a panic, or a reply its framing cannot
+/// carry.
 pub(crate) fn serve_message<H: RequestHandler>(
     ctx: &Context<H>,
     framing: &crate::serving::Framing,
     framed: &mut crate::serving::Framed,
     message: &[u8],
     scratch: &mut Scratch,
+    wire: &mut Vec<u8>,
 ) -> bool {
     let Scratch { reply, ancillary } = scratch;
     reply.clear();
@@ -321,16 +323,11 @@ pub(crate) fn serve_message<H: RequestHandler>(
         report(ctx, failure, &conn.peer);
         return false;
     }
-    let mut wire = Vec::new();
-    let sent = if reply.is_empty() {
-        Ok(())
-    } else {
-        framing.frame(reply, &mut wire).and_then(|()| send_all(&conn.socket, &wire))
-    };
-    match (outcome, sent) {
-        (Err(failure), sent) => {
+    let framed_reply = if reply.is_empty() { Ok(()) } else { framing.frame(reply, wire) };
+    match (outcome, framed_reply) {
+        (Err(failure), framed_reply) => {
             report(ctx, failure, &conn.peer);
-            sent.is_ok()
+            framed_reply.is_ok()
         }
         (Ok(()), Err(source)) => {
             report(ctx, Failure::Io(source), &conn.peer);
@@ -339,6 +336,20 @@ pub(crate) fn serve_message<H: RequestHandler>(
         (Ok(()), Ok(())) => {
             served(ctx);
             true
+        }
+    }
+}
+
+/// Sends the replies gathered in `wire` on `framed`'s connection, within
+/// its write timeout; a failure is reported, and the connection cannot go on.
+pub(crate) fn send_replies<H>(ctx: &Context<H>, framed: &crate::serving::Framed, wire: &mut Vec<u8>) -> bool {
+    let sent = send_all(&framed.conn.socket, wire);
+    wire.clear();
+    match sent {
+        Ok(()) => true,
+        Err(source) => {
+            report(ctx, Failure::Io(source), &framed.conn.peer);
+            false
         }
     }
 }

@@ -269,17 +269,58 @@ impl<H> Drop for Dispatcher<H> {
     }
 }
 
-/// Answers one message, then hands the connection back to the loop, or
-/// closes it if it cannot go on.
+/// At most this many messages of one connection are answered in a row
+/// before it goes back to the loop, so one pipelining client cannot keep a
+/// worker from everyone else.
+const MESSAGES_IN_A_ROW: usize = 64;
+
+/// Replies gathered past this size are sent before the next message.
+const REPLIES_HELD: usize = 64 * 1024;
+
+/// Answers a message, then, while the client has already sent the next one
+/// (pipelining), that one too, in order, with the replies sent together;
+/// then hands the connection back to the loop, or closes it if it cannot go
+/// on. A client that waits for each answer costs no extra read: the next
+/// one is looked for only when bytes of it were already in.
 pub(crate) fn answer_message<H: RequestHandler>(
     ctx: &Context<H>,
     framing: &Framing,
     mut framed: Framed,
-    message: &[u8],
+    first: &[u8],
     returns: &Returns,
     scratch: &mut Scratch,
 ) {
-    if adapter::serve_message(ctx, framing, &mut framed, message, scratch) {
+    let mut wire = Vec::new();
+    let mut next = None;
+    let mut keep;
+    let mut answered = 0;
+    loop {
+        let message = next.as_deref().unwrap_or(first);
+        keep = adapter::serve_message(ctx, framing, &mut framed, message, scratch, &mut wire);
+        if !keep || (wire.len() > REPLIES_HELD && !adapter::send_replies(ctx, &framed, &mut wire)) {
+            keep = false;
+            break;
+        }
+        answered += 1;
+        if answered == MESSAGES_IN_A_ROW {
+            break;
+        }
+        let partly_in = !framed.inbox.is_empty();
+        next = match framed.inbox.next(framing, framed.eof) {
+            Ok(Some(message)) => Some(message),
+            Ok(None) if partly_in && !framed.eof && framed.inbox.read_now(&framed.conn.socket, &mut framed.eof) => {
+                framed.inbox.next(framing, framed.eof).ok().flatten()
+            }
+            // A refusal is the loop's to report, where it is met again.
+            _ => None,
+        };
+        if next.is_none() {
+            break;
+        }
+    }
+    // Replies already made go out even if the connection ends here.
+    keep &= adapter::send_replies(ctx, &framed, &mut wire);
+    if keep {
         returns.give_back(framed);
     } else {
         adapter::close_stream(framed.conn.socket);

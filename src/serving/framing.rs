@@ -130,9 +130,8 @@ impl Framing {
         }
     }
 
-    /// `reply` as it goes on the wire, into `out`.
+    /// Appends `reply` as it goes on the wire to `out`.
     pub(crate) fn frame(&self, reply: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        out.clear();
         if let Rule::Prefixed { width, .. } = self.0 {
             let len = reply.len() as u64;
             if len >> (8 * width) != 0 {
@@ -187,6 +186,23 @@ impl Inbox {
     /// Appends what a read got.
     pub(crate) fn push(&mut self, bytes: &[u8]) {
         self.bytes.extend_from_slice(bytes);
+    }
+
+    /// Reads what the socket has now, without waiting, onto the end:
+    /// whether anything came (the end of the stream counts, in `eof`).
+    pub(crate) fn read_now(&mut self, socket: &socket2::Socket, eof: &mut bool) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        match crate::sys::recv_now(socket, &mut chunk, false) {
+            Ok(0) => {
+                *eof = true;
+                true
+            }
+            Ok(n) => {
+                self.push(&chunk[..n]);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Takes the first whole message, if there is one; `eof`: no more bytes
@@ -336,6 +352,7 @@ mod tests {
         let mut out = Vec::new();
         Framing::u16_prefixed(10).frame(b"T\n", &mut out).unwrap();
         assert_eq!(out, [0, 2, b'T', b'\n']);
+        out.clear();
         Framing::lines(10).frame(b"T\n", &mut out).unwrap();
         assert_eq!(out, b"T\n");
         assert!(Framing::u16_prefixed(10).frame(&vec![0; 70_000], &mut out).is_err());
