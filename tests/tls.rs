@@ -307,8 +307,10 @@ fn two_hundred_clients_stalled_mid_handshake_hold_no_worker() {
     let mut answer = String::new();
     client.read_to_string(&mut answer).unwrap();
     assert_eq!(answer, "TLSv1_3 sni=localhost alpn=- client-certs=0 7\n");
+    // close_notify reaches the client just before the server counts the request.
+    eventually("the answer is counted", || stats.get().served == 1);
     let now = stats.get();
-    assert_eq!((now.served, now.tls_failed, now.idle_closed), (1, 0, 0));
+    assert_eq!((now.tls_failed, now.idle_closed), (0, 0));
     running.stop().unwrap();
     drop(stalled);
 }
