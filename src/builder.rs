@@ -272,7 +272,7 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
     }
 
     /// Stream servers: how long a new connection may stay silent before its
-    /// first byte. Until it speaks it waits in the serving loop's poll set,
+    /// first byte. Until it speaks it waits in the serving loop's registry,
     /// not in a handler, so silent clients cannot tie up threads, workers or
     /// a sequential server; one silent past the limit is closed with a log
     /// line. Don't set it for protocols where the server speaks first.

@@ -44,7 +44,7 @@ pub struct Options {
     /// Stream servers only: open connections at most; `None`: no limit.
     pub max_connections: Option<usize>,
     /// Stream servers only: how long a new connection may stay silent; it
-    /// waits in the loop's poll set, not in a handler, until it speaks.
+    /// waits in the loop's registry, not in a handler, until it speaks.
     pub idle_timeout: Option<Duration>,
     /// Stream servers only: how long a connection may last in all.
     pub connection_timeout: Option<Duration>,

@@ -304,7 +304,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// Serves requests until a [`ShutdownHandle`] asks it to stop (Python's
     /// `serve_forever`).
     ///
-    /// It blocks in `poll(2)` on the server socket and the handle's wake-up
+    /// It waits (epoll, kqueue) on the server socket and the handle's wake-up
     /// socket, so a shutdown takes effect at once. After every pass of the
     /// loop (the requests one wake-up brought are dispatched, or
     /// [`poll_interval`](ServerBuilder::poll_interval) passed with nothing

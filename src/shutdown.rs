@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
 
 /// Stops a server's [`serve_forever`](crate::Server::serve_forever) from any
-/// thread, at once: the loop waits in `poll(2)` on this handle's wake-up
+/// thread, at once: the loop waits (epoll, kqueue) on this handle's wake-up
 /// socket, so there is no poll interval to sit out.
 ///
 /// Cheap to clone; every clone controls the same server.
