@@ -39,3 +39,24 @@ pub fn proxy_stream(bytes: &[u8]) -> ProxyParse {
 pub fn proxy_datagram(packet: &[u8]) -> ProxyParse {
     crate::proxy::parse_datagram(packet, &crate::Address::Unnamed).into()
 }
+
+/// The messages `framing` cuts from `stream` when it arrives in the pieces
+/// `splits` make (then ends), or why the stream was refused: the loop's
+/// own inbox, as a framed connection fills it.
+pub fn framed_messages(framing: &crate::Framing, stream: &[u8], splits: &[usize]) -> Result<Vec<Vec<u8>>, String> {
+    let mut inbox = crate::serving::Inbox::default();
+    let mut messages = Vec::new();
+    let mut from = 0;
+    for &at in splits.iter().chain([&stream.len()]) {
+        let at = at.clamp(from, stream.len());
+        inbox.push(&stream[from..at]);
+        from = at;
+        while let Some(message) = inbox.next(framing, false).map_err(|e| format!("{e:?}"))? {
+            messages.push(message);
+        }
+    }
+    while let Some(message) = inbox.next(framing, true).map_err(|e| format!("{e:?}"))? {
+        messages.push(message);
+    }
+    Ok(messages)
+}
