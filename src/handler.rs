@@ -193,7 +193,7 @@ impl AsFd for Request<'_> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match &self.extras {
             Extras::Stream(conn) => conn.socket.as_fd(),
-            Extras::Datagram(socket, _) => socket.as_fd(),
+            Extras::Datagram(socket, ..) => socket.as_fd(),
         }
     }
 }
@@ -209,9 +209,14 @@ impl AsRawFd for Request<'_> {
 pub(crate) enum Extras<'a> {
     /// A connection: fds arrive with the bytes read; credentials by SO_PEERCRED.
     Stream(&'a Conn),
-    /// A datagram on the server's socket: fds and credentials arrived with it.
-    Datagram(&'a Socket, &'a mut Ancillary),
+    /// A datagram on the server's socket (fds and credentials arrived with
+    /// it), or a framed message of a connection, with the state that lives
+    /// as long as the connection.
+    Datagram(&'a Socket, &'a mut Ancillary, Option<&'a mut ConnectionState>),
 }
+
+/// What [`Request::connection_state`] keeps for a framed connection.
+pub(crate) type ConnectionState = Option<Box<dyn std::any::Any + Send>>;
 
 impl<'a> Request<'a> {
     pub(crate) fn new(
@@ -240,13 +245,43 @@ impl<'a> Request<'a> {
         self.kind
     }
 
+    /// State that lives as long as the connection, for framed messages
+    /// ([`ServerBuilder::framing`](crate::ServerBuilder::framing)): a
+    /// session, a transaction, a counter. The first call on a connection
+    /// makes a `T::default()`; its later messages get the same value (asking
+    /// for another type starts that one afresh). `None` for plain stream
+    /// requests, whose handler keeps its state in its own variables for the
+    /// whole connection, and for datagrams, which have no connection.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use socketserver::{Framing, Request, TcpServer};
+    ///
+    /// let handler = |req: &mut Request<'_>| {
+    ///     let asked = req.connection_state::<u64>().map_or(0, |n| {
+    ///         *n += 1;
+    ///         *n
+    ///     });
+    ///     writeln!(req.wfile, "message {asked} on this connection")
+    /// };
+    /// let server = TcpServer::builder(handler).framing(Framing::lines(1024)).bind("127.0.0.1:0")?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn connection_state<T: Default + Send + 'static>(&mut self) -> Option<&mut T> {
+        let Extras::Datagram(_, _, Some(state)) = &mut self.extras else { return None };
+        if !state.as_ref().is_some_and(|held| held.is::<T>()) {
+            **state = Some(Box::new(T::default()));
+        }
+        state.as_mut()?.downcast_mut()
+    }
+
     /// Unix sockets on Linux: the peer process's pid, uid and gid. For a
     /// stream, those it had when it connected (SO_PEERCRED); for a datagram,
     /// those the kernel attached to it. `None` on inet sockets or elsewhere.
     pub fn peer_credentials(&self) -> Option<Credentials> {
         match &self.extras {
             Extras::Stream(conn) => conn.peer_credentials(),
-            Extras::Datagram(_, ancillary) => ancillary.credentials,
+            Extras::Datagram(_, ancillary, _) => ancillary.credentials,
         }
     }
 
@@ -269,7 +304,7 @@ impl<'a> Request<'a> {
     pub fn proxy_header(&self) -> Option<&crate::proxy::ProxyHeader> {
         match &self.extras {
             Extras::Stream(conn) => conn.proxy.as_deref(),
-            Extras::Datagram(_, ancillary) => ancillary.proxy.as_deref(),
+            Extras::Datagram(_, ancillary, _) => ancillary.proxy.as_deref(),
         }
     }
 
@@ -316,7 +351,7 @@ impl<'a> Request<'a> {
     pub fn take_fds(&mut self) -> Vec<OwnedFd> {
         match &mut self.extras {
             Extras::Stream(conn) => conn.take_fds(),
-            Extras::Datagram(_, ancillary) => std::mem::take(&mut ancillary.fds),
+            Extras::Datagram(_, ancillary, _) => std::mem::take(&mut ancillary.fds),
         }
     }
 

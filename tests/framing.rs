@@ -195,3 +195,50 @@ fn prime_serve_framing_lines_answers_each_line_on_a_kept_connection() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--framing"));
     assert!(serve.signal("TERM").success());
 }
+
+/// State kept for a connection lives from message to message of that
+/// connection, and never leaks into another's, even on a pool.
+#[test]
+fn connection_state_lives_between_messages_of_one_connection_only() {
+    let handler = |req: &mut Request<'_>| {
+        let mut message = String::new();
+        req.rfile.read_to_string(&mut message)?;
+        let seen = req.connection_state::<Vec<String>>().expect("framed messages have state");
+        seen.push(message.trim().to_string());
+        let joined = seen.join(",");
+        writeln!(req.wfile, "{joined}")
+    };
+    let server = TcpServer::builder(handler)
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(64))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let mut clients = [BufReader::new(connect(&running)), BufReader::new(connect(&running))];
+    for (i, word) in [(0, "a1"), (1, "b1"), (0, "a2"), (1, "b2"), (0, "a3")] {
+        clients[i].get_mut().write_all(format!("{word}\n").as_bytes()).unwrap();
+        let _ = read_line(&mut clients[i]);
+    }
+    let [a, b] = &mut clients;
+    a.get_mut().write_all(b"a4\n").unwrap();
+    assert_eq!(read_line(a), "a1,a2,a3,a4\n");
+    b.get_mut().write_all(b"b3\n").unwrap();
+    assert_eq!(read_line(b), "b1,b2,b3\n");
+    running.stop().unwrap();
+}
+
+/// Plain stream requests and datagrams have no connection state.
+#[test]
+fn connection_state_is_none_without_framing() {
+    let handler = |req: &mut Request<'_>| {
+        let has = req.connection_state::<u8>().is_some();
+        writeln!(req.wfile, "{has}")
+    };
+    let running = Running::start(TcpServer::builder(handler).bind("127.0.0.1:0").unwrap());
+    let mut conn = connect(&running);
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "false\n");
+    running.stop().unwrap();
+}

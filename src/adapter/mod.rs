@@ -265,7 +265,7 @@ pub(crate) fn answer_datagram<H: RequestHandler>(
             peer,
             &ctx.server_address,
             Kind::Datagram,
-            Extras::Datagram(socket, ancillary),
+            Extras::Datagram(socket, ancillary, None),
         );
         run_handler(&*ctx.handler, &mut req)
     };
@@ -299,7 +299,7 @@ pub(crate) fn serve_message<H: RequestHandler>(
 ) -> bool {
     let Scratch { reply, ancillary } = scratch;
     reply.clear();
-    let conn = &mut framed.conn;
+    let crate::serving::Framed { conn, state, .. } = framed;
     #[cfg(feature = "proxy-protocol")]
     {
         ancillary.proxy = conn.proxy.take();
@@ -311,7 +311,7 @@ pub(crate) fn serve_message<H: RequestHandler>(
             &conn.peer,
             &ctx.server_address,
             Kind::Datagram,
-            Extras::Datagram(&conn.socket, ancillary),
+            Extras::Datagram(&conn.socket, ancillary, Some(state)),
         );
         run_handler(&*ctx.handler, &mut req)
     };

@@ -68,8 +68,9 @@ enum Stage {
     /// Its TLS handshake to finish.
     #[cfg(feature = "tls")]
     Handshake(crate::tls::Handshake),
-    /// Its next framed message (with what it sent of it so far).
-    Framed(Inbox),
+    /// Its next framed message (with what it sent of it so far), and what
+    /// the handler keeps for it.
+    Framed(Inbox, crate::handler::ConnectionState),
 }
 
 impl Stage {
@@ -214,7 +215,7 @@ impl Admission {
         ctx: &Context<H>,
     ) -> Admitted {
         if options.framing.is_some() {
-            let framed = Framed { conn, inbox: Inbox::default(), eof: false };
+            let framed = Framed { conn, inbox: Inbox::default(), eof: false, state: None };
             return if self.frame(framed, now, ctx, options) { Admitted::Refused } else { Admitted::Held };
         }
         match options.idle_timeout {
@@ -266,7 +267,8 @@ impl Admission {
             Ok(None) => {
                 let idle = options.idle_timeout.map(|idle| deadline_after(now, idle));
                 let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
-                return matches!(self.hold(framed.conn, Stage::Framed(framed.inbox), expires, ctx), Admitted::Refused);
+                let stage = Stage::Framed(framed.inbox, framed.state);
+                return matches!(self.hold(framed.conn, stage, expires, ctx), Admitted::Refused);
             }
             Err(Refused::TooLong) => {
                 Counters::add(&ctx.counters.too_long, 1);
@@ -308,7 +310,7 @@ impl Admission {
         let idle: Vec<usize> = self
             .held
             .iter()
-            .filter(|(_, h)| matches!(&h.stage, Stage::Framed(inbox) if inbox.is_empty()))
+            .filter(|(_, h)| matches!(&h.stage, Stage::Framed(inbox, _) if inbox.is_empty()))
             .map(|(key, _)| key)
             .collect();
         for key in idle {
@@ -397,7 +399,7 @@ impl Admission {
         let Some(held) = self.held.get_mut(key) else { return false };
         let step = match &mut held.stage {
             Stage::Idle => None,
-            Stage::Framed(inbox) => {
+            Stage::Framed(inbox, _) => {
                 if self.read_buf.is_empty() {
                     self.read_buf = vec![0; READ_SIZE];
                 }
@@ -418,8 +420,8 @@ impl Admission {
                     }
                 };
                 let (conn, stage) = self.release(key);
-                let Stage::Framed(inbox) = stage else { return false };
-                return self.frame(Framed { conn, inbox, eof }, now, ctx, options);
+                let Stage::Framed(inbox, state) = stage else { return false };
+                return self.frame(Framed { conn, inbox, eof, state }, now, ctx, options);
             }
             #[cfg(feature = "proxy-protocol")]
             Stage::Header(read) => match options.proxy_protocol.as_ref().and_then(|s| read.read(&mut held.conn, s)) {
@@ -449,10 +451,10 @@ impl Admission {
         let Some(held) = self.held.get_mut(key) else { return false };
         let step = match &mut held.stage {
             // A byte that came after the wait returned still counts.
-            Stage::Framed(_) if sys::has_input(held.conn.socket.as_fd()) => {
+            Stage::Framed(..) if sys::has_input(held.conn.socket.as_fd()) => {
                 return self.on_ready(key, now, ctx, hooks, options);
             }
-            Stage::Framed(inbox) => {
+            Stage::Framed(inbox, _) => {
                 let inside = if inbox.is_empty() { "between messages" } else { "inside a message" };
                 let (conn, _) = self.release(key);
                 log::info!("closing framed connection from {}: silent past its deadline {inside}", conn.peer);
@@ -529,7 +531,7 @@ impl Admission {
                     Stage::Handshake(_) => {
                         refuse(ctx, conn, &ctx.counters.tls_failed, |peer| Error::Tls { peer, reason })
                     }
-                    Stage::Idle | Stage::Framed(_) => adapter::close_stream(conn.socket),
+                    Stage::Idle | Stage::Framed(..) => adapter::close_stream(conn.socket),
                 }
                 return true;
             }
@@ -537,7 +539,9 @@ impl Admission {
         match stage {
             Stage::Idle => self.spoken.push_back(conn),
             // Framed connections leave through `frame`, not here.
-            Stage::Framed(inbox) => return self.frame(Framed { conn, inbox, eof: false }, now, ctx, options),
+            Stage::Framed(inbox, state) => {
+                return self.frame(Framed { conn, inbox, eof: false, state }, now, ctx, options);
+            }
             #[cfg(feature = "proxy-protocol")]
             Stage::Header(_) => {
                 return matches!(self.verify(conn, now, ctx, hooks, options, false), Admitted::Refused);
@@ -584,7 +588,7 @@ impl Admission {
         for held in self.held.drain() {
             let waiting_for = match held.stage {
                 Stage::Idle => "which sent nothing",
-                Stage::Framed(_) => "between messages or inside one",
+                Stage::Framed(..) => "between messages or inside one",
                 #[cfg(feature = "proxy-protocol")]
                 Stage::Header(_) => "whose PROXY header was not in",
                 #[cfg(feature = "tls")]

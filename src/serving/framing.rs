@@ -232,6 +232,8 @@ pub(crate) struct Framed {
     pub inbox: Inbox,
     /// The client closed its side: what is in the inbox is all there is.
     pub eof: bool,
+    /// What the handler keeps for the connection (`Request::connection_state`).
+    pub state: crate::handler::ConnectionState,
 }
 
 /// Framed connections that workers are done with, for the loop to take
