@@ -157,11 +157,20 @@ fn framing_with_forking_or_on_a_datagram_server_is_refused_at_bind() {
     assert!(matches!(datagram, Err(Error::Config { option: "framing", .. })), "{datagram:?}");
 }
 
+/// On a Unix stream, each message also knows the peer process, as a plain
+/// stream request does (SO_PEERCRED; Linux).
 #[test]
 fn unix_stream_connections_are_framed_too() {
     let dir = common::temp_dir();
     let path = dir.path().join("framed.sock");
-    let server = UnixStreamServer::builder(echo()).framing(Framing::lines(64)).bind(&path).unwrap();
+    let handler = |req: &mut Request<'_>| {
+        let mut message = Vec::new();
+        req.rfile.read_to_end(&mut message)?;
+        let pid = req.peer_credentials().map_or(0, |c| c.pid);
+        write!(req.wfile, "{pid} ")?;
+        req.wfile.write_all(&message)
+    };
+    let server = UnixStreamServer::builder(handler).framing(Framing::lines(64)).bind(&path).unwrap();
     let running = Running::start(server);
     let mut conn = std::os::unix::net::UnixStream::connect(&path).unwrap();
     conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -171,7 +180,8 @@ fn unix_stream_connections_are_framed_too() {
     for _ in 0..2 {
         reader.read_line(&mut answers).unwrap();
     }
-    assert_eq!(answers, "> a\n> b\n");
+    let pid = if cfg!(target_os = "linux") { std::process::id() } else { 0 };
+    assert_eq!(answers, format!("{pid} a\n{pid} b\n"));
     running.stop().unwrap();
 }
 

@@ -304,6 +304,12 @@ pub(crate) fn serve_message<H: RequestHandler>(
     {
         ancillary.proxy = conn.proxy.take();
     }
+    // A Unix stream's peer, as a plain stream request would see it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if ctx.server_address.is_unix() {
+        ancillary.credentials =
+            crate::sys::peer_credentials(&conn.socket).ok().map(crate::ancillary::Credentials::from_ids);
+    }
     let outcome = {
         let mut req = Request::new(
             Reader::datagram(message),
