@@ -117,7 +117,8 @@ impl<H: RequestHandler> Dispatcher<H> {
         let slot = self.capacity.take();
         let failed = match &mut self.mode {
             Mode::Sequential => {
-                answer_message(ctx, framing, framed, &message, returns, scratch);
+                // The loop is the caller: it takes the connection back on its next turn.
+                answer_message(ctx, framing, framed, &message, (returns, false), scratch);
                 return;
             }
             Mode::Threads(threads) => {
@@ -126,7 +127,7 @@ impl<H: RequestHandler> Dispatcher<H> {
                 threads
                     .spawn(move || {
                         let _slot = slot;
-                        answer_message(&ctx, &framing, framed, &message, &returns, &mut Scratch::default());
+                        answer_message(&ctx, &framing, framed, &message, (&returns, true), &mut Scratch::default());
                     })
                     .err()
                     .map(|e| (threads::SPAWN, who, e))
@@ -281,13 +282,14 @@ const REPLIES_HELD: usize = 64 * 1024;
 /// (pipelining), that one too, in order, with the replies sent together;
 /// then hands the connection back to the loop, or closes it if it cannot go
 /// on. A client that waits for each answer costs no extra read: the next
-/// one is looked for only when bytes of it were already in.
+/// one is looked for only when bytes of it were already in. `wake`: the
+/// loop must be woken to take the connection back (it is not the caller).
 pub(crate) fn answer_message<H: RequestHandler>(
     ctx: &Context<H>,
     framing: &Framing,
     mut framed: Framed,
     first: &[u8],
-    returns: &Returns,
+    (returns, wake): (&Returns, bool),
     scratch: &mut Scratch,
 ) {
     let mut wire = Vec::new();
@@ -321,7 +323,7 @@ pub(crate) fn answer_message<H: RequestHandler>(
     // Replies already made go out even if the connection ends here.
     keep &= adapter::send_replies(ctx, &framed, &mut wire);
     if keep {
-        returns.give_back(framed);
+        returns.give_back(framed, wake);
     } else {
         adapter::close_stream(framed.conn.socket);
     }

@@ -111,7 +111,7 @@ fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Mutex<Receiver<Job>>) {
                 adapter::serve_stream(ctx, conn, || slot.untrack());
             }
             Ok(Job::Message { slot: _slot, framing, framed, message, returns }) => {
-                super::answer_message(ctx, &framing, framed, &message, &returns, &mut scratch);
+                super::answer_message(ctx, &framing, framed, &message, (&returns, true), &mut scratch);
             }
             Ok(Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot }) => {
                 scratch.ancillary = ancillary;

@@ -248,10 +248,13 @@ impl Returns {
         Returns { conns: Mutex::new(Vec::new()), waker }
     }
 
-    /// A worker is done with `conn`'s message.
-    pub(crate) fn give_back(&self, conn: Framed) {
+    /// A worker is done with `conn`'s message; `wake`: the loop may be
+    /// waiting, so wake it (a sequential server's loop is the one calling).
+    pub(crate) fn give_back(&self, conn: Framed, wake: bool) {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
-        self.waker.wake();
+        if wake {
+            self.waker.wake();
+        }
     }
 
     /// Every connection handed back since the last call.
