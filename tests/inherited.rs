@@ -225,8 +225,12 @@ fn a_naive_reuseport_restart_drops_the_connections_queued_on_the_old_socket() {
         }
     }
     assert_eq!(lost, queued.len(), "every queued connection is lost, though the port still listens");
-    let mut fresh = StreamClient::connect(&running.address).unwrap();
-    assert_eq!(fresh.ask("new\n").unwrap(), "new\n");
+    // The port still listens: a new client is served (a few tries: one that
+    // raced the old socket's teardown may be reset with it).
+    let served = (0..3).any(|_| {
+        StreamClient::connect(&running.address).and_then(|mut fresh| fresh.ask("new\n")).is_ok_and(|a| a == "new\n")
+    });
+    assert!(served, "a new client is served on the same port");
 }
 
 /// Several inherited sockets (as systemd passes more than one) served by one
