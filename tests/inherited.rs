@@ -146,12 +146,6 @@ fn the_pid_file_holds_the_serving_process() {
     assert!(serve.signal("TERM").success());
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_privileged_port_is_bound_as_root_then_served_as_nobody() {
     if !is_root() {

@@ -225,12 +225,6 @@ fn listening_sockets(pid: u32, port: u16) -> usize {
         .count()
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
 /// A server that dropped to `--user` restarts: the successor starts as that
 /// user with the same flags, skips the drop it cannot and need not do, and
 /// rewrites the pid file it was given.

@@ -310,9 +310,13 @@ pub(crate) fn answer_message<H: RequestHandler>(
         let partly_in = !framed.inbox.is_empty();
         next = match framed.inbox.next(framing, framed.eof) {
             Ok(Some(message)) => Some(message),
-            Ok(None) if partly_in && !framed.eof && framed.inbox.read_now(&framed.conn.socket, &mut framed.eof) => {
-                framed.inbox.next(framing, framed.eof).ok().flatten()
-            }
+            Ok(None) if partly_in && !framed.eof => match framed.inbox.read_now(&framed.conn.socket) {
+                Ok(n) => {
+                    framed.eof = n == 0;
+                    framed.inbox.next(framing, framed.eof).ok().flatten()
+                }
+                Err(_) => None,
+            },
             // A refusal is the loop's to report, where it is met again.
             _ => None,
         };

@@ -119,15 +119,10 @@ pub(crate) struct Admission {
     messages: VecDeque<(Framed, Vec<u8>)>,
     /// Framed connections workers have answered.
     returns: Arc<Returns>,
-    /// Where the loop reads framed connections; allocated on first use.
-    read_buf: Vec<u8>,
     /// The server is closing: framed connections between messages are
     /// closed instead of held.
     closing: bool,
 }
-
-/// How much the loop reads from a framed connection at a time.
-const READ_SIZE: usize = 64 * 1024;
 
 impl Admission {
     /// The registry for a loop on `listener`, woken by `wake`; framed
@@ -146,7 +141,6 @@ impl Admission {
             ready: Vec::new(),
             messages: VecDeque::new(),
             returns,
-            read_buf: Vec::new(),
             closing: false,
         })
     }
@@ -400,15 +394,8 @@ impl Admission {
         let step = match &mut held.stage {
             Stage::Idle => None,
             Stage::Framed(inbox, _) => {
-                if self.read_buf.is_empty() {
-                    self.read_buf = vec![0; READ_SIZE];
-                }
-                let eof = match sys::recv_now(&held.conn.socket, &mut self.read_buf, false) {
-                    Ok(0) => true,
-                    Ok(n) => {
-                        inbox.push(&self.read_buf[..n]);
-                        false
-                    }
+                let eof = match inbox.read_now(&held.conn.socket) {
+                    Ok(n) => n == 0,
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
                         return self.rearm(key);
                     }

@@ -188,21 +188,14 @@ impl Inbox {
         self.bytes.extend_from_slice(bytes);
     }
 
-    /// Reads what the socket has now, without waiting, onto the end:
-    /// whether anything came (the end of the stream counts, in `eof`).
-    pub(crate) fn read_now(&mut self, socket: &socket2::Socket, eof: &mut bool) -> bool {
+    /// Reads what `socket` has now, without waiting, onto the end: the
+    /// bytes read, 0 at the end of the stream. The loop and a worker
+    /// answering a pipelining client read the same way.
+    pub(crate) fn read_now(&mut self, socket: &socket2::Socket) -> io::Result<usize> {
         let mut chunk = [0u8; 16 * 1024];
-        match crate::sys::recv_now(socket, &mut chunk, false) {
-            Ok(0) => {
-                *eof = true;
-                true
-            }
-            Ok(n) => {
-                self.push(&chunk[..n]);
-                true
-            }
-            Err(_) => false,
-        }
+        let n = crate::sys::recv_now(socket, &mut chunk, false)?;
+        self.push(&chunk[..n]);
+        Ok(n)
     }
 
     /// Takes the first whole message, if there is one; `eof`: no more bytes
