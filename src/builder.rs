@@ -126,10 +126,6 @@ impl<T: Transport, H: RequestHandler> ServerBuilder<T, H> {
             if self.dispatch.is_fork() {
                 return refused("a forked child cannot hand a connection back to the loop; use threads or a pool");
             }
-            #[cfg(feature = "tls")]
-            if self.options.tls.is_some() {
-                return refused("framing does not read TLS records in the loop yet; serve TLS without framing");
-            }
         }
         self.dispatch.check()
     }

@@ -212,7 +212,16 @@ pub(crate) enum Extras<'a> {
     /// A datagram on the server's socket (fds and credentials arrived with
     /// it), or a framed message of a connection, with the state that lives
     /// as long as the connection.
-    Datagram(&'a Socket, &'a mut Ancillary, Option<&'a mut ConnectionState>),
+    Datagram(&'a Socket, &'a mut Ancillary, Option<Framed<'a>>),
+}
+
+/// The connection a framed message came on.
+pub(crate) struct Framed<'a> {
+    /// What lives as long as the connection.
+    pub state: &'a mut ConnectionState,
+    /// What its TLS handshake settled.
+    #[cfg(feature = "tls")]
+    pub tls: Option<&'a crate::tls::TlsInfo>,
 }
 
 /// What [`Request::connection_state`] keeps for a framed connection.
@@ -268,7 +277,7 @@ impl<'a> Request<'a> {
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     pub fn connection_state<T: Default + Send + 'static>(&mut self) -> Option<&mut T> {
-        let Extras::Datagram(_, _, Some(state)) = &mut self.extras else { return None };
+        let Extras::Datagram(_, _, Some(Framed { state, .. })) = &mut self.extras else { return None };
         if !state.as_ref().is_some_and(|held| held.is::<T>()) {
             **state = Some(Box::new(T::default()));
         }
@@ -310,7 +319,8 @@ impl<'a> Request<'a> {
 
     /// What the connection's TLS handshake settled (feature `tls`): protocol
     /// version, cipher suite, SNI name, ALPN protocol, the client's
-    /// certificates. `None` on a server without TLS, and for datagrams.
+    /// certificates. `None` on a server without TLS, and for datagrams. A
+    /// framed message sees its connection's.
     ///
     /// ```
     /// # use socketserver::{Request, TcpServer};
@@ -326,7 +336,7 @@ impl<'a> Request<'a> {
     pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
         match &self.extras {
             Extras::Stream(conn) => conn.tls.as_deref().map(crate::tls::Session::info),
-            Extras::Datagram(..) => None,
+            Extras::Datagram(_, _, framed) => framed.as_ref().and_then(|framed| framed.tls),
         }
     }
 

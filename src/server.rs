@@ -150,11 +150,12 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 .then(|| sys::DatagramBatch::new(n, parts.options.max_packet_size))
         };
         let counters = Arc::new(Counters::default());
-        let returns = Arc::new(Returns::new(shutdown.clone()));
-        let framing = parts.options.framing.clone().map(|framing| (Arc::new(framing), Arc::clone(&returns)));
-        let admission = Admission::new(shutdown.wake_fd(), socket.as_fd(), Arc::clone(&returns)).map_err(|source| {
-            Error::Bind { action: "create a readiness registry for", addr: requested.clone(), source }
+        let admission = Admission::new(&shutdown, socket.as_fd()).map_err(|source| Error::Bind {
+            action: "create a readiness registry for",
+            addr: requested.clone(),
+            source,
         })?;
+        let framing = parts.options.framing.clone().map(|framing| (Arc::new(framing), Arc::clone(admission.returns())));
         let mut server = Server {
             dispatcher: Dispatcher::new(
                 &parts.dispatch,

@@ -812,3 +812,100 @@ with context.wrap_socket(raw) as tls:
     assert!(stdout.ends_with(" 17\n"), "{stdout:?} {} {:?}", String::from_utf8_lossy(&out.stderr), errors.all());
     running.stop().unwrap();
 }
+
+/// Framed messages over TLS: records are read in the loop and messages cut
+/// from the plaintext, so a pool of 2 serves ten keep-alive clients at
+/// once. Lines split across records and pipelined in one are answered in
+/// order, the handler sees its connection's TLS session and state, and a
+/// client's `close_notify` is answered with the server's.
+#[test]
+fn framed_messages_over_tls_are_answered_on_kept_connections_by_a_small_pool() {
+    use socketserver::{Framing, WorkerPool};
+    let certs = Certs::new();
+    let errors = Errors::default();
+    let handler = |req: &mut Request<'_>| {
+        let version = req.tls().and_then(|t| t.protocol_version());
+        let asked = req.connection_state::<u32>().map_or(0, |n| {
+            *n += 1;
+            *n
+        });
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        write!(req.wfile, "{version:?} #{asked} {line}")
+    };
+    let server = TcpServer::builder(handler)
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(1024))
+        .tls(certs.server(false))
+        .handle_error(errors.hook())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut clients: Vec<_> =
+        (0..10).map(|_| BufReader::new(rustls_client(running.inet(), certs.client(false), "localhost"))).collect();
+    for round in 1..=3 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            // Two writes, two records: the line arrives in pieces.
+            client.get_mut().write_all(i.to_string().as_bytes()).unwrap();
+            client.get_mut().write_all(b"\n").unwrap();
+        }
+        for (i, client) in clients.iter_mut().enumerate() {
+            let mut answer = String::new();
+            client.read_line(&mut answer).unwrap();
+            assert_eq!(answer, format!("Some(TLSv1_3) #{round} {i}\n"));
+        }
+    }
+    let first = &mut clients[0];
+    first.get_mut().write_all(b"a\nb\n").unwrap();
+    let mut answers = String::new();
+    first.read_line(&mut answers).unwrap();
+    first.read_line(&mut answers).unwrap();
+    assert_eq!(answers, "Some(TLSv1_3) #4 a\nSome(TLSv1_3) #5 b\n");
+    first.get_mut().conn.send_close_notify();
+    first.get_mut().flush().unwrap();
+    // Ok(0), not UnexpectedEof: the server said close_notify too.
+    assert_eq!(first.read(&mut [0; 16]).unwrap(), 0);
+
+    let out = python(PYTHON_CLIENT, &[&running.inet().port().to_string(), &certs.path("ca.pem")]);
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Some(TLSv1_3) #1 17\nSome(TLSv1_3) #2 4\n");
+    running.stop().unwrap();
+    assert_eq!(stats.get().served, 10 * 3 + 2 + 2);
+    assert_eq!(errors.all(), Vec::<String>::new());
+}
+
+/// Behind a balancer, framed and over TLS: the PROXY header, then the
+/// handshake, then messages; each message names the client the header did.
+#[cfg(feature = "proxy-protocol")]
+#[test]
+fn framed_messages_after_a_proxy_header_and_tls_name_the_client() {
+    use socketserver::Framing;
+    use socketserver::proxy::ProxyProtocol;
+    let certs = Certs::new();
+    let handler = |req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        write!(req.wfile, "{} {line}", req.client_address())
+    };
+    let server = TcpServer::builder(handler)
+        .proxy_protocol(ProxyProtocol::required().trust("127.0.0.1/32".parse().unwrap()))
+        .framing(Framing::lines(64))
+        .tls(certs.server(false))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let mut tcp = TcpStream::connect(running.inet()).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 443\r\n").unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let client = rustls::StreamOwned::new(rustls::ClientConnection::new(certs.client(false), name).unwrap(), tcp);
+    let mut client = BufReader::new(client);
+    for line in ["11\n", "12\n"] {
+        client.get_mut().write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        client.read_line(&mut answer).unwrap();
+        assert_eq!(answer, format!("192.0.2.7:5555 {line}"));
+    }
+    running.stop().unwrap();
+}

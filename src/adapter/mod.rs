@@ -317,7 +317,15 @@ pub(crate) fn serve_message<H: RequestHandler>(
             &conn.peer,
             &ctx.server_address,
             Kind::Datagram,
-            Extras::Datagram(&conn.socket, ancillary, Some(state)),
+            Extras::Datagram(
+                &conn.socket,
+                ancillary,
+                Some(crate::handler::Framed {
+                    state,
+                    #[cfg(feature = "tls")]
+                    tls: conn.tls.as_deref().map(crate::tls::Session::info),
+                }),
+            ),
         );
         run_handler(&*ctx.handler, &mut req)
     };
@@ -349,6 +357,15 @@ pub(crate) fn serve_message<H: RequestHandler>(
 /// Sends the replies gathered in `wire` on `framed`'s connection, within
 /// its write timeout; a failure is reported, and the connection cannot go on.
 pub(crate) fn send_replies<H>(ctx: &Context<H>, framed: &crate::serving::Framed, wire: &mut Vec<u8>) -> bool {
+    if wire.is_empty() {
+        return true;
+    }
+    #[cfg(feature = "tls")]
+    let sent = match &framed.conn.tls {
+        Some(tls) => tls.send(wire, &framed.conn.socket),
+        None => send_all(&framed.conn.socket, wire),
+    };
+    #[cfg(not(feature = "tls"))]
     let sent = send_all(&framed.conn.socket, wire);
     wire.clear();
     match sent {

@@ -20,7 +20,7 @@ pub use config::{Dispatch, Forking, Threading, WorkerPool};
 
 use crate::adapter::{self, Context, ErrorHook, Incoming, Scratch};
 use crate::options::deadline_after;
-use crate::serving::{Framed, Framing, Returns};
+use crate::serving::{After, Framed, Framing, Returns};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
 use crate::{Address, Error, RequestHandler};
@@ -280,10 +280,11 @@ const REPLIES_HELD: usize = 64 * 1024;
 
 /// Answers a message, then, while the client has already sent the next one
 /// (pipelining), that one too, in order, with the replies sent together;
-/// then hands the connection back to the loop, or closes it if it cannot go
-/// on. A client that waits for each answer costs no extra read: the next
-/// one is looked for only when bytes of it were already in. `wake`: the
-/// loop must be woken to take the connection back (it is not the caller).
+/// then hands the connection back to the loop, armed to report its next
+/// bytes when it has nothing else to do. A client that waits for each
+/// answer costs no extra read: the next one is looked for only when bytes
+/// of it were already in. `wake`: the loop must be woken for a connection
+/// it has to look at (it is not the caller).
 pub(crate) fn answer_message<H: RequestHandler>(
     ctx: &Context<H>,
     framing: &Framing,
@@ -294,45 +295,53 @@ pub(crate) fn answer_message<H: RequestHandler>(
 ) {
     let mut wire = Vec::new();
     let mut next = None;
-    let mut keep;
     let mut answered = 0;
-    loop {
+    framed.after = loop {
         let message = next.as_deref().unwrap_or(first);
-        keep = adapter::serve_message(ctx, framing, &mut framed, message, scratch, &mut wire);
+        let keep = adapter::serve_message(ctx, framing, &mut framed, message, scratch, &mut wire);
         if !keep || (wire.len() > REPLIES_HELD && !adapter::send_replies(ctx, &framed, &mut wire)) {
-            keep = false;
-            break;
+            break After::Close;
         }
         answered += 1;
         if answered == MESSAGES_IN_A_ROW {
-            break;
+            break After::Loop;
         }
-        let partly_in = !framed.inbox.is_empty();
-        next = match framed.inbox.next(framing, framed.eof) {
-            Ok(Some(message)) => Some(message),
-            Ok(None) if partly_in && !framed.eof => match framed.inbox.read_now(&framed.conn.socket) {
-                Ok(n) => {
-                    framed.eof = n == 0;
-                    framed.inbox.next(framing, framed.eof).ok().flatten()
-                }
-                Err(_) => None,
-            },
-            // A refusal is the loop's to report, where it is met again.
-            _ => None,
-        };
-        if next.is_none() {
-            break;
+        match following(framing, &mut framed) {
+            Ok(message) => next = Some(message),
+            Err(after) => break after,
         }
-    }
+    };
     // Replies already made go out even if the connection ends here.
-    keep &= adapter::send_replies(ctx, &framed, &mut wire);
-    if keep {
-        returns.give_back(framed, wake);
-    } else {
-        adapter::close_stream(framed.conn.socket);
+    if !adapter::send_replies(ctx, &framed, &mut wire) {
+        framed.after = After::Close;
     }
+    returns.give_back(framed, wake);
     // Fds the handler did not take are closed here.
     scratch.ancillary = crate::ancillary::Ancillary::default();
+}
+
+/// The message a pipelining client sent after the one just answered, or
+/// how the connection goes back to the loop without one.
+fn following(framing: &Framing, framed: &mut Framed) -> Result<Vec<u8>, After> {
+    let partly_in = !framed.inbox.is_empty();
+    match framed.inbox.next(framing, framed.eof) {
+        Ok(Some(message)) => return Ok(message),
+        Ok(None) if framed.eof => return Err(After::Loop),
+        Ok(None) if !partly_in => return Err(After::Armed),
+        Ok(None) => {}
+        // A refusal is the loop's to report, where it is met again.
+        Err(_) => return Err(After::Loop),
+    }
+    match framed.inbox.read_now(&framed.conn) {
+        Ok(eof) => framed.eof = eof,
+        // Nothing more yet, or a failure the registry reports at once.
+        Err(_) => return Err(After::Armed),
+    }
+    match framed.inbox.next(framing, framed.eof) {
+        Ok(Some(message)) => Ok(message),
+        Ok(None) if !framed.eof => Err(After::Armed),
+        _ => Err(After::Loop),
+    }
 }
 
 fn drain(capacity: &Capacity, deadline: Option<Instant>) {

@@ -22,19 +22,19 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::deadlines::Deadlines;
-use super::framing::{Framed, Inbox, Refused, Returns};
-use super::registry::{Interest, Registry};
+use super::framing::{After, Framed, Inbox, Refused, Returns};
+use super::registry::{FIRST_HELD, Interest, LISTENER, Registry, WAKE};
 use crate::adapter::{self, Context, Incoming};
 use crate::hooks::Hooks;
 use crate::options::{Options, deadline_after};
+use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
 use crate::{Error, sys};
 
-/// The registry's keys: the wake-up socket, the server socket, then each
-/// held connection at its slab key plus [`FIRST_HELD`].
-const WAKE: usize = 0;
-const LISTENER: usize = 1;
-const FIRST_HELD: usize = 2;
+/// How often the loop looks again for a framed connection a worker still
+/// has past its `connection_timeout`: the worker hands it back without
+/// waking the loop, so the loop comes by to close it.
+const AWAY_RECHECK: Duration = Duration::from_secs(1);
 
 /// Where a connection just accepted stands.
 pub(crate) enum Admitted {
@@ -91,6 +91,33 @@ struct Held {
     generation: u64,
 }
 
+/// A slab entry: a connection in the loop, or a framed one out with a
+/// worker (or queued for one), whose key and registration wait for it.
+enum Entry {
+    Here(Held),
+    Away {
+        generation: u64,
+        /// Its `connection_timeout` deadline, if it has one.
+        deadline: Option<Instant>,
+    },
+}
+
+impl Entry {
+    fn generation(&self) -> u64 {
+        match self {
+            Entry::Here(held) => held.generation,
+            Entry::Away { generation, .. } => *generation,
+        }
+    }
+
+    fn here(&mut self) -> Option<&mut Held> {
+        match self {
+            Entry::Here(held) => Some(held),
+            Entry::Away { .. } => None,
+        }
+    }
+}
+
 /// What one wait of the loop found, besides held connections.
 #[derive(Debug, Default)]
 pub(crate) struct Woken {
@@ -106,7 +133,9 @@ pub(crate) struct Woken {
 /// loop waits on.
 pub(crate) struct Admission {
     registry: Registry,
-    held: Slab<Held>,
+    held: Slab<Entry>,
+    /// Entries of `held` that are `Away`.
+    away: usize,
     deadlines: Deadlines,
     /// Ready for a handler, oldest first, waiting for room.
     spoken: VecDeque<Incoming>,
@@ -119,21 +148,24 @@ pub(crate) struct Admission {
     messages: VecDeque<(Framed, Vec<u8>)>,
     /// Framed connections workers have answered.
     returns: Arc<Returns>,
+    /// Reused for each take of `returns`.
+    returned: Vec<Framed>,
     /// The server is closing: framed connections between messages are
     /// closed instead of held.
     closing: bool,
 }
 
 impl Admission {
-    /// The registry for a loop on `listener`, woken by `wake`; framed
-    /// connections answered by workers come back through `returns`.
-    pub(crate) fn new(wake: BorrowedFd<'_>, listener: BorrowedFd<'_>, returns: Arc<Returns>) -> io::Result<Admission> {
+    /// The registry for a loop on `listener`, woken by `waker`'s socket.
+    pub(crate) fn new(waker: &ShutdownHandle, listener: BorrowedFd<'_>) -> io::Result<Admission> {
         let registry = Registry::new()?;
-        registry.add(wake, WAKE, Interest::Read)?;
+        registry.add(waker.wake_fd(), WAKE, Interest::Read)?;
         registry.add(listener, LISTENER, Interest::Nothing)?;
+        let returns = Arc::new(Returns::new(waker.clone(), registry.rearmer()));
         Ok(Admission {
             registry,
             held: Slab::new(),
+            away: 0,
             deadlines: Deadlines::default(),
             spoken: VecDeque::new(),
             generations: 0,
@@ -141,8 +173,14 @@ impl Admission {
             ready: Vec::new(),
             messages: VecDeque::new(),
             returns,
+            returned: Vec::new(),
             closing: false,
         })
+    }
+
+    /// Where workers hand framed connections back.
+    pub(crate) fn returns(&self) -> &Arc<Returns> {
+        &self.returns
     }
 
     /// Takes a connection just accepted as far as it can go at once.
@@ -209,7 +247,18 @@ impl Admission {
         ctx: &Context<H>,
     ) -> Admitted {
         if options.framing.is_some() {
-            let framed = Framed { conn, inbox: Inbox::default(), eof: false, state: None };
+            let mut framed = Framed::new(conn, None);
+            // Most clients speak at once, and a TLS session may hold what
+            // came with its handshake: one read saves a wait for either.
+            match framed.inbox.read_now(&framed.conn) {
+                Ok(eof) => framed.eof = eof,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                Err(e) => {
+                    log::debug!("framed connection from {} failed: {e}", framed.conn.peer);
+                    adapter::close_stream(framed.conn.socket);
+                    return Admitted::Refused;
+                }
+            }
             return if self.frame(framed, now, ctx, options) { Admitted::Refused } else { Admitted::Held };
         }
         match options.idle_timeout {
@@ -238,7 +287,7 @@ impl Admission {
             return Admitted::Refused;
         }
         self.generations += 1;
-        entry.insert(Held { conn, stage, generation: self.generations });
+        entry.insert(Entry::Here(Held { conn, stage, generation: self.generations }));
         if let Some(expires) = expires {
             self.deadlines.set(expires, key, self.generations);
         }
@@ -251,44 +300,103 @@ impl Admission {
     /// it was turned away.
     fn frame<H>(&mut self, mut framed: Framed, now: Instant, ctx: &Context<H>, options: &Options) -> bool {
         let Some(framing) = &options.framing else { return false };
+        if framed.after == After::Close {
+            self.close_framed(framed);
+            return false;
+        }
         let peer = || framed.conn.peer.clone();
         match framed.inbox.next(framing, framed.eof) {
             Ok(Some(message)) => self.messages.push_back((framed, message)),
             Ok(None) if framed.eof || (self.closing && framed.inbox.is_empty()) => {
                 log::debug!("framed connection from {} ends between messages", framed.conn.peer);
-                adapter::close_stream(framed.conn.socket);
+                self.close_framed(framed);
             }
             Ok(None) => {
                 let idle = options.idle_timeout.map(|idle| deadline_after(now, idle));
                 let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
                 let stage = Stage::Framed(framed.inbox, framed.state);
-                return matches!(self.hold(framed.conn, stage, expires, ctx), Admitted::Refused);
+                let Some(key) = framed.key else {
+                    return matches!(self.hold(framed.conn, stage, expires, ctx), Admitted::Refused);
+                };
+                self.generations += 1;
+                self.held[key] = Entry::Here(Held { conn: framed.conn, stage, generation: self.generations });
+                self.away -= 1;
+                if let Some(expires) = expires {
+                    self.deadlines.set(expires, key, self.generations);
+                }
+                if framed.after != After::Armed {
+                    self.rearm(key);
+                }
             }
             Err(Refused::TooLong) => {
                 Counters::add(&ctx.counters.too_long, 1);
                 (ctx.on_error)(&Error::MessageTooLong { peer: peer(), max: framing.max() });
-                adapter::close_stream(framed.conn.socket);
+                self.close_framed(framed);
                 return true;
             }
             Err(Refused::Invalid(reason)) => {
                 Counters::add(&ctx.counters.errors, 1);
                 let source = io::Error::new(io::ErrorKind::InvalidData, reason);
                 (ctx.on_error)(&Error::Request { peer: peer(), source });
-                adapter::close_stream(framed.conn.socket);
+                self.close_framed(framed);
                 return true;
             }
         }
         false
     }
 
+    /// A held framed connection leaves the loop for a worker (or the queue
+    /// for one), keeping its slab key and its registration, disarmed. With
+    /// `idle_timeout` or `connection_timeout`, the loop comes by when the
+    /// earlier could end it, so that a connection handed back without
+    /// waking the loop is not kept past it.
+    fn send_away(&mut self, key: usize, now: Instant, options: &Options) -> Option<Held> {
+        let deadline = self.held.get_mut(key)?.here()?.conn.deadline;
+        self.generations += 1;
+        let away = Entry::Away { generation: self.generations, deadline };
+        let Entry::Here(held) = std::mem::replace(&mut self.held[key], away) else { return None };
+        self.away += 1;
+        self.look_again(key, self.generations, deadline, now, options);
+        Some(held)
+    }
+
+    /// Sets when the loop next looks for the away connection at `key`.
+    fn look_again(&mut self, key: usize, generation: u64, deadline: Option<Instant>, now: Instant, options: &Options) {
+        let idle = options.idle_timeout.map(|idle| deadline_after(now, idle));
+        let at = match [idle, deadline].into_iter().flatten().min() {
+            Some(at) if at <= now => now + AWAY_RECHECK,
+            Some(at) => at,
+            None => return,
+        };
+        self.deadlines.set(at, key, generation);
+    }
+
+    /// Closes a framed connection, and frees its slab entry and
+    /// registration if it has them.
+    fn close_framed(&mut self, framed: Framed) {
+        if let Some(key) = framed.key {
+            self.registry.remove(framed.conn.socket.as_fd());
+            self.held.remove(key);
+            self.away -= 1;
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &framed.conn.tls {
+            tls.close_now(&framed.conn.socket);
+        }
+        adapter::close_stream(framed.conn.socket);
+    }
+
     /// Takes back the framed connections workers answered: each goes on
     /// with its next message, or waits in the loop. Returns whether one was
     /// turned away.
     pub(crate) fn take_returned<H>(&mut self, now: Instant, ctx: &Context<H>, options: &Options) -> bool {
+        let mut returned = std::mem::take(&mut self.returned);
+        self.returns.take(&mut returned);
         let mut turned_away = false;
-        for framed in self.returns.take() {
+        for framed in returned.drain(..) {
             turned_away |= self.frame(framed, now, ctx, options);
         }
+        self.returned = returned;
         turned_away
     }
 
@@ -304,7 +412,7 @@ impl Admission {
         let idle: Vec<usize> = self
             .held
             .iter()
-            .filter(|(_, h)| matches!(&h.stage, Stage::Framed(inbox, _) if inbox.is_empty()))
+            .filter(|(_, e)| matches!(e, Entry::Here(Held { stage: Stage::Framed(inbox, _), .. }) if inbox.is_empty()))
             .map(|(key, _)| key)
             .collect();
         for key in idle {
@@ -314,23 +422,23 @@ impl Admission {
         }
     }
 
-    /// Takes a connection out of the registry and the slab.
+    /// Takes a connection in the loop out of the registry and the slab.
     fn release(&mut self, key: usize) -> (Incoming, Stage) {
-        let held = self.held.remove(key);
+        let Entry::Here(held) = self.held.remove(key) else { unreachable!("released only from the loop") };
         self.registry.remove(held.conn.socket.as_fd());
         (held.conn, held.stage)
     }
 
     /// Connections held in any stage, or ready and waiting for room; they
-    /// count as open.
+    /// count as open. (Those with a worker count as the dispatcher's.)
     pub(crate) fn len(&self) -> usize {
-        self.held.len() + self.spoken.len() + self.messages.len()
+        self.held.len() - self.away + self.spoken.len() + self.messages.len()
     }
 
     /// Time until the first deadline of a held connection.
     pub(crate) fn next_expiry(&mut self, now: Instant) -> Option<Duration> {
         let held = &self.held;
-        self.deadlines.next(now, |key, generation| held.get(key).is_some_and(|h| h.generation == generation))
+        self.deadlines.next(now, |key, generation| held.get(key).is_some_and(|e| e.generation() == generation))
     }
 
     /// Waits until something is ready or `timeout` passes, then moves every
@@ -354,6 +462,9 @@ impl Admission {
         ready.clear();
         ready.extend(self.registry.wait(timeout)?);
         let mut woken = Woken::default();
+        // Before what reported: a framed connection a worker re-armed may
+        // be among it (see `Returns::give_back`).
+        woken.turned_away |= self.take_returned(Instant::now(), ctx, options);
         for &key in &ready {
             match key {
                 WAKE => {
@@ -372,7 +483,7 @@ impl Admission {
         let now = Instant::now();
         loop {
             let held = &self.held;
-            let current = |key: usize, generation| held.get(key).is_some_and(|h: &Held| h.generation == generation);
+            let current = |key: usize, generation| held.get(key).is_some_and(|e: &Entry| e.generation() == generation);
             let Some(key) = self.deadlines.pop_expired(now, current) else { break };
             woken.turned_away |= self.on_expired(key, now, ctx, hooks, options);
         }
@@ -390,12 +501,12 @@ impl Admission {
         hooks: &mut Hooks,
         options: &Options,
     ) -> bool {
-        let Some(held) = self.held.get_mut(key) else { return false };
+        let Some(held) = self.held.get_mut(key).and_then(Entry::here) else { return false };
         let step = match &mut held.stage {
             Stage::Idle => None,
             Stage::Framed(inbox, _) => {
-                let eof = match inbox.read_now(&held.conn.socket) {
-                    Ok(n) => n == 0,
+                let eof = match inbox.read_now(&held.conn) {
+                    Ok(eof) => eof,
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
                         return self.rearm(key);
                     }
@@ -406,9 +517,12 @@ impl Admission {
                         return false;
                     }
                 };
-                let (conn, stage) = self.release(key);
-                let Stage::Framed(inbox, state) = stage else { return false };
-                return self.frame(Framed { conn, inbox, eof, state }, now, ctx, options);
+                let Some(Held { conn, stage: Stage::Framed(inbox, state), .. }) = self.send_away(key, now, options)
+                else {
+                    return false;
+                };
+                let framed = Framed { conn, inbox, eof, state, key: Some(key), after: After::Loop };
+                return self.frame(framed, now, ctx, options);
             }
             #[cfg(feature = "proxy-protocol")]
             Stage::Header(read) => match options.proxy_protocol.as_ref().and_then(|s| read.read(&mut held.conn, s)) {
@@ -435,7 +549,14 @@ impl Admission {
         hooks: &mut Hooks,
         options: &Options,
     ) -> bool {
-        let Some(held) = self.held.get_mut(key) else { return false };
+        let held = match self.held.get_mut(key) {
+            Some(Entry::Here(held)) => held,
+            Some(&mut Entry::Away { generation, deadline }) => {
+                self.look_again(key, generation, deadline, now, options);
+                return false;
+            }
+            None => return false,
+        };
         let step = match &mut held.stage {
             // A byte that came after the wait returned still counts.
             Stage::Framed(..) if sys::has_input(held.conn.socket.as_fd()) => {
@@ -479,7 +600,7 @@ impl Admission {
         allow(dead_code, reason = "idle connections never wait twice")
     )]
     fn rearm(&mut self, key: usize) -> bool {
-        let held = &self.held[key];
+        let Some(held) = self.held.get_mut(key).and_then(Entry::here) else { return false };
         if let Err(e) = self.registry.rearm(held.conn.socket.as_fd(), key + FIRST_HELD, held.stage.interest()) {
             // Its deadline still ends it.
             log::warn!("connection from {}: cannot wait for it: {e}", held.conn.peer);
@@ -525,9 +646,10 @@ impl Admission {
         }
         match stage {
             Stage::Idle => self.spoken.push_back(conn),
-            // Framed connections leave through `frame`, not here.
+            // Framed connections that spoke leave through `send_away`; one
+            // whose deadline passed with input waiting gets here.
             Stage::Framed(inbox, state) => {
-                return self.frame(Framed { conn, inbox, eof: false, state }, now, ctx, options);
+                return self.frame(Framed { inbox, ..Framed::new(conn, state) }, now, ctx, options);
             }
             #[cfg(feature = "proxy-protocol")]
             Stage::Header(_) => {
@@ -538,7 +660,8 @@ impl Admission {
                 conn.tls = Some(Box::new(handshake.into_session()));
                 // Its first request came with the handshake: already read off
                 // the socket, so waiting on the socket would not see it.
-                if conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext()) {
+                // (A framed one reads it out of the session on its way in.)
+                if options.framing.is_none() && conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext()) {
                     self.spoken.push_back(conn);
                 } else {
                     return matches!(self.ready(conn, now, options, false, ctx), Admitted::Refused);
@@ -565,14 +688,19 @@ impl Admission {
         for (framed, _) in self.messages.drain(..) {
             adapter::close_unserved(framed.conn.socket, &framed.conn.peer);
         }
-        for framed in self.returns.take() {
+        self.returns.take(&mut self.returned);
+        for framed in self.returned.drain(..) {
             log::debug!("server closing: closing framed connection from {}", framed.conn.peer);
             adapter::close_stream(framed.conn.socket);
         }
-        for (_, held) in self.held.iter() {
-            self.registry.remove(held.conn.socket.as_fd());
+        for (_, entry) in self.held.iter_mut() {
+            if let Some(held) = entry.here() {
+                self.registry.remove(held.conn.socket.as_fd());
+            }
         }
-        for held in self.held.drain() {
+        // Those away are with workers, who close them (a `Returns` left
+        // behind closes what it holds when it goes).
+        for held in self.held.drain().filter_map(|e| if let Entry::Here(held) = e { Some(held) } else { None }) {
             let waiting_for = match held.stage {
                 Stage::Idle => "which sent nothing",
                 Stage::Framed(..) => "between messages or inside one",
@@ -584,6 +712,7 @@ impl Admission {
             log::info!("server closing: closing connection from {}, {waiting_for}", held.conn.peer);
             adapter::close_stream(held.conn.socket);
         }
+        self.away = 0;
         self.deadlines.clear();
     }
 

@@ -10,8 +10,10 @@
 use std::fmt;
 use std::io;
 use std::ops::Range;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::registry::Rearmer;
 use crate::adapter::Incoming;
 use crate::shutdown::ShutdownHandle;
 
@@ -188,14 +190,19 @@ impl Inbox {
         self.bytes.extend_from_slice(bytes);
     }
 
-    /// Reads what `socket` has now, without waiting, onto the end: the
-    /// bytes read, 0 at the end of the stream. The loop and a worker
-    /// answering a pipelining client read the same way.
-    pub(crate) fn read_now(&mut self, socket: &socket2::Socket) -> io::Result<usize> {
+    /// Reads what `conn` has now, without waiting, onto the end (through
+    /// its TLS session, if it has one). Returns whether the stream ended;
+    /// `WouldBlock` when nothing came. The loop and a worker answering a
+    /// pipelining client read the same way.
+    pub(crate) fn read_now(&mut self, conn: &Incoming) -> io::Result<bool> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &conn.tls {
+            return tls.read_now(&conn.socket, &mut self.bytes);
+        }
         let mut chunk = [0u8; 16 * 1024];
-        let n = crate::sys::recv_now(socket, &mut chunk, false)?;
+        let n = crate::sys::recv_now(&conn.socket, &mut chunk, false)?;
         self.push(&chunk[..n]);
-        Ok(n)
+        Ok(n == 0)
     }
 
     /// Takes the first whole message, if there is one; `eof`: no more bytes
@@ -227,32 +234,83 @@ pub(crate) struct Framed {
     pub eof: bool,
     /// What the handler keeps for the connection (`Request::connection_state`).
     pub state: crate::handler::ConnectionState,
+    /// Its slab key in the loop, which keeps its entry and its registration
+    /// while a worker has it; `None` before it was ever held.
+    pub key: Option<usize>,
+    /// How the worker left it.
+    pub after: After,
+}
+
+impl Framed {
+    /// A connection that starts being framed.
+    pub(crate) fn new(conn: Incoming, state: crate::handler::ConnectionState) -> Framed {
+        Framed { conn, inbox: Inbox::default(), eof: false, state, key: None, after: After::Loop }
+    }
+}
+
+/// How a worker hands a framed connection back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum After {
+    /// Nothing whole in its inbox and its client still there: it waits for
+    /// bytes, and its fd is already armed to report them.
+    Armed,
+    /// The loop decides: a whole message is in, or the client closed, or
+    /// its bytes are refused (the loop reports that).
+    Loop,
+    /// It cannot go on (a panic, a failed reply): the loop closes it.
+    Close,
 }
 
 /// Framed connections that workers are done with, for the loop to take
-/// back: a worker hands one back and wakes the loop.
+/// back.
+///
+/// The common case costs the loop nothing: a connection that waits for its
+/// client's next bytes is re-armed in the registry by the worker itself and
+/// left here without waking the loop, which takes it when the registry
+/// reports it, or on any earlier turn. The order that makes this safe is
+/// written down in [`give_back`](Self::give_back).
 pub(crate) struct Returns {
     conns: Mutex<Vec<Framed>>,
     waker: ShutdownHandle,
+    rearmer: Rearmer,
 }
 
 impl Returns {
-    pub(crate) fn new(waker: ShutdownHandle) -> Returns {
-        Returns { conns: Mutex::new(Vec::new()), waker }
+    pub(crate) fn new(waker: ShutdownHandle, rearmer: Rearmer) -> Returns {
+        Returns { conns: Mutex::new(Vec::new()), waker, rearmer }
     }
 
-    /// A worker is done with `conn`'s message; `wake`: the loop may be
-    /// waiting, so wake it (a sequential server's loop is the one calling).
-    pub(crate) fn give_back(&self, conn: Framed, wake: bool) {
-        self.conns.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+    /// A worker is done with `framed`'s message; `wake`: the loop may be
+    /// waiting (a sequential server's loop is the one calling).
+    ///
+    /// The race: once re-armed, the fd may report to the loop at once,
+    /// before the connection is back in its hands. So the re-arm happens
+    /// under the lock, before the push, and the loop takes returned
+    /// connections (under the same lock) after each wait and before it
+    /// looks at what reported: a report it sees was armed while the lock
+    /// was held, so the connection is in the list by the time the loop
+    /// gets the lock. The fd is open for the re-arm: the worker still owns
+    /// the connection.
+    pub(crate) fn give_back(&self, mut framed: Framed, wake: bool) {
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        if framed.after == After::Armed {
+            let armed = framed.key.is_some_and(|key| self.rearmer.read(framed.conn.socket.as_fd(), key).is_ok());
+            if armed {
+                conns.push(framed);
+                return;
+            }
+            framed.after = After::Loop;
+        }
+        conns.push(framed);
+        drop(conns);
         if wake {
             self.waker.wake();
         }
     }
 
-    /// Every connection handed back since the last call.
-    pub(crate) fn take(&self) -> Vec<Framed> {
-        std::mem::take(&mut *self.conns.lock().unwrap_or_else(PoisonError::into_inner))
+    /// Every connection handed back since the last call, in `into` (empty).
+    pub(crate) fn take(&self, into: &mut Vec<Framed>) {
+        std::mem::swap(&mut *self.conns.lock().unwrap_or_else(PoisonError::into_inner), into);
     }
 }
 

@@ -32,5 +32,5 @@ mod registry;
 #[cfg(any(feature = "proxy-protocol", feature = "tls"))]
 pub(crate) use admission::Step;
 pub(crate) use admission::{Admission, Admitted};
-pub(crate) use framing::{Framed, Inbox, Returns};
+pub(crate) use framing::{After, Framed, Inbox, Returns};
 pub use framing::{Framing, Split};

@@ -11,6 +11,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use polling::{Event, Events, Poller};
@@ -39,15 +40,38 @@ impl Interest {
     }
 }
 
+/// The registry's keys: the wake-up socket, the server socket, then each
+/// held connection at its slab key plus [`FIRST_HELD`].
+pub(crate) const WAKE: usize = 0;
+pub(crate) const LISTENER: usize = 1;
+pub(crate) const FIRST_HELD: usize = 2;
+
+/// Re-arms held connections from a worker's thread.
+pub(crate) struct Rearmer(Arc<Poller>);
+
+impl Rearmer {
+    /// Arms the fd of the connection held at slab key `key` to report its
+    /// next input. The fd must be registered, and stays open for the call.
+    pub(crate) fn read(&self, fd: BorrowedFd<'_>, key: usize) -> io::Result<()> {
+        self.0.modify(fd, Interest::Read.event(key + FIRST_HELD))
+    }
+}
+
 /// A poller and the buffer its events land in.
 pub(crate) struct Registry {
-    poller: Poller,
+    poller: Arc<Poller>,
     events: Events,
 }
 
 impl Registry {
     pub(crate) fn new() -> io::Result<Registry> {
-        Ok(Registry { poller: Poller::new()?, events: Events::new() })
+        Ok(Registry { poller: Arc::new(Poller::new()?), events: Events::new() })
+    }
+
+    /// A handle a worker re-arms a held connection's fd with, from its own
+    /// thread (epoll and kqueue take changes from any thread).
+    pub(crate) fn rearmer(&self) -> Rearmer {
+        Rearmer(Arc::clone(&self.poller))
     }
 
     /// Registers `fd` under `key`. The caller removes it before it closes.

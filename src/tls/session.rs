@@ -55,6 +55,46 @@ impl Session {
         }
     }
 
+    /// Reads what the socket has now, without waiting, and appends the
+    /// plaintext it carries to `out` (a framed connection, read in the
+    /// serving loop). Returns whether the input ended (`close_notify`, or
+    /// the socket closed); `WouldBlock` when nothing came. Records that
+    /// carry no plaintext yet (a record cut short, a key update) are kept
+    /// for the next read.
+    pub(crate) fn read_now(&self, socket: &socket2::Socket, out: &mut Vec<u8>) -> io::Result<bool> {
+        let mut tls = self.tls.borrow_mut();
+        let mut read_any = false;
+        loop {
+            let start = out.len();
+            out.resize(start + 16 * 1024, 0);
+            let plain = tls.reader().read(&mut out[start..]);
+            out.truncate(start + *plain.as_ref().unwrap_or(&0));
+            match plain {
+                Ok(0) => return Ok(true),
+                Ok(_) => {
+                    read_any = true;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(true),
+                Err(e) => return Err(e),
+            }
+            match tls.read_tls(&mut NonBlocking(socket)) {
+                Ok(0) => return Ok(true),
+                Ok(_) => read_any = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && read_any => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                let _ = send_pending(&mut tls, &mut NonBlocking(socket));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
+            }
+            // A key update's answer goes now if the socket has room; else
+            // with the next reply.
+            let _ = send_pending(&mut tls, &mut NonBlocking(socket));
+        }
+    }
+
     /// Encrypts all of `data` and sends it: as few records as its length
     /// allows (16 KiB of plaintext each).
     pub(crate) fn write_all(&self, mut data: &[u8], wire: &mut (impl Read + Write)) -> io::Result<()> {
@@ -70,12 +110,63 @@ impl Session {
         Ok(())
     }
 
+    /// Encrypts and sends all of `data` on `socket` itself, blocking under
+    /// the write timeout set on it at accept: a framed connection's replies.
+    pub(crate) fn send(&self, data: &[u8], socket: &socket2::Socket) -> io::Result<()> {
+        self.write_all(data, &mut Blocking(socket))
+    }
+
+    /// Sends `close_notify` if the socket has room for it now: a framed
+    /// connection the loop ends.
+    pub(crate) fn close_now(&self, socket: &socket2::Socket) {
+        self.close(&mut NonBlocking(socket));
+    }
+
     /// Sends `close_notify`, so the client knows the answer is complete; a
     /// client already gone is no error worth reporting here.
     pub(crate) fn close(&self, wire: &mut (impl Read + Write)) {
         let mut tls = self.tls.borrow_mut();
         tls.send_close_notify();
         let _ = send_pending(&mut tls, wire);
+    }
+}
+
+/// A socket read and written without waiting, and without SIGPIPE.
+struct NonBlocking<'a>(&'a socket2::Socket);
+
+impl Read for NonBlocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::sys::recv_now(self.0, buf, false)
+    }
+}
+
+impl Write for NonBlocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send_with_flags(buf, crate::sys::NO_SIGNAL | libc::MSG_DONTWAIT)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A blocking socket, under the timeouts set on it, without SIGPIPE.
+struct Blocking<'a>(&'a socket2::Socket);
+
+impl Read for Blocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut socket = self.0;
+        socket.read(buf)
+    }
+}
+
+impl Write for Blocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send_with_flags(buf, crate::sys::NO_SIGNAL)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
