@@ -254,6 +254,45 @@ impl<'a> Request<'a> {
         self.kind
     }
 
+    /// Keeps a stream connection for its next request: when the handler
+    /// returns `Ok`, the connection goes back to the serving loop instead
+    /// of closing, with whatever the client sent that the handler did not
+    /// read. The handler runs again, with a new `Request`, when the client
+    /// sends more, at once if some of it is already in. Between requests
+    /// the connection holds no worker, only its fd: a pool of 8 serves any
+    /// number of keep-alive clients. While it waits, `idle_timeout` and
+    /// `connection_timeout` apply, and a client that closes ends it
+    /// without a request.
+    ///
+    /// This is [`framing`](crate::ServerBuilder::framing) for handlers that
+    /// read the stream themselves. Returns whether the connection will go
+    /// back: not for datagrams or framed messages (which go back anyway), or
+    /// in a forked child, which cannot give the loop an fd. A handler that
+    /// fails or panics has its connection closed, handed back or not.
+    ///
+    /// ```
+    /// use socketserver::{Request, TcpServer, WorkerPool};
+    /// use std::io::{BufRead, Write};
+    ///
+    /// // One line in, one line out; then the connection waits in the loop.
+    /// let handler = |req: &mut Request<'_>| {
+    ///     let mut line = String::new();
+    ///     if req.rfile.read_line(&mut line)? > 0 {
+    ///         req.wfile.write_all(line.as_bytes())?;
+    ///         req.hand_back();
+    ///     }
+    ///     Ok(())
+    /// };
+    /// let server = TcpServer::builder(handler).dispatch(WorkerPool::new(8).into()).bind("127.0.0.1:0")?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn hand_back(&mut self) -> bool {
+        match &self.extras {
+            Extras::Stream(conn) => conn.hand_back(),
+            Extras::Datagram(..) => false,
+        }
+    }
+
     /// State that lives as long as the connection, for framed messages
     /// ([`ServerBuilder::framing`](crate::ServerBuilder::framing)): a
     /// session, a transaction, a counter. The first call on a connection

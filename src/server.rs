@@ -14,7 +14,7 @@ use crate::builder::{Parts, ServerBuilder};
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::hooks::Hooks;
 use crate::options::{Options, deadline_after, socket_timeout};
-use crate::serving::{Admission, Admitted, Framing, Returns};
+use crate::serving::{Admission, Admitted, Framing};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Counters, Stats, StatsHandle};
 use crate::sys;
@@ -77,9 +77,8 @@ pub struct Server<T: Transport, H: RequestHandler> {
     /// accept to a handler: PROXY header, TLS handshake, waiting for their
     /// first byte or for room.
     admission: Admission,
-    /// With `framing`: the framing, shared with workers, and where they
-    /// hand connections back to the loop.
-    framing: Option<(Arc<Framing>, Arc<Returns>)>,
+    /// With `framing`: the framing, shared with workers.
+    framing: Option<Arc<Framing>>,
     packet: Vec<u8>,
     /// The reply buffer, and the fds and credentials of the current datagram.
     scratch: Scratch,
@@ -155,7 +154,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             addr: requested.clone(),
             source,
         })?;
-        let framing = parts.options.framing.clone().map(|framing| (Arc::new(framing), Arc::clone(admission.returns())));
+        let framing = parts.options.framing.clone().map(Arc::new);
         let mut server = Server {
             dispatcher: Dispatcher::new(
                 &parts.dispatch,
@@ -174,6 +173,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 on_error: parts.on_error,
                 server_address: Arc::new(requested),
                 timeouts: Timeouts { read: parts.options.read_timeout, write: parts.options.write_timeout },
+                returns: Arc::clone(admission.returns()),
             },
             hooks: parts.hooks,
             packet: vec![0; if T::KIND == Kind::Datagram { parts.options.max_packet_size } else { 0 }],
@@ -446,10 +446,10 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     fn dispatch_spoken(&mut self, left: &mut usize) -> bool {
         let mut took = false;
         while *left > 0 && self.admission.has_spoken() && self.dispatcher.room() > 0 {
-            if let Some((framing, returns)) = &self.framing
+            if let Some(framing) = &self.framing
                 && let Some((framed, message)) = self.admission.next_message()
             {
-                self.dispatcher.message(&self.ctx, framing, framed, message, returns, &mut self.scratch);
+                self.dispatcher.message(&self.ctx, framing, framed, message, &mut self.scratch);
             } else if let Some(conn) = self.admission.next_spoken() {
                 self.dispatcher.stream(&self.ctx, conn);
             } else {

@@ -909,3 +909,43 @@ fn framed_messages_after_a_proxy_header_and_tls_name_the_client() {
     }
     running.stop().unwrap();
 }
+
+/// A TLS connection handed back between requests keeps its session: a pool
+/// of 1 serves two kept clients in turn, and lines sent together are each
+/// a request of their own.
+#[test]
+fn a_tls_connection_handed_back_keeps_its_session_and_holds_no_worker() {
+    use socketserver::WorkerPool;
+    let certs = Certs::new();
+    let handler = |req: &mut Request<'_>| {
+        let mut line = String::new();
+        if req.rfile.read_line(&mut line)? > 0 {
+            let version = req.tls().and_then(|t| t.protocol_version());
+            write!(req.wfile, "{version:?} {line}")?;
+            req.hand_back();
+        }
+        Ok(())
+    };
+    let server =
+        TcpServer::builder(handler).dispatch(WorkerPool::new(1).into()).tls(certs.server(false)).bind("127.0.0.1:0");
+    let server = server.unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut clients: Vec<_> =
+        (0..2).map(|_| BufReader::new(rustls_client(running.inet(), certs.client(false), "localhost"))).collect();
+    for round in 0..2 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.get_mut().write_all(format!("{round}.{i}\n").as_bytes()).unwrap();
+            let mut answer = String::new();
+            client.read_line(&mut answer).unwrap();
+            assert_eq!(answer, format!("Some(TLSv1_3) {round}.{i}\n"));
+        }
+    }
+    clients[0].get_mut().write_all(b"x\ny\n").unwrap();
+    let mut answers = String::new();
+    clients[0].read_line(&mut answers).unwrap();
+    clients[0].read_line(&mut answers).unwrap();
+    assert_eq!(answers, "Some(TLSv1_3) x\nSome(TLSv1_3) y\n");
+    running.stop().unwrap();
+    assert_eq!(stats.get().served, 6);
+}

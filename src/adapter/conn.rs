@@ -2,7 +2,7 @@
 //! buffer the reader can flush, per-operation timeouts capped by the
 //! connection's deadline, and sends that never raise SIGPIPE.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,10 @@ pub(crate) struct Incoming {
     /// The TLS session, once the handshake is done.
     #[cfg(feature = "tls")]
     pub tls: Option<Box<crate::tls::Session>>,
+    /// What the client sent that an earlier handler read off the socket
+    /// (into its reader's buffer) but did not handle: a connection handed
+    /// back (`Request::hand_back`) takes it to its next request.
+    pub buffered: Vec<u8>,
 }
 
 impl Incoming {
@@ -51,6 +55,7 @@ impl Incoming {
             proxy: None,
             #[cfg(feature = "tls")]
             tls: None,
+            buffered: Vec::new(),
         }
     }
 }
@@ -67,11 +72,17 @@ pub(crate) struct Conn {
     /// Reads and writes go through it: the handler sees plaintext.
     #[cfg(feature = "tls")]
     pub tls: Option<Box<crate::tls::Session>>,
+    /// Bytes an earlier request left unread; reads take them first.
+    pending: RefCell<Vec<u8>>,
+    /// Whether the handler may hand the connection back, and whether it did.
+    can_hand_back: bool,
+    handed_back: Cell<bool>,
 }
 
 impl Conn {
-    /// The connection a handler is given, and the client it is from.
-    pub(crate) fn new(incoming: Incoming, timeouts: Timeouts) -> (Self, Address) {
+    /// The connection a handler is given, and the client it is from;
+    /// `can_hand_back`: the handler may give it back to the serving loop.
+    pub(crate) fn new(incoming: Incoming, timeouts: Timeouts, can_hand_back: bool) -> (Self, Address) {
         let conn = Conn {
             socket: incoming.socket,
             out: RefCell::new(Vec::with_capacity(STREAM_BUFFER)),
@@ -82,8 +93,37 @@ impl Conn {
             proxy: incoming.proxy,
             #[cfg(feature = "tls")]
             tls: incoming.tls,
+            pending: RefCell::new(incoming.buffered),
+            can_hand_back,
+            handed_back: Cell::new(false),
         };
         (conn, incoming.peer)
+    }
+
+    /// `Request::hand_back`: returns whether the connection will go back.
+    pub(crate) fn hand_back(&self) -> bool {
+        self.handed_back.set(self.can_hand_back);
+        self.can_hand_back
+    }
+
+    pub(crate) fn handed_back(&self) -> bool {
+        self.handed_back.get()
+    }
+
+    /// The connection on its way back to the loop, with `unread`, what the
+    /// handler's reader held, ahead of what it never took.
+    pub(crate) fn into_incoming(self, peer: Address, mut unread: Vec<u8>) -> Incoming {
+        unread.append(&mut self.pending.borrow_mut());
+        Incoming {
+            socket: self.socket,
+            peer,
+            deadline: self.deadline,
+            #[cfg(feature = "proxy-protocol")]
+            proxy: self.proxy,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+            buffered: unread,
+        }
     }
 
     /// The peer's credentials (SO_PEERCRED), on a Unix connection on Linux.
@@ -124,6 +164,14 @@ impl Conn {
     }
 
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut pending = self.pending.borrow_mut();
+        if !pending.is_empty() {
+            let n = buf.len().min(pending.len());
+            buf[..n].copy_from_slice(&pending[..n]);
+            pending.drain(..n);
+            return Ok(n);
+        }
+        drop(pending);
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             return tls.read(buf, &mut Wire(self));

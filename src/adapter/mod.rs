@@ -31,6 +31,8 @@ pub(crate) struct Context<H> {
     pub on_error: ErrorHook,
     pub server_address: Arc<Address>,
     pub timeouts: Timeouts,
+    /// Where connections go back to the serving loop between requests.
+    pub returns: Arc<crate::serving::Returns>,
 }
 
 impl<H> Clone for Context<H> {
@@ -41,6 +43,7 @@ impl<H> Clone for Context<H> {
             on_error: Arc::clone(&self.on_error),
             server_address: Arc::clone(&self.server_address),
             timeouts: self.timeouts,
+            returns: Arc::clone(&self.returns),
         }
     }
 }
@@ -149,19 +152,35 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Whether a stream handler may hand its connection back to the serving
+/// loop (`Request::hand_back`), and how the loop learns of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandBack {
+    /// It may not: a forked child cannot give the loop an fd.
+    Unable,
+    /// It may; the loop is waiting and is woken.
+    Wake,
+    /// It may; the loop is the caller and looks on its next turn.
+    Quiet,
+}
+
 /// Serves one stream connection, then shuts down its write half and closes
-/// it (Python's `shutdown_request`). Every failure reaches `on_error`.
+/// it (Python's `shutdown_request`), or, when its handler handed it back
+/// and completed, gives it back to the loop. Every failure reaches
+/// `on_error`.
 ///
 /// `untrack` runs after the handler and before the socket closes (the drain
-/// cuts a connection through its fd, which must still be open): it says
-/// whether the drain cut this one, which was counted and reported then.
+/// cuts a connection through its fd, which must still be open) or leaves:
+/// it says whether the drain cut this one, which was counted and reported
+/// then.
 pub(crate) fn serve_stream<H: RequestHandler>(
     ctx: &Context<H>,
     incoming: Incoming,
     untrack: impl FnOnce() -> bool,
+    hand_back: HandBack,
 ) -> Outcome {
-    let (conn, peer) = Conn::new(incoming, ctx.timeouts);
-    let outcome = {
+    let (conn, peer) = Conn::new(incoming, ctx.timeouts, hand_back != HandBack::Unable);
+    let (outcome, unread) = {
         let mut req = Request::new(
             Reader::stream(&conn),
             Writer::stream(&conn),
@@ -170,7 +189,9 @@ pub(crate) fn serve_stream<H: RequestHandler>(
             Kind::Stream,
             Extras::Stream(&conn),
         );
-        run_handler(&*ctx.handler, &mut req)
+        let outcome = run_handler(&*ctx.handler, &mut req);
+        let unread = if conn.handed_back() { req.rfile.take_unread() } else { Vec::new() };
+        (outcome, unread)
     };
     // As Python's StreamRequestHandler.finish, what was written is flushed
     // even when handle failed, but never after a panic.
@@ -178,6 +199,15 @@ pub(crate) fn serve_stream<H: RequestHandler>(
         Err(Failure::Panic(_)) => Ok(()),
         _ => conn.flush(),
     };
+    if conn.handed_back() && outcome.is_ok() && flushed.is_ok() {
+        if untrack() {
+            close_stream(conn.socket);
+            return Outcome::Cut;
+        }
+        let result = served(ctx);
+        ctx.returns.hand_back(conn.into_incoming(peer, unread), hand_back == HandBack::Wake);
+        return result;
+    }
     if flushed.is_ok() && !matches!(outcome, Err(Failure::Panic(_))) {
         conn.finish();
     }

@@ -39,6 +39,15 @@ impl<'a> Reader<'a> {
     pub(crate) fn datagram(packet: &'a [u8]) -> Self {
         Reader { source: Source::Datagram(packet) }
     }
+
+    /// What a stream reader read off its connection and the handler did
+    /// not take, taken out of it.
+    pub(crate) fn take_unread(&mut self) -> Vec<u8> {
+        let Source::Stream { input, .. } = &mut self.source else { return Vec::new() };
+        let unread = input.buffer().to_vec();
+        input.consume(unread.len());
+        unread
+    }
 }
 
 impl Reader<'_> {

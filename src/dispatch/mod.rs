@@ -18,9 +18,9 @@ use socket2::{SockAddr, Socket};
 pub(crate) use config::Mode as Config;
 pub use config::{Dispatch, Forking, Threading, WorkerPool};
 
-use crate::adapter::{self, Context, ErrorHook, Incoming, Scratch};
+use crate::adapter::{self, Context, ErrorHook, HandBack, Incoming, Scratch};
 use crate::options::deadline_after;
-use crate::serving::{After, Framed, Framing, Returns};
+use crate::serving::{After, Framed, Framing};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
 use crate::{Address, Error, RequestHandler};
@@ -77,7 +77,7 @@ impl<H: RequestHandler> Dispatcher<H> {
         let mut slot = self.capacity.take_connection(&conn.socket, &conn.peer);
         let failed = match &mut self.mode {
             Mode::Sequential => {
-                adapter::serve_stream(ctx, conn, || slot.untrack());
+                adapter::serve_stream(ctx, conn, || slot.untrack(), HandBack::Quiet);
                 return;
             }
             Mode::Threads(threads) => {
@@ -88,14 +88,16 @@ impl<H: RequestHandler> Dispatcher<H> {
                 threads
                     .spawn(move || {
                         let (mut slot, conn) = job;
-                        adapter::serve_stream(&ctx, conn, || slot.untrack());
+                        adapter::serve_stream(&ctx, conn, || slot.untrack(), HandBack::Wake);
                     })
                     .err()
                     .map(|e| (threads::SPAWN, who, e))
             }
             Mode::Pool(pool) => pool.submit(ctx, pool::Job::Stream { conn, slot }).err(),
             // Children are not tracked: a drain kills them instead.
-            Mode::Fork(fork) => fork.run(conn.peer.clone(), slot, || adapter::serve_stream(ctx, conn, || false)).err(),
+            Mode::Fork(fork) => {
+                fork.run(conn.peer.clone(), slot, || adapter::serve_stream(ctx, conn, || false, HandBack::Unable)).err()
+            }
         };
         if let Some((action, peer, source)) = failed {
             (ctx.on_error)(&Error::Dispatch { action, peer, source });
@@ -111,35 +113,28 @@ impl<H: RequestHandler> Dispatcher<H> {
         framing: &Arc<Framing>,
         framed: Framed,
         message: Vec<u8>,
-        returns: &Arc<Returns>,
         scratch: &mut Scratch,
     ) {
         let slot = self.capacity.take();
         let failed = match &mut self.mode {
             Mode::Sequential => {
                 // The loop is the caller: it takes the connection back on its next turn.
-                answer_message(ctx, framing, framed, &message, (returns, false), scratch);
+                answer_message(ctx, framing, framed, &message, false, scratch);
                 return;
             }
             Mode::Threads(threads) => {
-                let (ctx, framing, returns) = (ctx.clone(), Arc::clone(framing), Arc::clone(returns));
+                let (ctx, framing) = (ctx.clone(), Arc::clone(framing));
                 let who = framed.conn.peer.clone();
                 threads
                     .spawn(move || {
                         let _slot = slot;
-                        answer_message(&ctx, &framing, framed, &message, (&returns, true), &mut Scratch::default());
+                        answer_message(&ctx, &framing, framed, &message, true, &mut Scratch::default());
                     })
                     .err()
                     .map(|e| (threads::SPAWN, who, e))
             }
             Mode::Pool(pool) => {
-                let job = pool::Job::Message {
-                    slot,
-                    framing: Arc::clone(framing),
-                    framed,
-                    message,
-                    returns: Arc::clone(returns),
-                };
+                let job = pool::Job::Message { slot, framing: Arc::clone(framing), framed, message };
                 pool.submit(ctx, job).err()
             }
             // Refused when the server was built: a child cannot hand the
@@ -290,7 +285,7 @@ pub(crate) fn answer_message<H: RequestHandler>(
     framing: &Framing,
     mut framed: Framed,
     first: &[u8],
-    (returns, wake): (&Returns, bool),
+    wake: bool,
     scratch: &mut Scratch,
 ) {
     let mut wire = Vec::new();
@@ -315,7 +310,7 @@ pub(crate) fn answer_message<H: RequestHandler>(
     if !adapter::send_replies(ctx, &framed, &mut wire) {
         framed.after = After::Close;
     }
-    returns.give_back(framed, wake);
+    ctx.returns.give_back(framed, wake);
     // Fds the handler did not take are closed here.
     scratch.ancillary = crate::ancillary::Ancillary::default();
 }

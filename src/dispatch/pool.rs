@@ -23,13 +23,7 @@ pub(crate) enum Job {
         conn: Incoming,
     },
     /// One framed message of a connection that goes back to the loop.
-    Message {
-        slot: Slot,
-        framing: Arc<crate::serving::Framing>,
-        framed: crate::serving::Framed,
-        message: Vec<u8>,
-        returns: Arc<crate::serving::Returns>,
-    },
+    Message { slot: Slot, framing: Arc<crate::serving::Framing>, framed: crate::serving::Framed, message: Vec<u8> },
     Datagram {
         socket: Arc<Socket>,
         packet: Vec<u8>,
@@ -108,10 +102,10 @@ fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Mutex<Receiver<Job>>) {
         let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
         match next {
             Ok(Job::Stream { mut slot, conn }) => {
-                adapter::serve_stream(ctx, conn, || slot.untrack());
+                adapter::serve_stream(ctx, conn, || slot.untrack(), adapter::HandBack::Wake);
             }
-            Ok(Job::Message { slot: _slot, framing, framed, message, returns }) => {
-                super::answer_message(ctx, &framing, framed, &message, (&returns, true), &mut scratch);
+            Ok(Job::Message { slot: _slot, framing, framed, message }) => {
+                super::answer_message(ctx, &framing, framed, &message, true, &mut scratch);
             }
             Ok(Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot }) => {
                 scratch.ancillary = ancillary;

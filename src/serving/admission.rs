@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::deadlines::Deadlines;
-use super::framing::{After, Framed, Inbox, Refused, Returns};
+use super::framing::{After, Back, Framed, Inbox, Refused, Returns};
 use super::registry::{FIRST_HELD, Interest, LISTENER, Registry, WAKE};
 use crate::adapter::{self, Context, Incoming};
 use crate::hooks::Hooks;
@@ -71,6 +71,8 @@ enum Stage {
     /// Its next framed message (with what it sent of it so far), and what
     /// the handler keeps for it.
     Framed(Inbox, crate::handler::ConnectionState),
+    /// Its next request: a stream connection its handler handed back.
+    Kept,
 }
 
 impl Stage {
@@ -149,7 +151,7 @@ pub(crate) struct Admission {
     /// Framed connections workers have answered.
     returns: Arc<Returns>,
     /// Reused for each take of `returns`.
-    returned: Vec<Framed>,
+    returned: Vec<Back>,
     /// The server is closing: framed connections between messages are
     /// closed instead of held.
     closing: bool,
@@ -393,11 +395,37 @@ impl Admission {
         let mut returned = std::mem::take(&mut self.returned);
         self.returns.take(&mut returned);
         let mut turned_away = false;
-        for framed in returned.drain(..) {
-            turned_away |= self.frame(framed, now, ctx, options);
+        for back in returned.drain(..) {
+            turned_away |= match back {
+                Back::Framed(framed) => self.frame(framed, now, ctx, options),
+                Back::Stream(conn) => self.kept(conn, now, ctx, options),
+            };
         }
         self.returned = returned;
         turned_away
+    }
+
+    /// A stream connection its handler handed back: dispatched again at
+    /// once when bytes of its next request are already in, else held until
+    /// it speaks (under `idle_timeout` and `connection_timeout`), or closed
+    /// if the server is closing. Returns whether it was turned away.
+    fn kept<H>(&mut self, conn: Incoming, now: Instant, ctx: &Context<H>, options: &Options) -> bool {
+        #[cfg(feature = "tls")]
+        let decrypted = conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext());
+        #[cfg(not(feature = "tls"))]
+        let decrypted = false;
+        if !conn.buffered.is_empty() || decrypted {
+            self.spoken.push_back(conn);
+            return false;
+        }
+        if self.closing {
+            log::debug!("server closing: closing kept connection from {} between requests", conn.peer);
+            adapter::close_stream(conn.socket);
+            return false;
+        }
+        let idle = options.idle_timeout.map(|idle| deadline_after(now, idle));
+        let expires = [idle, conn.deadline].into_iter().flatten().min();
+        matches!(self.hold(conn, Stage::Kept, expires, ctx), Admitted::Refused)
     }
 
     /// The framed connection whose message has waited longest, with it.
@@ -412,12 +440,16 @@ impl Admission {
         let idle: Vec<usize> = self
             .held
             .iter()
-            .filter(|(_, e)| matches!(e, Entry::Here(Held { stage: Stage::Framed(inbox, _), .. }) if inbox.is_empty()))
+            .filter(|(_, e)| match e {
+                Entry::Here(Held { stage: Stage::Framed(inbox, _), .. }) => inbox.is_empty(),
+                Entry::Here(Held { stage: Stage::Kept, .. }) => true,
+                _ => false,
+            })
             .map(|(key, _)| key)
             .collect();
         for key in idle {
             let (conn, _) = self.release(key);
-            log::debug!("server closing: closing framed connection from {} between messages", conn.peer);
+            log::debug!("server closing: closing connection from {} between requests", conn.peer);
             adapter::close_stream(conn.socket);
         }
     }
@@ -504,6 +536,20 @@ impl Admission {
         let Some(held) = self.held.get_mut(key).and_then(Entry::here) else { return false };
         let step = match &mut held.stage {
             Stage::Idle => None,
+            // A client that closes between requests ends its connection
+            // without another request.
+            Stage::Kept => match sys::recv_now(&held.conn.socket, &mut [0], true) {
+                Ok(1..) => None,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                    return self.rearm(key);
+                }
+                ended => {
+                    let (conn, _) = self.release(key);
+                    log::debug!("kept connection from {} ended between requests: {ended:?}", conn.peer);
+                    adapter::close_stream(conn.socket);
+                    return false;
+                }
+            },
             Stage::Framed(inbox, _) => {
                 let eof = match inbox.read_now(&held.conn) {
                     Ok(eof) => eof,
@@ -570,7 +616,16 @@ impl Admission {
                 adapter::close_stream(conn.socket);
                 return false;
             }
-            Stage::Idle if sys::has_input(held.conn.socket.as_fd()) => None,
+            Stage::Idle | Stage::Kept if sys::has_input(held.conn.socket.as_fd()) => {
+                return self.on_ready(key, now, ctx, hooks, options);
+            }
+            Stage::Kept => {
+                let (conn, _) = self.release(key);
+                log::info!("closing kept connection from {}: silent past its deadline between requests", conn.peer);
+                Counters::add(&ctx.counters.idle_closed, 1);
+                adapter::close_stream(conn.socket);
+                return false;
+            }
             Stage::Idle => {
                 let (conn, _) = self.release(key);
                 log::warn!("closing connection from {}: nothing received within the idle timeout", conn.peer);
@@ -639,13 +694,13 @@ impl Admission {
                     Stage::Handshake(_) => {
                         refuse(ctx, conn, &ctx.counters.tls_failed, |peer| Error::Tls { peer, reason })
                     }
-                    Stage::Idle | Stage::Framed(..) => adapter::close_stream(conn.socket),
+                    Stage::Idle | Stage::Kept | Stage::Framed(..) => adapter::close_stream(conn.socket),
                 }
                 return true;
             }
         }
         match stage {
-            Stage::Idle => self.spoken.push_back(conn),
+            Stage::Idle | Stage::Kept => self.spoken.push_back(conn),
             // Framed connections that spoke leave through `send_away`; one
             // whose deadline passed with input waiting gets here.
             Stage::Framed(inbox, state) => {
@@ -689,9 +744,13 @@ impl Admission {
             adapter::close_unserved(framed.conn.socket, &framed.conn.peer);
         }
         self.returns.take(&mut self.returned);
-        for framed in self.returned.drain(..) {
-            log::debug!("server closing: closing framed connection from {}", framed.conn.peer);
-            adapter::close_stream(framed.conn.socket);
+        for back in self.returned.drain(..) {
+            let conn = match back {
+                Back::Framed(framed) => framed.conn,
+                Back::Stream(conn) => conn,
+            };
+            log::debug!("server closing: closing connection from {} between requests", conn.peer);
+            adapter::close_stream(conn.socket);
         }
         for (_, entry) in self.held.iter_mut() {
             if let Some(held) = entry.here() {
@@ -704,6 +763,7 @@ impl Admission {
             let waiting_for = match held.stage {
                 Stage::Idle => "which sent nothing",
                 Stage::Framed(..) => "between messages or inside one",
+                Stage::Kept => "between requests",
                 #[cfg(feature = "proxy-protocol")]
                 Stage::Header(_) => "whose PROXY header was not in",
                 #[cfg(feature = "tls")]

@@ -261,8 +261,16 @@ pub(crate) enum After {
     Close,
 }
 
-/// Framed connections that workers are done with, for the loop to take
-/// back.
+/// A connection a worker gives back to the loop.
+pub(crate) enum Back {
+    /// A framed connection, its message answered.
+    Framed(Framed),
+    /// A stream connection its handler handed back (`Request::hand_back`).
+    Stream(Incoming),
+}
+
+/// Connections that workers are done with, for the loop to take back:
+/// framed ones between messages, and stream ones handed back.
 ///
 /// The common case costs the loop nothing: a connection that waits for its
 /// client's next bytes is re-armed in the registry by the worker itself and
@@ -270,7 +278,7 @@ pub(crate) enum After {
 /// reports it, or on any earlier turn. The order that makes this safe is
 /// written down in [`give_back`](Self::give_back).
 pub(crate) struct Returns {
-    conns: Mutex<Vec<Framed>>,
+    conns: Mutex<Vec<Back>>,
     waker: ShutdownHandle,
     rearmer: Rearmer,
 }
@@ -296,20 +304,29 @@ impl Returns {
         if framed.after == After::Armed {
             let armed = framed.key.is_some_and(|key| self.rearmer.read(framed.conn.socket.as_fd(), key).is_ok());
             if armed {
-                conns.push(framed);
+                conns.push(Back::Framed(framed));
                 return;
             }
             framed.after = After::Loop;
         }
-        conns.push(framed);
+        conns.push(Back::Framed(framed));
         drop(conns);
         if wake {
             self.waker.wake();
         }
     }
 
+    /// A stream handler handed its connection back; `wake` as for
+    /// [`give_back`](Self::give_back). The loop registers it anew.
+    pub(crate) fn hand_back(&self, conn: Incoming, wake: bool) {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner).push(Back::Stream(conn));
+        if wake {
+            self.waker.wake();
+        }
+    }
+
     /// Every connection handed back since the last call, in `into` (empty).
-    pub(crate) fn take(&self, into: &mut Vec<Framed>) {
+    pub(crate) fn take(&self, into: &mut Vec<Back>) {
         std::mem::swap(&mut *self.conns.lock().unwrap_or_else(PoisonError::into_inner), into);
     }
 }

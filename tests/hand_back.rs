@@ -1,0 +1,142 @@
+//! Stream handlers that hand their connection back to the loop between
+//! requests (`Request::hand_back`; README, "Many connections"): a pool of 2
+//! serves 50 keep-alive clients; what the reader buffered travels with the
+//! connection; a client closing between requests is no request; a silent
+//! one is closed at the idle timeout, holding no worker; a forked child
+//! cannot hand back.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::process::eventually;
+use common::{Errors, IO_TIMEOUT, Running};
+use socketserver::{Dispatch, Request, TcpServer, WorkerPool};
+
+/// Answers one line, saying whether the connection went back, then hands
+/// it back; an empty line is answered and the connection closed.
+fn one_line_then_back() -> impl Fn(&mut Request<'_>) -> std::io::Result<()> + Send + Sync + 'static {
+    |req: &mut Request<'_>| {
+        let mut line = String::new();
+        if req.rfile.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let back = line != "\n" && req.hand_back();
+        write!(req.wfile, "{back} {line}")
+    }
+}
+
+fn connect(running: &Running) -> BufReader<TcpStream> {
+    let conn = TcpStream::connect(running.inet()).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    BufReader::new(conn)
+}
+
+fn ask(client: &mut BufReader<TcpStream>, line: &str) -> String {
+    client.get_mut().write_all(line.as_bytes()).unwrap();
+    let mut answer = String::new();
+    client.read_line(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn a_pool_of_two_serves_fifty_keep_alive_clients_whose_handler_hands_back() {
+    let errors = Errors::default();
+    let server = TcpServer::builder(one_line_then_back())
+        .dispatch(WorkerPool::new(2).into())
+        .handle_error(errors.hook())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    // All connected at once and kept: were each holding a worker, the
+    // third client would never be answered.
+    let mut clients: Vec<_> = (0..50).map(|_| connect(&running)).collect();
+    for round in 0..3 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            assert_eq!(ask(client, &format!("{round}.{i}\n")), format!("true {round}.{i}\n"));
+        }
+    }
+    // An empty line: answered without handing back, then closed.
+    assert_eq!(ask(&mut clients[0], "\n"), "false \n");
+    let mut rest = String::new();
+    assert_eq!(clients[0].read_to_string(&mut rest).unwrap(), 0);
+    running.stop().unwrap();
+    assert_eq!(stats.get().served, 50 * 3 + 1);
+    assert_eq!(errors.all(), Vec::<String>::new());
+}
+
+#[test]
+fn bytes_the_reader_buffered_travel_with_the_connection_to_its_next_request() {
+    let server = TcpServer::bind("127.0.0.1:0", one_line_then_back()).unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut client = connect(&running);
+    // One write: the first request's reader takes all three lines off the
+    // socket, handles one, and the other two go back with the connection.
+    client.get_mut().write_all(b"a\nb\nc\n").unwrap();
+    let mut answers = String::new();
+    for _ in 0..3 {
+        client.read_line(&mut answers).unwrap();
+    }
+    assert_eq!(answers, "true a\ntrue b\ntrue c\n");
+    assert_eq!(stats.get().served, 3, "one request per line");
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_client_that_closes_between_requests_ends_its_connection_without_a_request() {
+    let errors = Errors::default();
+    let server = TcpServer::builder(one_line_then_back())
+        .dispatch(Dispatch::threads())
+        .handle_error(errors.hook())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut client = connect(&running);
+    assert_eq!(ask(&mut client, "1\n"), "true 1\n");
+    drop(client);
+    let mut client = connect(&running);
+    assert_eq!(ask(&mut client, "2\n"), "true 2\n");
+    client.get_mut().shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = String::new();
+    assert_eq!(client.read_to_string(&mut rest).unwrap(), 0, "the server closes its side too");
+    running.stop().unwrap();
+    let stats = stats.get();
+    assert_eq!((stats.served, stats.errors), (2, 0), "{stats:?}");
+    assert_eq!(errors.all(), Vec::<String>::new());
+}
+
+#[test]
+fn a_kept_connection_silent_past_the_idle_timeout_is_closed_holding_no_worker() {
+    let server = TcpServer::builder(one_line_then_back())
+        .dispatch(WorkerPool::new(1).into())
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut silent = connect(&running);
+    assert_eq!(ask(&mut silent, "one\n"), "true one\n");
+    // The pool's only worker is free while `silent` thinks.
+    let mut other = connect(&running);
+    assert_eq!(ask(&mut other, "two\n"), "true two\n");
+    let mut rest = String::new();
+    assert_eq!(silent.read_to_string(&mut rest).unwrap(), 0, "closed at the idle timeout");
+    eventually("the silent connection is counted as idle-closed", || stats.get().idle_closed >= 1);
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_forked_child_cannot_hand_back_and_its_connection_closes() {
+    let server = TcpServer::builder(one_line_then_back()).dispatch(Dispatch::fork()).bind("127.0.0.1:0").unwrap();
+    let running = Running::start(server);
+    let mut client = connect(&running);
+    assert_eq!(ask(&mut client, "7\n"), "false 7\n");
+    let mut rest = String::new();
+    assert_eq!(client.read_to_string(&mut rest).unwrap(), 0);
+    running.stop().unwrap();
+}
