@@ -616,7 +616,8 @@ impl Admission {
                 adapter::close_stream(conn.socket);
                 return false;
             }
-            Stage::Idle | Stage::Kept if sys::has_input(held.conn.socket.as_fd()) => {
+            Stage::Idle if sys::has_input(held.conn.socket.as_fd()) => None,
+            Stage::Kept if sys::has_input(held.conn.socket.as_fd()) => {
                 return self.on_ready(key, now, ctx, hooks, options);
             }
             Stage::Kept => {
