@@ -1,53 +1,30 @@
-//! `Server<T, H>`: the serving loop, Python's lifecycle methods, and shutdown.
+//! `Server<T, H>`: Python's face. Binding, `serve_forever`, `handle_request`,
+//! the other lifecycle methods, and closing; each turn of the loop they
+//! run is in `serving/`.
 
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use socket2::Socket;
 
-use crate::adapter::{self, Context, Incoming, Scratch, Timeouts};
-use crate::ancillary::Ancillary;
+use crate::adapter::{self, Context, Scratch, Timeouts};
 use crate::builder::{Parts, ServerBuilder};
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::hooks::Hooks;
-use crate::options::{Options, deadline_after, socket_timeout};
-use crate::serving::{Admission, Admitted, Framing};
+use crate::options::{Options, deadline_after};
+use crate::serving::{Admission, Framing, READY_BUDGET};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Counters, Stats, StatsHandle};
 use crate::sys;
 use crate::transport::{self, BindAddress, Kind, SocketFile, Transport};
 use crate::{Address, Error, RequestHandler, Result};
 
-/// How long accepting pauses after the process ran out of file descriptors
-/// or memory, so the loop does not spin while nothing can be accepted. A
-/// request of ours ending ends the pause early: it freed an fd.
-const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
-
-/// How many requests one turn of `serve_forever` takes from a readable
-/// socket before it looks at its other fds again.
-const READY_BUDGET: usize = 64;
-
 /// At most this many clients are taken from the backlog to be closed with a
 /// log line when the server closes, so a flood cannot hold the close up.
 const BACKLOG_CLOSE_LIMIT: usize = 65_536;
-
-/// What one attempt to take a request from the socket found.
-enum Taken {
-    /// Requests handled: dispatched, or turned away (refused by
-    /// `verify_request`, a truncated datagram, an error about one client).
-    /// Either way each ends one `handle_request`, as in Python.
-    Requests(usize),
-    /// A connection accepted and parked until it speaks: not a request yet.
-    Parked,
-    /// Nothing left to take (or accepting paused).
-    Empty,
-    /// Requests handled, and the socket was seen empty while taking them
-    /// (a short batch): no need to ask it again before polling.
-    Drained(usize),
-}
 
 /// A socket server: one transport `T`, one handler `H`.
 ///
@@ -59,33 +36,33 @@ pub struct Server<T: Transport, H: RequestHandler> {
     // Drop order matters: the socket closes first (no new clients wait in a
     // dead backlog), then the dispatcher waits for running requests, then the
     // socket file goes.
-    socket: Arc<Socket>,
-    dispatcher: Dispatcher<H>,
-    socket_file: Option<SocketFile>,
-    ctx: Context<H>,
-    hooks: Hooks,
-    options: Options,
-    shutdown: ShutdownHandle,
-    activated: bool,
+    pub(crate) socket: Arc<Socket>,
+    pub(crate) dispatcher: Dispatcher<H>,
+    pub(crate) socket_file: Option<SocketFile>,
+    pub(crate) ctx: Context<H>,
+    pub(crate) hooks: Hooks,
+    pub(crate) options: Options,
+    pub(crate) shutdown: ShutdownHandle,
+    pub(crate) activated: bool,
     /// False for a socket handed over (`from_fd`), which may be shared.
-    owns_socket: bool,
+    pub(crate) owns_socket: bool,
     /// Accepting is paused until then after a resource error.
-    paused_until: Option<Instant>,
+    pub(crate) paused_until: Option<Instant>,
     /// Handed over and closing: serve what was accepted, accept nothing new.
-    closing: bool,
+    pub(crate) closing: bool,
     /// The loop's readiness registry, and the connections on their way from
     /// accept to a handler: PROXY header, TLS handshake, waiting for their
     /// first byte or for room.
-    admission: Admission,
+    pub(crate) admission: Admission,
     /// With `framing`: the framing, shared with workers.
-    framing: Option<Arc<Framing>>,
-    packet: Vec<u8>,
+    pub(crate) framing: Option<Arc<Framing>>,
+    pub(crate) packet: Vec<u8>,
     /// The reply buffer, and the fds and credentials of the current datagram.
-    scratch: Scratch,
+    pub(crate) scratch: Scratch,
     /// recvmmsg/sendmmsg buffers, for a sequential datagram server with
     /// `datagram_batch` above 1.
-    batch: Option<sys::DatagramBatch>,
-    transport: PhantomData<fn() -> T>,
+    pub(crate) batch: Option<sys::DatagramBatch>,
+    pub(crate) transport: PhantomData<fn() -> T>,
 }
 
 impl<T: Transport, H: RequestHandler> Server<T, H> {
@@ -240,7 +217,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         Error::Bind { action, addr: self.server_address().clone(), source }
     }
 
-    fn server_error(&self, action: &'static str, source: io::Error) -> Error {
+    pub(crate) fn server_error(&self, action: &'static str, source: io::Error) -> Error {
         Error::Server { action, addr: self.server_address().clone(), source }
     }
 
@@ -370,316 +347,6 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 addr: self.server_address().clone(),
                 state: "not activated: call server_bind and server_activate",
             })
-        }
-    }
-
-    /// One turn of the loop: wait until something is ready (or `timeout`
-    /// passes), then take it. Returns whether a request was handled
-    /// (dispatched or turned away).
-    ///
-    /// The registry holds the wake-up socket, the server socket (armed while
-    /// the server takes requests), and every held connection that has not
-    /// yet spoken, room or not. Connections that spoke are dispatched, oldest
-    /// first, before new ones are accepted. When accepting is paused or the
-    /// dispatcher is full, requests wait in the kernel, where they are safe,
-    /// and a finishing request wakes the loop.
-    fn turn(&mut self, timeout: Option<Duration>, budget: usize) -> Result<bool> {
-        self.dispatcher.turn();
-        let returned_away = {
-            let Server { admission, ctx, options, .. } = self;
-            admission.take_returned(Instant::now(), ctx, options)
-        };
-        let mut left = budget;
-        let queued = self.dispatch_spoken(&mut left);
-        if left == 0 {
-            return Ok(true);
-        }
-        let now = Instant::now();
-        if self.paused_until.is_some_and(|until| now >= until) {
-            self.paused_until = None;
-        }
-        let below_max = self.below_max_connections();
-        if !below_max {
-            // Parked connections may be what fills the limit; one of the
-            // running requests ending must still wake the loop.
-            self.dispatcher.wake_on_next_release();
-        }
-        let accepting = !self.closing && !self.dispatcher.is_full() && below_max && self.paused_until.is_none();
-        let pause = self.paused_until.map(|until| until - now);
-        // Having served some, return to the caller (and `service_actions`) soon.
-        let timeout = if queued { Some(Duration::ZERO) } else { timeout };
-        let limit = [timeout, pause, self.admission.next_expiry(now), self.dispatcher.recheck_after()]
-            .into_iter()
-            .flatten()
-            .min();
-
-        let Server { admission, socket, shutdown, ctx, hooks, options, .. } = self;
-        let woken = admission
-            .wait((shutdown.wake_fd(), socket.as_fd()), accepting, limit, (ctx, hooks, options))
-            .map_err(|e| self.server_error("wait", e))?;
-        if woken.wake {
-            self.shutdown.drain_wakeups();
-            // A connection of ours ended: its fd is free, so accepting may work again.
-            self.paused_until = None;
-        }
-        let listener_ready = accepting && woken.listener;
-        let turned_away = woken.turned_away;
-        let mut took = queued | turned_away | returned_away;
-        took |= self.dispatch_spoken(&mut left);
-        if listener_ready && left > 0 {
-            took |= self.take_ready(left)?;
-        }
-        Ok(took)
-    }
-
-    /// Open connections, parked ones included, are below `max_connections`.
-    fn below_max_connections(&self) -> bool {
-        match self.options.max_connections {
-            Some(max) if T::KIND == Kind::Stream => self.admission.len() + self.dispatcher.active() < max,
-            _ => true,
-        }
-    }
-
-    /// Dispatches parked connections that have spoken, oldest first, while
-    /// the dispatcher has room and `left` allows. Parked connections already
-    /// count as open, so `max_connections` does not hold them back.
-    fn dispatch_spoken(&mut self, left: &mut usize) -> bool {
-        let mut took = false;
-        while *left > 0 && self.admission.has_spoken() && self.dispatcher.room() > 0 {
-            if let Some(framing) = &self.framing
-                && let Some((framed, message)) = self.admission.next_message()
-            {
-                self.dispatcher.message(&self.ctx, framing, framed, message, &mut self.scratch);
-            } else if let Some(conn) = self.admission.next_spoken() {
-                self.dispatcher.stream(&self.ctx, conn);
-            } else {
-                break;
-            }
-            *left -= 1;
-            took = true;
-        }
-        took
-    }
-
-    /// Takes up to `budget` requests from a socket poll found readable,
-    /// until it has no more: one poll serves a burst, not one request.
-    fn take_ready(&mut self, budget: usize) -> Result<bool> {
-        let mut took = false;
-        let mut left = budget;
-        while left > 0 {
-            let taken = match T::KIND {
-                Kind::Stream => self.accept_and_dispatch()?,
-                Kind::Datagram => self.receive_and_dispatch(left)?,
-            };
-            match taken {
-                Taken::Requests(n) => {
-                    took = true;
-                    left = left.saturating_sub(n);
-                }
-                Taken::Drained(n) => {
-                    took |= n > 0;
-                    break;
-                }
-                Taken::Parked => left -= 1,
-                Taken::Empty => break,
-            }
-            if self.paused_until.is_some()
-                || self.shutdown.is_shutdown_requested()
-                || self.dispatcher.is_full()
-                || !self.below_max_connections()
-            {
-                break;
-            }
-        }
-        Ok(took)
-    }
-
-    fn accept_and_dispatch(&mut self) -> Result<Taken> {
-        let (socket, from) = match self.socket.accept() {
-            Ok(accepted) => accepted,
-            Err(e) => return self.recover("accept", e),
-        };
-        let peer = Address::from_sock_addr(&from);
-        Counters::add(&self.ctx.counters.accepted, 1);
-        if let Err(source) = self.prepare_connection(&socket) {
-            (self.ctx.on_error)(&Error::Request { peer, source });
-            return Ok(Taken::Requests(1));
-        }
-        let now = Instant::now();
-        let deadline = self.options.connection_timeout.map(|t| deadline_after(now, t));
-        let conn = Incoming::new(socket, peer, deadline);
-        match self.admission.accepted(conn, now, &self.ctx, &mut self.hooks, &self.options) {
-            Admitted::Held => Ok(Taken::Parked),
-            Admitted::Refused => Ok(Taken::Requests(1)),
-            Admitted::Ready(conn) => {
-                self.dispatcher.stream(&self.ctx, conn);
-                Ok(Taken::Requests(1))
-            }
-        }
-    }
-
-    fn prepare_connection(&self, conn: &Socket) -> io::Result<()> {
-        sys::accepted_blocking(conn)?;
-        if let Some(timeout) = self.options.read_timeout {
-            conn.set_read_timeout(Some(socket_timeout(timeout)))?;
-        }
-        if let Some(timeout) = self.options.write_timeout {
-            conn.set_write_timeout(Some(socket_timeout(timeout)))?;
-        }
-        T::prepare_accepted(conn, &self.options)
-    }
-
-    /// Takes one datagram, or (batching) up to `budget` of them.
-    fn receive_and_dispatch(&mut self, budget: usize) -> Result<Taken> {
-        if let Some(batch) = self.batch.take() {
-            return self.receive_batch(batch, budget);
-        }
-        let (len, truncated, from) = match self.receive() {
-            Ok(received) => received,
-            Err(e) => return self.recover("receive", e),
-        };
-        let Server { ctx, hooks, options, packet, scratch, .. } = self;
-        let admitted =
-            admit_datagram(ctx, hooks, options, Address::from_sock_addr(&from), &packet[..len], truncated, scratch);
-        let Some((peer, skip)) = admitted else {
-            return Ok(Taken::Requests(1));
-        };
-        self.dispatcher.datagram(&self.ctx, &self.socket, &self.packet[skip..len], peer, &from, &mut self.scratch);
-        // Fds the handler did not take are closed here.
-        self.scratch.ancillary = Ancillary::default();
-        Ok(Taken::Requests(1))
-    }
-
-    /// One datagram into the packet buffer; on Unix sockets with its passed
-    /// fds and sender credentials (Linux).
-    fn receive(&mut self) -> io::Result<(usize, bool, socket2::SockAddr)> {
-        if self.ctx.server_address.is_unix() {
-            return self.scratch.ancillary.receive(&self.socket, &mut self.packet);
-        }
-        sys::recv_datagram(&self.socket, &mut self.packet)
-    }
-
-    /// The batched datagram path: one recvmmsg, the handler on each datagram
-    /// in order, one sendmmsg for the replies. Same semantics as one at a
-    /// time: one request per datagram, one reply per request.
-    fn receive_batch(&mut self, mut batch: sys::DatagramBatch, budget: usize) -> Result<Taken> {
-        let mut scratch = Scratch::default();
-        let received = batch.recv(&self.socket, budget);
-        let count = match received {
-            Ok(count) => count,
-            Err(e) => {
-                self.batch = Some(batch);
-                return self.recover("receive", e);
-            }
-        };
-        for i in 0..count {
-            let (packet, truncated, from, reply) = batch.datagram(i);
-            std::mem::swap(reply, &mut scratch.reply);
-            let (ctx, hooks, options) = (&self.ctx, &mut self.hooks, &self.options);
-            let admitted =
-                admit_datagram(ctx, hooks, options, Address::from_sock_addr(&from), packet, truncated, &mut scratch);
-            let Some((peer, skip)) = admitted else { continue };
-            let send = adapter::answer_datagram(&self.ctx, &self.socket, &packet[skip..], &peer, &from, &mut scratch).1;
-            std::mem::swap(reply, &mut scratch.reply);
-            if send {
-                batch.reply_later(i);
-            }
-        }
-        let ctx = &self.ctx;
-        batch.send_replies(&self.socket, |to, e| adapter::reply_failed(ctx, &Address::from_sock_addr(&to), e));
-        let drained = count < batch.capacity().min(budget);
-        self.batch = Some(batch);
-        Ok(if drained { Taken::Drained(count) } else { Taken::Requests(count) })
-    }
-
-    /// Decides what a failed accept or receive means. Only errors that say
-    /// the server's own socket is broken end the loop; a failure caused by
-    /// one client is skipped, and running out of fds or memory pauses
-    /// accepting briefly instead of spinning.
-    fn recover(&mut self, action: &'static str, e: io::Error) -> Result<Taken> {
-        match e.raw_os_error() {
-            Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EFAULT | libc::EOPNOTSUPP) => {
-                Err(self.server_error(action, e))
-            }
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                log::error!("{}; pausing {RESOURCE_BACKOFF:?}", self.server_error(action, e));
-                Counters::add(&self.ctx.counters.resource_pauses, 1);
-                self.paused_until = Some(Instant::now() + RESOURCE_BACKOFF);
-                self.dispatcher.wake_on_next_release();
-                Ok(Taken::Empty)
-            }
-            _ if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(Taken::Empty),
-            _ => {
-                // About one client (ECONNABORTED, say): like Python's
-                // `handle_request`, that ends the request.
-                log::warn!("{}", self.server_error(action, e));
-                Ok(Taken::Requests(1))
-            }
-        }
-    }
-}
-
-/// Counts a datagram just received and says whether to serve it, as whom,
-/// and from which byte: not if it was truncated (reported), its PROXY header
-/// is refused (reported), or `verify_request` refuses it. A trusted
-/// balancer's v2 header names the client and is not part of the request;
-/// what it says goes into `scratch`. The one check for the batched and the
-/// one-at-a-time receive.
-#[cfg_attr(not(feature = "proxy-protocol"), allow(unused_variables))]
-fn admit_datagram<H>(
-    ctx: &Context<H>,
-    hooks: &mut Hooks,
-    options: &Options,
-    peer: Address,
-    packet: &[u8],
-    truncated: bool,
-    scratch: &mut Scratch,
-) -> Option<(Address, usize)> {
-    let counters = &ctx.counters;
-    Counters::add(&counters.accepted, 1);
-    if truncated {
-        Counters::add(&counters.truncated, 1);
-        (ctx.on_error)(&Error::Truncated { peer, max: options.max_packet_size });
-        return None;
-    }
-    #[cfg(feature = "proxy-protocol")]
-    let (peer, skip) = match crate::proxy::datagram_client(options.proxy_protocol.as_ref(), peer, packet) {
-        Ok((peer, skip, header)) => {
-            scratch.ancillary.proxy = header;
-            (peer, skip)
-        }
-        Err(refused) => {
-            Counters::add(&counters.proxy_refused, 1);
-            (ctx.on_error)(&refused);
-            return None;
-        }
-    };
-    #[cfg(not(feature = "proxy-protocol"))]
-    let skip = 0;
-    if !hooks.verify_request(&peer) {
-        Counters::add(&counters.refused, 1);
-        return None;
-    }
-    Some((peer, skip))
-}
-
-impl<T: Transport, H: RequestHandler> Server<T, H> {
-    /// After a hand-over, the connections this process already accepted are
-    /// its own to serve: the successor cannot take them, and closing them
-    /// would lose requests a client (or a balancer) already sent. Carries
-    /// each through the stage it is in (PROXY header, TLS handshake, waiting
-    /// to speak, waiting for room) to a handler, without accepting anything
-    /// new; bounded by each stage's deadline and by `drain_timeout`.
-    fn serve_accepted(&mut self) {
-        self.closing = true;
-        self.admission.closing();
-        let deadline = self.options.drain_timeout.map(|t| deadline_after(Instant::now(), t));
-        while self.admission.len() > 0 {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let over = left.is_some_and(|left| left.is_zero()) || self.shutdown.is_aborted();
-            if over || self.turn(left, usize::MAX).is_err() {
-                break;
-            }
         }
     }
 }

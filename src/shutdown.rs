@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
 
@@ -37,9 +37,38 @@ struct Serving {
     ended: u64,
 }
 
+/// Why the serving loop is woken. A waker in the process adds its reason
+/// to the pending ones and writes to the wake-up socket only if none was
+/// pending; the loop takes them all at once when the socket reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Wake {
+    /// A stop, an abort or a hand-over was asked for (the flags say which).
+    Stop = 1,
+    /// A request ended and freed its slot, and its fd: accepting may resume.
+    SlotFreed = 2,
+    /// A worker gave back a connection the loop must look at now.
+    Returned = 4,
+    /// A forked child is exiting. Written by the child itself, whose
+    /// memory is not the parent's: it travels as the byte on the socket.
+    ChildExited = 8,
+}
+
+/// The reasons one wake-up brought.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Reasons(u8);
+
+impl Reasons {
+    pub(crate) fn has(self, why: Wake) -> bool {
+        self.0 & why as u8 != 0
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     requested: AtomicBool,
+    /// Reasons (`Wake` bits) given since the loop last took them.
+    reasons: AtomicU8,
     aborted: AtomicBool,
     handed_over: AtomicBool,
     wake_tx: UnixStream,
@@ -56,6 +85,7 @@ impl ShutdownHandle {
         Ok(ShutdownHandle {
             shared: Arc::new(Shared {
                 requested: AtomicBool::new(false),
+                reasons: AtomicU8::new(0),
                 aborted: AtomicBool::new(false),
                 handed_over: AtomicBool::new(false),
                 wake_tx,
@@ -86,7 +116,7 @@ impl ShutdownHandle {
     /// Asks the server to stop and returns without waiting.
     pub fn request_shutdown(&self) {
         self.shared.requested.store(true, Ordering::SeqCst);
-        self.wake();
+        self.wake(Wake::Stop);
     }
 
     /// Asks the server to stop now, without waiting for its requests: like
@@ -126,11 +156,26 @@ impl ShutdownHandle {
         self.shared.aborted.load(Ordering::SeqCst)
     }
 
-    /// Wakes the serving loop so it looks at its state again (a shutdown
-    /// request, or capacity that a finished request freed).
-    pub(crate) fn wake(&self) {
+    /// Wakes the serving loop, saying why.
+    ///
+    /// A reason added while others are pending needs no write: the loop
+    /// has a byte to read and takes every reason after reading it (see
+    /// `take_wakeups`), this one included.
+    pub(crate) fn wake(&self, why: Wake) {
+        if self.shared.reasons.fetch_or(why as u8, Ordering::SeqCst) == 0 {
+            self.write_wakeup(why);
+        }
+    }
+
+    /// Wakes the serving loop from a forked child, whose `reasons` are a
+    /// copy the parent never sees: the reason goes as the byte.
+    pub(crate) fn wake_from_child(&self) {
+        self.write_wakeup(Wake::ChildExited);
+    }
+
+    fn write_wakeup(&self, why: Wake) {
         // A full socket means a wake-up is already pending, which is all we need.
-        let _ = (&self.shared.wake_tx).write(&[1]);
+        let _ = (&self.shared.wake_tx).write(&[why as u8]);
     }
 
     /// Whether a stop was asked for and no serving loop has acted on it yet.
@@ -158,11 +203,21 @@ impl ShutdownHandle {
         self.shared.requested.swap(false, Ordering::SeqCst)
     }
 
-    /// Empties the wake-up socket after poll saw it readable, so a wake-up
-    /// that arrived after its request was taken cannot make poll spin.
-    pub(crate) fn drain_wakeups(&self) {
+    /// Empties the wake-up socket after it reported, so a wake-up that
+    /// arrived after its request was taken cannot make the wait spin, and
+    /// returns every reason given since the last call.
+    ///
+    /// The order matters: the socket is emptied first, then the reasons
+    /// taken. A waker that adds its reason after the take finds none
+    /// pending and writes a byte, which the next wait sees; one that adds
+    /// it before is in this take.
+    pub(crate) fn take_wakeups(&self) -> Reasons {
         let mut drain = [0u8; 64];
-        while matches!((&self.shared.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
+        let mut bytes = 0;
+        while let Ok(n @ 1..) = (&self.shared.wake_rx).read(&mut drain) {
+            bytes |= drain[..n].iter().fold(0, |all, b| all | b);
+        }
+        Reasons(bytes | self.shared.reasons.swap(0, Ordering::SeqCst))
     }
 }
 

@@ -193,7 +193,7 @@ impl Drop for Slot {
         let capacity = &self.capacity;
         capacity.active.fetch_sub(1, Ordering::SeqCst);
         if capacity.waiting.swap(false, Ordering::SeqCst) {
-            capacity.waker.wake();
+            capacity.waker.wake(crate::shutdown::Wake::SlotFreed);
         }
         if capacity.draining.load(Ordering::SeqCst) {
             // Taking the lock orders this after the drainer's check of `active`.

@@ -61,7 +61,7 @@ impl Fork {
         let waker = &self.waker;
         let child = sys::fork_child(self.listener, || {
             let outcome = panic::catch_unwind(AssertUnwindSafe(serve)).unwrap_or(Outcome::Panicked);
-            waker.wake();
+            waker.wake_from_child();
             outcome as i32
         });
         match child {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::registry::Rearmer;
 use crate::adapter::Incoming;
-use crate::shutdown::ShutdownHandle;
+use crate::shutdown::{ShutdownHandle, Wake};
 
 /// How messages are cut from a connection's bytes, and how replies go back.
 ///
@@ -312,7 +312,7 @@ impl Returns {
         conns.push(Back::Framed(framed));
         drop(conns);
         if wake {
-            self.waker.wake();
+            self.waker.wake(Wake::Returned);
         }
     }
 
@@ -321,7 +321,7 @@ impl Returns {
     pub(crate) fn hand_back(&self, conn: Incoming, wake: bool) {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner).push(Back::Stream(conn));
         if wake {
-            self.waker.wake();
+            self.waker.wake(Wake::Returned);
         }
     }
 

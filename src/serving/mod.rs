@@ -1,36 +1,46 @@
-//! The way from the kernel to a handler.
+//! The way from the kernel to a handler, and back.
 //!
 //! The trip of a request, as the calls go:
 //!
 //! ```text
 //! Server::serve_forever / handle_request            (server.rs: Python's face)
-//!   -> Server::turn
-//!        Admission::wait       one wait on the Registry: the wake-up socket, the
-//!                              server socket (armed while there is room), every held
-//!                              connection with its stage's interest; then the
-//!                              connections that reported move on, and those whose
-//!                              deadline (Deadlines) passed leave
+//!   -> Server::turn                                 (turn.rs)
+//!        Admission::wait       one wait on the Registry: the wake-up socket (why:
+//!                              shutdown::Wake), the server socket (armed while
+//!                              there is room), every held connection with its
+//!                              stage's interest; then connections workers gave
+//!                              back (Returns), then those that reported move on,
+//!                              and those whose deadline (Deadlines) passed leave
 //!        accept / recv         the server socket reported: take what is there
-//!          -> Admission::accepted
+//!          -> Admission::accepted                     (datagrams.rs: the datagram path)
 //!               PROXY header   (proxy/pending.rs: HeaderRead, peeked, never buffered)
 //!               verify_request
 //!               TLS handshake  (tls/handshake.rs: Handshake, non-blocking)
 //!               idle           (idle_timeout: until the first byte)
+//!               framed         (framing.rs: messages cut from what the loop read)
 //!               -> ready: to the dispatcher now, or queued for room
-//!        Dispatcher::stream / datagram               (dispatch/: where it runs)
-//!          -> adapter::serve_stream / serve_datagram (adapter/: rfile, wfile, handler)
+//!        Dispatcher::stream / message / datagram     (dispatch/: where it runs)
+//!          -> adapter::serve_stream / serve_message / serve_datagram
+//!                                                    (adapter/: rfile, wfile, handler)
+//!   <- Returns::give_back      a framed connection between messages, re-armed by
+//!                              its worker; Returns::hand_back: a stream whose
+//!                              handler called Request::hand_back, its unread
+//!                              bytes with it. Both wait in the loop again.
 //! ```
 //!
 //! Nothing on the way waits for a client in a worker: every stage is a
 //! registered fd and a deadline.
 
 mod admission;
+mod datagrams;
 mod deadlines;
 mod framing;
 mod registry;
+mod turn;
 
 #[cfg(any(feature = "proxy-protocol", feature = "tls"))]
 pub(crate) use admission::Step;
 pub(crate) use admission::{Admission, Admitted};
 pub(crate) use framing::{After, Framed, Inbox, Returns};
 pub use framing::{Framing, Split};
+pub(crate) use turn::READY_BUDGET;

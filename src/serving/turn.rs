@@ -1,0 +1,248 @@
+//! One turn of the serving loop, as `serve_forever` and `handle_request`
+//! take them: wait on the registry, take back what workers returned,
+//! dispatch connections that spoke, accept (or receive) what the server
+//! socket has, and triage what failed. Also the hand-over's last turns.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use crate::adapter::Incoming;
+use crate::options::{deadline_after, socket_timeout};
+use crate::serving::Admitted;
+use crate::shutdown::Wake;
+use crate::stats::Counters;
+use crate::sys;
+use crate::transport::{Kind, Transport};
+use crate::{Address, Error, RequestHandler, Result, Server};
+
+/// How long accepting pauses after the process ran out of file descriptors
+/// or memory, so the loop does not spin while nothing can be accepted. A
+/// request of ours ending ends the pause early: it freed an fd.
+const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How many requests one turn of `serve_forever` takes from a readable
+/// socket before it looks at its other fds again.
+pub(crate) const READY_BUDGET: usize = 64;
+
+/// What one attempt to take a request from the socket found.
+pub(super) enum Taken {
+    /// Requests handled: dispatched, or turned away (refused by
+    /// `verify_request`, a truncated datagram, an error about one client).
+    /// Either way each ends one `handle_request`, as in Python.
+    Requests(usize),
+    /// A connection accepted and parked until it speaks: not a request yet.
+    Parked,
+    /// Nothing left to take (or accepting paused).
+    Empty,
+    /// Requests handled, and the socket was seen empty while taking them
+    /// (a short batch): no need to ask it again before polling.
+    Drained(usize),
+}
+
+impl<T: Transport, H: RequestHandler> Server<T, H> {
+    /// One turn of the loop: wait until something is ready (or `timeout`
+    /// passes), then take it. Returns whether a request was handled
+    /// (dispatched or turned away).
+    ///
+    /// The registry holds the wake-up socket, the server socket (armed while
+    /// the server takes requests), and every held connection that has not
+    /// yet spoken, room or not. Connections that spoke are dispatched, oldest
+    /// first, before new ones are accepted. When accepting is paused or the
+    /// dispatcher is full, requests wait in the kernel, where they are safe,
+    /// and a finishing request wakes the loop.
+    pub(crate) fn turn(&mut self, timeout: Option<Duration>, budget: usize) -> Result<bool> {
+        self.dispatcher.turn();
+        let returned_away = {
+            let Server { admission, ctx, options, .. } = self;
+            admission.take_returned(Instant::now(), ctx, options)
+        };
+        let mut left = budget;
+        let queued = self.dispatch_spoken(&mut left);
+        if left == 0 {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if self.paused_until.is_some_and(|until| now >= until) {
+            self.paused_until = None;
+        }
+        let below_max = self.below_max_connections();
+        if !below_max {
+            // Parked connections may be what fills the limit; one of the
+            // running requests ending must still wake the loop.
+            self.dispatcher.wake_on_next_release();
+        }
+        let accepting = !self.closing && !self.dispatcher.is_full() && below_max && self.paused_until.is_none();
+        let pause = self.paused_until.map(|until| until - now);
+        // Having served some, return to the caller (and `service_actions`) soon.
+        let timeout = if queued { Some(Duration::ZERO) } else { timeout };
+        let limit = [timeout, pause, self.admission.next_expiry(now), self.dispatcher.recheck_after()]
+            .into_iter()
+            .flatten()
+            .min();
+
+        let Server { admission, socket, shutdown, ctx, hooks, options, .. } = self;
+        let woken = admission
+            .wait((shutdown.wake_fd(), socket.as_fd()), accepting, limit, (ctx, hooks, options))
+            .map_err(|e| self.server_error("wait", e))?;
+        if woken.wake {
+            let why = self.shutdown.take_wakeups();
+            if why.has(Wake::SlotFreed) || why.has(Wake::ChildExited) {
+                // A connection of ours ended: its fd is free, so accepting may work again.
+                self.paused_until = None;
+            }
+        }
+        let listener_ready = accepting && woken.listener;
+        let turned_away = woken.turned_away;
+        let mut took = queued | turned_away | returned_away;
+        took |= self.dispatch_spoken(&mut left);
+        if listener_ready && left > 0 {
+            took |= self.take_ready(left)?;
+        }
+        Ok(took)
+    }
+
+    /// Open connections, parked ones included, are below `max_connections`.
+    fn below_max_connections(&self) -> bool {
+        match self.options.max_connections {
+            Some(max) if T::KIND == Kind::Stream => self.admission.len() + self.dispatcher.active() < max,
+            _ => true,
+        }
+    }
+
+    /// Dispatches parked connections that have spoken, oldest first, while
+    /// the dispatcher has room and `left` allows. Parked connections already
+    /// count as open, so `max_connections` does not hold them back.
+    fn dispatch_spoken(&mut self, left: &mut usize) -> bool {
+        let mut took = false;
+        while *left > 0 && self.admission.has_spoken() && self.dispatcher.room() > 0 {
+            if let Some(framing) = &self.framing
+                && let Some((framed, message)) = self.admission.next_message()
+            {
+                self.dispatcher.message(&self.ctx, framing, framed, message, &mut self.scratch);
+            } else if let Some(conn) = self.admission.next_spoken() {
+                self.dispatcher.stream(&self.ctx, conn);
+            } else {
+                break;
+            }
+            *left -= 1;
+            took = true;
+        }
+        took
+    }
+
+    /// Takes up to `budget` requests from a socket poll found readable,
+    /// until it has no more: one poll serves a burst, not one request.
+    fn take_ready(&mut self, budget: usize) -> Result<bool> {
+        let mut took = false;
+        let mut left = budget;
+        while left > 0 {
+            let taken = match T::KIND {
+                Kind::Stream => self.accept_and_dispatch()?,
+                Kind::Datagram => self.receive_and_dispatch(left)?,
+            };
+            match taken {
+                Taken::Requests(n) => {
+                    took = true;
+                    left = left.saturating_sub(n);
+                }
+                Taken::Drained(n) => {
+                    took |= n > 0;
+                    break;
+                }
+                Taken::Parked => left -= 1,
+                Taken::Empty => break,
+            }
+            if self.paused_until.is_some()
+                || self.shutdown.is_shutdown_requested()
+                || self.dispatcher.is_full()
+                || !self.below_max_connections()
+            {
+                break;
+            }
+        }
+        Ok(took)
+    }
+
+    fn accept_and_dispatch(&mut self) -> Result<Taken> {
+        let (socket, from) = match self.socket.accept() {
+            Ok(accepted) => accepted,
+            Err(e) => return self.recover("accept", e),
+        };
+        let peer = Address::from_sock_addr(&from);
+        Counters::add(&self.ctx.counters.accepted, 1);
+        if let Err(source) = self.prepare_connection(&socket) {
+            (self.ctx.on_error)(&Error::Request { peer, source });
+            return Ok(Taken::Requests(1));
+        }
+        let now = Instant::now();
+        let deadline = self.options.connection_timeout.map(|t| deadline_after(now, t));
+        let conn = Incoming::new(socket, peer, deadline);
+        match self.admission.accepted(conn, now, &self.ctx, &mut self.hooks, &self.options) {
+            Admitted::Held => Ok(Taken::Parked),
+            Admitted::Refused => Ok(Taken::Requests(1)),
+            Admitted::Ready(conn) => {
+                self.dispatcher.stream(&self.ctx, conn);
+                Ok(Taken::Requests(1))
+            }
+        }
+    }
+
+    fn prepare_connection(&self, conn: &Socket) -> io::Result<()> {
+        sys::accepted_blocking(conn)?;
+        if let Some(timeout) = self.options.read_timeout {
+            conn.set_read_timeout(Some(socket_timeout(timeout)))?;
+        }
+        if let Some(timeout) = self.options.write_timeout {
+            conn.set_write_timeout(Some(socket_timeout(timeout)))?;
+        }
+        T::prepare_accepted(conn, &self.options)
+    }
+
+    /// Decides what a failed accept or receive means. Only errors that say
+    /// the server's own socket is broken end the loop; a failure caused by
+    /// one client is skipped, and running out of fds or memory pauses
+    /// accepting briefly instead of spinning.
+    pub(super) fn recover(&mut self, action: &'static str, e: io::Error) -> Result<Taken> {
+        match e.raw_os_error() {
+            Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EFAULT | libc::EOPNOTSUPP) => {
+                Err(self.server_error(action, e))
+            }
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                log::error!("{}; pausing {RESOURCE_BACKOFF:?}", self.server_error(action, e));
+                Counters::add(&self.ctx.counters.resource_pauses, 1);
+                self.paused_until = Some(Instant::now() + RESOURCE_BACKOFF);
+                self.dispatcher.wake_on_next_release();
+                Ok(Taken::Empty)
+            }
+            _ if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(Taken::Empty),
+            _ => {
+                // About one client (ECONNABORTED, say): like Python's
+                // `handle_request`, that ends the request.
+                log::warn!("{}", self.server_error(action, e));
+                Ok(Taken::Requests(1))
+            }
+        }
+    }
+
+    /// After a hand-over, the connections this process already accepted are
+    /// its own to serve: the successor cannot take them, and closing them
+    /// would lose requests a client (or a balancer) already sent. Carries
+    /// each through the stage it is in (PROXY header, TLS handshake, waiting
+    /// to speak, waiting for room) to a handler, without accepting anything
+    /// new; bounded by each stage's deadline and by `drain_timeout`.
+    pub(crate) fn serve_accepted(&mut self) {
+        self.closing = true;
+        self.admission.closing();
+        let deadline = self.options.drain_timeout.map(|t| deadline_after(Instant::now(), t));
+        while self.admission.len() > 0 {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let over = left.is_some_and(|left| left.is_zero()) || self.shutdown.is_aborted();
+            if over || self.turn(left, usize::MAX).is_err() {
+                break;
+            }
+        }
+    }
+}
