@@ -252,3 +252,36 @@ fn connection_state_is_none_without_framing() {
     assert_eq!(answer, "false\n");
     running.stop().unwrap();
 }
+
+/// A restart (`hand_over`) with many framed connections open: those
+/// between messages are closed (nothing of theirs is lost; the successor
+/// takes their next connection), and one inside a message is carried until
+/// its message is whole and answered.
+#[test]
+fn a_hand_over_closes_connections_between_messages_and_answers_one_inside_a_message() {
+    let server = TcpServer::builder(echo())
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(64))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let mut idle: Vec<_> = (0..300).map(|_| BufReader::new(connect(&running))).collect();
+    for (i, client) in idle.iter_mut().enumerate() {
+        client.get_mut().write_all(format!("{i}\n").as_bytes()).unwrap();
+        assert_eq!(read_line(client), format!("> {i}\n"));
+    }
+    let mut inside = BufReader::new(connect(&running));
+    inside.get_mut().write_all(b"12").unwrap();
+    running.stop.hand_over();
+    for client in &mut idle {
+        let mut rest = String::new();
+        assert_eq!(client.read_to_string(&mut rest).unwrap(), 0, "closed between messages");
+    }
+    // The hand-over is under way (the idle ones are closed): the rest of
+    // the message still gets its answer.
+    inside.get_mut().write_all(b"3\n").unwrap();
+    assert_eq!(read_line(&mut inside), "> 123\n");
+    let mut rest = String::new();
+    assert_eq!(inside.read_to_string(&mut rest).unwrap(), 0);
+    running.stop().unwrap();
+}

@@ -82,8 +82,8 @@ fn bytes_the_reader_buffered_travel_with_the_connection_to_its_next_request() {
         client.read_line(&mut answers).unwrap();
     }
     assert_eq!(answers, "true a\ntrue b\ntrue c\n");
-    assert_eq!(stats.get().served, 3, "one request per line");
     running.stop().unwrap();
+    assert_eq!(stats.get().served, 3, "one request per line");
 }
 
 #[test]
@@ -138,5 +138,21 @@ fn a_forked_child_cannot_hand_back_and_its_connection_closes() {
     assert_eq!(ask(&mut client, "7\n"), "false 7\n");
     let mut rest = String::new();
     assert_eq!(client.read_to_string(&mut rest).unwrap(), 0);
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_hand_over_closes_kept_connections_between_requests() {
+    let server = TcpServer::builder(one_line_then_back()).dispatch(Dispatch::threads()).bind("127.0.0.1:0").unwrap();
+    let running = Running::start(server);
+    let mut kept: Vec<_> = (0..50).map(|_| connect(&running)).collect();
+    for (i, client) in kept.iter_mut().enumerate() {
+        assert_eq!(ask(client, &format!("{i}\n")), format!("true {i}\n"));
+    }
+    running.stop.hand_over();
+    for client in &mut kept {
+        let mut rest = String::new();
+        assert_eq!(client.read_to_string(&mut rest).unwrap(), 0, "closed between requests");
+    }
     running.stop().unwrap();
 }
