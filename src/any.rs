@@ -121,6 +121,16 @@ impl fmt::Display for Endpoint {
 }
 
 impl Endpoint {
+    /// The endpoint a server of `kind` bound to `address` listens on.
+    pub(crate) fn of(kind: Kind, address: &Address) -> Endpoint {
+        match (kind, address.as_inet()) {
+            (Kind::Stream, Some(inet)) => Endpoint::Tcp(inet.to_string()),
+            (Kind::Datagram, Some(inet)) => Endpoint::Udp(inet.to_string()),
+            (Kind::Stream, None) => Endpoint::UnixStream(address.clone()),
+            (Kind::Datagram, None) => Endpoint::UnixDatagram(address.clone()),
+        }
+    }
+
     /// Whether requests on this endpoint are connections or datagrams.
     pub fn kind(&self) -> Kind {
         match self {
@@ -187,6 +197,23 @@ impl<H: RequestHandler> AnyServer<H> {
     /// that concern another kind of socket are ignored, as on any server.
     pub fn builder(handler: H) -> ServerBuilder<AnyTransport, H> {
         ServerBuilder::new(handler)
+    }
+
+    /// Where the server listens, as an endpoint clients can be told:
+    /// `tcp://127.0.0.1:PORT` with the port the OS chose for port 0.
+    /// Its text parses back to the same endpoint.
+    ///
+    /// ```
+    /// use socketserver::{AnyServer, Endpoint, Request};
+    ///
+    /// let server = AnyServer::bind(&"tcp://127.0.0.1:0".parse()?, |_: &mut Request<'_>| Ok(()))?;
+    /// let endpoint = server.endpoint();
+    /// assert!(endpoint.to_string().starts_with("tcp://127.0.0.1:"));
+    /// assert_eq!(endpoint.to_string().parse::<Endpoint>()?, endpoint);
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::of(self.kind(), self.server_address())
     }
 
     /// Whether requests are connections or datagrams.

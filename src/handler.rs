@@ -9,6 +9,7 @@ use socket2::{SockRef, Socket};
 use crate::Address;
 use crate::adapter::{Conn, Reader, Writer};
 use crate::ancillary::{Ancillary, Credentials};
+use crate::stats::{Stats, StatsHandle};
 use crate::transport::Kind;
 
 /// Serves one request: Python's `BaseRequestHandler`, with `setup`, `handle`
@@ -172,6 +173,7 @@ pub struct Request<'a> {
     pub wfile: Writer<'a>,
     client: &'a Address,
     server: &'a Address,
+    stats: &'a StatsHandle,
     kind: Kind,
     extras: Extras<'a>,
 }
@@ -232,11 +234,11 @@ impl<'a> Request<'a> {
         rfile: Reader<'a>,
         wfile: Writer<'a>,
         client: &'a Address,
-        server: &'a Address,
+        (server, stats): (&'a Address, &'a StatsHandle),
         kind: Kind,
         extras: Extras<'a>,
     ) -> Self {
-        Request { rfile, wfile, client, server, kind, extras }
+        Request { rfile, wfile, client, server, stats, kind, extras }
     }
 
     /// The client's address (Python's `client_address`).
@@ -247,6 +249,43 @@ impl<'a> Request<'a> {
     /// The address the server is bound to (Python's `server.server_address`).
     pub fn server_address(&self) -> &'a Address {
         self.server
+    }
+
+    /// The server's counters now, as [`Server::stats`](crate::Server::stats)
+    /// gives them: for a `STATS` command, a health check, a log line.
+    /// (In a forked child: as they were when the child was forked.)
+    ///
+    /// ```
+    /// use socketserver::{Request, TcpServer};
+    /// use std::io::Write;
+    ///
+    /// let handler = |req: &mut Request<'_>| {
+    ///     let stats = req.stats();
+    ///     writeln!(req.wfile, "served {} of {} accepted", stats.served, stats.accepted)
+    /// };
+    /// # let _ = TcpServer::bind("127.0.0.1:0", handler);
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.stats.get()
+    }
+
+    /// The whole datagram, for a datagram request (Python's
+    /// `self.request[0]`), or the whole message, for a framed one: however
+    /// much of it `rfile` has read. `None` for a stream request, whose bytes
+    /// are read from `rfile` as they come.
+    ///
+    /// ```
+    /// use socketserver::{Request, UdpServer};
+    /// use std::io::Write;
+    ///
+    /// let handler = |req: &mut Request<'_>| {
+    ///     let packet = req.packet().unwrap_or_default();
+    ///     writeln!(req.wfile, "{} bytes", packet.len())
+    /// };
+    /// # let _ = UdpServer::bind("127.0.0.1:0", handler);
+    /// ```
+    pub fn packet(&self) -> Option<&'a [u8]> {
+        self.rfile.packet()
     }
 
     /// Whether this request is a stream connection or one datagram.

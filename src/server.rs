@@ -132,16 +132,18 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             source,
         })?;
         let framing = parts.options.framing.clone().map(Arc::new);
+        let dispatcher = Dispatcher::new(
+            &parts.dispatch,
+            max_connections,
+            parts.options.drain_timeout,
+            shutdown.clone(),
+            (T::KIND == Kind::Stream).then(|| socket.as_raw_fd()),
+            Arc::clone(&counters),
+            Arc::clone(&parts.on_error),
+        );
+        let stats = StatsHandle::new(Arc::clone(&counters), Arc::clone(dispatcher.capacity()));
         let mut server = Server {
-            dispatcher: Dispatcher::new(
-                &parts.dispatch,
-                max_connections,
-                parts.options.drain_timeout,
-                shutdown.clone(),
-                (T::KIND == Kind::Stream).then(|| socket.as_raw_fd()),
-                Arc::clone(&counters),
-                Arc::clone(&parts.on_error),
-            ),
+            dispatcher,
             socket: Arc::new(socket),
             socket_file,
             ctx: Context {
@@ -149,6 +151,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
                 counters,
                 on_error: parts.on_error,
                 server_address: Arc::new(requested),
+                stats,
                 timeouts: Timeouts { read: parts.options.read_timeout, write: parts.options.write_timeout },
                 returns: Arc::clone(admission.returns()),
             },
@@ -227,6 +230,20 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         &self.ctx.server_address
     }
 
+    /// Where the server listens, as an [`Endpoint`](crate::Endpoint):
+    /// `tcp://127.0.0.1:PORT`, `unix:/run/app.sock`; its text parses back.
+    ///
+    /// ```
+    /// # use socketserver::{TcpServer, Request};
+    /// let server = TcpServer::bind("127.0.0.1:0", |_: &mut Request<'_>| Ok(()))?;
+    /// let port = server.server_address().as_inet().unwrap().port();
+    /// assert_eq!(server.endpoint().to_string(), format!("tcp://127.0.0.1:{port}"));
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn endpoint(&self) -> crate::Endpoint {
+        crate::Endpoint::of(T::KIND, self.server_address())
+    }
+
     /// The server's socket, for options this crate does not wrap.
     pub fn socket(&self) -> &Socket {
         &self.socket
@@ -247,13 +264,13 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// What the server has done so far: requests accepted, served, refused,
     /// failed, cut, and running now.
     pub fn stats(&self) -> Stats {
-        Stats::read(&self.ctx.counters, self.dispatcher.capacity())
+        self.ctx.stats.get()
     }
 
     /// Reads [`stats`](Self::stats) from another thread while this one
     /// serves.
     pub fn stats_handle(&self) -> StatsHandle {
-        StatsHandle::new(Arc::clone(&self.ctx.counters), Arc::clone(self.dispatcher.capacity()))
+        self.ctx.stats.clone()
     }
 
     /// A copy of the listening socket for a restart's

@@ -194,3 +194,71 @@ fn stats_count_timeouts_and_truncated_datagrams() {
     let s = stats.get();
     assert_eq!((s.accepted, s.truncated, s.served), (2, 1, 1), "{s:?}");
 }
+
+/// A handler reads the server's counters: no handle parked in shared
+/// state and filled after binding.
+#[test]
+fn a_handler_answers_a_stats_command_from_the_servers_counters() {
+    let handler = |req: &mut Request<'_>| {
+        let stats = req.stats();
+        writeln!(req.wfile, "served={} accepted={}", stats.served, stats.accepted)
+    };
+    let running = Running::start(TcpServer::bind("127.0.0.1:0", handler).unwrap());
+    let address = running.address.clone();
+    for served in 0..3 {
+        let answer = StreamClient::connect(&address).unwrap().ask("STATS\n").unwrap();
+        // This request is accepted and not yet served while it runs.
+        assert_eq!(answer, format!("served={served} accepted={}\n", served + 1));
+    }
+    running.stop().unwrap();
+}
+
+/// `packet` is the whole datagram however much `rfile` read, the whole
+/// framed message, and `None` on a stream.
+#[test]
+fn packet_is_the_whole_datagram_or_message_and_none_on_a_stream() {
+    let handler = |req: &mut Request<'_>| {
+        let mut first = [0u8; 2];
+        let read = io::Read::read(&mut req.rfile, &mut first)?;
+        let packet = req.packet().map(|p| String::from_utf8_lossy(p).into_owned());
+        writeln!(req.wfile, "read {read}, packet {packet:?}")
+    };
+    let dir = temp_dir();
+    let running = Running::start(UdpServer::bind("127.0.0.1:0", handler).unwrap());
+    let answer = DatagramClient::new(&running.address, dir.path()).unwrap().ask("hello").unwrap();
+    assert_eq!(answer, "read 2, packet Some(\"hello\")\n");
+    running.stop().unwrap();
+
+    let framed = TcpServer::builder(handler).framing(socketserver::Framing::lines(64)).bind("127.0.0.1:0").unwrap();
+    let running = Running::start(framed);
+    let answer = StreamClient::connect(&running.address).unwrap().ask("hello\n").unwrap();
+    assert_eq!(answer, "read 2, packet Some(\"hello\\n\")\n");
+    running.stop().unwrap();
+
+    let running = Running::start(TcpServer::bind("127.0.0.1:0", handler).unwrap());
+    let answer = StreamClient::connect(&running.address).unwrap().ask("hello\n").unwrap();
+    assert_eq!(answer, "read 2, packet None\n");
+    running.stop().unwrap();
+}
+
+/// What a server says it listens on is an endpoint a client can use, on
+/// every transport, with the port the OS chose.
+#[test]
+fn the_bound_endpoint_names_the_real_port_and_parses_back() {
+    let dir = temp_dir();
+    let path = dir.path().join("ep.sock");
+    for text in ["tcp://127.0.0.1:0", "udp://[::1]:0", &format!("unix:{}", path.display())] {
+        let server = AnyServer::bind(&text.parse().unwrap(), echo()).unwrap();
+        let endpoint = server.endpoint();
+        let printed = endpoint.to_string();
+        assert!(!printed.ends_with(":0"), "{printed}");
+        assert_eq!(printed.parse::<Endpoint>().unwrap(), endpoint);
+        assert_eq!(endpoint.kind(), server.kind());
+        if let Some(inet) = server.server_address().as_inet() {
+            assert!(printed.ends_with(&format!(":{}", inet.port())), "{printed}");
+        }
+    }
+    let tcp = TcpServer::bind("127.0.0.1:0", echo()).unwrap();
+    let port = tcp.server_address().as_inet().unwrap().port();
+    assert_eq!(tcp.endpoint().to_string(), format!("tcp://127.0.0.1:{port}"));
+}

@@ -30,6 +30,8 @@ pub(crate) struct Context<H> {
     pub counters: Arc<Counters>,
     pub on_error: ErrorHook,
     pub server_address: Arc<Address>,
+    /// The counters with the dispatcher's, for `Request::stats`.
+    pub stats: crate::stats::StatsHandle,
     pub timeouts: Timeouts,
     /// Where connections go back to the serving loop between requests.
     pub returns: Arc<crate::serving::Returns>,
@@ -42,6 +44,7 @@ impl<H> Clone for Context<H> {
             counters: Arc::clone(&self.counters),
             on_error: Arc::clone(&self.on_error),
             server_address: Arc::clone(&self.server_address),
+            stats: self.stats.clone(),
             timeouts: self.timeouts,
             returns: Arc::clone(&self.returns),
         }
@@ -185,7 +188,7 @@ pub(crate) fn serve_stream<H: RequestHandler>(
             Reader::stream(&conn),
             Writer::stream(&conn),
             &peer,
-            &ctx.server_address,
+            (&ctx.server_address, &ctx.stats),
             Kind::Stream,
             Extras::Stream(&conn),
         );
@@ -293,7 +296,7 @@ pub(crate) fn answer_datagram<H: RequestHandler>(
             Reader::datagram(packet),
             Writer::datagram(reply),
             peer,
-            &ctx.server_address,
+            (&ctx.server_address, &ctx.stats),
             Kind::Datagram,
             Extras::Datagram(socket, ancillary, None),
         );
@@ -345,7 +348,7 @@ pub(crate) fn serve_message<H: RequestHandler>(
             Reader::datagram(message),
             Writer::datagram(reply),
             &conn.peer,
-            &ctx.server_address,
+            (&ctx.server_address, &ctx.stats),
             Kind::Datagram,
             Extras::Datagram(
                 &conn.socket,

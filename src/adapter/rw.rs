@@ -10,13 +10,26 @@ use super::conn::{Conn, ConnRead, STREAM_BUFFER};
 /// handler wrote to `wfile`. A request/response handler therefore never
 /// deadlocks waiting for a client that waits for its answer, while answers to
 /// pipelined requests still leave in as few sends as possible.
+///
+/// On a datagram (or a framed message), [`fill_buf`](BufRead::fill_buf)
+/// returns all of what is left of it at once, never a part, and the whole
+/// of it before anything is read: the bytes without a copy.
+/// [`Request::packet`](crate::Request::packet) gives the whole of it
+/// however much was read.
 pub struct Reader<'a> {
     source: Source<'a>,
 }
 
 enum Source<'a> {
-    Stream { input: BufReader<ConnRead<'a>>, conn: &'a Conn },
-    Datagram(&'a [u8]),
+    Stream {
+        input: BufReader<ConnRead<'a>>,
+        conn: &'a Conn,
+    },
+    /// The whole datagram (or framed message), and what is left to read.
+    Datagram {
+        whole: &'a [u8],
+        left: &'a [u8],
+    },
 }
 
 impl std::fmt::Debug for Reader<'_> {
@@ -25,7 +38,7 @@ impl std::fmt::Debug for Reader<'_> {
             Source::Stream { input, conn } => {
                 f.debug_struct("Reader").field("stream", &conn.socket).field("buffered", &input.buffer().len()).finish()
             }
-            Source::Datagram(packet) => f.debug_struct("Reader").field("datagram_left", &packet.len()).finish(),
+            Source::Datagram { left, .. } => f.debug_struct("Reader").field("datagram_left", &left.len()).finish(),
         }
     }
 }
@@ -37,7 +50,15 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn datagram(packet: &'a [u8]) -> Self {
-        Reader { source: Source::Datagram(packet) }
+        Reader { source: Source::Datagram { whole: packet, left: packet } }
+    }
+
+    /// The whole datagram or framed message, however much was read.
+    pub(crate) fn packet(&self) -> Option<&'a [u8]> {
+        match self.source {
+            Source::Datagram { whole, .. } => Some(whole),
+            Source::Stream { .. } => None,
+        }
     }
 
     /// What a stream reader read off its connection and the handler did
@@ -100,7 +121,7 @@ impl Read for Reader<'_> {
         self.flush_before_blocking()?;
         match &mut self.source {
             Source::Stream { input, .. } => input.read(buf),
-            Source::Datagram(packet) => packet.read(buf),
+            Source::Datagram { left, .. } => left.read(buf),
         }
     }
 }
@@ -110,14 +131,14 @@ impl BufRead for Reader<'_> {
         self.flush_before_blocking()?;
         match &mut self.source {
             Source::Stream { input, .. } => input.fill_buf(),
-            Source::Datagram(packet) => Ok(packet),
+            Source::Datagram { left, .. } => Ok(left),
         }
     }
 
     fn consume(&mut self, amount: usize) {
         match &mut self.source {
             Source::Stream { input, .. } => input.consume(amount),
-            Source::Datagram(packet) => packet.consume(amount),
+            Source::Datagram { left, .. } => left.consume(amount),
         }
     }
 }
