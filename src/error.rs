@@ -185,6 +185,16 @@ pub enum Error {
         /// What went wrong, in rustls's words where it had them.
         reason: String,
     },
+    /// A TLS configuration could not be made from PEM
+    /// ([`tls::ServerPem`](crate::tls::ServerPem)): a file that cannot be
+    /// read, holds no certificate or key, or a key that does not match.
+    #[error("TLS configuration: {what}: {problem}")]
+    TlsConfig {
+        /// The file (or the part, for PEM given as bytes) at fault.
+        what: String,
+        /// What was wrong with it.
+        problem: String,
+    },
 }
 
 impl Error {

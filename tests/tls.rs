@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use common::process::eventually;
 use common::{Errors, IO_TIMEOUT, Running};
+use socketserver::tls::ServerPem;
 use socketserver::{Dispatch, Request, TcpServer, UdpServer, UnixStreamServer};
 
 /// The certificates, also written out as PEM files for the outside clients.
@@ -41,8 +42,9 @@ impl Certs {
     }
 
     fn server(&self, mutual: bool) -> Arc<rustls::ServerConfig> {
-        let client_ca = mutual.then_some(self.pki.ca.as_bytes());
-        pki::server_config(self.pki.server_cert.as_bytes(), self.pki.server_key.as_bytes(), client_ca).unwrap()
+        let pem = ServerPem::bytes(self.pki.server_cert.clone(), self.pki.server_key.clone()).provider(pki::provider());
+        let pem = if mutual { pem.client_ca_bytes(self.pki.ca.clone()) } else { pem };
+        pem.build().unwrap()
     }
 
     fn client(&self, with_certificate: bool) -> Arc<rustls::ClientConfig> {
@@ -747,9 +749,11 @@ fn a_refused_client_certificate_is_reported_in_words() {
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = params.self_signed(&key).unwrap();
     let (ca_pem, key_pem) = (ca.pem(), key.serialize_pem());
-    let server_config =
-        pki::server_config(certs.pki.server_cert.as_bytes(), certs.pki.server_key.as_bytes(), Some(ca_pem.as_bytes()))
-            .unwrap();
+    let server_config = ServerPem::bytes(certs.pki.server_cert.clone(), certs.pki.server_key.clone())
+        .client_ca_bytes(ca_pem.clone())
+        .provider(pki::provider())
+        .build()
+        .unwrap();
     let errors = Errors::default();
     let server = tls_server(server_config, &errors);
     let stats = server.stats_handle();
@@ -779,7 +783,7 @@ fn a_handshake_whose_flight_outgrows_the_send_buffer_resumes_when_there_is_room(
     let names: Vec<String> = (0..1500).map(|i| format!("host-{i:04}.example.org")).collect();
     let key = KeyPair::generate().unwrap();
     let cert = CertificateParams::new(names).unwrap().self_signed(&key).unwrap();
-    let config = pki::server_config(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), None).unwrap();
+    let config = ServerPem::bytes(cert.pem(), key.serialize_pem()).provider(pki::provider()).build().unwrap();
 
     let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     // Inherited by every accepted socket; set explicitly, never grown.
@@ -948,4 +952,80 @@ fn a_tls_connection_handed_back_keeps_its_session_and_holds_no_worker() {
     assert_eq!(answers, "Some(TLSv1_3) x\nSome(TLSv1_3) y\n");
     running.stop().unwrap();
     assert_eq!(stats.get().served, 6);
+}
+
+/// `ServerPem` from files: mutual TLS with a client CA file, and the
+/// handler reads who the client is (CN and SANs) without an X.509 parser
+/// of its own; the client is rustls's and Python's `ssl`.
+#[test]
+fn server_pem_files_serve_mutual_tls_and_the_handler_sees_who_the_client_is() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+    let certs = Certs::new();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "clients CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["alice.example.org".to_string(), "10.1.2.3".to_string()]).unwrap();
+    params.subject_alt_names.push(SanType::Rfc822Name("alice@example.org".try_into().unwrap()));
+    params.distinguished_name.push(DnType::CommonName, "alice");
+    let alice = params.signed_by(&key, &ca).unwrap();
+    for (name, pem) in [("clients-ca.pem", ca.pem()), ("alice.pem", alice.pem()), ("alice.key", key.serialize_pem())] {
+        std::fs::write(certs.path(name), pem).unwrap();
+    }
+    let config = ServerPem::files(certs.path("server.pem"), certs.path("server.key"))
+        .client_ca_file(certs.path("clients-ca.pem"))
+        .provider(pki::provider())
+        .build()
+        .unwrap();
+    let handler = |req: &mut Request<'_>| {
+        let id = req.tls().and_then(|tls| tls.client_identity()).cloned().unwrap_or_default();
+        let mut line = String::new();
+        while req.rfile.read_line(&mut line)? > 0 {
+            let cn = id.common_name.as_deref().unwrap_or("-");
+            write!(req.wfile, "{cn} {:?} {:?} {:?} {line}", id.dns_names, id.ip_addresses, id.emails)?;
+            line.clear();
+        }
+        Ok(())
+    };
+    let running = Running::start(TcpServer::builder(handler).tls(config).bind("127.0.0.1:0").unwrap());
+    let expected = |line: &str| format!("alice [\"alice.example.org\"] [10.1.2.3] [\"alice@example.org\"] {line}");
+
+    let client_config =
+        pki::client_config(certs.pki.ca.as_bytes(), Some((alice.pem().as_bytes(), key.serialize_pem().as_bytes())));
+    let mut client = BufReader::new(rustls_client(running.inet(), client_config.unwrap(), "localhost"));
+    client.get_mut().write_all(b"hello\n").unwrap();
+    let mut answer = String::new();
+    client.read_line(&mut answer).unwrap();
+    assert_eq!(answer, expected("hello\n"));
+    drop(client);
+
+    let port = running.inet().port().to_string();
+    let args = [port.as_str(), &certs.path("ca.pem"), &certs.path("alice.pem"), &certs.path("alice.key")];
+    let out = python(PYTHON_CLIENT, &args);
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected("17\n") + &expected("4\n"));
+    running.stop().unwrap();
+}
+
+/// A config that cannot be made says which file is at fault, and why.
+#[test]
+fn server_pem_errors_name_the_file_at_fault() {
+    let certs = Certs::new();
+    std::fs::write(certs.path("junk.pem"), "not a certificate\n").unwrap();
+    let build = |chain: &str, key: &str| {
+        let error = ServerPem::files(certs.path(chain), certs.path(key)).provider(pki::provider()).build().unwrap_err();
+        assert!(matches!(error, socketserver::Error::TlsConfig { .. }), "{error:?}");
+        error.to_string()
+    };
+    let missing = build("missing.pem", "server.key");
+    assert!(missing.contains("missing.pem") && missing.contains("No such file"), "{missing}");
+    let junk = build("junk.pem", "server.key");
+    assert!(junk.contains("junk.pem") && junk.contains("no certificate"), "{junk}");
+    // The client's key with the server's certificate.
+    let mismatched = build("server.pem", "client.key");
+    assert!(mismatched.contains("client.key") && mismatched.contains("server.pem"), "{mismatched}");
+    // No provider given, none installed in this process: said, not guessed.
+    let unchosen = ServerPem::files(certs.path("server.pem"), certs.path("server.key")).build().unwrap_err();
+    assert!(unchosen.to_string().contains("crypto provider"), "{unchosen}");
 }

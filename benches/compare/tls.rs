@@ -38,7 +38,10 @@ pub fn certificates() -> &'static Path {
 /// In a server process: the config from the certificates the bench made.
 fn server_config() -> Arc<rustls::ServerConfig> {
     let dir = PathBuf::from(std::env::var_os(DIR_VARIABLE).expect("COMPARE_TLS_DIR"));
-    pki::server_config_from_files(&dir.join("server.pem"), &dir.join("server.key"), None).expect("server config")
+    socketserver::tls::ServerPem::files(dir.join("server.pem"), dir.join("server.key"))
+        .provider(pki::provider())
+        .build()
+        .expect("server config")
 }
 
 fn client_config() -> Arc<rustls::ClientConfig> {

@@ -270,7 +270,10 @@ fn run(
 #[cfg(feature = "tls")]
 fn start_tls() -> Result<DemoServer, ExitCode> {
     let pki = tls::Pki::generate().map_err(failure)?;
-    let config = tls::server_config(pki.server_cert.as_bytes(), pki.server_key.as_bytes(), None).map_err(failure)?;
+    let config = socketserver::tls::ServerPem::bytes(pki.server_cert.clone(), pki.server_key.clone())
+        .provider(tls::provider())
+        .build()
+        .map_err(failure)?;
     let server =
         socketserver::TcpServer::builder(PrimeService::default()).tls(config).bind("127.0.0.1:0").map_err(failure)?;
     let security = client::Security { tls: Some(tls::client_config(pki.ca.as_bytes(), None).map_err(failure)?) };

@@ -144,9 +144,14 @@ fn tls_config(
         (Some(_), Some(_)) if matches!(kind, TransportKind::Udp | TransportKind::UnixDatagram) => {
             Err("--tls-cert needs tcp or unix-stream (TLS runs over streams)".into())
         }
-        (Some(cert), Some(key)) => crate::tls::server_config_from_files(&cert, &key, client_ca.as_deref())
-            .map(Some)
-            .map_err(|e| format!("--tls-cert: {e}")),
+        (Some(cert), Some(key)) => {
+            let pem = socketserver::tls::ServerPem::files(cert, key).provider(crate::tls::provider());
+            let pem = match client_ca {
+                Some(ca) => pem.client_ca_file(ca),
+                None => pem,
+            };
+            pem.build().map(Some).map_err(|e| format!("--tls-cert: {e}"))
+        }
         _ => Err("--tls-cert and --tls-key go together (--tls-client-ca needs both)".into()),
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore};
 
 /// A certificate authority, a server certificate it signed (for
 /// `localhost` and 127.0.0.1) and a client certificate it signed, as PEM.
@@ -63,7 +63,8 @@ impl Pki {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The example's crypto provider: rustls's `ring`.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -87,41 +88,6 @@ fn roots(pem: &[u8], what: &str) -> Result<Arc<RootCertStore>, String> {
         roots.add(cert).map_err(|e| format!("{what}: {e}"))?;
     }
     Ok(Arc::new(roots))
-}
-
-/// A server config from PEM: its certificate chain and key, and, for mutual
-/// TLS, the CA that client certificates must chain to.
-pub fn server_config(cert: &[u8], key_pem: &[u8], client_ca: Option<&[u8]>) -> Result<Arc<ServerConfig>, String> {
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let builder = match client_ca {
-        Some(ca) => {
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca, "client CA")?, provider())
-                    .build()
-                    .map_err(|e| format!("client CA: {e}"))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let config = builder
-        .with_single_cert(certificates(cert, "certificate")?, key(key_pem, "key")?)
-        .map_err(|e| format!("certificate and key: {e}"))?;
-    Ok(Arc::new(config))
-}
-
-/// A server config from PEM files (`prime serve --tls-cert --tls-key
-/// [--tls-client-ca]`); errors name the file.
-pub fn server_config_from_files(
-    cert: &Path,
-    key: &Path,
-    client_ca: Option<&Path>,
-) -> Result<Arc<ServerConfig>, String> {
-    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
-    let client_ca = client_ca.map(read).transpose()?;
-    server_config(&read(cert)?, &read(key)?, client_ca.as_deref())
-        .map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()))
 }
 
 /// A client config trusting the CA in `ca` (PEM); with `identity` (chain

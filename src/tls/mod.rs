@@ -23,8 +23,12 @@
 //! among them) reads as an ordinary end of input.
 
 mod handshake;
+mod identity;
+mod pem;
 mod session;
 
+pub use identity::Identity;
+pub use pem::ServerPem;
 pub use rustls;
 
 pub(crate) use handshake::Handshake;
@@ -46,6 +50,7 @@ pub struct TlsInfo {
     server_name: Option<String>,
     alpn: Option<Vec<u8>>,
     peer_certificates: Vec<CertificateDer<'static>>,
+    client_identity: Option<Identity>,
 }
 
 impl TlsInfo {
@@ -56,6 +61,10 @@ impl TlsInfo {
             server_name: conn.server_name().map(str::to_owned),
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
             peer_certificates: conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+            client_identity: conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| Identity::of(leaf)),
         }
     }
 
@@ -83,5 +92,22 @@ impl TlsInfo {
     /// the client sent none).
     pub fn peer_certificates(&self) -> &[CertificateDer<'static>] {
         &self.peer_certificates
+    }
+
+    /// Who the client's certificate names (mutual TLS): its subject's
+    /// common name and its subject alternative names. `None` when the
+    /// client sent no certificate.
+    ///
+    /// ```
+    /// # use socketserver::Request;
+    /// # use std::io::Write;
+    /// let handler = |req: &mut Request<'_>| {
+    ///     let who = req.tls().and_then(|tls| tls.client_identity()).and_then(|id| id.common_name.clone());
+    ///     writeln!(req.wfile, "hello, {}", who.as_deref().unwrap_or("stranger"))
+    /// };
+    /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", handler);
+    /// ```
+    pub fn client_identity(&self) -> Option<&Identity> {
+        self.client_identity.as_ref()
     }
 }
