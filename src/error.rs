@@ -185,6 +185,13 @@ pub enum Error {
         /// What went wrong, in rustls's words where it had them.
         reason: String,
     },
+    /// Signal handlers could not be installed
+    /// ([`OnSignals::install`](crate::signals::OnSignals::install)).
+    #[error("cannot install signal handlers: {source}")]
+    Signals {
+        /// Why.
+        source: io::Error,
+    },
     /// A TLS configuration could not be made from PEM
     /// ([`tls::ServerPem`](crate::tls::ServerPem)): a file that cannot be
     /// read, holds no certificate or key, or a key that does not match.
@@ -219,7 +226,8 @@ impl Error {
             | Error::Bind { source, .. }
             | Error::Server { source, .. }
             | Error::Request { source, .. }
-            | Error::Dispatch { source, .. } => Some(source),
+            | Error::Dispatch { source, .. }
+            | Error::Signals { source } => Some(source),
             _ => None,
         }
     }

@@ -83,6 +83,7 @@ pub mod proxy;
 mod server;
 mod serving;
 mod shutdown;
+pub mod signals;
 mod stats;
 #[allow(unsafe_code, reason = "the crate's one home of unsafe code, each block with a SAFETY note")]
 mod sys;

@@ -143,6 +143,23 @@ impl Notifier {
     }
 }
 
+/// The program a restart ([`Successor::spawn`]) starts: the path this process was started from
+/// (`argv[0]`, made absolute now, or found on `PATH`), not
+/// `/proc/self/exe`, which a deploy that replaces or deletes the binary
+/// leaves naming a deleted file.
+pub fn started_program() -> Result<std::path::PathBuf, String> {
+    let argv0 = std::env::args_os().next().ok_or("no argv[0]")?;
+    let given = std::path::Path::new(&argv0);
+    if given.components().count() > 1 {
+        return std::path::absolute(given).map_err(|e| format!("{}: {e}", given.display()));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(given))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| format!("{} is not on PATH", given.display()))
+}
+
 /// The variable naming a predecessor's notify socket, set by [`Successor`].
 const HANDOVER_NOTIFY: &str = "SOCKETSERVER_HANDOVER_NOTIFY";
 

@@ -15,7 +15,6 @@ mod primality;
 mod prime;
 mod run;
 mod serve;
-mod signals;
 #[cfg(feature = "tls")]
 mod tls;
 

@@ -6,12 +6,13 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use socketserver::signals::OnSignals;
 use socketserver::{AnyServer, ShutdownHandle, privileges};
 
+use crate::failure;
 use crate::pidfile::PidFile;
 use crate::prime::PrimeService;
 use crate::serve::ServeOptions;
-use crate::{failure, signals};
 
 /// How the servers are run: what the flags and ADDR said.
 pub struct Run {
@@ -31,7 +32,7 @@ impl Run {
             pid_file: options.pid_file.as_deref().map(PidFile::at),
             addr: addr.to_string(),
             #[cfg(feature = "systemd")]
-            program: signals::started_program(),
+            program: socketserver::systemd::started_program(),
         }
     }
 
@@ -39,11 +40,10 @@ impl Run {
     pub fn serve(self, servers: Vec<AnyServer<PrimeService>>) -> Result<(), ExitCode> {
         let stops: Vec<ShutdownHandle> = servers.iter().map(AnyServer::shutdown_handle).collect();
         let address = servers.first().ok_or_else(|| failure("no socket to serve"))?.server_address().clone();
-        signals::install(
-            stops.clone(),
-            #[cfg(feature = "systemd")]
-            self.restart(&servers),
-        )?;
+        let on_signals = OnSignals::stop(stops.clone());
+        #[cfg(feature = "systemd")]
+        let on_signals = on_signals.restart(self.restart(&servers));
+        on_signals.install().map_err(failure)?;
         if let Some(pid_file) = &self.pid_file {
             pid_file.claim(self.ids).map_err(failure)?;
         }
@@ -62,7 +62,7 @@ impl Run {
     /// What a SIGHUP restart gives the successor: copies of the servers'
     /// sockets, as `systemd:NAME` (the name they came with, or `prime`).
     #[cfg(feature = "systemd")]
-    fn restart(&self, servers: &[AnyServer<PrimeService>]) -> signals::Restart {
+    fn restart(&self, servers: &[AnyServer<PrimeService>]) -> Result<socketserver::signals::Restart, String> {
         let program = self.program.clone().map_err(|e| format!("cannot tell which program to start: {e}"));
         let sockets = servers.iter().map(AnyServer::listener_copy).collect::<socketserver::Result<Vec<_>>>();
         let sockets = sockets.map_err(|e| format!("cannot copy the listening socket: {e}"));
@@ -71,8 +71,18 @@ impl Run {
         if let Some(arg) = args.get_mut(2) {
             *arg = format!("systemd:{name}").into();
         }
+        let pid_file = self.pid_file.clone();
         let restart = program.and_then(|program| {
-            Ok(signals::Handover { sockets: sockets?, name, program, args, pid_file: self.pid_file.clone() })
+            let sockets = sockets?.into_iter().map(|copy| (copy, name.clone())).collect();
+            let restart = socketserver::signals::Restart::new(program, args, sockets);
+            // A failed restart gives the pid file back to this process.
+            Ok(restart.on_failure(move || {
+                if let Some(pid_file) = &pid_file
+                    && let Err(e) = pid_file.write(std::process::id())
+                {
+                    log::error!("{e}");
+                }
+            }))
         });
         if let Err(why) = &restart {
             log::warn!("SIGHUP will not restart this server: {why}");
