@@ -143,21 +143,29 @@ impl Notifier {
     }
 }
 
-/// The program a restart ([`Successor::spawn`]) starts: the path this process was started from
-/// (`argv[0]`, made absolute now, or found on `PATH`), not
-/// `/proc/self/exe`, which a deploy that replaces or deletes the binary
-/// leaves naming a deleted file.
-pub fn started_program() -> Result<std::path::PathBuf, String> {
-    let argv0 = std::env::args_os().next().ok_or("no argv[0]")?;
-    let given = std::path::Path::new(&argv0);
+/// The program a restart ([`Successor::spawn`]) starts: the path this
+/// process was started from (`argv[0]`, made absolute now, or found on
+/// `PATH`), not `/proc/self/exe`, which a deploy that replaces or deletes
+/// the binary leaves naming a deleted file. Call it when the process
+/// starts, before anything changes its working directory.
+///
+/// # Errors
+///
+/// [`Error::Restart`] if there is no `argv[0]`, it cannot be made
+/// absolute, or a bare name is not found on `PATH`.
+pub fn started_program() -> Result<PathBuf> {
+    let failed = |what: String, why: &str| Error::Restart { what, source: io::Error::other(why.to_string()) };
+    let argv0 = std::env::args_os().next().ok_or_else(|| failed("this process".into(), "no argv[0]"))?;
+    let given = Path::new(&argv0);
     if given.components().count() > 1 {
-        return std::path::absolute(given).map_err(|e| format!("{}: {e}", given.display()));
+        return std::path::absolute(given)
+            .map_err(|source| Error::Restart { what: given.display().to_string(), source });
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(given))
         .find(|candidate| candidate.is_file())
-        .ok_or_else(|| format!("{} is not on PATH", given.display()))
+        .ok_or_else(|| failed(given.display().to_string(), "not found on PATH"))
 }
 
 /// The variable naming a predecessor's notify socket, set by [`Successor`].

@@ -22,7 +22,7 @@ pub struct Run {
     addr: String,
     /// What SIGHUP restarts: the path this process was started from.
     #[cfg(feature = "systemd")]
-    program: Result<std::path::PathBuf, String>,
+    program: socketserver::Result<std::path::PathBuf>,
 }
 
 impl Run {
@@ -63,7 +63,8 @@ impl Run {
     /// sockets, as `systemd:NAME` (the name they came with, or `prime`).
     #[cfg(feature = "systemd")]
     fn restart(&self, servers: &[AnyServer<PrimeService>]) -> Result<socketserver::signals::Restart, String> {
-        let program = self.program.clone().map_err(|e| format!("cannot tell which program to start: {e}"));
+        let program =
+            self.program.as_ref().map(Clone::clone).map_err(|e| format!("cannot tell which program to start: {e}"));
         let sockets = servers.iter().map(AnyServer::listener_copy).collect::<socketserver::Result<Vec<_>>>();
         let sockets = sockets.map_err(|e| format!("cannot copy the listening socket: {e}"));
         let name = self.addr.strip_prefix("systemd:").unwrap_or("prime").to_string();
