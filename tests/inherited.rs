@@ -120,7 +120,7 @@ fn prime_serve_serves_a_socket_handed_over_as_fd_n() {
 fn prime_serve_refuses_a_mismatched_or_missing_fd_with_exit_2() {
     if let Some(out) = python_launch("tcp", "dgram", &[]) {
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.starts_with("EXIT 2 prime: inherited fd"), "{stdout}");
+        assert!(stdout.starts_with("EXIT 2 error: inherited fd"), "{stdout}");
         assert!(stdout.contains("a datagram socket, not the stream socket"), "{stdout}");
     }
     let prime = prime_binary();

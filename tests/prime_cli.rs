@@ -140,7 +140,7 @@ fn sigterm_and_sigint_stop_it_cleanly_and_remove_the_socket_file() {
 }
 
 #[test]
-fn bad_arguments_print_usage_and_exit_2() {
+fn bad_arguments_are_reported_as_clap_does_with_exit_2() {
     for args in [
         &["serve"][..],
         &["serve", "sctp", "127.0.0.1:0"],
@@ -156,7 +156,9 @@ fn bad_arguments_print_usage_and_exit_2() {
     ] {
         let out = Command::new(prime_binary()).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("usage:"), "{args:?}");
+        // clap's format: what is wrong, then where to read more.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: ") && stderr.contains("--help"), "{args:?}: {stderr}");
     }
 }
 
@@ -342,4 +344,22 @@ fn the_access_log_names_the_client_the_transport_and_the_answer() {
     udp.send_to(b"29\n", &serve.address).unwrap();
     udp.recv(&mut [0u8; 16]).unwrap();
     log.wait_for(&format!("{} udp T", udp.local_addr().unwrap()));
+}
+
+/// Help is per command, and a typo gets a suggestion, not the whole usage.
+#[test]
+fn help_is_per_command_and_a_typo_gets_a_suggestion() {
+    let run = |args: &[&str]| Command::new(prime_binary()).args(args).output().unwrap();
+    let serve = run(&["serve", "--help"]);
+    let serve_help = String::from_utf8_lossy(&serve.stdout);
+    assert!(serve.status.success() && serve_help.contains("--workers <N>"), "{serve_help}");
+    let ask = run(&["ask", "--help"]);
+    let ask_help = String::from_utf8_lossy(&ask.stdout);
+    assert!(ask.status.success() && !ask_help.contains("--workers"), "ask's help is ask's: {ask_help}");
+    let typo = run(&["serve", "tcp", "127.0.0.1:0", "--wrokers", "2"]);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("a similar argument exists: '--workers'"));
+    let command = run(&["serv"]);
+    assert_eq!(command.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&command.stderr).contains("a similar subcommand exists: 'serve'"));
 }

@@ -8,6 +8,7 @@
 //! ```
 //! KIND is tcp, udp, unix-stream or unix-datagram; ADDR is HOST:PORT or a socket path.
 
+mod cli;
 mod client;
 mod parse;
 mod pidfile;
@@ -19,69 +20,15 @@ mod serve;
 mod tls;
 
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use clap::Parser;
 use socketserver::{AnyServer, Endpoint, ShutdownHandle};
 
+use cli::{Cli, Command};
+pub use cli::{TransportKind, usage_error};
 use prime::PrimeService;
-
-const USAGE: &str = "\
-usage: prime                          run the demo over every transport
-       prime serve KIND ADDR [FLAGS]  serve until SIGINT or SIGTERM
-       prime ask KIND ADDR [FLAGS] N...  ask a server about each N
-       prime certs DIR                (feature tls) write a CA, and a server and a client
-                                      certificate it signed, as PEM files into DIR
-
-KIND:  tcp | udp | unix-stream | unix-datagram
-ADDR:  HOST:PORT (port 0 picks one), a socket path, or fd:N (serve the socket
-       this process inherited as fd N: from a supervisor or launcher); built with
-       the systemd feature also systemd or systemd:NAME (a socket-activated socket),
-       and SIGHUP restarts the server on the same sockets without refusing a client
-
-serve FLAGS:
-  --threads              a thread per request (default: one request at a time)
-  --workers N            a pool of N worker threads
-  --fork                 a child process per request
-  --max-connections N    stream servers: at most N connections open at once
-  --public               tcp/udp: listen on every address of this host ([::], IPv4 too),
-                         on ADDR's port, instead of ADDR's host
-  --reuseport N          tcp/udp: N sockets on one port (SO_REUSEPORT), a thread each
-  --batch N              datagrams: take up to N per recvmmsg/sendmmsg (Linux; default
-                         32 for udp, 1 for unix-datagram; 1 answers each before the next)
-  --max-digits N         longest number read, in digits (default 4300, Python's
-                         int() limit); longer ones are answered E. A test costs
-                         about the cube of N: a sequential server serves one
-                         request at a time, so public servers use --workers or
-                         --threads with timeouts
-  --timeout SECS         close a connection silent this long; bound each read/write
-  --connection-timeout SECS  close any connection this long after it opened
-  --drain-timeout SECS   on SIGINT/SIGTERM, let running requests finish this long,
-                         then cut them (default 10); a second signal cuts them at once
-  --user NAME            once every socket is bound, serve as NAME (a Unix socket
-                         file is given to NAME first); needs root
-  --group NAME           with --user: serve as group NAME instead of NAME's own
-  --pid-file PATH        write this process's pid to PATH once it serves
-  --access-log           a line per answer on stderr: the client's address as the
-                         handler sees it, the transport, the answer
-  --framing lines        tcp/unix-stream: read each line in the serving loop and hand
-                         it to a worker alone, so a keep-alive client holds a worker
-                         only while it is answered (not with --fork or --tls-cert)
-  --proxy-protocol       (feature proxy-protocol) behind a load balancer: every
-                         connection or datagram from a trusted proxy starts with a
-                         PROXY header (v1 or v2) naming the real client
-  --trusted-proxy CIDR   with --proxy-protocol: believe headers only from CIDR
-                         (repeatable; default 127.0.0.0/8 and ::1/128; Unix peers
-                         are always trusted)
-  --tls-cert PEM         (feature tls) tcp/unix-stream: serve TLS with this certificate
-                         chain, and --tls-key PEM its private key
-  --tls-client-ca PEM    with --tls-cert: require client certificates from this CA
-
-ask FLAGS (feature tls):
-  --tls                  speak TLS (tcp, unix-stream), checking the server's certificate
-                         against --ca PEM; --cert PEM and --key PEM present a client
-                         certificate";
 
 /// The numbers the seed's client sends, with the answers it expects.
 const SEED: [(&str, char); 8] = [
@@ -97,27 +44,6 @@ const SEED: [(&str, char); 8] = [
 
 /// How long the client waits for any one answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    Tcp,
-    Udp,
-    UnixStream,
-    UnixDatagram,
-}
-
-impl FromStr for TransportKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "tcp" => Ok(TransportKind::Tcp),
-            "udp" => Ok(TransportKind::Udp),
-            "unix-stream" => Ok(TransportKind::UnixStream),
-            "unix-datagram" => Ok(TransportKind::UnixDatagram),
-            other => Err(format!("unknown KIND {other:?}")),
-        }
-    }
-}
 
 impl TransportKind {
     /// The endpoint for `addr` on this transport (KIND is its scheme).
@@ -137,30 +63,14 @@ impl TransportKind {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
+    let result = match Cli::parse().command {
         None => demo(),
-        Some("serve") => serve::parse_serve(&args[1..]).map_err(usage_error).and_then(serve::serve),
-        Some("ask") => parse_ask(&args[1..])
-            .map_err(usage_error)
-            .and_then(|(kind, addr, numbers, security)| ask(kind, &addr, &numbers, &security)),
+        Some(Command::Serve(args)) => serve::parse_serve(args).map_err(usage_error).and_then(serve::serve),
+        Some(Command::Ask(args)) => ask(args),
         #[cfg(feature = "tls")]
-        Some("certs") => match &args[1..] {
-            [dir] => certs(std::path::Path::new(dir)),
-            _ => Err(usage_error("certs needs DIR".into())),
-        },
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => Err(usage_error(format!("unknown command {other:?}"))),
+        Some(Command::Certs { dir }) => certs(&dir),
     };
     result.err().unwrap_or(ExitCode::SUCCESS)
-}
-
-fn usage_error(message: String) -> ExitCode {
-    eprintln!("prime: {message}\n{USAGE}");
-    ExitCode::from(2)
 }
 
 fn failure(message: impl std::fmt::Display) -> ExitCode {
@@ -168,61 +78,32 @@ fn failure(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// KIND, ADDR, the numbers, and how to speak (with the feature `tls`:
-/// `--tls`, `--ca`, `--cert`, `--key`).
-fn parse_ask(args: &[String]) -> Result<(TransportKind, String, Vec<String>, client::Security), String> {
-    let [kind, addr, rest @ ..] = args else {
-        return Err("ask needs KIND and ADDR".into());
-    };
+/// `prime ask`: each number's answer, on a line of its own.
+fn ask(args: cli::AskArgs) -> Result<(), ExitCode> {
     #[cfg(feature = "tls")]
-    let (numbers, security) = ask_tls_flags(rest)?;
+    let security = ask_security(&args)?;
     #[cfg(not(feature = "tls"))]
-    let (numbers, security) = (rest.to_vec(), client::Security::default());
-    if numbers.is_empty() {
-        return Err("ask needs at least one number".into());
-    }
-    Ok((kind.parse()?, addr.clone(), numbers, security))
-}
-
-/// `ask`'s TLS flags, read out of the arguments after ADDR; the rest are numbers.
-#[cfg(feature = "tls")]
-fn ask_tls_flags(args: &[String]) -> Result<(Vec<String>, client::Security), String> {
-    let mut numbers = Vec::new();
-    let (mut on, mut ca, mut cert, mut key) = (false, None, None, None);
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut file = || -> Result<Vec<u8>, String> {
-            let path = args.next().ok_or_else(|| format!("{arg} needs a file"))?;
-            std::fs::read(path).map_err(|e| format!("{arg}: cannot read {path}: {e}"))
-        };
-        match arg.as_str() {
-            "--tls" => on = true,
-            "--ca" => ca = Some(file()?),
-            "--cert" => cert = Some(file()?),
-            "--key" => key = Some(file()?),
-            _ => numbers.push(arg.clone()),
-        }
-    }
-    let identity = match (&cert, &key) {
-        (Some(cert), Some(key)) => Some((&cert[..], &key[..])),
-        (None, None) => None,
-        _ => return Err("--cert and --key go together".into()),
-    };
-    let tls = match (on, ca) {
-        (true, Some(ca)) => Some(tls::client_config(&ca, identity)?),
-        (true, None) => return Err("--tls needs --ca CA.pem (the CA that signed the server's certificate)".into()),
-        (false, None) if identity.is_none() => None,
-        (false, _) => return Err("--ca, --cert and --key need --tls".into()),
-    };
-    Ok((numbers, client::Security { tls }))
-}
-
-fn ask(kind: TransportKind, addr: &str, numbers: &[String], security: &client::Security) -> Result<(), ExitCode> {
-    let answers = client::ask(kind, addr, numbers, ASK_TIMEOUT, security).map_err(failure)?;
-    for (n, answer) in numbers.iter().zip(answers) {
+    let security = client::Security::default();
+    let answers = client::ask(args.kind, &args.addr, &args.numbers, ASK_TIMEOUT, &security).map_err(failure)?;
+    for (n, answer) in args.numbers.iter().zip(answers) {
         println!("{n} {answer}");
     }
     Ok(())
+}
+
+/// How `ask` speaks: `--tls` with `--ca`, and a client certificate with
+/// `--cert` and `--key`.
+#[cfg(feature = "tls")]
+fn ask_security(args: &cli::AskArgs) -> Result<client::Security, ExitCode> {
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| failure(format!("{}: {e}", path.display())));
+    let Some(ca) = args.ca.as_deref().filter(|_| args.tls) else { return Ok(client::Security::default()) };
+    let ca = read(ca)?;
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    let identity = identity.as_ref().map(|(cert, key)| (&cert[..], &key[..]));
+    Ok(client::Security { tls: Some(tls::client_config(&ca, identity).map_err(failure)?) })
 }
 
 /// `prime certs DIR`: certificates for trying TLS (`serve --tls-cert

@@ -3,7 +3,6 @@
 //! N (from a supervisor, or any launcher that passes fds).
 
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::Duration;
 
 use socketserver::transport::take_inherited_fd;
@@ -12,17 +11,14 @@ use socketserver::{
     UnixStreamServer, privileges,
 };
 
+use crate::cli::{FramingKind, ServeArgs};
 use crate::prime::PrimeService;
 use crate::{TransportKind, failure, parse, run, usage_error};
 
 /// `--drain-timeout` when none is given.
 const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
-/// The largest `--max-digits`: a test of a number this long already takes
-/// minutes of CPU.
-const MAX_MAX_DIGITS: usize = 1_000_000;
-
-/// Options of `prime serve`.
+/// Options of `prime serve`, from its flags.
 #[derive(Debug, Default)]
 pub struct ServeOptions {
     dispatch: Option<Dispatch>,
@@ -49,111 +45,66 @@ pub struct ServeOptions {
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
-impl ServeOptions {
-    fn set_dispatch(&mut self, flag: &str, dispatch: Dispatch) -> Result<(), String> {
-        if self.dispatch.replace(dispatch).is_some() {
-            return Err(format!("{flag}: choose one of --threads, --workers, --fork"));
-        }
-        Ok(())
-    }
-}
-
-pub fn parse_serve(args: &[String]) -> Result<(TransportKind, String, ServeOptions), String> {
-    let [kind, addr, flags @ ..] = args else {
-        return Err("serve needs KIND and ADDR".into());
+/// KIND, ADDR and the options, once the flags that depend on KIND (or on
+/// each other beyond what clap checks) are found to go together.
+pub fn parse_serve(args: ServeArgs) -> Result<(TransportKind, String, ServeOptions), String> {
+    let kind = args.kind;
+    let datagrams = matches!(kind, TransportKind::Udp | TransportKind::UnixDatagram);
+    let dispatch = match (args.threads, args.workers, args.fork) {
+        (true, ..) => Some(Dispatch::threads()),
+        (_, Some(n), _) => Some(Dispatch::pool(n)),
+        (.., true) => Some(Dispatch::fork()),
+        _ => None,
     };
-    let mut options = ServeOptions::default();
-    #[cfg(feature = "proxy-protocol")]
-    let (mut proxy_on, mut proxies) = (false, Vec::new());
-    #[cfg(feature = "tls")]
-    let mut tls_files: [Option<std::path::PathBuf>; 3] = Default::default();
-    let mut flags = flags.iter();
-    while let Some(flag) = flags.next() {
-        let mut value = || flags.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--threads" => options.set_dispatch(flag, Dispatch::threads())?,
-            "--workers" => options.set_dispatch(flag, Dispatch::pool(count(flag, value()?, usize::MAX)?))?,
-            "--fork" => options.set_dispatch(flag, Dispatch::fork())?,
-            "--max-connections" => options.max_connections = Some(count(flag, value()?, usize::MAX)?),
-            "--max-digits" => options.max_digits = Some(count(flag, value()?, MAX_MAX_DIGITS)?),
-            "--batch" => options.batch = Some(count(flag, value()?, 1024)?),
-            "--reuseport" => options.reuseport = Some(count(flag, value()?, 1024)?),
-            "--public" => options.public = true,
-            "--timeout" => options.timeout = Some(positive_seconds(flag, value()?)?),
-            "--connection-timeout" => options.connection_timeout = Some(positive_seconds(flag, value()?)?),
-            "--drain-timeout" => options.drain_timeout = Some(seconds(flag, value()?)?),
-            "--user" => options.user = Some(value()?.clone()),
-            "--group" => options.group = Some(value()?.clone()),
-            "--pid-file" => options.pid_file = Some(value()?.into()),
-            "--access-log" => options.access_log = true,
-            "--framing" => match value()?.as_str() {
-                "lines" => options.framing = true,
-                other => return Err(format!("--framing: {other:?} is not a framing (want lines)")),
-            },
+    let framing = args.framing == Some(FramingKind::Lines);
+    if framing && datagrams {
+        return Err("--framing needs tcp or unix-stream (a datagram is a message already)".into());
+    }
+    if framing && args.fork {
+        return Err("--framing with --fork: a child cannot hand the connection back; use --workers N".into());
+    }
+    Ok((
+        kind,
+        args.addr,
+        ServeOptions {
+            #[cfg(feature = "tls")]
+            tls: tls_config(datagrams, [args.tls_cert, args.tls_key, args.tls_client_ca])?,
             #[cfg(feature = "proxy-protocol")]
-            "--proxy-protocol" => proxy_on = true,
-            #[cfg(feature = "proxy-protocol")]
-            "--trusted-proxy" => {
-                let net = value()?;
-                proxies.push(net.parse().map_err(|e| format!("{flag}: {net:?}: {e} (want ADDRESS/PREFIX)"))?);
-            }
-            #[cfg(feature = "tls")]
-            "--tls-cert" => tls_files[0] = Some(value()?.into()),
-            #[cfg(feature = "tls")]
-            "--tls-key" => tls_files[1] = Some(value()?.into()),
-            #[cfg(feature = "tls")]
-            "--tls-client-ca" => tls_files[2] = Some(value()?.into()),
-            other => return Err(format!("unknown flag {other:?}")),
-        }
-    }
-    let kind: TransportKind = kind.parse()?;
-    #[cfg(feature = "tls")]
-    {
-        options.tls = tls_config(kind, tls_files)?;
-    }
-    #[cfg(feature = "proxy-protocol")]
-    {
-        options.proxy = trusted_proxies(proxy_on, proxies)?;
-    }
-    if options.group.is_some() && options.user.is_none() {
-        return Err("--group needs --user".into());
-    }
-    if options.framing {
-        if matches!(kind, TransportKind::Udp | TransportKind::UnixDatagram) {
-            return Err("--framing needs tcp or unix-stream (a datagram is a message already)".into());
-        }
-        if options.dispatch.as_ref().is_some_and(Dispatch::is_fork) {
-            return Err("--framing with --fork: a child cannot hand the connection back; use --workers N".into());
-        }
-        #[cfg(feature = "tls")]
-        if options.tls.is_some() {
-            return Err("--framing with --tls-cert is not supported yet".into());
-        }
-    }
-    Ok((kind, addr.clone(), options))
+            proxy: trusted_proxies(args.proxy_protocol, args.trusted_proxy),
+            dispatch,
+            max_connections: args.max_connections,
+            max_digits: args.max_digits,
+            timeout: args.timeout,
+            connection_timeout: args.connection_timeout,
+            drain_timeout: args.drain_timeout,
+            batch: args.batch,
+            reuseport: args.reuseport,
+            public: args.public,
+            user: args.user,
+            group: args.group,
+            pid_file: args.pid_file,
+            access_log: args.access_log,
+            framing,
+        },
+    ))
 }
 
 /// The TLS config the `--tls-*` flags name, read from their files.
 #[cfg(feature = "tls")]
 fn tls_config(
-    kind: TransportKind,
+    datagrams: bool,
     [cert, key, client_ca]: [Option<std::path::PathBuf>; 3],
 ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
-    match (cert, key) {
-        (None, None) if client_ca.is_none() => Ok(None),
-        (Some(_), Some(_)) if matches!(kind, TransportKind::Udp | TransportKind::UnixDatagram) => {
-            Err("--tls-cert needs tcp or unix-stream (TLS runs over streams)".into())
-        }
-        (Some(cert), Some(key)) => {
-            let pem = socketserver::tls::ServerPem::files(cert, key).provider(crate::tls::provider());
-            let pem = match client_ca {
-                Some(ca) => pem.client_ca_file(ca),
-                None => pem,
-            };
-            pem.build().map(Some).map_err(|e| format!("--tls-cert: {e}"))
-        }
-        _ => Err("--tls-cert and --tls-key go together (--tls-client-ca needs both)".into()),
+    let (Some(cert), Some(key)) = (cert, key) else { return Ok(None) };
+    if datagrams {
+        return Err("--tls-cert needs tcp or unix-stream (TLS runs over streams)".into());
     }
+    let pem = socketserver::tls::ServerPem::files(cert, key).provider(crate::tls::provider());
+    let pem = match client_ca {
+        Some(ca) => pem.client_ca_file(ca),
+        None => pem,
+    };
+    pem.build().map(Some).map_err(|e| format!("--tls-cert: {e}"))
 }
 
 /// The proxies `--proxy-protocol` trusts when no `--trusted-proxy` is given.
@@ -162,41 +113,12 @@ const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
 
 /// `--proxy-protocol`'s trusted networks: those given, else loopback.
 #[cfg(feature = "proxy-protocol")]
-fn trusted_proxies(
-    on: bool,
-    given: Vec<socketserver::proxy::IpNet>,
-) -> Result<Option<Vec<socketserver::proxy::IpNet>>, String> {
+fn trusted_proxies(on: bool, given: Vec<socketserver::proxy::IpNet>) -> Option<Vec<socketserver::proxy::IpNet>> {
     match (on, given.is_empty()) {
-        (false, true) => Ok(None),
-        (false, false) => Err("--trusted-proxy needs --proxy-protocol".into()),
-        (true, false) => Ok(Some(given)),
-        (true, true) => Ok(Some(LOOPBACK.iter().map(|net| net.parse().expect("a valid network")).collect())),
+        (false, _) => None,
+        (true, false) => Some(given),
+        (true, true) => Some(LOOPBACK.iter().map(|net| net.parse().expect("a valid network")).collect()),
     }
-}
-
-fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(number(flag, value)?).map_err(|e| format!("{flag}: {value:?}: {e}"))
-}
-
-/// Seconds, more than zero: a zero timeout would close everything at once.
-fn positive_seconds(flag: &str, value: &str) -> Result<Duration, String> {
-    let duration = seconds(flag, value)?;
-    if duration.is_zero() {
-        return Err(format!("{flag}: must be more than 0 seconds"));
-    }
-    Ok(duration)
-}
-
-/// A count from 1 to `max`.
-fn count(flag: &str, value: &str, max: usize) -> Result<usize, String> {
-    match number(flag, value)? {
-        n @ 1.. if n <= max => Ok(n),
-        _ => Err(format!("{flag}: {value} is out of range (1 to {max})")),
-    }
-}
-
-fn number<N: FromStr>(flag: &str, value: &str) -> Result<N, String> {
-    value.parse().map_err(|_| format!("{flag}: {value:?} is not a valid number"))
 }
 
 pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Result<(), ExitCode> {
@@ -210,7 +132,7 @@ pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Re
     let run = run::Run::new(ids, &options, &addr);
     if let Some(fds) = handed_over(&addr, options.reuseport.is_some())? {
         let servers = fds.into_iter().map(|fd| inherited(kind, fd, handler.clone(), &options));
-        return run.serve(servers.collect::<Result<_, _>>().map_err(inherited_error)?);
+        return run.serve(servers.collect::<Result<_, _>>().map_err(usage_error)?);
     }
     let addr = if options.public { public_address(kind, &addr)? } else { addr };
     let endpoint = kind.endpoint(&addr).map_err(|e| usage_error(e.to_string()))?;
@@ -223,7 +145,7 @@ pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Re
             ServerGroup::bind(n, addr.as_str(), || configure(UdpServer::builder(handler.clone()), &options))
                 .map(|servers| servers.into_iter().map(AnyServer::Udp).collect())
         }
-        (Some(_), _) => return Err(usage_error("--reuseport needs tcp or udp".into())),
+        (Some(_), _) => return Err(usage_error("--reuseport needs tcp or udp")),
         (None, _) => {
             let mut builder = configure(AnyServer::builder(handler), &options);
             if let Some(ids) = ids {
@@ -242,14 +164,14 @@ pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Re
 fn handed_over(addr: &str, group: bool) -> Result<Option<Vec<std::os::fd::OwnedFd>>, ExitCode> {
     if let Some(fd) = addr.strip_prefix("fd:") {
         if group {
-            return Err(usage_error("--reuseport needs HOST:PORT (or systemd[:NAME]), not fd:N".into()));
+            return Err(usage_error("--reuseport needs HOST:PORT (or systemd[:NAME]), not fd:N"));
         }
         let fd = fd.parse().map_err(|_| usage_error(format!("{addr:?}: fd:N needs a number")))?;
-        return take_inherited_fd(fd).map(|fd| Some(vec![fd])).map_err(inherited_error);
+        return take_inherited_fd(fd).map(|fd| Some(vec![fd])).map_err(usage_error);
     }
     #[cfg(feature = "systemd")]
     if let Some(name) = addr.strip_prefix("systemd") {
-        return activated_sockets(name.strip_prefix(':'), group).map(Some).map_err(inherited_error);
+        return activated_sockets(name.strip_prefix(':'), group).map(Some).map_err(usage_error);
     }
     Ok(None)
 }
@@ -271,12 +193,6 @@ fn activated_sockets(name: Option<&str>, all: bool) -> socketserver::Result<Vec<
         });
     }
     Ok(found)
-}
-
-/// A socket handed over that is not what KIND serves: a usage error.
-fn inherited_error(e: socketserver::Error) -> ExitCode {
-    eprintln!("prime: {e}");
-    ExitCode::from(2)
 }
 
 /// The server for an inherited socket, checked against KIND.
@@ -343,7 +259,7 @@ fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions)
 /// ADDR's port, announced with a warning naming where it can be reached.
 fn public_address(kind: TransportKind, addr: &str) -> Result<String, ExitCode> {
     if matches!(kind, TransportKind::UnixStream | TransportKind::UnixDatagram) {
-        return Err(usage_error("--public needs tcp or udp".into()));
+        return Err(usage_error("--public needs tcp or udp"));
     }
     let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
     let port = port.ok_or_else(|| usage_error(format!("--public: no port in {addr:?}")))?;
