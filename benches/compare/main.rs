@@ -243,7 +243,11 @@ fn main() {
             &["socketserver-framed-4", "tokio-tcp", "std-tcp"],
             Box::new(move |a| load::persistent(a, 2_000, Duration::from_millis(100), duration)),
         ),
-        ("tcp 8x16 framed", &["socketserver-framed-8", "std-tcp"], Box::new(move |a| load::tcp(a, 8, 16, duration))),
+        (
+            "tcp 8x16 framed",
+            &["socketserver-framed-8", "socketserver-framed-reuseport-2", "std-tcp"],
+            Box::new(move |a| load::tcp(a, 8, 16, duration)),
+        ),
     ]);
     let only = std::env::var("COMPARE_ONLY").ok();
     for (scenario, servers, load) in &scenarios {

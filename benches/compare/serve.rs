@@ -111,11 +111,24 @@ pub fn run(name: &str) {
         // Framed lines: connections back in the loop between requests.
         "socketserver-framed-8" | "socketserver-framed-4" => spawn(
             TcpServer::builder(PrimeService::default())
-                .dispatch(Dispatch::pool(if name.ends_with('8') { 8 } else { 4 }))
+                .dispatch(Dispatch::pool(name.rsplit('-').next().and_then(|n| n.parse().ok()).expect("a pool size")))
                 .framing(socketserver::Framing::lines(16 * 1024))
                 .idle_timeout(Some(std::time::Duration::from_secs(300)))
                 .bind("127.0.0.1:0"),
         ),
+        // Framed lines, a loop per core (SO_REUSEPORT), each answering
+        // itself: no hand-off, and every core serving.
+        "socketserver-framed-reuseport-2" => {
+            let framed = || {
+                TcpServer::builder(PrimeService::default())
+                    .framing(socketserver::Framing::lines(16 * 1024))
+                    .idle_timeout(Some(std::time::Duration::from_secs(300)))
+            };
+            let group = socketserver::ServerGroup::spawn(2, "127.0.0.1:0", framed).expect("bind");
+            let address = group.server_address().to_string();
+            std::mem::forget(group);
+            address
+        }
         "tokio-tcp" => tokio_tcp(),
         "std-udp" => std_udp(),
         "std-tcp" => std_tcp(),
