@@ -148,10 +148,11 @@ impl ServerPem {
             }
             None => builder.with_no_client_auth(),
         };
+        let chain = self.chain.certificates()?;
         let key = PrivateKeyDer::from_pem_slice(&self.key.read()?)
             .map_err(|e| problem(&self.key, format!("no PEM private key: {e}")))?;
         let config = builder
-            .with_single_cert(self.chain.certificates()?, key)
+            .with_single_cert(chain, key)
             .map_err(|e| problem(&self.key, format!("does not go with {}: {e}", self.chain.name())))?;
         Ok(Arc::new(config))
     }

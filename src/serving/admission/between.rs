@@ -69,17 +69,18 @@ impl Admission {
     }
 
     /// A held framed connection leaves the loop for a worker (or the queue
-    /// for one), keeping its slab key and its registration, disarmed. With
-    /// `idle_timeout` or `connection_timeout`, the loop comes by when the
-    /// earlier could end it, so that a connection handed back without
-    /// waking the loop is not kept past it.
-    pub(super) fn send_away(&mut self, key: usize, now: Instant, options: &Options) -> Option<Held> {
-        let deadline = self.held.get_mut(key)?.here()?.conn.deadline;
-        self.generations += 1;
-        let away = Entry::Away { generation: self.generations, deadline };
+    /// for one), keeping its slab key, its registration (disarmed) and its
+    /// generation. With `idle_timeout` or `connection_timeout`, the loop
+    /// must still come by when the earlier could end it, so that a
+    /// connection handed back without waking the loop is not kept past it:
+    /// the deadline it had in the loop is that time (it is no later than
+    /// any it can have on its return), and when it comes up while the
+    /// connection is away, `look_again` sets the next.
+    pub(super) fn send_away(&mut self, key: usize) -> Option<Held> {
+        let held = self.held.get_mut(key)?.here()?;
+        let away = Entry::Away { generation: held.generation, deadline: held.conn.deadline };
         let Entry::Here(held) = std::mem::replace(&mut self.held[key], away) else { return None };
         self.away += 1;
-        self.look_again(key, self.generations, deadline, now, options);
         Some(held)
     }
 

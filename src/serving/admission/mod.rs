@@ -389,6 +389,9 @@ impl Admission {
             let Some(key) = self.deadlines.pop_expired(now, current) else { break };
             woken.turned_away |= self.on_expired(key, now, ctx, hooks, options);
         }
+        let held = &self.held;
+        let current = |key: usize, generation| held.get(key).is_some_and(|e: &Entry| e.generation() == generation);
+        self.deadlines.sweep(held.len(), current);
         Ok(woken)
     }
 
@@ -433,8 +436,7 @@ impl Admission {
                         return false;
                     }
                 };
-                let Some(Held { conn, stage: Stage::Framed(inbox, state), .. }) = self.send_away(key, now, options)
-                else {
+                let Some(Held { conn, stage: Stage::Framed(inbox, state), .. }) = self.send_away(key) else {
                     return false;
                 };
                 let framed = Framed { conn, inbox, eof, state, key: Some(key), after: After::Loop };
