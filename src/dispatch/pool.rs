@@ -1,9 +1,14 @@
 //! A fixed pool of worker threads fed through a queue. The queue's bound is
 //! enforced by the dispatcher's capacity, so sending never blocks.
+//!
+//! The queue is a deque under a mutex with a condvar, not a channel whose
+//! receiver workers take turns to lock: there a worker waits for a job
+//! while holding the lock, so every job wakes two threads (the one that
+//! gets it, and the next in line for the lock). Here a job wakes one.
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use socket2::{SockAddr, Socket};
@@ -34,9 +39,46 @@ pub(crate) enum Job {
     },
 }
 
+/// The jobs, and whether the pool is closing.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<(VecDeque<Job>, bool)>,
+    ready: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, (VecDeque<Job>, bool)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, job: Job) {
+        self.lock().0.push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// The next job; `None` once the pool is closing and none is left.
+    fn next(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.0.pop_front() {
+                return Some(job);
+            }
+            if state.1 {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn close(&self) {
+        self.lock().1 = true;
+        self.ready.notify_all();
+    }
+}
+
 pub(crate) struct Pool<H> {
     config: WorkerPool,
-    queue: Option<Sender<Job>>,
+    queue: Option<Arc<Queue>>,
     workers: Vec<JoinHandle<()>>,
     handler: std::marker::PhantomData<fn() -> H>,
 }
@@ -55,20 +97,22 @@ impl<H: RequestHandler> Pool<H> {
             return Err(("start the worker pool", job.peer().clone(), e));
         }
         let queue = self.queue.as_ref().expect("started above");
-        queue.send(job).map_err(|mpsc::SendError(job)| {
-            ("queue a request", job.peer().clone(), io::Error::other("every worker thread has exited"))
-        })
+        if self.workers.iter().all(JoinHandle::is_finished) {
+            return Err(("queue a request", job.peer().clone(), io::Error::other("every worker thread has exited")));
+        }
+        queue.push(job);
+        Ok(())
     }
 
     fn start(&mut self, ctx: &Context<H>) -> io::Result<()> {
-        let (queue, jobs) = mpsc::channel();
-        let jobs = Arc::new(Mutex::new(jobs));
+        let queue = Arc::new(Queue::default());
+        let jobs = &queue;
         for i in 0..self.config.workers {
             let mut builder = thread::Builder::new().name(format!("socketserver-worker-{i}"));
             if let Some(bytes) = self.config.stack_size {
                 builder = builder.stack_size(bytes);
             }
-            let (ctx, jobs) = (ctx.clone(), Arc::clone(&jobs));
+            let (ctx, jobs) = (ctx.clone(), Arc::clone(jobs));
             self.workers.push(builder.spawn(move || work(&ctx, &jobs))?);
         }
         self.queue = Some(queue);
@@ -79,7 +123,9 @@ impl<H: RequestHandler> Pool<H> {
 impl<H> Pool<H> {
     /// Closes the queue; workers serve what is queued, then exit and are joined.
     pub(super) fn close(&mut self) {
-        self.queue = None;
+        if let Some(queue) = self.queue.take() {
+            queue.close();
+        }
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
@@ -96,23 +142,21 @@ impl Job {
     }
 }
 
-fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Mutex<Receiver<Job>>) {
+fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue) {
     let mut scratch = Scratch::default();
-    loop {
-        let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        match next {
-            Ok(Job::Stream { mut slot, conn }) => {
+    while let Some(job) = jobs.next() {
+        match job {
+            Job::Stream { mut slot, conn } => {
                 adapter::serve_stream(ctx, conn, || slot.untrack(), adapter::HandBack::Wake);
             }
-            Ok(Job::Message { slot: _slot, framing, framed, message }) => {
+            Job::Message { slot: _slot, framing, framed, message } => {
                 super::answer_message(ctx, &framing, framed, &message, true, &mut scratch);
             }
-            Ok(Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot }) => {
+            Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot } => {
                 scratch.ancillary = ancillary;
                 adapter::serve_datagram(ctx, &socket, &packet, &peer, &reply_to, &mut scratch);
                 scratch.ancillary = Ancillary::default();
             }
-            Err(mpsc::RecvError) => return,
         }
     }
 }
