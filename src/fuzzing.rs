@@ -60,3 +60,10 @@ pub fn framed_messages(framing: &crate::Framing, stream: &[u8], splits: &[usize]
     }
     Ok(messages)
 }
+
+/// Who a client certificate names, read from DER a client sent: the
+/// subject's common name and its subject alternative names.
+#[cfg(feature = "tls")]
+pub fn client_identity(der: &[u8]) -> Option<crate::tls::Identity> {
+    crate::tls::Identity::of(der)
+}
