@@ -91,14 +91,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = |s: &str| count(s, MAX_MAX_DIGITS))]
     pub max_digits: Option<usize>,
     /// Close a connection silent this long; bound each read and write
-    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds, allow_negative_numbers = true)]
     pub timeout: Option<Duration>,
     /// Close any connection this long after it opened
-    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds, allow_negative_numbers = true)]
     pub connection_timeout: Option<Duration>,
     /// On SIGINT/SIGTERM, let running requests finish this long, then cut
     /// them (default 10)
-    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    #[arg(long, value_name = "SECS", value_parser = seconds, allow_negative_numbers = true)]
     pub drain_timeout: Option<Duration>,
     /// Once every socket is bound, serve as NAME (a Unix socket file is given
     /// to NAME first); needs root

@@ -416,12 +416,7 @@ impl Admission {
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
                     return self.rearm(key);
                 }
-                ended => {
-                    let (conn, _) = self.release(key);
-                    log::debug!("kept connection from {} ended between requests: {ended:?}", conn.peer);
-                    adapter::close_stream(conn.socket);
-                    return false;
-                }
+                ended => return self.close_ended(key, format_args!("ended between requests: {ended:?}")),
             },
             Stage::Framed(inbox, _) => {
                 let eof = match inbox.read_now(&held.conn) {
@@ -429,12 +424,7 @@ impl Admission {
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
                         return self.rearm(key);
                     }
-                    Err(e) => {
-                        let (conn, _) = self.release(key);
-                        log::debug!("framed connection from {} failed: {e}", conn.peer);
-                        adapter::close_stream(conn.socket);
-                        return false;
-                    }
+                    Err(e) => return self.close_ended(key, format_args!("failed: {e}")),
                 };
                 let Some(Held { conn, stage: Stage::Framed(inbox, state), .. }) = self.send_away(key) else {
                     return false;
@@ -480,32 +470,16 @@ impl Admission {
             Stage::Framed(..) if sys::has_input(held.conn.socket.as_fd()) => {
                 return self.on_ready(key, now, ctx, hooks, options);
             }
-            Stage::Framed(inbox, _) => {
-                let inside = if inbox.is_empty() { "between messages" } else { "inside a message" };
-                let (conn, _) = self.release(key);
-                log::info!("closing framed connection from {}: silent past its deadline {inside}", conn.peer);
-                Counters::add(&ctx.counters.idle_closed, 1);
-                adapter::close_stream(conn.socket);
-                return false;
+            Stage::Framed(inbox, _) if inbox.is_empty() => {
+                return self.close_silent(key, ctx, "silent past its deadline between messages");
             }
+            Stage::Framed(..) => return self.close_silent(key, ctx, "silent past its deadline inside a message"),
             Stage::Idle if sys::has_input(held.conn.socket.as_fd()) => None,
             Stage::Kept if sys::has_input(held.conn.socket.as_fd()) => {
                 return self.on_ready(key, now, ctx, hooks, options);
             }
-            Stage::Kept => {
-                let (conn, _) = self.release(key);
-                log::info!("closing kept connection from {}: silent past its deadline between requests", conn.peer);
-                Counters::add(&ctx.counters.idle_closed, 1);
-                adapter::close_stream(conn.socket);
-                return false;
-            }
-            Stage::Idle => {
-                let (conn, _) = self.release(key);
-                log::warn!("closing connection from {}: nothing received within the idle timeout", conn.peer);
-                Counters::add(&ctx.counters.idle_closed, 1);
-                adapter::close_stream(conn.socket);
-                return false;
-            }
+            Stage::Kept => return self.close_silent(key, ctx, "silent past its deadline between requests"),
+            Stage::Idle => return self.close_silent(key, ctx, "nothing received within the idle timeout"),
             #[cfg(feature = "proxy-protocol")]
             Stage::Header(read) => match &options.proxy_protocol {
                 Some(settings) => Some(read.expire(&mut held.conn, settings)),
@@ -520,6 +494,25 @@ impl Admission {
         };
         let (conn, stage) = self.release(key);
         self.leave(conn, stage, step, now, ctx, hooks, options)
+    }
+
+    /// Closes a held connection whose client went quiet past its deadline,
+    /// counted in `idle_closed`; false (not turned away: no request came).
+    fn close_silent<H>(&mut self, key: usize, ctx: &Context<H>, why: &str) -> bool {
+        let (conn, _) = self.release(key);
+        log::info!("closing connection from {}: {why}", conn.peer);
+        Counters::add(&ctx.counters.idle_closed, 1);
+        adapter::close_stream(conn.socket);
+        false
+    }
+
+    /// Closes a held connection its client ended or broke between requests;
+    /// false (not turned away: no request came).
+    fn close_ended(&mut self, key: usize, how: std::fmt::Arguments<'_>) -> bool {
+        let (conn, _) = self.release(key);
+        log::debug!("connection from {} {how}", conn.peer);
+        adapter::close_stream(conn.socket);
+        false
     }
 
     /// Re-arms a held connection that wants more; false (not turned away).
