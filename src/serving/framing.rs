@@ -331,6 +331,21 @@ impl Returns {
     }
 }
 
+impl Drop for Returns {
+    /// Framed connections given back after the server closed (a worker was
+    /// still answering them) are still registered: they leave the registry
+    /// before they close, as every registered fd does.
+    fn drop(&mut self) {
+        for back in self.conns.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            if let Back::Framed(framed) = back
+                && framed.key.is_some()
+            {
+                self.rearmer.forget(framed.conn.socket.as_fd());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,12 @@ impl Rearmer {
     pub(crate) fn read(&self, fd: BorrowedFd<'_>, key: usize) -> io::Result<()> {
         self.0.modify(fd, Interest::Read.event(key + FIRST_HELD))
     }
+
+    /// Forgets `fd`, before it closes.
+    pub(crate) fn forget(&self, fd: BorrowedFd<'_>) {
+        // Only fails for an fd that is not registered: nothing to undo.
+        let _ = self.0.delete(fd);
+    }
 }
 
 /// A poller and the buffer its events land in.

@@ -567,8 +567,9 @@ impl Admission {
         }
         match stage {
             Stage::Idle | Stage::Kept => self.spoken.push_back(conn),
-            // Framed connections that spoke leave through `send_away`; one
-            // whose deadline passed with input waiting gets here.
+            // Not reached: a framed connection leaves its stage through
+            // `on_ready` and `send_away`, never through here; were it to,
+            // `frame` would hold it anew under a fresh key.
             Stage::Framed(inbox, state) => {
                 return self.frame(Framed { inbox, ..Framed::new(conn, state) }, now, ctx, options);
             }
@@ -612,7 +613,13 @@ impl Admission {
         self.returns.take(&mut self.returned);
         for back in self.returned.drain(..) {
             let conn = match back {
-                Back::Framed(framed) => framed.conn,
+                Back::Framed(framed) => {
+                    // Its registration was kept while a worker had it.
+                    if framed.key.is_some() {
+                        self.registry.remove(framed.conn.socket.as_fd());
+                    }
+                    framed.conn
+                }
                 Back::Stream(conn) => conn,
             };
             log::debug!("server closing: closing connection from {} between requests", conn.peer);
