@@ -915,8 +915,8 @@ fn framed_messages_after_a_proxy_header_and_tls_name_the_client() {
 }
 
 /// A TLS connection handed back between requests keeps its session: a pool
-/// of 1 serves two kept clients in turn, and lines sent together are each
-/// a request of their own.
+/// of 1 serves two kept clients in turn, lines sent together are each a
+/// request of their own, and a `close_notify` between requests is none.
 #[test]
 fn a_tls_connection_handed_back_keeps_its_session_and_holds_no_worker() {
     use socketserver::WorkerPool;
@@ -950,6 +950,12 @@ fn a_tls_connection_handed_back_keeps_its_session_and_holds_no_worker() {
     clients[0].read_line(&mut answers).unwrap();
     clients[0].read_line(&mut answers).unwrap();
     assert_eq!(answers, "Some(TLSv1_3) x\nSome(TLSv1_3) y\n");
+    // A close_notify between requests ends the connection, answered with
+    // the server's own, and is no request.
+    let closing = clients[1].get_mut();
+    closing.conn.send_close_notify();
+    closing.flush().unwrap();
+    assert_eq!(clients[1].read(&mut [0; 16]).unwrap(), 0);
     running.stop().unwrap();
     assert_eq!(stats.get().served, 6);
 }

@@ -411,8 +411,8 @@ impl Admission {
             Stage::Idle => None,
             // A client that closes between requests ends its connection
             // without another request.
-            Stage::Kept => match sys::recv_now(&held.conn.socket, &mut [0], true) {
-                Ok(1..) => None,
+            Stage::Kept => match next_request(&mut held.conn) {
+                Ok(true) => None,
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
                     return self.rearm(key);
                 }
@@ -511,6 +511,10 @@ impl Admission {
     fn close_ended(&mut self, key: usize, how: std::fmt::Arguments<'_>) -> bool {
         let (conn, _) = self.release(key);
         log::debug!("connection from {} {how}", conn.peer);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &conn.tls {
+            tls.close_now(&conn.socket);
+        }
         adapter::close_stream(conn.socket);
         false
     }
@@ -654,6 +658,23 @@ impl Admission {
         self.registry.remove(wake);
         self.registry.remove(listener);
     }
+}
+
+/// Whether a kept connection that reported brings a next request (`true`)
+/// or its end (`false`); `WouldBlock` when nothing came after all. Over TLS
+/// the records are read (into `buffered`, as plaintext): a `close_notify`
+/// or a key update alone is no request.
+fn next_request(conn: &mut Incoming) -> io::Result<bool> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &conn.tls {
+        let ended = tls.read_now(&conn.socket, &mut conn.buffered)?;
+        return match (ended, conn.buffered.is_empty()) {
+            (_, false) => Ok(true),
+            (true, true) => Ok(false),
+            (false, true) => Err(io::ErrorKind::WouldBlock.into()),
+        };
+    }
+    sys::recv_now(&conn.socket, &mut [0], true).map(|n| n > 0)
 }
 
 /// Closes a connection a stage refused, counting it in `counter` and
