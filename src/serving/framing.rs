@@ -10,12 +10,9 @@
 use std::fmt;
 use std::io;
 use std::ops::Range;
-use std::os::fd::AsFd;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use super::registry::Rearmer;
 use crate::adapter::Incoming;
-use crate::shutdown::{ShutdownHandle, Wake};
 
 /// How messages are cut from a connection's bytes, and how replies go back.
 ///
@@ -259,91 +256,6 @@ pub(crate) enum After {
     Loop,
     /// It cannot go on (a panic, a failed reply): the loop closes it.
     Close,
-}
-
-/// A connection a worker gives back to the loop.
-pub(crate) enum Back {
-    /// A framed connection, its message answered.
-    Framed(Framed),
-    /// A stream connection its handler handed back (`Request::hand_back`).
-    Stream(Incoming),
-}
-
-/// Connections that workers are done with, for the loop to take back:
-/// framed ones between messages, and stream ones handed back.
-///
-/// The common case costs the loop nothing: a connection that waits for its
-/// client's next bytes is re-armed in the registry by the worker itself and
-/// left here without waking the loop, which takes it when the registry
-/// reports it, or on any earlier turn. The order that makes this safe is
-/// written down in [`give_back`](Self::give_back).
-pub(crate) struct Returns {
-    conns: Mutex<Vec<Back>>,
-    waker: ShutdownHandle,
-    rearmer: Rearmer,
-}
-
-impl Returns {
-    pub(crate) fn new(waker: ShutdownHandle, rearmer: Rearmer) -> Returns {
-        Returns { conns: Mutex::new(Vec::new()), waker, rearmer }
-    }
-
-    /// A worker is done with `framed`'s message; `wake`: the loop may be
-    /// waiting (a sequential server's loop is the one calling).
-    ///
-    /// The race: once re-armed, the fd may report to the loop at once,
-    /// before the connection is back in its hands. So the re-arm happens
-    /// under the lock, before the push, and the loop takes returned
-    /// connections (under the same lock) after each wait and before it
-    /// looks at what reported: a report it sees was armed while the lock
-    /// was held, so the connection is in the list by the time the loop
-    /// gets the lock. The fd is open for the re-arm: the worker still owns
-    /// the connection.
-    pub(crate) fn give_back(&self, mut framed: Framed, wake: bool) {
-        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        if framed.after == After::Armed {
-            let armed = framed.key.is_some_and(|key| self.rearmer.read(framed.conn.socket.as_fd(), key).is_ok());
-            if armed {
-                conns.push(Back::Framed(framed));
-                return;
-            }
-            framed.after = After::Loop;
-        }
-        conns.push(Back::Framed(framed));
-        drop(conns);
-        if wake {
-            self.waker.wake(Wake::Returned);
-        }
-    }
-
-    /// A stream handler handed its connection back; `wake` as for
-    /// [`give_back`](Self::give_back). The loop registers it anew.
-    pub(crate) fn hand_back(&self, conn: Incoming, wake: bool) {
-        self.conns.lock().unwrap_or_else(PoisonError::into_inner).push(Back::Stream(conn));
-        if wake {
-            self.waker.wake(Wake::Returned);
-        }
-    }
-
-    /// Every connection handed back since the last call, in `into` (empty).
-    pub(crate) fn take(&self, into: &mut Vec<Back>) {
-        std::mem::swap(&mut *self.conns.lock().unwrap_or_else(PoisonError::into_inner), into);
-    }
-}
-
-impl Drop for Returns {
-    /// Framed connections given back after the server closed (a worker was
-    /// still answering them) are still registered: they leave the registry
-    /// before they close, as every registered fd does.
-    fn drop(&mut self) {
-        for back in self.conns.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
-            if let Back::Framed(framed) = back
-                && framed.key.is_some()
-            {
-                self.rearmer.forget(framed.conn.socket.as_fd());
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -36,11 +36,13 @@ mod datagrams;
 mod deadlines;
 mod framing;
 mod registry;
+mod returns;
 mod turn;
 
 #[cfg(any(feature = "proxy-protocol", feature = "tls"))]
 pub(crate) use admission::Step;
 pub(crate) use admission::{Admission, Admitted};
-pub(crate) use framing::{After, Framed, Inbox, Returns};
+pub(crate) use framing::{After, Framed, Inbox};
 pub use framing::{Framing, Split};
+pub(crate) use returns::Returns;
 pub(crate) use turn::READY_BUDGET;

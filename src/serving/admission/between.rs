@@ -13,7 +13,8 @@ use super::{AWAY_RECHECK, Admission, Admitted, Entry, Held, Stage};
 use crate::Error;
 use crate::adapter::{self, Context, Incoming};
 use crate::options::{Options, deadline_after};
-use crate::serving::framing::{After, Back, Framed, Refused};
+use crate::serving::framing::{After, Framed, Refused};
+use crate::serving::returns::Back;
 use crate::stats::Counters;
 
 impl Admission {

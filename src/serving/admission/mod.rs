@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::deadlines::Deadlines;
-use super::framing::{After, Back, Framed, Inbox, Returns};
+use super::framing::{After, Framed, Inbox};
 use super::registry::{FIRST_HELD, Interest, LISTENER, Registry, WAKE};
+use super::returns::{Back, Returns};
 use crate::adapter::{self, Context, Incoming};
 use crate::hooks::Hooks;
 use crate::options::{Options, deadline_after};
