@@ -32,6 +32,15 @@ impl Credentials {
     pub(crate) fn from_ids((pid, uid, gid): crate::sys::Ids) -> Self {
         Credentials { pid, uid, gid }
     }
+
+    /// The peer of a Unix stream connection, as it was when it connected
+    /// (SO_PEERCRED; Linux only).
+    pub(crate) fn of_peer(_socket: &socket2::Socket) -> Option<Credentials> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return crate::sys::peer_credentials(_socket).ok().map(Credentials::from_ids);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        None
+    }
 }
 
 impl Ancillary {

@@ -15,7 +15,7 @@ use crate::builder::{Parts, ServerBuilder};
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::hooks::Hooks;
 use crate::options::{Options, deadline_after};
-use crate::serving::{Admission, Framing, READY_BUDGET};
+use crate::serving::{Admission, READY_BUDGET};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::{Counters, Stats, StatsHandle};
 use crate::sys;
@@ -54,8 +54,6 @@ pub struct Server<T: Transport, H: RequestHandler> {
     /// accept to a handler: PROXY header, TLS handshake, waiting for their
     /// first byte or for room.
     pub(crate) admission: Admission,
-    /// With `framing`: the framing, shared with workers.
-    pub(crate) framing: Option<Arc<Framing>>,
     pub(crate) packet: Vec<u8>,
     /// The reply buffer, and the fds and credentials of the current datagram.
     pub(crate) scratch: Scratch,
@@ -131,7 +129,6 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             addr: requested.clone(),
             source,
         })?;
-        let framing = parts.options.framing.clone().map(Arc::new);
         let dispatcher = Dispatcher::new(
             &parts.dispatch,
             max_connections,
@@ -141,14 +138,13 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             Arc::clone(&counters),
             Arc::clone(&parts.on_error),
         );
-        let stats = StatsHandle::new(Arc::clone(&counters), Arc::clone(dispatcher.capacity()));
+        let stats = StatsHandle::new(counters, Arc::clone(dispatcher.capacity()));
         let mut server = Server {
             dispatcher,
             socket: Arc::new(socket),
             socket_file,
             ctx: Context {
                 handler: parts.handler,
-                counters,
                 on_error: parts.on_error,
                 server_address: Arc::new(requested),
                 stats,
@@ -164,7 +160,6 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             owns_socket: true,
             paused_until: None,
             admission,
-            framing,
             closing: false,
             batch,
             transport: PhantomData,
@@ -318,8 +313,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         self.hooks.serving();
         while !stop.take_request() {
             self.turn(self.options.poll_interval, READY_BUDGET)?;
-            let Server { hooks, ctx, dispatcher, .. } = self;
-            hooks.passed(|| Stats::read(&ctx.counters, dispatcher.capacity()));
+            let Server { hooks, ctx, .. } = self;
+            hooks.passed(|| ctx.stats.get());
         }
         self.hooks.stopping();
         Ok(())

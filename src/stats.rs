@@ -84,6 +84,10 @@ impl StatsHandle {
         StatsHandle { counters, capacity }
     }
 
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     /// The counters now.
     pub fn get(&self) -> Stats {
         Stats::read(&self.counters, &self.capacity)

@@ -88,8 +88,20 @@ fn rustls_client(
     config: Arc<rustls::ClientConfig>,
     name: &str,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let tcp = TcpStream::connect(addr).unwrap();
+    rustls_client_after(b"", addr, config, name)
+}
+
+/// As `rustls_client`, with `before` sent in the clear first (a balancer's
+/// PROXY header).
+fn rustls_client_after(
+    before: &[u8],
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(before).unwrap();
     let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
     rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), tcp)
 }
@@ -511,11 +523,8 @@ fn a_proxy_header_then_tls_name_the_client_and_the_session() {
         .bind("127.0.0.1:0")
         .unwrap();
     let running = Running::start(server);
-    let mut tcp = TcpStream::connect(running.inet()).unwrap();
-    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    tcp.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 443\r\n").unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut client = rustls::StreamOwned::new(rustls::ClientConnection::new(certs.client(false), name).unwrap(), tcp);
+    let header = b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 443\r\n";
+    let mut client = rustls_client_after(header, running.inet(), certs.client(false), "localhost");
     client.write_all(b"11\n").unwrap();
     let mut answer = String::new();
     BufReader::new(&mut client).read_line(&mut answer).unwrap();
@@ -899,12 +908,8 @@ fn framed_messages_after_a_proxy_header_and_tls_name_the_client() {
         .bind("127.0.0.1:0")
         .unwrap();
     let running = Running::start(server);
-    let mut tcp = TcpStream::connect(running.inet()).unwrap();
-    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    tcp.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 443\r\n").unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let client = rustls::StreamOwned::new(rustls::ClientConnection::new(certs.client(false), name).unwrap(), tcp);
-    let mut client = BufReader::new(client);
+    let header = b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 443\r\n";
+    let mut client = BufReader::new(rustls_client_after(header, running.inet(), certs.client(false), "localhost"));
     for line in ["11\n", "12\n"] {
         client.get_mut().write_all(line.as_bytes()).unwrap();
         let mut answer = String::new();

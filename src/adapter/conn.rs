@@ -128,11 +128,7 @@ impl Conn {
 
     /// The peer's credentials (SO_PEERCRED), on a Unix connection on Linux.
     pub(crate) fn peer_credentials(&self) -> Option<Credentials> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        if self.ancillary.is_some() {
-            return crate::sys::peer_credentials(&self.socket).ok().map(Credentials::from_ids);
-        }
-        None
+        self.ancillary.as_ref().and_then(|_| Credentials::of_peer(&self.socket))
     }
 
     pub(crate) fn take_fds(&self) -> Vec<std::os::fd::OwnedFd> {

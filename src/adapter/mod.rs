@@ -27,21 +27,27 @@ pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
 /// What a request needs from its server; cheap to clone into worker threads.
 pub(crate) struct Context<H> {
     pub handler: Arc<H>,
-    pub counters: Arc<Counters>,
     pub on_error: ErrorHook,
     pub server_address: Arc<Address>,
-    /// The counters with the dispatcher's, for `Request::stats`.
+    /// The counters, with the dispatcher's capacity: what a request
+    /// counts, and what `Request::stats` reads.
     pub stats: crate::stats::StatsHandle,
     pub timeouts: Timeouts,
     /// Where connections go back to the serving loop between requests.
     pub returns: Arc<crate::serving::Returns>,
 }
 
+impl<H> Context<H> {
+    /// The server's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        self.stats.counters()
+    }
+}
+
 impl<H> Clone for Context<H> {
     fn clone(&self) -> Self {
         Context {
             handler: Arc::clone(&self.handler),
-            counters: Arc::clone(&self.counters),
             on_error: Arc::clone(&self.on_error),
             server_address: Arc::clone(&self.server_address),
             stats: self.stats.clone(),
@@ -93,6 +99,8 @@ impl Outcome {
 pub(crate) struct Scratch {
     pub reply: Vec<u8>,
     pub ancillary: Ancillary,
+    /// A framed connection's replies, framed, on their way out together.
+    pub wire: Vec<u8>,
 }
 
 /// Why a handler did not complete.
@@ -227,14 +235,14 @@ pub(crate) fn serve_stream<H: RequestHandler>(
 /// Reports a failed request to `handle_error` and counts it.
 fn report<H>(ctx: &Context<H>, failure: Failure, peer: &Address) -> Outcome {
     let outcome = failure.outcome();
-    outcome.count(&ctx.counters);
+    outcome.count(ctx.counters());
     (ctx.on_error)(&failure.into_error(peer));
     outcome
 }
 
 /// Counts a request whose handler completed.
 fn served<H>(ctx: &Context<H>) -> Outcome {
-    Outcome::Served.count(&ctx.counters);
+    Outcome::Served.count(ctx.counters());
     Outcome::Served
 }
 
@@ -289,7 +297,7 @@ pub(crate) fn answer_datagram<H: RequestHandler>(
     reply_to: &SockAddr,
     scratch: &mut Scratch,
 ) -> (Outcome, bool) {
-    let Scratch { reply, ancillary } = scratch;
+    let Scratch { reply, ancillary, .. } = scratch;
     reply.clear();
     let outcome = {
         let mut req = Request::new(
@@ -319,7 +327,7 @@ pub(crate) fn answer_datagram<H: RequestHandler>(
 
 /// Serves one framed message of `framed`'s connection as a datagram is
 /// served (`rfile` the message, `wfile` the reply), and appends the reply,
-/// framed, to `wire` for the caller to send. Returns whether the
+/// framed, to `scratch.wire` for the caller to send. Returns whether the
 /// connection may go on: not after a panic, or a reply its framing cannot
 /// carry.
 pub(crate) fn serve_message<H: RequestHandler>(
@@ -328,21 +336,15 @@ pub(crate) fn serve_message<H: RequestHandler>(
     framed: &mut crate::serving::Framed,
     message: &[u8],
     scratch: &mut Scratch,
-    wire: &mut Vec<u8>,
 ) -> bool {
-    let Scratch { reply, ancillary } = scratch;
+    let Scratch { reply, ancillary, wire } = scratch;
     reply.clear();
-    let crate::serving::Framed { conn, state, .. } = framed;
+    let crate::serving::Framed { conn, state, credentials, .. } = framed;
     #[cfg(feature = "proxy-protocol")]
     {
         ancillary.proxy = conn.proxy.take();
     }
-    // A Unix stream's peer, as a plain stream request would see it.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if ctx.server_address.is_unix() {
-        ancillary.credentials =
-            crate::sys::peer_credentials(&conn.socket).ok().map(crate::ancillary::Credentials::from_ids);
-    }
+    ancillary.credentials = *credentials;
     let outcome = {
         let mut req = Request::new(
             Reader::datagram(message),

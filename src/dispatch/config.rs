@@ -54,12 +54,12 @@ impl Dispatch {
         Forking::new().into()
     }
 
-    /// The setting that makes this mode unable to run a request, if any.
     /// Whether requests run in child processes.
     pub fn is_fork(&self) -> bool {
         matches!(self.0, Mode::Fork(_))
     }
 
+    /// The setting that makes this mode unable to run a request, if any.
     pub(crate) fn check(&self) -> Result<(), Error> {
         let zero = match &self.0 {
             Mode::Threads(Threading { max_threads: Some(0), .. }) => "max_threads",

@@ -110,7 +110,7 @@ impl<H: RequestHandler> Dispatcher<H> {
     pub(crate) fn message(
         &mut self,
         ctx: &Context<H>,
-        framing: &Arc<Framing>,
+        framing: &Framing,
         framed: Framed,
         message: Vec<u8>,
         scratch: &mut Scratch,
@@ -123,7 +123,7 @@ impl<H: RequestHandler> Dispatcher<H> {
                 return;
             }
             Mode::Threads(threads) => {
-                let (ctx, framing) = (ctx.clone(), Arc::clone(framing));
+                let (ctx, framing) = (ctx.clone(), framing.clone());
                 let who = framed.conn.peer.clone();
                 threads
                     .spawn(move || {
@@ -134,7 +134,7 @@ impl<H: RequestHandler> Dispatcher<H> {
                     .map(|e| (threads::SPAWN, who, e))
             }
             Mode::Pool(pool) => {
-                let job = pool::Job::Message { slot, framing: Arc::clone(framing), framed, message };
+                let job = pool::Job::Message { slot, framing: framing.clone(), framed, message };
                 pool.submit(ctx, job).err()
             }
             // Refused when the server was built: a child cannot hand the
@@ -167,7 +167,7 @@ impl<H: RequestHandler> Dispatcher<H> {
             Mode::Threads(threads) => {
                 let (ctx, socket, packet, who, reply_to) =
                     (ctx.clone(), Arc::clone(socket), packet.to_vec(), peer.clone(), reply_to.clone());
-                let mut own = Scratch { reply: Vec::new(), ancillary: std::mem::take(&mut scratch.ancillary) };
+                let mut own = Scratch { ancillary: std::mem::take(&mut scratch.ancillary), ..Scratch::default() };
                 threads
                     .spawn(move || {
                         let _slot = slot;
@@ -288,13 +288,12 @@ pub(crate) fn answer_message<H: RequestHandler>(
     wake: bool,
     scratch: &mut Scratch,
 ) {
-    let mut wire = Vec::new();
     let mut next = None;
     let mut answered = 0;
     framed.after = loop {
         let message = next.as_deref().unwrap_or(first);
-        let keep = adapter::serve_message(ctx, framing, &mut framed, message, scratch, &mut wire);
-        if !keep || (wire.len() > REPLIES_HELD && !adapter::send_replies(ctx, &framed, &mut wire)) {
+        let keep = adapter::serve_message(ctx, framing, &mut framed, message, scratch);
+        if !keep || (scratch.wire.len() > REPLIES_HELD && !adapter::send_replies(ctx, &framed, &mut scratch.wire)) {
             break After::Close;
         }
         answered += 1;
@@ -307,7 +306,7 @@ pub(crate) fn answer_message<H: RequestHandler>(
         }
     };
     // Replies already made go out even if the connection ends here.
-    if !adapter::send_replies(ctx, &framed, &mut wire) {
+    if !adapter::send_replies(ctx, &framed, &mut scratch.wire) {
         framed.after = After::Close;
     }
     ctx.returns.give_back(framed, wake);

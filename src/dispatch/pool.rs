@@ -28,7 +28,7 @@ pub(crate) enum Job {
         conn: Incoming,
     },
     /// One framed message of a connection that goes back to the loop.
-    Message { slot: Slot, framing: Arc<crate::serving::Framing>, framed: crate::serving::Framed, message: Vec<u8> },
+    Message { slot: Slot, framing: crate::serving::Framing, framed: crate::serving::Framed, message: Vec<u8> },
     Datagram {
         socket: Arc<Socket>,
         packet: Vec<u8>,
@@ -39,40 +39,73 @@ pub(crate) enum Job {
     },
 }
 
-/// The jobs, and whether the pool is closing.
+/// The jobs waiting for a worker.
 #[derive(Default)]
 struct Queue {
-    state: Mutex<(VecDeque<Job>, bool)>,
+    state: Mutex<Jobs>,
     ready: Condvar,
 }
 
+#[derive(Default)]
+struct Jobs {
+    waiting: VecDeque<Job>,
+    closing: bool,
+    /// Workers still taking jobs: none left, a job would wait for ever.
+    workers: usize,
+}
+
 impl Queue {
-    fn lock(&self) -> MutexGuard<'_, (VecDeque<Job>, bool)> {
+    fn lock(&self) -> MutexGuard<'_, Jobs> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, job: Job) {
-        self.lock().0.push_back(job);
+    /// Queues `job`; gives it back (`Some`) if no worker is left to take it.
+    fn push(&self, job: Job) -> Option<Job> {
+        let mut jobs = self.lock();
+        if jobs.workers == 0 {
+            return Some(job);
+        }
+        jobs.waiting.push_back(job);
+        drop(jobs);
         self.ready.notify_one();
+        None
     }
 
     /// The next job; `None` once the pool is closing and none is left.
     fn next(&self) -> Option<Job> {
-        let mut state = self.lock();
+        let mut jobs = self.lock();
         loop {
-            if let Some(job) = state.0.pop_front() {
+            if let Some(job) = jobs.waiting.pop_front() {
                 return Some(job);
             }
-            if state.1 {
+            if jobs.closing {
                 return None;
             }
-            state = self.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
+            jobs = self.ready.wait(jobs).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
     fn close(&self) {
-        self.lock().1 = true;
+        self.lock().closing = true;
         self.ready.notify_all();
+    }
+}
+
+/// A worker's place in the queue's count: taken before its thread starts
+/// (so a job submitted at once finds it), given up when the thread exits,
+/// however, or when it never started.
+struct Working(Arc<Queue>);
+
+impl Working {
+    fn new(queue: &Arc<Queue>) -> Self {
+        queue.lock().workers += 1;
+        Working(Arc::clone(queue))
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.0.lock().workers -= 1;
     }
 }
 
@@ -97,23 +130,23 @@ impl<H: RequestHandler> Pool<H> {
             return Err(("start the worker pool", job.peer().clone(), e));
         }
         let queue = self.queue.as_ref().expect("started above");
-        if self.workers.iter().all(JoinHandle::is_finished) {
-            return Err(("queue a request", job.peer().clone(), io::Error::other("every worker thread has exited")));
+        match queue.push(job) {
+            None => Ok(()),
+            Some(job) => {
+                Err(("queue a request", job.peer().clone(), io::Error::other("every worker thread has exited")))
+            }
         }
-        queue.push(job);
-        Ok(())
     }
 
     fn start(&mut self, ctx: &Context<H>) -> io::Result<()> {
         let queue = Arc::new(Queue::default());
-        let jobs = &queue;
         for i in 0..self.config.workers {
             let mut builder = thread::Builder::new().name(format!("socketserver-worker-{i}"));
             if let Some(bytes) = self.config.stack_size {
                 builder = builder.stack_size(bytes);
             }
-            let (ctx, jobs) = (ctx.clone(), Arc::clone(jobs));
-            self.workers.push(builder.spawn(move || work(&ctx, &jobs))?);
+            let (ctx, working) = (ctx.clone(), Working::new(&queue));
+            self.workers.push(builder.spawn(move || work(&ctx, &working.0))?);
         }
         self.queue = Some(queue);
         Ok(())

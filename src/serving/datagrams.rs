@@ -96,7 +96,7 @@ fn admit_datagram<H>(
     truncated: bool,
     scratch: &mut Scratch,
 ) -> Option<(Address, usize)> {
-    let counters = &ctx.counters;
+    let counters = ctx.counters();
     Counters::add(&counters.accepted, 1);
     if truncated {
         Counters::add(&counters.truncated, 1);

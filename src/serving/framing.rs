@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::adapter::Incoming;
 
 /// How messages are cut from a connection's bytes, and how replies go back.
+/// Cheap to clone: each message handed to a worker carries one.
 ///
 /// ```
 /// use socketserver::{Framing, Request, TcpServer, WorkerPool};
@@ -236,12 +237,16 @@ pub(crate) struct Framed {
     pub key: Option<usize>,
     /// How the worker left it.
     pub after: After,
+    /// A Unix stream peer's credentials, read once: every message sees
+    /// them, as a plain stream request would.
+    pub credentials: Option<crate::ancillary::Credentials>,
 }
 
 impl Framed {
     /// A connection that starts being framed.
     pub(crate) fn new(conn: Incoming, state: crate::handler::ConnectionState) -> Framed {
-        Framed { conn, inbox: Inbox::default(), eof: false, state, key: None, after: After::Loop }
+        let credentials = if conn.peer.is_unix() { crate::ancillary::Credentials::of_peer(&conn.socket) } else { None };
+        Framed { conn, inbox: Inbox::default(), eof: false, state, key: None, after: After::Loop, credentials }
     }
 }
 

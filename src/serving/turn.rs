@@ -118,7 +118,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     fn dispatch_spoken(&mut self, left: &mut usize) -> bool {
         let mut took = false;
         while *left > 0 && self.admission.has_spoken() && self.dispatcher.room() > 0 {
-            if let Some(framing) = &self.framing
+            if let Some(framing) = &self.options.framing
                 && let Some((framed, message)) = self.admission.next_message()
             {
                 self.dispatcher.message(&self.ctx, framing, framed, message, &mut self.scratch);
@@ -172,7 +172,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             Err(e) => return self.recover("accept", e),
         };
         let peer = Address::from_sock_addr(&from);
-        Counters::add(&self.ctx.counters.accepted, 1);
+        Counters::add(&self.ctx.counters().accepted, 1);
         if let Err(source) = self.prepare_connection(&socket) {
             (self.ctx.on_error)(&Error::Request { peer, source });
             return Ok(Taken::Requests(1));
@@ -212,7 +212,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             }
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                 log::error!("{}; pausing {RESOURCE_BACKOFF:?}", self.server_error(action, e));
-                Counters::add(&self.ctx.counters.resource_pauses, 1);
+                Counters::add(&self.ctx.counters().resource_pauses, 1);
                 self.paused_until = Some(Instant::now() + RESOURCE_BACKOFF);
                 self.dispatcher.wake_on_next_release();
                 Ok(Taken::Empty)

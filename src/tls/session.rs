@@ -58,31 +58,25 @@ impl Session {
     /// Reads what the socket has now, without waiting, and appends the
     /// plaintext it carries to `out` (a framed connection, read in the
     /// serving loop). Returns whether the input ended (`close_notify`, or
-    /// the socket closed); `WouldBlock` when nothing came. Records that
-    /// carry no plaintext yet (a record cut short, a key update) are kept
-    /// for the next read.
+    /// the socket closed); `WouldBlock` when no plaintext came. Records
+    /// that carry none yet (a record cut short, a key update) are kept for
+    /// the next read.
     pub(crate) fn read_now(&self, socket: &socket2::Socket, out: &mut Vec<u8>) -> io::Result<bool> {
         let mut tls = self.tls.borrow_mut();
-        let mut read_any = false;
+        let start = out.len();
         loop {
-            let start = out.len();
-            out.resize(start + 16 * 1024, 0);
-            let plain = tls.reader().read(&mut out[start..]);
-            out.truncate(start + *plain.as_ref().unwrap_or(&0));
-            match plain {
-                Ok(0) => return Ok(true),
-                Ok(_) => {
-                    read_any = true;
-                    continue;
-                }
+            // All the plaintext there is, straight onto the end of `out`;
+            // it stays there whatever stops the read.
+            match tls.reader().read_to_end(out) {
+                Ok(_) => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(true),
                 Err(e) => return Err(e),
             }
             match tls.read_tls(&mut NonBlocking(socket)) {
                 Ok(0) => return Ok(true),
-                Ok(_) => read_any = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && read_any => return Ok(false),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && out.len() > start => return Ok(false),
                 Err(e) => return Err(e),
             }
             if let Err(e) = tls.process_new_packets() {

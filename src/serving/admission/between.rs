@@ -38,7 +38,7 @@ impl Admission {
             Ok(None) => {
                 let idle = options.idle_timeout.map(|idle| deadline_after(now, idle));
                 let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
-                let stage = Stage::Framed(framed.inbox, framed.state);
+                let stage = Stage::Framed(framed.inbox, framed.state, framed.credentials);
                 let Some(key) = framed.key else {
                     return matches!(self.hold(framed.conn, stage, expires, ctx), Admitted::Refused);
                 };
@@ -53,13 +53,13 @@ impl Admission {
                 }
             }
             Err(Refused::TooLong) => {
-                Counters::add(&ctx.counters.too_long, 1);
+                Counters::add(&ctx.counters().too_long, 1);
                 (ctx.on_error)(&Error::MessageTooLong { peer: peer(), max: framing.max() });
                 self.close_framed(framed);
                 return true;
             }
             Err(Refused::Invalid(reason)) => {
-                Counters::add(&ctx.counters.errors, 1);
+                Counters::add(&ctx.counters().errors, 1);
                 let source = io::Error::new(io::ErrorKind::InvalidData, reason);
                 (ctx.on_error)(&Error::Request { peer: peer(), source });
                 self.close_framed(framed);

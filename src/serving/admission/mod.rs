@@ -71,9 +71,9 @@ enum Stage {
     /// Its TLS handshake to finish.
     #[cfg(feature = "tls")]
     Handshake(crate::tls::Handshake),
-    /// Its next framed message (with what it sent of it so far), and what
-    /// the handler keeps for it.
-    Framed(Inbox, crate::handler::ConnectionState),
+    /// Its next framed message (with what it sent of it so far), what the
+    /// handler keeps for it, and its Unix peer's credentials.
+    Framed(Inbox, crate::handler::ConnectionState, Option<crate::ancillary::Credentials>),
     /// Its next request: a stream connection its handler handed back.
     Kept,
 }
@@ -221,7 +221,7 @@ impl Admission {
         direct: bool,
     ) -> Admitted {
         if !hooks.verify_request(&conn.peer) {
-            Counters::add(&ctx.counters.refused, 1);
+            Counters::add(&ctx.counters().refused, 1);
             adapter::close_stream(conn.socket);
             return Admitted::Refused;
         }
@@ -233,7 +233,7 @@ impl Admission {
             return match crate::tls::Handshake::start(config) {
                 Ok(handshake) => self.hold(conn, Stage::Handshake(handshake), Some(expires), ctx),
                 Err(reason) => {
-                    refuse(ctx, conn, &ctx.counters.tls_failed, |peer| Error::Tls { peer, reason });
+                    refuse(ctx, conn, &ctx.counters().tls_failed, |peer| Error::Tls { peer, reason });
                     Admitted::Refused
                 }
             };
@@ -312,7 +312,7 @@ impl Admission {
             .held
             .iter()
             .filter(|(_, e)| match e {
-                Entry::Here(Held { stage: Stage::Framed(inbox, _), .. }) => inbox.is_empty(),
+                Entry::Here(Held { stage: Stage::Framed(inbox, ..), .. }) => inbox.is_empty(),
                 Entry::Here(Held { stage: Stage::Kept, .. }) => true,
                 _ => false,
             })
@@ -419,7 +419,7 @@ impl Admission {
                 }
                 ended => return self.close_ended(key, format_args!("ended between requests: {ended:?}")),
             },
-            Stage::Framed(inbox, _) => {
+            Stage::Framed(inbox, ..) => {
                 let eof = match inbox.read_now(&held.conn) {
                     Ok(eof) => eof,
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
@@ -427,10 +427,11 @@ impl Admission {
                     }
                     Err(e) => return self.close_ended(key, format_args!("failed: {e}")),
                 };
-                let Some(Held { conn, stage: Stage::Framed(inbox, state), .. }) = self.send_away(key) else {
+                let Some(Held { conn, stage: Stage::Framed(inbox, state, credentials), .. }) = self.send_away(key)
+                else {
                     return false;
                 };
-                let framed = Framed { conn, inbox, eof, state, key: Some(key), after: After::Loop };
+                let framed = Framed { conn, inbox, eof, state, key: Some(key), after: After::Loop, credentials };
                 return self.frame(framed, now, ctx, options);
             }
             #[cfg(feature = "proxy-protocol")]
@@ -471,7 +472,7 @@ impl Admission {
             Stage::Framed(..) if sys::has_input(held.conn.socket.as_fd()) => {
                 return self.on_ready(key, now, ctx, hooks, options);
             }
-            Stage::Framed(inbox, _) if inbox.is_empty() => {
+            Stage::Framed(inbox, ..) if inbox.is_empty() => {
                 return self.close_silent(key, ctx, "silent past its deadline between messages");
             }
             Stage::Framed(..) => return self.close_silent(key, ctx, "silent past its deadline inside a message"),
@@ -502,7 +503,7 @@ impl Admission {
     fn close_silent<H>(&mut self, key: usize, ctx: &Context<H>, why: &str) -> bool {
         let (conn, _) = self.release(key);
         log::info!("closing connection from {}: {why}", conn.peer);
-        Counters::add(&ctx.counters.idle_closed, 1);
+        Counters::add(&ctx.counters().idle_closed, 1);
         adapter::close_stream(conn.socket);
         false
     }
@@ -559,11 +560,11 @@ impl Admission {
                 match stage {
                     #[cfg(feature = "proxy-protocol")]
                     Stage::Header(_) => {
-                        refuse(ctx, conn, &ctx.counters.proxy_refused, |peer| Error::ProxyHeader { peer, reason })
+                        refuse(ctx, conn, &ctx.counters().proxy_refused, |peer| Error::ProxyHeader { peer, reason })
                     }
                     #[cfg(feature = "tls")]
                     Stage::Handshake(_) => {
-                        refuse(ctx, conn, &ctx.counters.tls_failed, |peer| Error::Tls { peer, reason })
+                        refuse(ctx, conn, &ctx.counters().tls_failed, |peer| Error::Tls { peer, reason })
                     }
                     Stage::Idle | Stage::Kept | Stage::Framed(..) => adapter::close_stream(conn.socket),
                 }
@@ -575,8 +576,9 @@ impl Admission {
             // Not reached: a framed connection leaves its stage through
             // `on_ready` and `send_away`, never through here; were it to,
             // `frame` would hold it anew under a fresh key.
-            Stage::Framed(inbox, state) => {
-                return self.frame(Framed { inbox, ..Framed::new(conn, state) }, now, ctx, options);
+            Stage::Framed(inbox, state, credentials) => {
+                let framed = Framed { conn, inbox, eof: false, state, key: None, after: After::Loop, credentials };
+                return self.frame(framed, now, ctx, options);
             }
             #[cfg(feature = "proxy-protocol")]
             Stage::Header(_) => {
@@ -668,12 +670,9 @@ impl Admission {
 fn next_request(conn: &mut Incoming) -> io::Result<bool> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &conn.tls {
-        let ended = tls.read_now(&conn.socket, &mut conn.buffered)?;
-        return match (ended, conn.buffered.is_empty()) {
-            (_, false) => Ok(true),
-            (true, true) => Ok(false),
-            (false, true) => Err(io::ErrorKind::WouldBlock.into()),
-        };
+        // Plaintext came (then its end does not matter yet), or only the end.
+        tls.read_now(&conn.socket, &mut conn.buffered)?;
+        return Ok(!conn.buffered.is_empty());
     }
     sys::recv_now(&conn.socket, &mut [0], true).map(|n| n > 0)
 }
