@@ -367,7 +367,9 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
     /// How long `serve_forever` waits with nothing to do before it runs
     /// `service_actions` anyway (Python's `poll_interval`). Default: 0.5 s,
     /// as Python's. `None`: `service_actions` runs only after activity. This
-    /// never delays a request or a shutdown: the loop is woken for those.
+    /// never delays a request or a shutdown: the loop is woken for those,
+    /// and for a request that waited for room when a worker frees up
+    /// (`with_no_poll_interval_every_framed_message_waiting_for_room_is_answered`).
     pub fn poll_interval(mut self, interval: Option<Duration>) -> Self {
         self.options.poll_interval = interval;
         self

@@ -111,10 +111,6 @@ impl Capacity {
         self.active.load(Ordering::SeqCst)
     }
 
-    pub(super) fn room(&self) -> usize {
-        self.limit.saturating_sub(self.active())
-    }
-
     pub(super) fn is_full(&self) -> bool {
         if self.active() < self.limit {
             return false;

@@ -205,15 +205,11 @@ impl<H: RequestHandler> Dispatcher<H> {
         }
     }
 
-    /// True while the server must not take another request. Arms a wake-up
-    /// for when a running request ends.
+    /// True while the server must not take another request; then the next
+    /// running request to end wakes the loop (asked for before the last
+    /// look, so a slot freed meanwhile is seen either here or by the wake-up).
     pub(crate) fn is_full(&self) -> bool {
         self.capacity.is_full()
-    }
-
-    /// How many more requests may be dispatched now.
-    pub(crate) fn room(&self) -> usize {
-        self.capacity.room()
     }
 
     /// Asks for a wake-up when the next running request ends (and frees its fd).

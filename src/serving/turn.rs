@@ -115,9 +115,14 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// Dispatches parked connections that have spoken, oldest first, while
     /// the dispatcher has room and `left` allows. Parked connections already
     /// count as open, so `max_connections` does not hold them back.
+    ///
+    /// Stopping for room is where a wake-up can be lost: a slot freed after
+    /// the look but before the loop waits would wake nobody, and the
+    /// requests left here would wait for the next `poll_interval` (for ever
+    /// without one). `is_full` asks for the wake-up before it looks again.
     fn dispatch_spoken(&mut self, left: &mut usize) -> bool {
         let mut took = false;
-        while *left > 0 && self.admission.has_spoken() && self.dispatcher.room() > 0 {
+        while *left > 0 && self.admission.has_spoken() && !self.dispatcher.is_full() {
             if let Some(framing) = &self.options.framing
                 && let Some((framed, message)) = self.admission.next_message()
             {
