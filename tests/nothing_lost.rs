@@ -60,3 +60,287 @@ fn with_no_poll_interval_every_framed_message_waiting_for_room_is_answered() {
     }
     running.stop().unwrap();
 }
+
+/// Answers `slow` after `pause`, telling `started` it began; any other line
+/// with itself.
+fn slow_echo(
+    pause: Duration,
+    started: std::sync::mpsc::Sender<()>,
+) -> impl Fn(&mut Request<'_>) -> std::io::Result<()> + Send + Sync + 'static {
+    let started = std::sync::Mutex::new(started);
+    move |req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        if line.trim_end() == "slow" {
+            let _ = started.lock().unwrap().send(());
+            std::thread::sleep(pause);
+        }
+        req.wfile.write_all(line.as_bytes())
+    }
+}
+
+fn connect(running: &Running) -> TcpStream {
+    let conn = TcpStream::connect(running.inet()).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    conn
+}
+
+/// Reads what `conn` sends until it closes (or the read timeout passes).
+fn read_all(conn: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(conn, &mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// `serve_forever` in a thread whose server is closed (drained) when it
+/// returns; the receiver hears when that close is over.
+fn serve_then_close<H: socketserver::RequestHandler>(
+    mut server: TcpServer<H>,
+) -> (std::sync::mpsc::Receiver<socketserver::Stats>, socketserver::ShutdownHandle) {
+    let stop = server.shutdown_handle();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        server.serve_forever().unwrap();
+        let stats = server.stats_handle();
+        server.server_close();
+        let _ = tx.send(stats.get());
+    });
+    (rx, stop)
+}
+
+/// A stop answers what a client pipelined before it: the messages a worker
+/// gave back because it answered its share in a row are not dropped.
+#[test]
+fn a_stop_answers_every_message_pipelined_before_it() {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let server = TcpServer::builder(slow_echo(Duration::from_millis(300), started_tx))
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(64))
+        .drain_timeout(Some(Duration::from_secs(8)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.server_address().as_inet().unwrap();
+    let (closed, stop) = serve_then_close(server);
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let pipelined: String = std::iter::once("slow\n".to_owned()).chain((0..100).map(|i| format!("{i}\n"))).collect();
+    conn.write_all(pipelined.as_bytes()).unwrap();
+    started.recv_timeout(IO_TIMEOUT).unwrap();
+    stop.request_shutdown();
+    let stats = closed.recv_timeout(IO_TIMEOUT).expect("the close ends");
+    assert_eq!(read_all(&mut conn), pipelined);
+    assert_eq!(stats.served, 101);
+}
+
+/// A stop answers a message its client was still sending (within the
+/// drain timeout), as a restart does.
+#[test]
+fn a_stop_answers_a_message_that_was_inside_its_client_when_it_began() {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let server = TcpServer::builder(slow_echo(Duration::from_millis(300), started_tx))
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(64))
+        .drain_timeout(Some(Duration::from_secs(8)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.server_address().as_inet().unwrap();
+    let (closed, stop) = serve_then_close(server);
+    let mut busy = TcpStream::connect(addr).unwrap();
+    busy.write_all(b"slow\n").unwrap();
+    let mut inside = TcpStream::connect(addr).unwrap();
+    inside.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    inside.write_all(b"first\n").unwrap();
+    let mut answer = [0u8; 6];
+    std::io::Read::read_exact(&mut inside, &mut answer).unwrap();
+    inside.write_all(b"17").unwrap();
+    started.recv_timeout(IO_TIMEOUT).unwrap();
+    stop.request_shutdown();
+    // The stop has begun (the loop is gone) before the message is whole.
+    std::thread::sleep(Duration::from_millis(100));
+    inside.write_all(b"\n").unwrap();
+    assert_eq!(read_all(&mut inside), "17\n");
+    let stats = closed.recv_timeout(IO_TIMEOUT).expect("the close ends");
+    assert_eq!(stats.served, 3);
+}
+
+/// A restart answers, by the old process, a request the kernel already
+/// held for a connection between messages when the hand-over began, even
+/// while a sequential server was busy with another.
+#[test]
+fn a_restart_answers_requests_that_were_unread_in_the_socket_when_it_began() {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let server = TcpServer::builder(slow_echo(Duration::from_millis(500), started_tx))
+        .framing(Framing::lines(64))
+        .drain_timeout(Some(Duration::from_secs(8)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.server_address().as_inet().unwrap();
+    let (closed, stop) = serve_then_close(server);
+    let mut parked: Vec<TcpStream> = (0..20)
+        .map(|i| {
+            let mut conn = TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            conn.write_all(format!("hello {i}\n").as_bytes()).unwrap();
+            let mut line = String::new();
+            BufReader::new(&conn).read_line(&mut line).unwrap();
+            conn
+        })
+        .collect();
+    let mut busy = TcpStream::connect(addr).unwrap();
+    busy.write_all(b"slow\n").unwrap();
+    started.recv_timeout(IO_TIMEOUT).unwrap();
+    for conn in &mut parked {
+        conn.write_all(b"17\n").unwrap();
+    }
+    stop.hand_over();
+    for (i, conn) in parked.iter_mut().enumerate() {
+        assert_eq!(read_all(conn), "17\n", "client {i}");
+    }
+    closed.recv_timeout(IO_TIMEOUT).expect("the close ends");
+}
+
+/// A client that pipelines without reading blocks the reply send of the
+/// worker answering it; `connection_timeout` ends that send, so the one
+/// worker serves the next client.
+#[test]
+fn connection_timeout_bounds_a_framed_reply_send_to_a_client_that_never_reads() {
+    let _alone = BLOCKING_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let server = TcpServer::builder(echo_line())
+        .dispatch(WorkerPool::new(1).into())
+        .framing(Framing::lines(64))
+        .connection_timeout(Some(Duration::from_secs(1)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let hog = non_reader(running.inet());
+    // The hog's replies fill its buffers and block the worker.
+    common::process::eventually("the worker to block sending to the hog", a_worker_blocks_sending);
+    let mut next = connect(&running);
+    next.write_all(b"17\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&next).read_line(&mut line).unwrap();
+    assert_eq!(line, "17\n");
+    assert!(stats.get().timed_out >= 1, "{:?}", stats.get());
+    drop(hog);
+}
+
+/// Held by the tests that look for a blocked worker: in one process, one
+/// test's worker would be taken for another's.
+static BLOCKING_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Whether a worker thread of this process waits in the kernel for room
+/// to send (its wait channel, as /proc shows it: framed workers never
+/// block reading, and wait for jobs on a futex).
+fn a_worker_blocks_sending() -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
+    tasks.flatten().any(|task| {
+        let read = |file| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        read("comm").starts_with("socketserver-wo") && matches!(&*read("wchan"), "sk_stream_wait_memory" | "wait_woken")
+    })
+}
+
+/// Writes lines to the server from a thread until it fails, never reading.
+fn non_reader(addr: std::net::SocketAddr) -> TcpStream {
+    let conn = TcpStream::connect(addr).unwrap();
+    socket2::SockRef::from(&conn).set_recv_buffer_size(4096).unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let chunk = "2\n".repeat(32 * 1024);
+        for _ in 0..100 {
+            if writer.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    conn
+}
+
+/// A drain with a deadline cuts a worker blocked sending framed replies to
+/// a client that never reads, as it cuts a stream handler.
+#[test]
+fn the_drain_timeout_cuts_a_framed_worker_blocked_on_a_client_that_never_reads() {
+    let _alone = BLOCKING_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let server = TcpServer::builder(echo_line())
+        .dispatch(WorkerPool::new(1).into())
+        .framing(Framing::lines(64))
+        .drain_timeout(Some(Duration::from_secs(1)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let addr = server.server_address().as_inet().unwrap();
+    let (closed, stop) = serve_then_close(server);
+    let _hog = non_reader(addr);
+    common::process::eventually("the worker to block sending to the hog", a_worker_blocks_sending);
+    stop.request_shutdown();
+    let stats = closed.recv_timeout(IO_TIMEOUT).expect("the drain ends at its deadline");
+    assert_eq!(stats.cut_at_drain, 1, "{stats:?}");
+}
+
+/// `max_connections` counts a framed connection a worker gave back without
+/// waking the loop: the client past the limit waits in the backlog while
+/// the others are open, whatever the timing.
+#[test]
+fn max_connections_holds_while_framed_connections_come_back_from_workers() {
+    let server = TcpServer::builder(echo_line())
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(64))
+        .max_connections(10)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let mut clients: Vec<BufReader<TcpStream>> = (0..10).map(|_| BufReader::new(connect(&running))).collect();
+    for client in &mut clients {
+        client.get_mut().write_all(b"ping\n").unwrap();
+        let mut line = String::new();
+        client.read_line(&mut line).unwrap();
+    }
+    // Past the limit: it waits in the backlog, its request with it.
+    let mut extra = connect(&running);
+    extra.write_all(b"extra\n").unwrap();
+    for _ in 0..500 {
+        for client in &mut clients {
+            client.get_mut().write_all(b"ping\n").unwrap();
+        }
+        for client in &mut clients {
+            let mut line = String::new();
+            client.read_line(&mut line).unwrap();
+            assert_eq!(line, "ping\n");
+        }
+    }
+    extra.set_nonblocking(true).unwrap();
+    let read = std::io::Read::read(&mut extra, &mut [0u8; 16]);
+    assert!(read.is_err(), "the 11th connection was served: {read:?}");
+    // One leaves: the 11th is served.
+    drop(clients.pop());
+    extra.set_nonblocking(false).unwrap();
+    let mut line = String::new();
+    BufReader::new(&extra).read_line(&mut line).unwrap();
+    assert_eq!(line, "extra\n");
+    drop(clients);
+    running.stop().unwrap();
+}
+
+/// `served` counts requests whose answer went out: answers gathered for a
+/// client that reset before they were sent are errors.
+#[test]
+fn answers_that_never_went_out_are_not_counted_served() {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let server = TcpServer::builder(slow_echo(Duration::from_millis(300), started_tx))
+        .dispatch(WorkerPool::new(1).into())
+        .framing(Framing::lines(64))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut conn = connect(&running);
+    let pipelined: String = std::iter::once("slow\n".to_owned()).chain((0..50).map(|i| format!("{i}\n"))).collect();
+    conn.write_all(pipelined.as_bytes()).unwrap();
+    started.recv_timeout(IO_TIMEOUT).unwrap();
+    socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(conn);
+    common::process::eventually("the failed send to be counted", || stats.get().errors + stats.get().served >= 51);
+    let stats = stats.get();
+    assert_eq!((stats.served, stats.errors), (0, 51), "{stats:?}");
+    running.stop().unwrap();
+}
