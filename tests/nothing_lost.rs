@@ -214,8 +214,11 @@ fn connection_timeout_bounds_a_framed_reply_send_to_a_client_that_never_reads() 
     let stats = server.stats_handle();
     let running = Running::start(server);
     let hog = non_reader(running.inet());
-    // The hog's replies fill its buffers and block the worker.
-    common::process::eventually("the worker to block sending to the hog", a_worker_blocks_sending);
+    // The hog's replies fill its buffers and block the worker (until the
+    // deadline, which may come first on a slow machine).
+    common::process::eventually("the worker to block sending to the hog", || {
+        a_worker_blocks_sending() || stats.get().timed_out > 0
+    });
     let mut next = connect(&running);
     next.write_all(b"17\n").unwrap();
     let mut line = String::new();

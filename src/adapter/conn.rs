@@ -135,19 +135,13 @@ impl Conn {
         self.ancillary.as_ref().map(|a| std::mem::take(&mut a.borrow_mut().fds)).unwrap_or_default()
     }
 
-    /// Before a blocking operation: with a deadline, the socket's timeout
-    /// becomes the smaller of the configured one and the time left.
+    /// Before a blocking operation: see [`arm`].
     fn arm(
         &self,
         configured: Option<Duration>,
         set: impl Fn(&Socket, Option<Duration>) -> io::Result<()>,
     ) -> io::Result<()> {
-        let Some(deadline) = self.deadline else { return Ok(()) };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "connection deadline passed"));
-        }
-        set(&self.socket, Some(socket_timeout(configured.map_or(left, |t| t.min(left)))))
+        arm(&self.socket, configured, self.deadline, set)
     }
 
     /// Whether bytes are encrypted on their way: then the kernel can
@@ -347,8 +341,27 @@ impl std::io::Write for Wire<'_> {
     }
 }
 
+/// Before a blocking operation on `socket`: with a `deadline` (the
+/// connection's `connection_timeout`), the socket's timeout becomes the
+/// smaller of the `configured` one and the time left, and an operation
+/// past the deadline fails at once. Without one the configured timeout,
+/// set at accept, stands.
+pub(crate) fn arm(
+    socket: &Socket,
+    configured: Option<Duration>,
+    deadline: Option<Instant>,
+    set: impl Fn(&Socket, Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
+    let Some(deadline) = deadline else { return Ok(()) };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "connection deadline passed"));
+    }
+    set(socket, Some(socket_timeout(configured.map_or(left, |t| t.min(left)))))
+}
+
 /// A socket timeout surfaces as EAGAIN; say what it is.
-fn timed_out(e: io::Error, what: &str) -> io::Error {
+pub(crate) fn timed_out(e: io::Error, what: &str) -> io::Error {
     if e.kind() == io::ErrorKind::WouldBlock {
         io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
     } else {

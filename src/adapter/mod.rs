@@ -4,7 +4,7 @@
 mod conn;
 mod rw;
 
-pub(crate) use conn::{Conn, Incoming, Timeouts};
+pub(crate) use conn::{Conn, Incoming, Timeouts, arm, timed_out};
 pub use rw::{Reader, Writer};
 
 use std::io;
@@ -325,18 +325,30 @@ pub(crate) fn answer_datagram<H: RequestHandler>(
     (outcome, send)
 }
 
+/// How one framed message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// The handler completed and its reply is in `wire`: counted served
+    /// once the reply goes out ([`send_replies`]).
+    Done,
+    /// The handler failed (reported and counted); what it wrote goes out,
+    /// and the connection goes on.
+    Failed,
+    /// The connection cannot go on: the handler panicked, or its reply does
+    /// not fit the framing (reported and counted).
+    Fatal,
+}
+
 /// Serves one framed message of `framed`'s connection as a datagram is
 /// served (`rfile` the message, `wfile` the reply), and appends the reply,
-/// framed, to `scratch.wire` for the caller to send. Returns whether the
-/// connection may go on: not after a panic, or a reply its framing cannot
-/// carry.
+/// framed, to `scratch.wire` for the caller to send.
 pub(crate) fn serve_message<H: RequestHandler>(
     ctx: &Context<H>,
     framing: &crate::serving::Framing,
     framed: &mut crate::serving::Framed,
     message: &[u8],
     scratch: &mut Scratch,
-) -> bool {
+) -> Answered {
     let Scratch { reply, ancillary, wire } = scratch;
     reply.clear();
     let crate::serving::Framed { conn, state, credentials, .. } = framed;
@@ -370,57 +382,81 @@ pub(crate) fn serve_message<H: RequestHandler>(
     }
     if let Err(failure @ Failure::Panic(_)) = outcome {
         report(ctx, failure, &conn.peer);
-        return false;
+        return Answered::Fatal;
     }
     let framed_reply = if reply.is_empty() { Ok(()) } else { framing.frame(reply, wire) };
     match (outcome, framed_reply) {
         (Err(failure), framed_reply) => {
             report(ctx, failure, &conn.peer);
-            framed_reply.is_ok()
+            if framed_reply.is_ok() { Answered::Failed } else { Answered::Fatal }
         }
         (Ok(()), Err(source)) => {
             report(ctx, Failure::Io(source), &conn.peer);
-            false
+            Answered::Fatal
         }
-        (Ok(()), Ok(())) => {
-            served(ctx);
+        (Ok(()), Ok(())) => Answered::Done,
+    }
+}
+
+/// Sends the replies gathered in `wire` on `framed`'s connection, each send
+/// within its write timeout and its `connection_timeout`, then counts the
+/// `unsent` requests whose replies they carry: served if they went out; if
+/// not, failed (timed out, for a send that timed out), with one report,
+/// and the connection cannot go on. Returns whether they went out.
+pub(crate) fn send_replies<H>(
+    ctx: &Context<H>,
+    framed: &crate::serving::Framed,
+    wire: &mut Vec<u8>,
+    unsent: &mut u64,
+) -> bool {
+    let conn = &framed.conn;
+    let sent = if wire.is_empty() {
+        Ok(())
+    } else {
+        #[cfg(feature = "tls")]
+        let sent = match &conn.tls {
+            Some(tls) => tls.send(wire, &conn.socket, ctx.timeouts.write, conn.deadline),
+            None => send_all(&conn.socket, wire, ctx.timeouts.write, conn.deadline),
+        };
+        #[cfg(not(feature = "tls"))]
+        let sent = send_all(&conn.socket, wire, ctx.timeouts.write, conn.deadline);
+        sent
+    };
+    wire.clear();
+    let requests = std::mem::take(unsent);
+    match sent {
+        Ok(()) => {
+            Counters::add(&ctx.counters().served, requests);
             true
         }
-    }
-}
-
-/// Sends the replies gathered in `wire` on `framed`'s connection, within
-/// its write timeout; a failure is reported, and the connection cannot go on.
-pub(crate) fn send_replies<H>(ctx: &Context<H>, framed: &crate::serving::Framed, wire: &mut Vec<u8>) -> bool {
-    if wire.is_empty() {
-        return true;
-    }
-    #[cfg(feature = "tls")]
-    let sent = match &framed.conn.tls {
-        Some(tls) => tls.send(wire, &framed.conn.socket),
-        None => send_all(&framed.conn.socket, wire),
-    };
-    #[cfg(not(feature = "tls"))]
-    let sent = send_all(&framed.conn.socket, wire);
-    wire.clear();
-    match sent {
-        Ok(()) => true,
         Err(source) => {
-            report(ctx, Failure::Io(source), &framed.conn.peer);
+            let failure = Failure::Io(source);
+            let counter = match failure.outcome() {
+                Outcome::TimedOut => &ctx.counters().timed_out,
+                _ => &ctx.counters().errors,
+            };
+            Counters::add(counter, requests);
+            (ctx.on_error)(&failure.into_error(&conn.peer));
             false
         }
     }
 }
 
-/// Sends all of `bytes` on a blocking connection, without SIGPIPE; the
-/// connection's write timeout bounds each wait.
-fn send_all(socket: &Socket, mut bytes: &[u8]) -> io::Result<()> {
+/// Sends all of `bytes` on a blocking connection, without SIGPIPE; each
+/// wait is bounded by the write timeout and the connection's deadline.
+fn send_all(
+    socket: &Socket,
+    mut bytes: &[u8],
+    write_timeout: Option<std::time::Duration>,
+    deadline: Option<std::time::Instant>,
+) -> io::Result<()> {
     while !bytes.is_empty() {
+        arm(socket, write_timeout, deadline, Socket::set_write_timeout)?;
         match socket.send_with_flags(bytes, NO_SIGNAL) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => bytes = &bytes[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(timed_out(e, "write")),
         }
     }
     Ok(())

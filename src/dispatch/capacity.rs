@@ -29,6 +29,10 @@ pub(crate) const ABORT_CHECK: Duration = Duration::from_millis(20);
 pub(crate) struct Capacity {
     limit: usize,
     active: AtomicUsize,
+    /// Of `active`, stream connections a handler holds: open connections,
+    /// for `max_connections`. (A framed message's connection is counted by
+    /// the loop, which keeps its entry while a worker has it.)
+    connections: AtomicUsize,
     /// Set by the serving loop when it found no free slot and is about to wait.
     waiting: AtomicBool,
     waker: ShutdownHandle,
@@ -64,6 +68,8 @@ struct Open {
 pub(crate) struct Slot {
     capacity: Arc<Capacity>,
     tracked: Option<u64>,
+    /// Counted in `connections` too.
+    connection: bool,
 }
 
 impl Capacity {
@@ -77,6 +83,7 @@ impl Capacity {
         Arc::new(Capacity {
             limit: limit.unwrap_or(usize::MAX),
             active: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             waiting: AtomicBool::new(false),
             waker,
             open: track_connections.then(Mutex::default),
@@ -91,13 +98,29 @@ impl Capacity {
 
     pub(super) fn take(self: &Arc<Self>) -> Slot {
         self.active.fetch_add(1, Ordering::SeqCst);
-        Slot { capacity: Arc::clone(self), tracked: None }
+        Slot { capacity: Arc::clone(self), tracked: None, connection: false }
     }
 
     /// Takes a slot for a stream connection, remembering it for a forced
     /// close if the server drains with a deadline. The caller calls
     /// [`Slot::untrack`] before `socket` closes.
     pub(super) fn take_connection(self: &Arc<Self>, socket: &Socket, peer: &Address) -> Slot {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        let mut slot = self.take_tracked(socket, peer);
+        slot.connection = true;
+        slot
+    }
+
+    /// Takes a slot for a framed message of the connection `socket`, which
+    /// a drain cuts as it cuts a stream connection (a worker blocked
+    /// sending its replies to a client that never reads would hold the
+    /// close for ever). The caller calls [`Slot::untrack`] before it gives
+    /// the connection back.
+    pub(super) fn take_message(self: &Arc<Self>, socket: &Socket, peer: &Address) -> Slot {
+        self.take_tracked(socket, peer)
+    }
+
+    fn take_tracked(self: &Arc<Self>, socket: &Socket, peer: &Address) -> Slot {
         let mut slot = self.take();
         if let Some(open) = &self.open {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -109,6 +132,11 @@ impl Capacity {
 
     pub(crate) fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
+    }
+
+    /// Stream connections a handler holds now.
+    pub(super) fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub(super) fn is_full(&self) -> bool {
@@ -187,6 +215,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.untrack();
         let capacity = &self.capacity;
+        if self.connection {
+            capacity.connections.fetch_sub(1, Ordering::SeqCst);
+        }
         capacity.active.fetch_sub(1, Ordering::SeqCst);
         if capacity.waiting.swap(false, Ordering::SeqCst) {
             capacity.waker.wake(crate::shutdown::Wake::SlotFreed);

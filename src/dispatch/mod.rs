@@ -18,7 +18,7 @@ use socket2::{SockAddr, Socket};
 pub(crate) use config::Mode as Config;
 pub use config::{Dispatch, Forking, Threading, WorkerPool};
 
-use crate::adapter::{self, Context, ErrorHook, HandBack, Incoming, Scratch};
+use crate::adapter::{self, Answered, Context, ErrorHook, HandBack, Incoming, Scratch};
 use crate::options::deadline_after;
 use crate::serving::{After, Framed, Framing};
 use crate::shutdown::ShutdownHandle;
@@ -115,11 +115,11 @@ impl<H: RequestHandler> Dispatcher<H> {
         message: Vec<u8>,
         scratch: &mut Scratch,
     ) {
-        let slot = self.capacity.take();
+        let mut slot = self.capacity.take_message(&framed.conn.socket, &framed.conn.peer);
         let failed = match &mut self.mode {
             Mode::Sequential => {
                 // The loop is the caller: it takes the connection back on its next turn.
-                answer_message(ctx, framing, framed, &message, false, scratch);
+                answer_message(ctx, framing, framed, &message, false, scratch, || slot.untrack());
                 return;
             }
             Mode::Threads(threads) => {
@@ -127,8 +127,8 @@ impl<H: RequestHandler> Dispatcher<H> {
                 let who = framed.conn.peer.clone();
                 threads
                     .spawn(move || {
-                        let _slot = slot;
-                        answer_message(&ctx, &framing, framed, &message, true, &mut Scratch::default());
+                        let scratch = &mut Scratch::default();
+                        answer_message(&ctx, &framing, framed, &message, true, scratch, || slot.untrack());
                     })
                     .err()
                     .map(|e| (threads::SPAWN, who, e))
@@ -237,6 +237,12 @@ impl<H: RequestHandler> Dispatcher<H> {
     pub(crate) fn active(&self) -> usize {
         self.capacity.active()
     }
+
+    /// Stream connections a handler holds now (forked children's
+    /// included), for `max_connections`.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.capacity.connections()
+    }
 }
 
 impl<H> Drop for Dispatcher<H> {
@@ -275,7 +281,9 @@ const REPLIES_HELD: usize = 64 * 1024;
 /// bytes when it has nothing else to do. A client that waits for each
 /// answer costs no extra read: the next one is looked for only when bytes
 /// of it were already in. `wake`: the loop must be woken for a connection
-/// it has to look at (it is not the caller).
+/// it has to look at (it is not the caller). `untrack` runs before the
+/// connection goes back (a drain cuts through its fd, which must be ours
+/// while tracked) and says whether the drain cut it.
 pub(crate) fn answer_message<H: RequestHandler>(
     ctx: &Context<H>,
     framing: &Framing,
@@ -283,13 +291,20 @@ pub(crate) fn answer_message<H: RequestHandler>(
     first: &[u8],
     wake: bool,
     scratch: &mut Scratch,
+    untrack: impl FnOnce() -> bool,
 ) {
     let mut next = None;
     let mut answered = 0;
+    // Requests whose replies wait in `scratch.wire`: served once sent.
+    let mut unsent = 0;
     framed.after = loop {
         let message = next.as_deref().unwrap_or(first);
-        let keep = adapter::serve_message(ctx, framing, &mut framed, message, scratch);
-        if !keep || (scratch.wire.len() > REPLIES_HELD && !adapter::send_replies(ctx, &framed, &mut scratch.wire)) {
+        match adapter::serve_message(ctx, framing, &mut framed, message, scratch) {
+            Answered::Done => unsent += 1,
+            Answered::Failed => {}
+            Answered::Fatal => break After::Close,
+        }
+        if scratch.wire.len() > REPLIES_HELD && !adapter::send_replies(ctx, &framed, &mut scratch.wire, &mut unsent) {
             break After::Close;
         }
         answered += 1;
@@ -302,7 +317,10 @@ pub(crate) fn answer_message<H: RequestHandler>(
         }
     };
     // Replies already made go out even if the connection ends here.
-    if !adapter::send_replies(ctx, &framed, &mut scratch.wire) {
+    if !adapter::send_replies(ctx, &framed, &mut scratch.wire, &mut unsent) {
+        framed.after = After::Close;
+    }
+    if untrack() {
         framed.after = After::Close;
     }
     ctx.returns.give_back(framed, wake);

@@ -27,7 +27,8 @@ pub(crate) enum Job {
         slot: Slot,
         conn: Incoming,
     },
-    /// One framed message of a connection that goes back to the loop.
+    /// One framed message of a connection that goes back to the loop
+    /// (the slot first, as above).
     Message { slot: Slot, framing: crate::serving::Framing, framed: crate::serving::Framed, message: Vec<u8> },
     Datagram {
         socket: Arc<Socket>,
@@ -182,8 +183,8 @@ fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue) {
             Job::Stream { mut slot, conn } => {
                 adapter::serve_stream(ctx, conn, || slot.untrack(), adapter::HandBack::Wake);
             }
-            Job::Message { slot: _slot, framing, framed, message } => {
-                super::answer_message(ctx, &framing, framed, &message, true, &mut scratch);
+            Job::Message { mut slot, framing, framed, message } => {
+                super::answer_message(ctx, &framing, framed, &message, true, &mut scratch, || slot.untrack());
             }
             Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot } => {
                 scratch.ancillary = ancillary;

@@ -3,6 +3,7 @@
 //! back, wait here for the loop to take them.
 
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::framing::{After, Framed};
@@ -28,13 +29,17 @@ pub(crate) enum Back {
 /// written down in [`give_back`](Self::give_back).
 pub(crate) struct Returns {
     conns: Mutex<Vec<Back>>,
+    /// Stream connections in `conns`: open, and no longer a handler's, so
+    /// `max_connections` counts them here until the loop takes them.
+    /// Raised before the handler's slot is freed, so never counted nowhere.
+    streams: AtomicUsize,
     waker: ShutdownHandle,
     rearmer: Rearmer,
 }
 
 impl Returns {
     pub(crate) fn new(waker: ShutdownHandle, rearmer: Rearmer) -> Returns {
-        Returns { conns: Mutex::new(Vec::new()), waker, rearmer }
+        Returns { conns: Mutex::new(Vec::new()), streams: AtomicUsize::new(0), waker, rearmer }
     }
 
     /// A worker is done with `framed`'s message; `wake`: the loop may be
@@ -68,7 +73,10 @@ impl Returns {
     /// A stream handler handed its connection back; `wake` as for
     /// [`give_back`](Self::give_back). The loop registers it anew.
     pub(crate) fn hand_back(&self, conn: Incoming, wake: bool) {
-        self.conns.lock().unwrap_or_else(PoisonError::into_inner).push(Back::Stream(conn));
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        conns.push(Back::Stream(conn));
+        drop(conns);
         if wake {
             self.waker.wake(Wake::Returned);
         }
@@ -76,7 +84,14 @@ impl Returns {
 
     /// Every connection handed back since the last call, in `into` (empty).
     pub(crate) fn take(&self, into: &mut Vec<Back>) {
-        std::mem::swap(&mut *self.conns.lock().unwrap_or_else(PoisonError::into_inner), into);
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *conns, into);
+        self.streams.store(0, Ordering::SeqCst);
+    }
+
+    /// Stream connections handed back and not yet taken.
+    pub(crate) fn streams(&self) -> usize {
+        self.streams.load(Ordering::SeqCst)
     }
 }
 

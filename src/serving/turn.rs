@@ -104,10 +104,16 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         Ok(took)
     }
 
-    /// Open connections, parked ones included, are below `max_connections`.
+    /// Open connections are below `max_connections`: those the loop holds
+    /// or keeps a place for (framed ones with a worker), those handlers
+    /// hold, and those handed back and not yet taken. Each is counted in
+    /// one place at a time, and in the next before it leaves the last.
     fn below_max_connections(&self) -> bool {
         match self.options.max_connections {
-            Some(max) if T::KIND == Kind::Stream => self.admission.len() + self.dispatcher.active() < max,
+            Some(max) if T::KIND == Kind::Stream => {
+                let handed_back = self.admission.returns().streams();
+                self.admission.len() + handed_back + self.dispatcher.open_connections() < max
+            }
             _ => true,
         }
     }

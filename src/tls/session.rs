@@ -91,7 +91,7 @@ impl Session {
 
     /// Encrypts all of `data` and sends it: as few records as its length
     /// allows (16 KiB of plaintext each).
-    pub(crate) fn write_all(&self, mut data: &[u8], wire: &mut (impl Read + Write)) -> io::Result<()> {
+    pub(crate) fn write_all(&self, mut data: &[u8], wire: &mut impl Write) -> io::Result<()> {
         let mut tls = self.tls.borrow_mut();
         while !data.is_empty() {
             let taken = tls.writer().write(data)?;
@@ -104,10 +104,17 @@ impl Session {
         Ok(())
     }
 
-    /// Encrypts and sends all of `data` on `socket` itself, blocking under
-    /// the write timeout set on it at accept: a framed connection's replies.
-    pub(crate) fn send(&self, data: &[u8], socket: &socket2::Socket) -> io::Result<()> {
-        self.write_all(data, &mut Blocking(socket))
+    /// Encrypts and sends all of `data` on `socket` itself, blocking, each
+    /// send under `write_timeout` and the connection's `deadline`: a
+    /// framed connection's replies.
+    pub(crate) fn send(
+        &self,
+        data: &[u8],
+        socket: &socket2::Socket,
+        write_timeout: Option<std::time::Duration>,
+        deadline: Option<std::time::Instant>,
+    ) -> io::Result<()> {
+        self.write_all(data, &mut Blocking { socket, write_timeout, deadline })
     }
 
     /// Sends `close_notify` if the socket has room for it now: a framed
@@ -144,19 +151,18 @@ impl Write for NonBlocking<'_> {
     }
 }
 
-/// A blocking socket, under the timeouts set on it, without SIGPIPE.
-struct Blocking<'a>(&'a socket2::Socket);
-
-impl Read for Blocking<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut socket = self.0;
-        socket.read(buf)
-    }
+/// A blocking socket, each send under the write timeout and the
+/// connection's deadline, without SIGPIPE.
+struct Blocking<'a> {
+    socket: &'a socket2::Socket,
+    write_timeout: Option<std::time::Duration>,
+    deadline: Option<std::time::Instant>,
 }
 
 impl Write for Blocking<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.send_with_flags(buf, crate::sys::NO_SIGNAL)
+        crate::adapter::arm(self.socket, self.write_timeout, self.deadline, socket2::Socket::set_write_timeout)?;
+        self.socket.send_with_flags(buf, crate::sys::NO_SIGNAL).map_err(|e| crate::adapter::timed_out(e, "write"))
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use super::{AWAY_RECHECK, Admission, Admitted, Entry, Held, Stage};
+use super::{AWAY_RECHECK, Admission, Admitted, Entry, FIRST_HELD, Held, Interest, Stage};
 use crate::Error;
 use crate::adapter::{self, Context, Incoming};
 use crate::options::{Options, deadline_after};
@@ -28,9 +28,17 @@ impl Admission {
             self.close_framed(framed);
             return false;
         }
-        let peer = || framed.conn.peer.clone();
         match framed.inbox.next(framing, framed.eof) {
-            Ok(Some(message)) => self.messages.push_back((framed, message)),
+            Ok(Some(message)) => {
+                if framed.key.is_none()
+                    && let Err(source) = self.keep_place(&mut framed)
+                {
+                    (ctx.on_error)(&Error::Request { peer: framed.conn.peer.clone(), source });
+                    self.close_framed(framed);
+                    return true;
+                }
+                self.messages.push_back((framed, message));
+            }
             Ok(None) if framed.eof || (self.closing && framed.inbox.is_empty()) => {
                 log::debug!("framed connection from {} ends between messages", framed.conn.peer);
                 self.close_framed(framed);
@@ -44,7 +52,6 @@ impl Admission {
                 };
                 self.generations += 1;
                 self.held[key] = Entry::Here(Held { conn: framed.conn, stage, generation: self.generations });
-                self.away -= 1;
                 if let Some(expires) = expires {
                     self.deadlines.set(expires, key, self.generations);
                 }
@@ -54,14 +61,14 @@ impl Admission {
             }
             Err(Refused::TooLong) => {
                 Counters::add(&ctx.counters().too_long, 1);
-                (ctx.on_error)(&Error::MessageTooLong { peer: peer(), max: framing.max() });
+                (ctx.on_error)(&Error::MessageTooLong { peer: framed.conn.peer.clone(), max: framing.max() });
                 self.close_framed(framed);
                 return true;
             }
             Err(Refused::Invalid(reason)) => {
                 Counters::add(&ctx.counters().errors, 1);
                 let source = io::Error::new(io::ErrorKind::InvalidData, reason);
-                (ctx.on_error)(&Error::Request { peer: peer(), source });
+                (ctx.on_error)(&Error::Request { peer: framed.conn.peer.clone(), source });
                 self.close_framed(framed);
                 return true;
             }
@@ -81,8 +88,22 @@ impl Admission {
         let held = self.held.get_mut(key)?.here()?;
         let away = Entry::Away { generation: held.generation, deadline: held.conn.deadline };
         let Entry::Here(held) = std::mem::replace(&mut self.held[key], away) else { return None };
-        self.away += 1;
         Some(held)
+    }
+
+    /// Gives a framed connection that has never waited in the loop (its
+    /// first message came with it) the slab entry and the registration
+    /// (disarmed) it keeps while away: it counts as open from now on, and
+    /// its worker can re-arm it. Fails if the registry cannot take it (out
+    /// of kernel memory).
+    fn keep_place(&mut self, framed: &mut Framed) -> io::Result<()> {
+        let entry = self.held.vacant_entry();
+        let key = entry.key();
+        self.registry.add(framed.conn.socket.as_fd(), key + FIRST_HELD, Interest::Nothing)?;
+        self.generations += 1;
+        entry.insert(Entry::Away { generation: self.generations, deadline: framed.conn.deadline });
+        framed.key = Some(key);
+        Ok(())
     }
 
     /// Sets when the loop next looks for the away connection at `key`.
@@ -109,7 +130,6 @@ impl Admission {
         if let Some(key) = framed.key {
             self.registry.remove(framed.conn.socket.as_fd());
             self.held.remove(key);
-            self.away -= 1;
         }
         #[cfg(feature = "tls")]
         if let Some(tls) = &framed.conn.tls {

@@ -139,8 +139,6 @@ pub(crate) struct Woken {
 pub(crate) struct Admission {
     registry: Registry,
     held: Slab<Entry>,
-    /// Entries of `held` that are `Away`.
-    away: usize,
     deadlines: Deadlines,
     /// Ready for a handler, oldest first, waiting for room.
     spoken: VecDeque<Incoming>,
@@ -170,7 +168,6 @@ impl Admission {
         Ok(Admission {
             registry,
             held: Slab::new(),
-            away: 0,
             deadlines: Deadlines::default(),
             spoken: VecDeque::new(),
             generations: 0,
@@ -332,10 +329,13 @@ impl Admission {
         (held.conn, held.stage)
     }
 
-    /// Connections held in any stage, or ready and waiting for room; they
-    /// count as open. (Those with a worker count as the dispatcher's.)
+    /// Open connections the loop answers for: held in any stage, ready and
+    /// waiting for room, and framed ones away with a worker or queued for
+    /// one (their entries wait for them, so a connection a worker gives
+    /// back without waking the loop is never counted nowhere). Stream
+    /// connections a handler holds count as the dispatcher's.
     pub(crate) fn len(&self) -> usize {
-        self.held.len() - self.away + self.spoken.len() + self.messages.len()
+        self.held.len() + self.spoken.len()
     }
 
     /// Time until the first deadline of a held connection.
@@ -652,7 +652,6 @@ impl Admission {
             log::info!("server closing: closing connection from {}, {waiting_for}", held.conn.peer);
             adapter::close_stream(held.conn.socket);
         }
-        self.away = 0;
         self.deadlines.clear();
     }
 
