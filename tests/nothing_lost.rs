@@ -270,7 +270,6 @@ fn the_drain_timeout_cuts_a_framed_worker_blocked_on_a_client_that_never_reads()
         .drain_timeout(Some(Duration::from_secs(1)))
         .bind("127.0.0.1:0")
         .unwrap();
-    let stats = server.stats_handle();
     let addr = server.server_address().as_inet().unwrap();
     let (closed, stop) = serve_then_close(server);
     let _hog = non_reader(addr);
