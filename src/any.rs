@@ -278,7 +278,9 @@ impl<H: RequestHandler> AnyServer<H> {
     }
 
     /// See [`Server::server_close`](crate::Server::server_close).
-    pub fn server_close(self) {}
+    pub fn server_close(self) -> Stats {
+        each!(self, s => s.server_close())
+    }
 }
 
 impl<H: RequestHandler> AsFd for AnyServer<H> {

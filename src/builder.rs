@@ -305,13 +305,17 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
         self
     }
 
-    /// A bounded graceful close: [`Server::server_close`] (or drop) lets
-    /// running requests finish for up to this long, then shuts down the
-    /// connections still open (fork mode: kills the children), with a log
-    /// line for each, and waits for their handlers to return. Queued pool
-    /// requests are cut the same way, so every accepted request ends with an
-    /// answer or a log line. Default: none (Python's `block_on_close`: wait
-    /// as long as it takes, or not at all).
+    /// A bounded graceful close: [`Server::server_close`] (or drop; never
+    /// [`serve_forever`](Server::serve_forever), which returns when asked
+    /// to stop) answers what clients already sent and lets running requests
+    /// finish for up to this long, then shuts down the connections still
+    /// open (fork mode: kills the children), with a log line for each, and
+    /// waits for their handlers to return. Queued pool requests are cut the
+    /// same way, so every accepted request ends with an answer or a log
+    /// line. With it, a framed message still arriving when the close begins
+    /// is waited for within it; without, that connection is closed. Default:
+    /// none (Python's `block_on_close`: wait as long as it takes, or not at
+    /// all).
     pub fn drain_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.options.drain_timeout = timeout;
         self

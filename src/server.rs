@@ -286,10 +286,37 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         self.shutdown.clone()
     }
 
-    /// Closes the server (Python's `server_close`): the socket is closed and
-    /// a Unix socket file it created is removed. Dropping the server does
-    /// the same.
-    pub fn server_close(self) {}
+    /// Closes the server (Python's `server_close`), and returns when that
+    /// is over, with the counts as they end: the drain happens here, not in
+    /// [`serve_forever`](Self::serve_forever), which returns as soon as it
+    /// is asked to stop.
+    ///
+    /// What clients already sent is answered first: requests queued or
+    /// running, messages pipelined behind one being answered, requests
+    /// unread in a kept connection's socket, and (with a
+    /// [`drain_timeout`](ServerBuilder::drain_timeout)) a framed message
+    /// still arriving; connections between requests are closed. Then the
+    /// socket is closed and a Unix socket file it created is removed. With
+    /// a `drain_timeout`, all of it ends by that deadline: what still runs
+    /// is cut, each with a log line (counted in `cut_at_drain`). So once
+    /// this returns, every request the server accepted has been answered,
+    /// or failed or was cut as the returned [`Stats`] count: the moment to
+    /// save what handlers changed. Dropping the server does the same.
+    ///
+    /// ```
+    /// # use socketserver::{TcpServer, Request};
+    /// let mut server = TcpServer::bind("127.0.0.1:0", |_: &mut Request<'_>| Ok(()))?;
+    /// server.shutdown_handle().request_shutdown();
+    /// server.serve_forever()?; // returns at once: asked to stop
+    /// let stats = server.server_close(); // drained: nothing is left running
+    /// assert_eq!(stats.active, 0);
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn server_close(self) -> Stats {
+        let stats = self.ctx.stats.clone();
+        drop(self);
+        stats.get()
+    }
 
     /// Serves requests until a [`ShutdownHandle`] asks it to stop (Python's
     /// `serve_forever`).
@@ -301,6 +328,11 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// to do) it calls `service_actions`, as Python's does. Errors about
     /// single requests go to `handle_error`; only a failure of the server's
     /// own socket is returned.
+    ///
+    /// It returns as soon as it is asked to stop; requests still running or
+    /// queued, and what clients already sent, are answered by the close that
+    /// follows ([`server_close`](Self::server_close), or drop), which
+    /// returns once that drain is over.
     ///
     /// # Errors
     ///
@@ -368,9 +400,7 @@ impl<T: Transport, H: RequestHandler> Drop for Server<T, H> {
     /// but not served, and clients still waiting in the listen backlog, are
     /// closed with a log line each instead of being reset unnoticed.
     fn drop(&mut self) {
-        if self.shutdown.is_handed_over() {
-            self.serve_accepted();
-        }
+        self.finish_accepted();
         self.admission.close_all();
         self.admission.forget(self.shutdown.wake_fd(), self.socket.as_fd());
         if self.shutdown.is_handed_over() {

@@ -39,7 +39,11 @@ pub const ABORT_GRACE: Duration = Duration::from_secs(2);
 ///     .drain_timeout(Some(Duration::from_secs(10)))
 ///     .bind("127.0.0.1:8000")?;
 /// OnSignals::stop([server.shutdown_handle()]).install()?;
-/// server.serve_forever()?; // returns after SIGINT or SIGTERM, drained
+/// server.serve_forever()?; // returns at once on SIGINT or SIGTERM
+/// let stats = server.server_close(); // the drain: returns once it is over
+/// // Every accepted request is answered (or cut, as `stats` counts): the
+/// // moment to save what handlers changed.
+/// # let _ = stats;
 /// # Ok::<(), socketserver::Error>(())
 /// ```
 #[derive(Debug)]

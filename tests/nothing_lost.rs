@@ -101,9 +101,7 @@ fn serve_then_close<H: socketserver::RequestHandler>(
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         server.serve_forever().unwrap();
-        let stats = server.stats_handle();
-        server.server_close();
-        let _ = tx.send(stats.get());
+        let _ = tx.send(server.server_close());
     });
     (rx, stop)
 }
@@ -345,4 +343,48 @@ fn answers_that_never_went_out_are_not_counted_served() {
     let stats = stats.get();
     assert_eq!((stats.served, stats.errors), (0, 51), "{stats:?}");
     running.stop().unwrap();
+}
+
+/// The documented way to stop is the safe one: `serve_forever` returns when
+/// asked to stop, and `server_close` returns once every request the server
+/// accepted has been answered, so a program that saves its state then has
+/// every acknowledged change (here: pipelined increments on four
+/// connections, the stop coming while they run).
+#[test]
+fn server_close_returns_once_every_acknowledged_change_is_made() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let counter = Arc::new(AtomicU64::new(0));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let started_tx = std::sync::Mutex::new(started_tx);
+    let handler = {
+        let counter = Arc::clone(&counter);
+        move |req: &mut Request<'_>| {
+            let mut line = String::new();
+            req.rfile.read_line(&mut line)?;
+            let _ = started_tx.lock().unwrap().send(());
+            std::thread::sleep(Duration::from_millis(1));
+            let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            writeln!(req.wfile, "{now}")
+        }
+    };
+    let server = TcpServer::builder(handler)
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(64))
+        .drain_timeout(Some(Duration::from_secs(10)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.server_address().as_inet().unwrap();
+    let (closed, stop) = serve_then_close(server);
+    let mut clients: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for client in &mut clients {
+        client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        client.write_all("incr\n".repeat(100).as_bytes()).unwrap();
+    }
+    started.recv_timeout(IO_TIMEOUT).unwrap();
+    stop.request_shutdown();
+    let stats = closed.recv_timeout(IO_TIMEOUT).expect("the close ends");
+    let saved = counter.load(Ordering::SeqCst);
+    let acknowledged: u64 = clients.iter_mut().map(|c| read_all(c).lines().count() as u64).sum();
+    assert_eq!((acknowledged, saved, stats.served), (400, 400, 400));
 }

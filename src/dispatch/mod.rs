@@ -31,6 +31,9 @@ pub(crate) struct Dispatcher<H> {
     mode: Mode<H>,
     capacity: Arc<Capacity>,
     drain_timeout: Option<Duration>,
+    /// When the drain on close ends, if the server set it (its own
+    /// finishing turns share the drain's time).
+    drain_deadline: Option<Instant>,
 }
 
 enum Mode<H> {
@@ -69,7 +72,8 @@ impl<H: RequestHandler> Dispatcher<H> {
         };
         let limit = [limit, max_connections].into_iter().flatten().min();
         let track = drain_timeout.is_some() && matches!(dispatch.0, Config::Threads(_) | Config::Pool(_));
-        Dispatcher { mode, capacity: Capacity::new(limit, waker, track, counters, on_error), drain_timeout }
+        let capacity = Capacity::new(limit, waker, track, counters, on_error);
+        Dispatcher { mode, capacity, drain_timeout, drain_deadline: None }
     }
 
     /// Runs a stream request; the connection is closed when it is done.
@@ -196,6 +200,12 @@ impl<H: RequestHandler> Dispatcher<H> {
         }
     }
 
+    /// The drain on close ends at `deadline` (with a `drain_timeout`)
+    /// instead of a `drain_timeout` after the close begins.
+    pub(crate) fn drain_by(&mut self, deadline: Option<Instant>) {
+        self.drain_deadline = deadline;
+    }
+
     /// Once per loop turn: forget finished threads, reap exited children.
     pub(crate) fn turn(&mut self) {
         match &mut self.mode {
@@ -251,7 +261,7 @@ impl<H> Drop for Dispatcher<H> {
     /// timeout, requests still running at the deadline are cut, each with a
     /// log line, before that wait.
     fn drop(&mut self) {
-        let deadline = self.drain_timeout.map(|t| deadline_after(Instant::now(), t));
+        let deadline = self.drain_deadline.or_else(|| self.drain_timeout.map(|t| deadline_after(Instant::now(), t)));
         match &mut self.mode {
             Mode::Threads(threads) => {
                 drain(&self.capacity, deadline);

@@ -41,7 +41,7 @@ mod turn;
 
 #[cfg(any(feature = "proxy-protocol", feature = "tls"))]
 pub(crate) use admission::Step;
-pub(crate) use admission::{Admission, Admitted};
+pub(crate) use admission::{Admission, Admitted, Closing};
 pub(crate) use framing::{After, Framed, Inbox};
 pub use framing::{Framing, Split};
 pub(crate) use returns::Returns;

@@ -3,7 +3,7 @@
 //! back, wait here for the loop to take them.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::framing::{After, Framed};
@@ -33,13 +33,23 @@ pub(crate) struct Returns {
     /// `max_connections` counts them here until the loop takes them.
     /// Raised before the handler's slot is freed, so never counted nowhere.
     streams: AtomicUsize,
+    /// The server is closing: the loop must look at every connection that
+    /// comes back (to close it, or answer what it brought), so each return
+    /// wakes it.
+    closing: AtomicBool,
     waker: ShutdownHandle,
     rearmer: Rearmer,
 }
 
 impl Returns {
     pub(crate) fn new(waker: ShutdownHandle, rearmer: Rearmer) -> Returns {
-        Returns { conns: Mutex::new(Vec::new()), streams: AtomicUsize::new(0), waker, rearmer }
+        Returns {
+            conns: Mutex::new(Vec::new()),
+            streams: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            waker,
+            rearmer,
+        }
     }
 
     /// A worker is done with `framed`'s message; `wake`: the loop may be
@@ -59,6 +69,10 @@ impl Returns {
             let armed = framed.key.is_some_and(|key| self.rearmer.read(framed.conn.socket.as_fd(), key).is_ok());
             if armed {
                 conns.push(Back::Framed(framed));
+                drop(conns);
+                if wake && self.closing.load(Ordering::SeqCst) {
+                    self.waker.wake(Wake::Returned);
+                }
                 return;
             }
             framed.after = After::Loop;
@@ -87,6 +101,11 @@ impl Returns {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *conns, into);
         self.streams.store(0, Ordering::SeqCst);
+    }
+
+    /// From now on every return wakes the loop (see `closing`).
+    pub(crate) fn closing(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 
     /// Stream connections handed back and not yet taken.

@@ -11,7 +11,7 @@ use socket2::Socket;
 
 use crate::adapter::Incoming;
 use crate::options::{deadline_after, socket_timeout};
-use crate::serving::Admitted;
+use crate::serving::{Admitted, Closing};
 use crate::shutdown::Wake;
 use crate::stats::Counters;
 use crate::sys;
@@ -238,16 +238,29 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         }
     }
 
-    /// After a hand-over, the connections this process already accepted are
-    /// its own to serve: the successor cannot take them, and closing them
-    /// would lose requests a client (or a balancer) already sent. Carries
-    /// each through the stage it is in (PROXY header, TLS handshake, waiting
-    /// to speak, waiting for room) to a handler, without accepting anything
-    /// new; bounded by each stage's deadline and by `drain_timeout`.
-    pub(crate) fn serve_accepted(&mut self) {
-        self.closing = true;
-        self.admission.closing();
+    /// On close, before anything is closed: a stop and a hand-over both
+    /// answer what clients already sent. Connections between requests are
+    /// closed (nothing of theirs is lost; a client's next connection reaches
+    /// the successor, or is refused); requests already in (queued,
+    /// pipelined behind one a worker answered, unread in the socket) are
+    /// answered, and a message still arriving is waited for (a stop does so
+    /// only within a `drain_timeout`). A hand-over also carries connections
+    /// still on their way (PROXY header, TLS handshake, first byte), which
+    /// the successor cannot take. Nothing new is accepted. Bounded by each
+    /// stage's deadline and by `drain_timeout`, whose deadline the
+    /// dispatcher's drain then shares, and cut short by an abort.
+    pub(crate) fn finish_accepted(&mut self) {
         let deadline = self.options.drain_timeout.map(|t| deadline_after(Instant::now(), t));
+        self.dispatcher.drain_by(deadline);
+        if T::KIND != Kind::Stream {
+            return;
+        }
+        self.closing = true;
+        self.admission.closing(if self.shutdown.is_handed_over() {
+            Closing::HandOver
+        } else {
+            Closing::Stop { wait_inside: deadline.is_some() }
+        });
         while self.admission.len() > 0 {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let over = left.is_some_and(|left| left.is_zero()) || self.shutdown.is_aborted();

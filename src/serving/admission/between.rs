@@ -9,13 +9,13 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use super::{AWAY_RECHECK, Admission, Admitted, Entry, FIRST_HELD, Held, Interest, Stage};
-use crate::Error;
+use super::{AWAY_RECHECK, Admission, Admitted, Closing, Entry, FIRST_HELD, Held, Interest, Stage};
 use crate::adapter::{self, Context, Incoming};
 use crate::options::{Options, deadline_after};
 use crate::serving::framing::{After, Framed, Refused};
 use crate::serving::returns::Back;
 use crate::stats::Counters;
+use crate::{Error, sys};
 
 impl Admission {
     /// A framed connection between messages: its next whole message is
@@ -39,8 +39,22 @@ impl Admission {
                 }
                 self.messages.push_back((framed, message));
             }
-            Ok(None) if framed.eof || (self.closing && framed.inbox.is_empty()) => {
+            Ok(None) if framed.eof => {
                 log::debug!("framed connection from {} ends between messages", framed.conn.peer);
+                self.close_framed(framed);
+            }
+            // Closing: nothing of a next request came (in the inbox or the socket).
+            Ok(None)
+                if self.closing.is_some() && framed.inbox.is_empty() && !sys::has_input(framed.conn.socket.as_fd()) =>
+            {
+                log::debug!("server closing: closing framed connection from {} between messages", framed.conn.peer);
+                self.close_framed(framed);
+            }
+            Ok(None) if self.closing == Some(Closing::Stop { wait_inside: false }) && !framed.inbox.is_empty() => {
+                log::info!(
+                    "server closing: closing connection from {} inside a message (no drain_timeout to wait within)",
+                    framed.conn.peer
+                );
                 self.close_framed(framed);
             }
             Ok(None) => {
@@ -168,7 +182,7 @@ impl Admission {
             self.spoken.push_back(conn);
             return false;
         }
-        if self.closing {
+        if self.closing.is_some() && !sys::has_input(conn.socket.as_fd()) {
             log::debug!("server closing: closing kept connection from {} between requests", conn.peer);
             adapter::close_stream(conn.socket);
             return false;

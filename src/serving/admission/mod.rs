@@ -79,6 +79,20 @@ enum Stage {
 }
 
 impl Stage {
+    /// What a connection in this stage waits for, for a log line.
+    fn waiting_for(&self) -> &'static str {
+        match self {
+            Stage::Idle => "which sent nothing",
+            Stage::Framed(inbox, ..) if inbox.is_empty() => "between messages",
+            Stage::Framed(..) => "inside a message",
+            Stage::Kept => "between requests",
+            #[cfg(feature = "proxy-protocol")]
+            Stage::Header(_) => "whose PROXY header was not in",
+            #[cfg(feature = "tls")]
+            Stage::Handshake(_) => "during its TLS handshake",
+        }
+    }
+
     fn interest(&self) -> Interest {
         match self {
             #[cfg(feature = "tls")]
@@ -153,9 +167,9 @@ pub(crate) struct Admission {
     returns: Arc<Returns>,
     /// Reused for each take of `returns`.
     returned: Vec<Back>,
-    /// The server is closing: framed connections between messages are
-    /// closed instead of held.
-    closing: bool,
+    /// The server is closing: connections between requests are closed
+    /// instead of held.
+    closing: Option<Closing>,
 }
 
 impl Admission {
@@ -176,7 +190,7 @@ impl Admission {
             messages: VecDeque::new(),
             returns,
             returned: Vec::new(),
-            closing: false,
+            closing: None,
         })
     }
 
@@ -301,23 +315,22 @@ impl Admission {
         self.messages.pop_front()
     }
 
-    /// From now on, framed connections between messages are closed, not
-    /// held: the server is closing (or handing over).
-    pub(crate) fn closing(&mut self) {
-        self.closing = true;
-        let idle: Vec<usize> = self
-            .held
-            .iter()
-            .filter(|(_, e)| match e {
-                Entry::Here(Held { stage: Stage::Framed(inbox, ..), .. }) => inbox.is_empty(),
-                Entry::Here(Held { stage: Stage::Kept, .. }) => true,
-                _ => false,
-            })
-            .map(|(key, _)| key)
-            .collect();
-        for key in idle {
-            let (conn, _) = self.release(key);
-            log::debug!("server closing: closing connection from {} between requests", conn.peer);
+    /// From now on, connections between requests are closed, not held: the
+    /// server is closing (or handing over). Those between requests now are
+    /// closed at once; one whose client already sent (bytes in the socket,
+    /// or part of a message read) is carried on to be answered. A stop also
+    /// closes those that have sent nothing yet, wherever they are on their
+    /// way (a hand-over carries them on: they may be sending); without a
+    /// drain deadline to bound the wait it also closes those inside a
+    /// message.
+    pub(crate) fn closing(&mut self, closing: Closing) {
+        self.closing = Some(closing);
+        self.returns.closing();
+        let leaving: Vec<usize> =
+            self.held.iter().filter_map(|(key, entry)| Some(key).filter(|_| entry_leaves(entry, closing))).collect();
+        for key in leaving {
+            let (conn, stage) = self.release(key);
+            log::debug!("server closing: closing connection from {}, {}", conn.peer, stage.waiting_for());
             adapter::close_stream(conn.socket);
         }
     }
@@ -640,15 +653,7 @@ impl Admission {
         // Those away are with workers, who close them (a `Returns` left
         // behind closes what it holds when it goes).
         for held in self.held.drain().filter_map(|e| if let Entry::Here(held) = e { Some(held) } else { None }) {
-            let waiting_for = match held.stage {
-                Stage::Idle => "which sent nothing",
-                Stage::Framed(..) => "between messages or inside one",
-                Stage::Kept => "between requests",
-                #[cfg(feature = "proxy-protocol")]
-                Stage::Header(_) => "whose PROXY header was not in",
-                #[cfg(feature = "tls")]
-                Stage::Handshake(_) => "during its TLS handshake",
-            };
+            let waiting_for = held.stage.waiting_for();
             log::info!("server closing: closing connection from {}, {waiting_for}", held.conn.peer);
             adapter::close_stream(held.conn.socket);
         }
@@ -659,6 +664,34 @@ impl Admission {
     pub(crate) fn forget(&self, wake: BorrowedFd<'_>, listener: BorrowedFd<'_>) {
         self.registry.remove(wake);
         self.registry.remove(listener);
+    }
+}
+
+/// How a server closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// A stop; `wait_inside`: connections inside a message are waited for
+    /// (there is a drain deadline to bound that wait).
+    Stop { wait_inside: bool },
+    /// A hand-over to a successor: every connection on its way to a handler
+    /// is carried on.
+    HandOver,
+}
+
+/// Whether the held `entry` is closed when the server begins `closing`.
+fn entry_leaves(entry: &Entry, closing: Closing) -> bool {
+    let Entry::Here(held) = entry else { return false };
+    let fd = held.conn.socket.as_fd();
+    let stop = matches!(closing, Closing::Stop { .. });
+    match &held.stage {
+        Stage::Framed(inbox, ..) if inbox.is_empty() => !sys::has_input(fd),
+        Stage::Framed(..) => closing == Closing::Stop { wait_inside: false },
+        Stage::Kept => !sys::has_input(fd),
+        Stage::Idle => stop && !sys::has_input(fd),
+        #[cfg(feature = "proxy-protocol")]
+        Stage::Header(_) => stop,
+        #[cfg(feature = "tls")]
+        Stage::Handshake(_) => stop,
     }
 }
 
