@@ -1040,3 +1040,57 @@ fn server_pem_errors_name_the_file_at_fault() {
     let unchosen = ServerPem::files(certs.path("server.pem"), certs.path("server.key")).build().unwrap_err();
     assert!(unchosen.to_string().contains("crypto provider"), "{unchosen}");
 }
+
+/// TLS framed reads are bounded as plain ones are: ten clients pipeline
+/// 4 MiB of lines each and never read their answers; the server reads a
+/// connection only as fast as its messages are answered, so what it holds
+/// stays in the sockets, and its memory grows by far less than the 40 MiB
+/// they sent.
+#[test]
+fn tls_clients_that_pipeline_without_reading_cannot_grow_the_server() {
+    use common::process::{Serve, rss_kib};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let certs = Certs::new();
+    let flags = ["--workers", "1", "--framing", "lines", "--tls-cert", &certs.path("server.pem")];
+    let serve = Serve::start("tcp", "127.0.0.1:0", &[&flags[..], &["--tls-key", &certs.path("server.key")]].concat());
+    let before = rss_kib(serve.pid());
+    let written: Arc<Vec<AtomicU64>> = Arc::new((0..10).map(|_| AtomicU64::new(0)).collect());
+    // Every handshake first: a busy pool of one holds new clients back.
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let mut client = rustls_client(serve.address.parse().unwrap(), certs.client(false), "localhost");
+            socket2::SockRef::from(client.get_ref()).set_send_buffer_size(16 * 1024).unwrap();
+            while client.conn.is_handshaking() {
+                client.conn.complete_io(&mut client.sock).unwrap();
+            }
+            client
+        })
+        .collect();
+    let mut conns = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        let (conn, tcp) = (client.conn, client.sock);
+        let mut writer = rustls::StreamOwned::new(conn, tcp.try_clone().unwrap());
+        conns.push(tcp);
+        let written = Arc::clone(&written);
+        std::thread::spawn(move || {
+            let chunk = "2\n".repeat(8 * 1024);
+            for _ in 0..256 {
+                if writer.write_all(chunk.as_bytes()).is_err() {
+                    return;
+                }
+                written[i].fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            }
+        });
+    }
+    // Until every writer is done, or stalled because the server reads no more.
+    let total = || written.iter().map(|w| w.load(Ordering::SeqCst)).sum::<u64>();
+    let mut last = total();
+    eventually("the clients to finish or stall", || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = total();
+        std::mem::replace(&mut last, now) == now
+    });
+    let grown = rss_kib(serve.pid()).saturating_sub(before);
+    assert!(grown < 16 * 1024, "the server grew by {grown} KiB while clients sent {} KiB", total() / 1024);
+    drop(conns);
+}

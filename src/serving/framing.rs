@@ -173,29 +173,46 @@ pub(crate) enum Refused {
 
 /// A connection's bytes read but not yet handled. Empty, it holds no
 /// memory: an idle connection costs no buffer.
+///
+/// Messages are cut from the front by moving a cursor, not the bytes: a
+/// read that brought ten thousand short lines costs one copy of what is
+/// left, when the next read comes, not one per line.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
     bytes: Vec<u8>,
+    /// Where the bytes not yet taken begin.
+    start: usize,
 }
 
 impl Inbox {
     pub(crate) fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.start == self.bytes.len()
     }
 
     /// Appends what a read got.
     pub(crate) fn push(&mut self, bytes: &[u8]) {
-        self.bytes.extend_from_slice(bytes);
+        self.room().extend_from_slice(bytes);
+    }
+
+    /// The buffer with the bytes already taken gone, to read onto its end.
+    fn room(&mut self) -> &mut Vec<u8> {
+        if self.start > 0 {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        &mut self.bytes
     }
 
     /// Reads what `conn` has now, without waiting, onto the end (through
-    /// its TLS session, if it has one). Returns whether the stream ended;
-    /// `WouldBlock` when nothing came. The loop and a worker answering a
-    /// pipelining client read the same way.
+    /// its TLS session, if it has one): at most one read's worth, so what
+    /// a client pipelines stays in its socket (or its TLS records) until
+    /// the messages before it are handled. Returns whether the stream
+    /// ended; `WouldBlock` when nothing came. The loop and a worker
+    /// answering a pipelining client read the same way.
     pub(crate) fn read_now(&mut self, conn: &Incoming) -> io::Result<bool> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &conn.tls {
-            return tls.read_now(&conn.socket, &mut self.bytes);
+            return tls.read_now(&conn.socket, self.room());
         }
         let mut chunk = [0u8; 16 * 1024];
         let n = crate::sys::recv_now(&conn.socket, &mut chunk, false)?;
@@ -206,16 +223,17 @@ impl Inbox {
     /// Takes the first whole message, if there is one; `eof`: no more bytes
     /// will come.
     pub(crate) fn next(&mut self, framing: &Framing, eof: bool) -> Result<Option<Vec<u8>>, Refused> {
-        match framing.cut(&self.bytes, eof) {
+        let rest = &self.bytes[self.start..];
+        match framing.cut(rest, eof) {
             Cut::More => Ok(None),
             Cut::TooLong => Err(Refused::TooLong),
             Cut::Invalid(reason) => Err(Refused::Invalid(reason)),
             Cut::Whole(split) => {
-                let message = self.bytes[split.message].to_vec();
-                self.bytes.drain(..split.consumed);
-                if self.bytes.is_empty() {
+                let message = rest[split.message].to_vec();
+                self.start += split.consumed;
+                if self.is_empty() {
                     // Idle again: give the memory back.
-                    self.bytes = Vec::new();
+                    *self = Inbox::default();
                 }
                 Ok(Some(message))
             }

@@ -76,8 +76,11 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         }
         let accepting = !self.closing && !self.dispatcher.is_full() && below_max && self.paused_until.is_none();
         let pause = self.paused_until.map(|until| until - now);
-        // Having served some, return to the caller (and `service_actions`) soon.
-        let timeout = if queued { Some(Duration::ZERO) } else { timeout };
+        // Having served some, return to the caller (and `service_actions`)
+        // soon; closing, with nothing left (the last connection was taken
+        // back and closed above), return at once: nothing would wake the wait.
+        let done = self.closing && self.admission.len() == 0;
+        let timeout = if queued || done { Some(Duration::ZERO) } else { timeout };
         let limit = [timeout, pause, self.admission.next_expiry(now), self.dispatcher.recheck_after()]
             .into_iter()
             .flatten()

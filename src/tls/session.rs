@@ -61,22 +61,31 @@ impl Session {
     /// the socket closed); `WouldBlock` when no plaintext came. Records
     /// that carry none yet (a record cut short, a key update) are kept for
     /// the next read.
+    ///
+    /// It returns with the first plaintext, at most one socket read's
+    /// worth: what a client pipelines stays in the socket until the
+    /// messages before it are handled, as on a plain connection, so a
+    /// client that never reads its answers cannot make the server buffer
+    /// without bound.
     pub(crate) fn read_now(&self, socket: &socket2::Socket, out: &mut Vec<u8>) -> io::Result<bool> {
         let mut tls = self.tls.borrow_mut();
         let start = out.len();
         loop {
-            // All the plaintext there is, straight onto the end of `out`;
-            // it stays there whatever stops the read.
+            // All the plaintext rustls holds, straight onto the end of
+            // `out`; it stays there whatever stops the read, and none is
+            // left behind where polling the socket would not see it.
             match tls.reader().read_to_end(out) {
                 Ok(_) => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(true),
                 Err(e) => return Err(e),
             }
+            if out.len() > start {
+                return Ok(false);
+            }
             match tls.read_tls(&mut NonBlocking(socket)) {
                 Ok(0) => return Ok(true),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && out.len() > start => return Ok(false),
                 Err(e) => return Err(e),
             }
             if let Err(e) = tls.process_new_packets() {

@@ -482,17 +482,17 @@ impl Admission {
         };
         let step = match &mut held.stage {
             // A byte that came after the wait returned still counts.
-            Stage::Framed(..) if sys::has_input(held.conn.socket.as_fd()) => {
-                return self.on_ready(key, now, ctx, hooks, options);
+            Stage::Framed(..) | Stage::Kept if sys::has_input(held.conn.socket.as_fd()) => {
+                let generation = held.generation;
+                let turned_away = self.on_ready(key, now, ctx, hooks, options);
+                self.wait_on(key, generation, now, options);
+                return turned_away;
             }
             Stage::Framed(inbox, ..) if inbox.is_empty() => {
                 return self.close_silent(key, ctx, "silent past its deadline between messages");
             }
             Stage::Framed(..) => return self.close_silent(key, ctx, "silent past its deadline inside a message"),
             Stage::Idle if sys::has_input(held.conn.socket.as_fd()) => None,
-            Stage::Kept if sys::has_input(held.conn.socket.as_fd()) => {
-                return self.on_ready(key, now, ctx, hooks, options);
-            }
             Stage::Kept => return self.close_silent(key, ctx, "silent past its deadline between requests"),
             Stage::Idle => return self.close_silent(key, ctx, "nothing received within the idle timeout"),
             #[cfg(feature = "proxy-protocol")]
@@ -509,6 +509,21 @@ impl Admission {
         };
         let (conn, stage) = self.release(key);
         self.leave(conn, stage, step, now, ctx, hooks, options)
+    }
+
+    /// After a connection whose deadline passed was read: one still waiting
+    /// where it was (over TLS, the bytes were part of a record, and gave no
+    /// plaintext) gets its deadline again, from now (its client did send),
+    /// or it would have none: the one that passed is gone from the heap.
+    fn wait_on(&mut self, key: usize, generation: u64, now: Instant, options: &Options) {
+        let Some(Entry::Here(held)) = self.held.get(key) else { return };
+        if held.generation != generation {
+            return;
+        }
+        let idle = options.idle_timeout.map(|idle| deadline_after(now, idle));
+        if let Some(expires) = [idle, held.conn.deadline].into_iter().flatten().min() {
+            self.deadlines.set(expires, key, generation);
+        }
     }
 
     /// Closes a held connection whose client went quiet past its deadline,
