@@ -186,3 +186,75 @@ fn send_pending(tls: &mut ServerConnection, wire: &mut impl Write) -> io::Result
     }
     Ok(())
 }
+
+/// The example's certificates, for the test below.
+#[cfg(test)]
+#[path = "../../examples/prime/tls.rs"]
+#[allow(dead_code, unreachable_pub, reason = "the example's module, in part")]
+mod pki;
+
+#[cfg(test)]
+mod tests {
+    use super::{Session, pki};
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A client pipelines 1 MiB, which the kernel holds for the server; one
+    /// `read_now` takes at most one socket read's worth of it (the rest
+    /// waits in the socket, as on a plain connection), and reads until
+    /// `WouldBlock` take it all, in order.
+    #[test]
+    fn one_read_now_takes_one_reads_worth_and_the_rest_waits_in_the_socket() {
+        let pki = pki::Pki::generate().unwrap();
+        let server = crate::tls::ServerPem::bytes(pki.server_cert.clone(), pki.server_key.clone())
+            .provider(pki::provider())
+            .build()
+            .unwrap();
+        let client = pki::client_config(pki.ca.as_bytes(), None).unwrap();
+        let listener = socket2::Socket::from(TcpListener::bind("127.0.0.1:0").unwrap());
+        listener.set_recv_buffer_size(8 << 20).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let sent: Vec<u8> =
+            (0..(1 << 20) / 8).flat_map(|i: u32| format!("{:07}\n", i % 10_000_000).into_bytes()).collect();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let (hold_tx, hold) = std::sync::mpsc::channel::<()>();
+        let expected = sent.clone();
+        let writer = std::thread::spawn(move || {
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let conn = rustls::ClientConnection::new(client, name).unwrap();
+            let mut stream = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+            stream.write_all(&sent).unwrap();
+            stream.flush().unwrap();
+            done_tx.send(()).unwrap();
+            // Open until the server has read it all.
+            let _ = hold.recv();
+        });
+        let (socket, _) = listener.accept().unwrap();
+        let mut tls = rustls::ServerConnection::new(server).unwrap();
+        let mut blocking = TcpStream::from(socket.try_clone().unwrap());
+        while tls.is_handshaking() {
+            tls.complete_io(&mut blocking).unwrap();
+        }
+        done.recv().unwrap();
+        let session = Session::new(tls);
+        let mut got = Vec::new();
+        assert!(!session.read_now(&socket, &mut got).unwrap());
+        assert!(!got.is_empty() && got.len() <= 64 * 1024, "one read took {} bytes", got.len());
+        for _ in 0..10_000 {
+            match session.read_now(&socket, &mut got) {
+                Ok(_) if got.len() < expected.len() => {}
+                Ok(_) => break,
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+            }
+        }
+        assert!(
+            got == expected,
+            "{} of {} bytes, in order: {}",
+            got.len(),
+            expected.len(),
+            got == expected[..got.len()]
+        );
+        hold_tx.send(()).unwrap();
+        writer.join().unwrap();
+    }
+}
