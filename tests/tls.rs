@@ -1040,3 +1040,59 @@ fn server_pem_errors_name_the_file_at_fault() {
     let unchosen = ServerPem::files(certs.path("server.pem"), certs.path("server.key")).build().unwrap_err();
     assert!(unchosen.to_string().contains("crypto provider"), "{unchosen}");
 }
+
+/// A TLS connection whose idle deadline passes while part of a record is
+/// arriving is still closed at a deadline. The loop is kept from it: a
+/// sequential server busy with one request while more than one wait's
+/// worth of other connections (1,100 partial ClientHellos) become ready
+/// before the victim's one byte, so its byte is met by the deadline check,
+/// not by the registry, and gives no plaintext.
+#[test]
+fn a_tls_connection_sending_part_of_a_record_at_its_deadline_is_still_closed() {
+    use socketserver::Framing;
+    let certs = Certs::new();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let started_tx = std::sync::Mutex::new(started_tx);
+    let handler = move |req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        if line == "slow\n" {
+            let _ = started_tx.lock().unwrap().send(());
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        req.wfile.write_all(line.as_bytes())
+    };
+    let server = TcpServer::builder(handler)
+        .framing(Framing::lines(64))
+        .tls(certs.server(false))
+        .idle_timeout(Some(Duration::from_secs(2)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let ask = |client: &mut BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>, line: &str| {
+        client.get_mut().write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        client.read_line(&mut answer).unwrap();
+        assert_eq!(answer, line);
+    };
+    let mut victim = BufReader::new(rustls_client(running.inet(), certs.client(false), "localhost"));
+    ask(&mut victim, "hi\n");
+    let mut busy = BufReader::new(rustls_client(running.inet(), certs.client(false), "localhost"));
+    ask(&mut busy, "hi\n");
+    let mut fillers: Vec<TcpStream> = (0..1100).map(|_| TcpStream::connect(running.inet()).unwrap()).collect();
+    eventually("every filler to be accepted", || stats.get().accepted == 1102);
+    busy.get_mut().write_all(b"slow\n").unwrap();
+    started.recv_timeout(IO_TIMEOUT).unwrap();
+    for filler in &mut fillers {
+        filler.write_all(&PARTIAL_HELLO[..1]).unwrap();
+    }
+    // The first byte of an application data record, and no more.
+    victim.get_mut().get_mut().write_all(&[0x17]).unwrap();
+    let victim = victim.get_mut().get_mut();
+    victim.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let closed = victim.read(&mut [0u8; 64]);
+    assert!(matches!(closed, Ok(_)), "the victim is still open 10 s after its deadline: {closed:?}");
+    drop(fillers);
+    running.stop().unwrap();
+}
