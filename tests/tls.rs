@@ -1092,7 +1092,7 @@ fn a_tls_connection_sending_part_of_a_record_at_its_deadline_is_still_closed() {
     let victim = victim.get_mut().get_mut();
     victim.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let closed = victim.read(&mut [0u8; 64]);
-    assert!(matches!(closed, Ok(_)), "the victim is still open 10 s after its deadline: {closed:?}");
+    assert!(closed.is_ok(), "the victim is still open 10 s after its deadline: {closed:?}");
     drop(fillers);
     running.stop().unwrap();
 }
