@@ -48,8 +48,6 @@ pub struct Server<T: Transport, H: RequestHandler> {
     pub(crate) owns_socket: bool,
     /// Accepting is paused until then after a resource error.
     pub(crate) paused_until: Option<Instant>,
-    /// Handed over and closing: serve what was accepted, accept nothing new.
-    pub(crate) closing: bool,
     /// The loop's readiness registry, and the connections on their way from
     /// accept to a handler: PROXY header, TLS handshake, waiting for their
     /// first byte or for room.
@@ -160,7 +158,6 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             owns_socket: true,
             paused_until: None,
             admission,
-            closing: false,
             batch,
             transport: PhantomData,
         };

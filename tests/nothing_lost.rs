@@ -11,7 +11,17 @@ use std::time::{Duration, Instant};
 
 use common::IO_TIMEOUT;
 use common::Running;
-use socketserver::{Framing, Request, TcpServer, WorkerPool};
+use socketserver::transport::TcpTransport;
+use socketserver::{Framing, Request, ServerBuilder, TcpServer, WorkerPool};
+
+/// A TCP server on a free loopback port for `handler`, framed in lines of
+/// at most 64 bytes; `options` sets the rest.
+fn framed<H: socketserver::RequestHandler>(
+    handler: H,
+    options: impl FnOnce(ServerBuilder<TcpTransport, H>) -> ServerBuilder<TcpTransport, H>,
+) -> TcpServer<H> {
+    options(TcpServer::builder(handler).framing(Framing::lines(64))).bind("127.0.0.1:0").unwrap()
+}
 
 /// Answers each line with itself.
 fn echo_line() -> impl Fn(&mut Request<'_>) -> std::io::Result<()> + Send + Sync + 'static {
@@ -28,12 +38,7 @@ fn echo_line() -> impl Fn(&mut Request<'_>) -> std::io::Result<()> + Send + Sync
 /// the time the work takes.
 #[test]
 fn with_no_poll_interval_every_framed_message_waiting_for_room_is_answered() {
-    let server = TcpServer::builder(echo_line())
-        .dispatch(WorkerPool::new(2).queue(1).into())
-        .framing(Framing::lines(64))
-        .poll_interval(None)
-        .bind("127.0.0.1:0")
-        .unwrap();
+    let server = framed(echo_line(), |b| b.dispatch(WorkerPool::new(2).queue(1).into()).poll_interval(None));
     let running = Running::start(server);
     let mut clients: Vec<BufReader<TcpStream>> = (0..300)
         .map(|_| {
@@ -93,17 +98,19 @@ fn read_all(conn: &mut TcpStream) -> String {
 }
 
 /// `serve_forever` in a thread whose server is closed (drained) when it
-/// returns; the receiver hears when that close is over.
+/// returns: its address, the receiver that hears when that close is over
+/// (with the final counts), and its stop.
 fn serve_then_close<H: socketserver::RequestHandler>(
     mut server: TcpServer<H>,
-) -> (std::sync::mpsc::Receiver<socketserver::Stats>, socketserver::ShutdownHandle) {
+) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<socketserver::Stats>, socketserver::ShutdownHandle) {
+    let addr = server.server_address().as_inet().unwrap();
     let stop = server.shutdown_handle();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         server.serve_forever().unwrap();
         let _ = tx.send(server.server_close());
     });
-    (rx, stop)
+    (addr, rx, stop)
 }
 
 /// A stop answers what a client pipelined before it: the messages a worker
@@ -111,14 +118,10 @@ fn serve_then_close<H: socketserver::RequestHandler>(
 #[test]
 fn a_stop_answers_every_message_pipelined_before_it() {
     let (started_tx, started) = std::sync::mpsc::channel();
-    let server = TcpServer::builder(slow_echo(Duration::from_millis(300), started_tx))
-        .dispatch(WorkerPool::new(2).into())
-        .framing(Framing::lines(64))
-        .drain_timeout(Some(Duration::from_secs(8)))
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.server_address().as_inet().unwrap();
-    let (closed, stop) = serve_then_close(server);
+    let server = framed(slow_echo(Duration::from_millis(300), started_tx), |b| {
+        b.dispatch(WorkerPool::new(2).into()).drain_timeout(Some(Duration::from_secs(8)))
+    });
+    let (addr, closed, stop) = serve_then_close(server);
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let pipelined: String = std::iter::once("slow\n".to_owned()).chain((0..100).map(|i| format!("{i}\n"))).collect();
@@ -135,14 +138,10 @@ fn a_stop_answers_every_message_pipelined_before_it() {
 #[test]
 fn a_stop_answers_a_message_that_was_inside_its_client_when_it_began() {
     let (started_tx, started) = std::sync::mpsc::channel();
-    let server = TcpServer::builder(slow_echo(Duration::from_millis(300), started_tx))
-        .dispatch(WorkerPool::new(2).into())
-        .framing(Framing::lines(64))
-        .drain_timeout(Some(Duration::from_secs(8)))
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.server_address().as_inet().unwrap();
-    let (closed, stop) = serve_then_close(server);
+    let server = framed(slow_echo(Duration::from_millis(300), started_tx), |b| {
+        b.dispatch(WorkerPool::new(2).into()).drain_timeout(Some(Duration::from_secs(8)))
+    });
+    let (addr, closed, stop) = serve_then_close(server);
     let mut busy = TcpStream::connect(addr).unwrap();
     busy.write_all(b"slow\n").unwrap();
     let mut inside = TcpStream::connect(addr).unwrap();
@@ -167,13 +166,9 @@ fn a_stop_answers_a_message_that_was_inside_its_client_when_it_began() {
 #[test]
 fn a_restart_answers_requests_that_were_unread_in_the_socket_when_it_began() {
     let (started_tx, started) = std::sync::mpsc::channel();
-    let server = TcpServer::builder(slow_echo(Duration::from_millis(500), started_tx))
-        .framing(Framing::lines(64))
-        .drain_timeout(Some(Duration::from_secs(8)))
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.server_address().as_inet().unwrap();
-    let (closed, stop) = serve_then_close(server);
+    let server =
+        framed(slow_echo(Duration::from_millis(500), started_tx), |b| b.drain_timeout(Some(Duration::from_secs(8))));
+    let (addr, closed, stop) = serve_then_close(server);
     let mut parked: Vec<TcpStream> = (0..20)
         .map(|i| {
             let mut conn = TcpStream::connect(addr).unwrap();
@@ -203,12 +198,8 @@ fn a_restart_answers_requests_that_were_unread_in_the_socket_when_it_began() {
 #[test]
 fn connection_timeout_bounds_a_framed_reply_send_to_a_client_that_never_reads() {
     let _alone = BLOCKING_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let server = TcpServer::builder(echo_line())
-        .dispatch(WorkerPool::new(1).into())
-        .framing(Framing::lines(64))
-        .connection_timeout(Some(Duration::from_secs(1)))
-        .bind("127.0.0.1:0")
-        .unwrap();
+    let server =
+        framed(echo_line(), |b| b.dispatch(WorkerPool::new(1).into()).connection_timeout(Some(Duration::from_secs(1))));
     let stats = server.stats_handle();
     let running = Running::start(server);
     let hog = non_reader(running.inet());
@@ -262,14 +253,9 @@ fn non_reader(addr: std::net::SocketAddr) -> TcpStream {
 #[test]
 fn the_drain_timeout_cuts_a_framed_worker_blocked_on_a_client_that_never_reads() {
     let _alone = BLOCKING_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let server = TcpServer::builder(echo_line())
-        .dispatch(WorkerPool::new(1).into())
-        .framing(Framing::lines(64))
-        .drain_timeout(Some(Duration::from_secs(1)))
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.server_address().as_inet().unwrap();
-    let (closed, stop) = serve_then_close(server);
+    let server =
+        framed(echo_line(), |b| b.dispatch(WorkerPool::new(1).into()).drain_timeout(Some(Duration::from_secs(1))));
+    let (addr, closed, stop) = serve_then_close(server);
     let _hog = non_reader(addr);
     common::process::eventually("the worker to block sending to the hog", a_worker_blocks_sending);
     stop.request_shutdown();
@@ -282,12 +268,7 @@ fn the_drain_timeout_cuts_a_framed_worker_blocked_on_a_client_that_never_reads()
 /// the others are open, whatever the timing.
 #[test]
 fn max_connections_holds_while_framed_connections_come_back_from_workers() {
-    let server = TcpServer::builder(echo_line())
-        .dispatch(WorkerPool::new(2).into())
-        .framing(Framing::lines(64))
-        .max_connections(10)
-        .bind("127.0.0.1:0")
-        .unwrap();
+    let server = framed(echo_line(), |b| b.dispatch(WorkerPool::new(2).into()).max_connections(10));
     let running = Running::start(server);
     let mut clients: Vec<BufReader<TcpStream>> = (0..10).map(|_| BufReader::new(connect(&running))).collect();
     for client in &mut clients {
@@ -326,11 +307,7 @@ fn max_connections_holds_while_framed_connections_come_back_from_workers() {
 #[test]
 fn answers_that_never_went_out_are_not_counted_served() {
     let (started_tx, started) = std::sync::mpsc::channel();
-    let server = TcpServer::builder(slow_echo(Duration::from_millis(300), started_tx))
-        .dispatch(WorkerPool::new(1).into())
-        .framing(Framing::lines(64))
-        .bind("127.0.0.1:0")
-        .unwrap();
+    let server = framed(slow_echo(Duration::from_millis(300), started_tx), |b| b.dispatch(WorkerPool::new(1).into()));
     let stats = server.stats_handle();
     let running = Running::start(server);
     let mut conn = connect(&running);
@@ -368,14 +345,9 @@ fn server_close_returns_once_every_acknowledged_change_is_made() {
             writeln!(req.wfile, "{now}")
         }
     };
-    let server = TcpServer::builder(handler)
-        .dispatch(WorkerPool::new(2).into())
-        .framing(Framing::lines(64))
-        .drain_timeout(Some(Duration::from_secs(10)))
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.server_address().as_inet().unwrap();
-    let (closed, stop) = serve_then_close(server);
+    let server =
+        framed(handler, |b| b.dispatch(WorkerPool::new(2).into()).drain_timeout(Some(Duration::from_secs(10))));
+    let (addr, closed, stop) = serve_then_close(server);
     let mut clients: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
     for client in &mut clients {
         client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();

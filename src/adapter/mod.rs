@@ -81,6 +81,11 @@ impl Outcome {
 
     /// Counts this ending in `counters`.
     pub(crate) fn count(self, counters: &Counters) {
+        self.count_n(counters, 1);
+    }
+
+    /// Counts `n` requests that ended this way.
+    fn count_n(self, counters: &Counters, n: u64) {
         let counter = match self {
             Outcome::Served => &counters.served,
             Outcome::Failed => &counters.errors,
@@ -88,7 +93,7 @@ impl Outcome {
             Outcome::TimedOut => &counters.timed_out,
             Outcome::Cut => return,
         };
-        Counters::add(counter, 1);
+        Counters::add(counter, n);
     }
 }
 
@@ -426,16 +431,12 @@ pub(crate) fn send_replies<H>(
     let requests = std::mem::take(unsent);
     match sent {
         Ok(()) => {
-            Counters::add(&ctx.counters().served, requests);
+            Outcome::Served.count_n(ctx.counters(), requests);
             true
         }
         Err(source) => {
             let failure = Failure::Io(source);
-            let counter = match failure.outcome() {
-                Outcome::TimedOut => &ctx.counters().timed_out,
-                _ => &ctx.counters().errors,
-            };
-            Counters::add(counter, requests);
+            failure.outcome().count_n(ctx.counters(), requests);
             (ctx.on_error)(&failure.into_error(&conn.peer));
             false
         }

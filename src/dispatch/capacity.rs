@@ -106,7 +106,7 @@ impl Capacity {
     /// [`Slot::untrack`] before `socket` closes.
     pub(super) fn take_connection(self: &Arc<Self>, socket: &Socket, peer: &Address) -> Slot {
         self.connections.fetch_add(1, Ordering::SeqCst);
-        let mut slot = self.take_tracked(socket, peer);
+        let mut slot = self.take_message(socket, peer);
         slot.connection = true;
         slot
     }
@@ -117,10 +117,6 @@ impl Capacity {
     /// close for ever). The caller calls [`Slot::untrack`] before it gives
     /// the connection back.
     pub(super) fn take_message(self: &Arc<Self>, socket: &Socket, peer: &Address) -> Slot {
-        self.take_tracked(socket, peer)
-    }
-
-    fn take_tracked(self: &Arc<Self>, socket: &Socket, peer: &Address) -> Slot {
         let mut slot = self.take();
         if let Some(open) = &self.open {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);

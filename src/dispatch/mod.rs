@@ -19,7 +19,6 @@ pub(crate) use config::Mode as Config;
 pub use config::{Dispatch, Forking, Threading, WorkerPool};
 
 use crate::adapter::{self, Answered, Context, ErrorHook, HandBack, Incoming, Scratch};
-use crate::options::deadline_after;
 use crate::serving::{After, Framed, Framing};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
@@ -30,9 +29,8 @@ pub(crate) use capacity::Capacity;
 pub(crate) struct Dispatcher<H> {
     mode: Mode<H>,
     capacity: Arc<Capacity>,
-    drain_timeout: Option<Duration>,
-    /// When the drain on close ends, if the server set it (its own
-    /// finishing turns share the drain's time).
+    /// When the drain on close ends: set by the server as its close begins
+    /// (its own finishing turns share the drain's time).
     drain_deadline: Option<Instant>,
 }
 
@@ -73,7 +71,7 @@ impl<H: RequestHandler> Dispatcher<H> {
         let limit = [limit, max_connections].into_iter().flatten().min();
         let track = drain_timeout.is_some() && matches!(dispatch.0, Config::Threads(_) | Config::Pool(_));
         let capacity = Capacity::new(limit, waker, track, counters, on_error);
-        Dispatcher { mode, capacity, drain_timeout, drain_deadline: None }
+        Dispatcher { mode, capacity, drain_deadline: None }
     }
 
     /// Runs a stream request; the connection is closed when it is done.
@@ -200,8 +198,7 @@ impl<H: RequestHandler> Dispatcher<H> {
         }
     }
 
-    /// The drain on close ends at `deadline` (with a `drain_timeout`)
-    /// instead of a `drain_timeout` after the close begins.
+    /// The drain on close ends at `deadline` (`None`: no drain timeout).
     pub(crate) fn drain_by(&mut self, deadline: Option<Instant>) {
         self.drain_deadline = deadline;
     }
@@ -261,7 +258,7 @@ impl<H> Drop for Dispatcher<H> {
     /// timeout, requests still running at the deadline are cut, each with a
     /// log line, before that wait.
     fn drop(&mut self) {
-        let deadline = self.drain_deadline.or_else(|| self.drain_timeout.map(|t| deadline_after(Instant::now(), t)));
+        let deadline = self.drain_deadline;
         match &mut self.mode {
             Mode::Threads(threads) => {
                 drain(&self.capacity, deadline);

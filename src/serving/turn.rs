@@ -74,12 +74,13 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             // running requests ending must still wake the loop.
             self.dispatcher.wake_on_next_release();
         }
-        let accepting = !self.closing && !self.dispatcher.is_full() && below_max && self.paused_until.is_none();
+        let closing = self.admission.is_closing();
+        let accepting = !closing && !self.dispatcher.is_full() && below_max && self.paused_until.is_none();
         let pause = self.paused_until.map(|until| until - now);
         // Having served some, return to the caller (and `service_actions`)
         // soon; closing, with nothing left (the last connection was taken
         // back and closed above), return at once: nothing would wake the wait.
-        let done = self.closing && self.admission.len() == 0;
+        let done = closing && self.admission.len() == 0;
         let timeout = if queued || done { Some(Duration::ZERO) } else { timeout };
         let limit = [timeout, pause, self.admission.next_expiry(now), self.dispatcher.recheck_after()]
             .into_iter()
@@ -258,7 +259,6 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         if T::KIND != Kind::Stream {
             return;
         }
-        self.closing = true;
         self.admission.closing(if self.shutdown.is_handed_over() {
             Closing::HandOver
         } else {

@@ -9,13 +9,13 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use super::{AWAY_RECHECK, Admission, Admitted, Closing, Entry, FIRST_HELD, Held, Interest, Stage};
+use super::{AWAY_RECHECK, Admission, Admitted, Entry, FIRST_HELD, Held, Interest, Stage, Waiting};
+use crate::Error;
 use crate::adapter::{self, Context, Incoming};
 use crate::options::{Options, deadline_after};
 use crate::serving::framing::{After, Framed, Refused};
 use crate::serving::returns::Back;
 use crate::stats::Counters;
-use crate::{Error, sys};
 
 impl Admission {
     /// A framed connection between messages: its next whole message is
@@ -43,18 +43,19 @@ impl Admission {
                 log::debug!("framed connection from {} ends between messages", framed.conn.peer);
                 self.close_framed(framed);
             }
-            // Closing: nothing of a next request came (in the inbox or the socket).
             Ok(None)
-                if self.closing.is_some() && framed.inbox.is_empty() && !sys::has_input(framed.conn.socket.as_fd()) =>
+                if self.closing.is_some_and(|closing| {
+                    let waiting = if framed.inbox.is_empty() { Waiting::NextRequest } else { Waiting::RestOfMessage };
+                    closing.closes(waiting, framed.conn.socket.as_fd())
+                }) =>
             {
-                log::debug!("server closing: closing framed connection from {} between messages", framed.conn.peer);
-                self.close_framed(framed);
-            }
-            Ok(None) if self.closing == Some(Closing::Stop { wait_inside: false }) && !framed.inbox.is_empty() => {
-                log::info!(
-                    "server closing: closing connection from {} inside a message (no drain_timeout to wait within)",
-                    framed.conn.peer
-                );
+                if framed.inbox.is_empty() {
+                    log::debug!("server closing: closing framed connection from {} between messages", framed.conn.peer);
+                } else {
+                    // Part of a request is lost: worth a line at the default level.
+                    let peer = &framed.conn.peer;
+                    log::info!("server closing: closing connection from {peer} inside a message (no drain_timeout)");
+                }
                 self.close_framed(framed);
             }
             Ok(None) => {
@@ -182,7 +183,7 @@ impl Admission {
             self.spoken.push_back(conn);
             return false;
         }
-        if self.closing.is_some() && !sys::has_input(conn.socket.as_fd()) {
+        if self.closing.is_some_and(|closing| closing.closes(Waiting::NextRequest, conn.socket.as_fd())) {
             log::debug!("server closing: closing kept connection from {} between requests", conn.peer);
             adapter::close_stream(conn.socket);
             return false;

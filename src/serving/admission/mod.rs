@@ -335,6 +335,11 @@ impl Admission {
         }
     }
 
+    /// Whether the server is closing: accepting nothing new.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.is_some()
+    }
+
     /// Takes a connection in the loop out of the registry and the slab.
     fn release(&mut self, key: usize) -> (Incoming, Stage) {
         let Entry::Here(held) = self.held.remove(key) else { unreachable!("released only from the loop") };
@@ -693,21 +698,48 @@ pub(crate) enum Closing {
     HandOver,
 }
 
+/// What a connection in the loop waits for, as a close sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Waiting {
+    /// Its next request: nothing of one read yet.
+    NextRequest,
+    /// The rest of a framed message.
+    RestOfMessage,
+    /// Its first byte, PROXY header or TLS handshake: no request yet.
+    Arrival,
+}
+
+impl Closing {
+    /// Whether a connection waiting as `waiting` on `fd` is closed now: the
+    /// one rule for every place a close meets one (held as it begins,
+    /// handed back by a worker, or handed back by a handler). One whose
+    /// client already sent (bytes in the socket) is carried on.
+    pub(super) fn closes(self, waiting: Waiting, fd: BorrowedFd<'_>) -> bool {
+        match (self, waiting) {
+            (_, Waiting::NextRequest) => !sys::has_input(fd),
+            (Closing::Stop { wait_inside }, Waiting::RestOfMessage) => !wait_inside,
+            (Closing::Stop { .. }, Waiting::Arrival) => !sys::has_input(fd),
+            (Closing::HandOver, Waiting::RestOfMessage | Waiting::Arrival) => false,
+        }
+    }
+}
+
 /// Whether the held `entry` is closed when the server begins `closing`.
 fn entry_leaves(entry: &Entry, closing: Closing) -> bool {
     let Entry::Here(held) = entry else { return false };
-    let fd = held.conn.socket.as_fd();
-    let stop = matches!(closing, Closing::Stop { .. });
-    match &held.stage {
-        Stage::Framed(inbox, ..) if inbox.is_empty() => !sys::has_input(fd),
-        Stage::Framed(..) => closing == Closing::Stop { wait_inside: false },
-        Stage::Kept => !sys::has_input(fd),
-        Stage::Idle => stop && !sys::has_input(fd),
+    let waiting = match &held.stage {
+        Stage::Framed(inbox, ..) if inbox.is_empty() => Waiting::NextRequest,
+        Stage::Framed(..) => Waiting::RestOfMessage,
+        Stage::Kept => Waiting::NextRequest,
+        // Not yet a request of any kind: a stop closes it even with bytes
+        // in, which are a header or a handshake, not a request.
         #[cfg(feature = "proxy-protocol")]
-        Stage::Header(_) => stop,
+        Stage::Header(_) => return matches!(closing, Closing::Stop { .. }),
         #[cfg(feature = "tls")]
-        Stage::Handshake(_) => stop,
-    }
+        Stage::Handshake(_) => return matches!(closing, Closing::Stop { .. }),
+        Stage::Idle => Waiting::Arrival,
+    };
+    closing.closes(waiting, held.conn.socket.as_fd())
 }
 
 /// Whether a kept connection that reported brings a next request (`true`)
