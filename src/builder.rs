@@ -4,12 +4,12 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapter::ErrorHook;
 use crate::any::{AnyServer, Endpoint};
 use crate::dispatch::Dispatch;
-use crate::hooks::{Hooks, log_errors};
+use crate::hooks::{ErrorHook, Hooks, log_errors};
 use crate::options::Options;
 use crate::server::Server;
+use crate::serving::Parts;
 use crate::transport::{
     self, AnyTransport, BindAddress, TcpTransport, Transport, UdpTransport, UnixDatagramTransport, UnixStreamTransport,
 };
@@ -459,15 +459,6 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
         self.hooks.service_actions = Some(Box::new(hook));
         self
     }
-}
-
-/// What a builder hands to the server it builds.
-pub(crate) struct Parts<H> {
-    pub handler: Arc<H>,
-    pub options: Options,
-    pub hooks: Hooks,
-    pub on_error: ErrorHook,
-    pub dispatch: Dispatch,
 }
 
 impl<T, H> std::fmt::Debug for ServerBuilder<T, H> {

@@ -44,7 +44,7 @@ pub fn proxy_datagram(packet: &[u8]) -> ProxyParse {
 /// `splits` make (then ends), or why the stream was refused: the loop's
 /// own inbox, as a framed connection fills it.
 pub fn framed_messages(framing: &crate::Framing, stream: &[u8], splits: &[usize]) -> Result<Vec<Vec<u8>>, String> {
-    let mut inbox = crate::serving::Inbox::default();
+    let mut inbox = crate::framing::Inbox::default();
     let mut messages = Vec::new();
     let mut from = 0;
     for &at in splits.iter().chain([&stream.len()]) {

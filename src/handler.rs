@@ -7,8 +7,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use socket2::{SockRef, Socket};
 
 use crate::Address;
-use crate::adapter::{Conn, Reader, Writer};
 use crate::ancillary::{Ancillary, Credentials};
+use crate::handler_io::{Conn, Reader, Writer};
 use crate::stats::{Stats, StatsHandle};
 use crate::transport::Kind;
 

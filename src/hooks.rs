@@ -3,9 +3,12 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::adapter::ErrorHook;
 use crate::stats::Stats;
 use crate::{Address, Error};
+
+/// Called with every error that concerns one request (Python's
+/// `handle_error`); shared with the threads that serve requests.
+pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
 
 type Verify = Box<dyn FnMut(&Address) -> bool + Send>;
 type Action = Box<dyn FnMut() + Send>;

@@ -63,23 +63,26 @@
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub, unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_errors_doc)]
 
-mod adapter;
 mod address;
 mod ancillary;
 mod any;
 mod builder;
+mod deadline;
 mod dispatch;
 mod error;
+mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
 mod group;
 mod handler;
+mod handler_io;
 mod hooks;
 pub mod host;
 mod options;
 pub mod privileges;
 #[cfg(feature = "proxy-protocol")]
 pub mod proxy;
+mod runner;
 mod server;
 mod serving;
 mod shutdown;
@@ -93,18 +96,18 @@ pub mod systemd;
 pub mod tls;
 pub mod transport;
 
-pub use adapter::{Reader, Writer};
 pub use address::Address;
 pub use ancillary::Credentials;
 pub use any::{AnyServer, Endpoint};
 pub use builder::ServerBuilder;
 pub use dispatch::{Dispatch, Forking, Threading, WorkerPool};
 pub use error::{Error, Result};
+pub use framing::{Framing, Split};
 pub use group::ServerGroup;
 pub use handler::{PerRequest, PerRequestHandler, Request, RequestHandler};
+pub use handler_io::{Reader, Writer};
 pub use options::DEFAULT_MAX_PACKET_SIZE;
 pub use server::Server;
-pub use serving::{Framing, Split};
 pub use shutdown::ShutdownHandle;
 /// socket2, whose [`SockRef`](socket2::SockRef) and [`Socket`](socket2::Socket) this crate's API hands out.
 pub use socket2;

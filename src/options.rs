@@ -1,18 +1,8 @@
 //! Server options: Python's class attributes, with defaults fit for production.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Error;
-use crate::transport::Kind;
-
-/// Where a deadline lands when a timeout is too long for the clock.
-const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
-
-/// `now + timeout`, saturating: a timeout too long for the clock (say
-/// `Duration::MAX`) gives a deadline decades away, never a panic.
-pub(crate) fn deadline_after(now: Instant, timeout: Duration) -> Instant {
-    now.checked_add(timeout).or_else(|| now.checked_add(FOREVER)).unwrap_or(now)
-}
 
 /// Python's `serve_forever(poll_interval=0.5)`.
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -61,7 +51,7 @@ pub struct Options {
     /// (then `service_actions` runs); `None`: until something happens.
     pub poll_interval: Option<Duration>,
     /// Stream servers: messages cut from connections in the loop.
-    pub framing: Option<crate::serving::Framing>,
+    pub framing: Option<crate::framing::Framing>,
     /// Read a PROXY protocol header from trusted peers.
     #[cfg(feature = "proxy-protocol")]
     pub proxy_protocol: Option<crate::proxy::ProxyProtocol>,
@@ -97,15 +87,6 @@ impl Default for Options {
             tls: None,
         }
     }
-}
-
-/// The shortest socket timeout: the OS counts in microseconds, and a timeout
-/// that rounds to zero would mean no timeout at all.
-const SHORTEST_SOCKET_TIMEOUT: Duration = Duration::from_micros(1);
-
-/// A timeout as a socket timeout: rounded up so it stays a timeout.
-pub(crate) fn socket_timeout(timeout: Duration) -> Duration {
-    timeout.max(SHORTEST_SOCKET_TIMEOUT)
 }
 
 impl Options {
@@ -146,10 +127,6 @@ impl Options {
             return problem("proxy_protocol", problem_found);
         }
         Ok(())
-    }
-
-    pub fn reuse_address(&self, kind: Kind) -> bool {
-        self.allow_reuse_address.unwrap_or(kind == Kind::Stream)
     }
 
     pub fn backlog(&self) -> i32 {

@@ -3,22 +3,18 @@
 //! run is in `serving/`.
 
 use std::io;
-use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::Arc;
 use std::time::Instant;
 
 use socket2::Socket;
 
-use crate::adapter::{self, Context, Scratch, Timeouts};
-use crate::builder::{Parts, ServerBuilder};
-use crate::dispatch::{Dispatch, Dispatcher};
-use crate::hooks::Hooks;
-use crate::options::{Options, deadline_after};
-use crate::serving::{Admission, READY_BUDGET};
+use crate::builder::ServerBuilder;
+use crate::deadline::deadline_after;
+use crate::dispatch::Dispatch;
+use crate::handler_io::close_unserved;
+use crate::serving::{Loop, Parts, READY_BUDGET};
 use crate::shutdown::ShutdownHandle;
-use crate::stats::{Counters, Stats, StatsHandle};
-use crate::sys;
+use crate::stats::{Stats, StatsHandle};
 use crate::transport::{self, BindAddress, Kind, SocketFile, Transport};
 use crate::{Address, Error, RequestHandler, Result};
 
@@ -33,32 +29,13 @@ const BACKLOG_CLOSE_LIMIT: usize = 65_536;
 /// [`UnixDatagramServer`](crate::UnixDatagramServer). Dropping the server
 /// closes it (Python's `server_close`).
 pub struct Server<T: Transport, H: RequestHandler> {
-    // Drop order matters: the socket closes first (no new clients wait in a
-    // dead backlog), then the dispatcher waits for running requests, then the
-    // socket file goes.
-    pub(crate) socket: Arc<Socket>,
-    pub(crate) dispatcher: Dispatcher<H>,
+    // Drop order matters: the loop goes first (its socket closes, then its
+    // dispatcher waits for running requests), then the socket file.
+    pub(crate) serving: Loop<T, H>,
     pub(crate) socket_file: Option<SocketFile>,
-    pub(crate) ctx: Context<H>,
-    pub(crate) hooks: Hooks,
-    pub(crate) options: Options,
-    pub(crate) shutdown: ShutdownHandle,
     pub(crate) activated: bool,
     /// False for a socket handed over (`from_fd`), which may be shared.
     pub(crate) owns_socket: bool,
-    /// Accepting is paused until then after a resource error.
-    pub(crate) paused_until: Option<Instant>,
-    /// The loop's readiness registry, and the connections on their way from
-    /// accept to a handler: PROXY header, TLS handshake, waiting for their
-    /// first byte or for room.
-    pub(crate) admission: Admission,
-    pub(crate) packet: Vec<u8>,
-    /// The reply buffer, and the fds and credentials of the current datagram.
-    pub(crate) scratch: Scratch,
-    /// recvmmsg/sendmmsg buffers, for a sequential datagram server with
-    /// `datagram_batch` above 1.
-    pub(crate) batch: Option<sys::DatagramBatch>,
-    pub(crate) transport: PhantomData<fn() -> T>,
 }
 
 impl<T: Transport, H: RequestHandler> Server<T, H> {
@@ -115,52 +92,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             addr: requested.clone(),
             source,
         })?;
-        let max_connections = if T::KIND == Kind::Stream { parts.options.max_connections } else { None };
-        let batch = {
-            let n = parts.options.datagram_batch_for(&requested);
-            (T::KIND == Kind::Datagram && n > 1 && parts.dispatch == Dispatch::sequential())
-                .then(|| sys::DatagramBatch::new(n, parts.options.max_packet_size))
-        };
-        let counters = Arc::new(Counters::default());
-        let admission = Admission::new(&shutdown, socket.as_fd()).map_err(|source| Error::Bind {
-            action: "create a readiness registry for",
-            addr: requested.clone(),
-            source,
-        })?;
-        let dispatcher = Dispatcher::new(
-            &parts.dispatch,
-            max_connections,
-            parts.options.drain_timeout,
-            shutdown.clone(),
-            (T::KIND == Kind::Stream).then(|| socket.as_raw_fd()),
-            Arc::clone(&counters),
-            Arc::clone(&parts.on_error),
-        );
-        let stats = StatsHandle::new(counters, Arc::clone(dispatcher.capacity()));
-        let mut server = Server {
-            dispatcher,
-            socket: Arc::new(socket),
-            socket_file,
-            ctx: Context {
-                handler: parts.handler,
-                on_error: parts.on_error,
-                server_address: Arc::new(requested),
-                stats,
-                timeouts: Timeouts { read: parts.options.read_timeout, write: parts.options.write_timeout },
-                returns: Arc::clone(admission.returns()),
-            },
-            hooks: parts.hooks,
-            packet: vec![0; if T::KIND == Kind::Datagram { parts.options.max_packet_size } else { 0 }],
-            scratch: Scratch::default(),
-            options: parts.options,
-            shutdown,
-            activated,
-            owns_socket: true,
-            paused_until: None,
-            admission,
-            batch,
-            transport: PhantomData,
-        };
+        let serving = Loop::new(parts, socket, requested, shutdown)?;
+        let mut server = Server { serving, socket_file, activated, owns_socket: true };
         if activated {
             server.refresh_address()?;
         }
@@ -180,7 +113,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     ///
     /// `Error::Bind` or `Error::PathInUse`, naming the address.
     pub fn server_bind(&mut self) -> Result<()> {
-        self.socket_file = transport::bind::<T>(&self.socket, &self.ctx.server_address, &self.options)?;
+        self.socket_file =
+            transport::bind::<T>(self.serving.socket(), self.serving.server_address(), self.serving.options())?;
         self.refresh_address()
     }
 
@@ -190,7 +124,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     ///
     /// `Error::Bind` naming the address if listening fails.
     pub fn server_activate(&mut self) -> Result<()> {
-        transport::activate(&self.socket, T::KIND, &self.options)
+        transport::activate(self.serving.socket(), T::KIND, self.serving.options())
             .map_err(|source| self.bind_error("listen on", source))?;
         self.activated = true;
         Ok(())
@@ -198,13 +132,14 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
 
     /// Reads the bound address back from the socket, so port 0 becomes the real port.
     fn refresh_address(&mut self) -> Result<()> {
-        let local = self.socket.local_addr().map_err(|source| self.bind_error("read the address of", source))?;
+        let local =
+            self.serving.socket().local_addr().map_err(|source| self.bind_error("read the address of", source))?;
         let resolved = match Address::from_sock_addr(&local) {
             // A Unix socket's name is what it was bound with; keep the caller's spelling.
-            Address::Unnamed => (*self.ctx.server_address).clone(),
+            Address::Unnamed => (**self.serving.server_address()).clone(),
             address => address,
         };
-        self.ctx.server_address = Arc::new(resolved);
+        self.serving.set_server_address(resolved);
         Ok(())
     }
 
@@ -212,14 +147,10 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         Error::Bind { action, addr: self.server_address().clone(), source }
     }
 
-    pub(crate) fn server_error(&self, action: &'static str, source: io::Error) -> Error {
-        Error::Server { action, addr: self.server_address().clone(), source }
-    }
-
     /// The address the server is bound to, read from the socket (Python's
     /// `server_address`): binding port 0 gives the port the OS chose.
     pub fn server_address(&self) -> &Address {
-        &self.ctx.server_address
+        self.serving.server_address()
     }
 
     /// Where the server listens, as an [`Endpoint`](crate::Endpoint):
@@ -238,31 +169,31 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
 
     /// The server's socket, for options this crate does not wrap.
     pub fn socket(&self) -> &Socket {
-        &self.socket
+        self.serving.socket()
     }
 
     /// The raw fd of the server's socket (Python's `fileno()`).
     pub fn fileno(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.serving.socket().as_raw_fd()
     }
 
     /// Requests in flight (Python's `len(active_children)` or live threads):
     /// handlers still running in threads, pool jobs queued or running, or
     /// child processes not yet reaped.
     pub fn active_count(&self) -> usize {
-        self.dispatcher.active()
+        self.serving.active()
     }
 
     /// What the server has done so far: requests accepted, served, refused,
     /// failed, cut, and running now.
     pub fn stats(&self) -> Stats {
-        self.ctx.stats.get()
+        self.serving.stats().get()
     }
 
     /// Reads [`stats`](Self::stats) from another thread while this one
     /// serves.
     pub fn stats_handle(&self) -> StatsHandle {
-        self.ctx.stats.clone()
+        self.serving.stats().clone()
     }
 
     /// A copy of the listening socket for a restart's
@@ -274,13 +205,13 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// [`Error::Restart`] if the socket cannot be copied.
     #[cfg(feature = "systemd")]
     pub fn listener_copy(&self) -> Result<crate::systemd::ListenerCopy> {
-        crate::systemd::ListenerCopy::new(&self.socket)
+        crate::systemd::ListenerCopy::new(self.serving.socket())
     }
 
     /// A handle that stops [`serve_forever`](Self::serve_forever) from any
     /// thread, or from a handler.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.shutdown.clone()
+        self.serving.shutdown().clone()
     }
 
     /// Closes the server (Python's `server_close`), and returns when that
@@ -310,7 +241,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     pub fn server_close(self) -> Stats {
-        let stats = self.ctx.stats.clone();
+        let stats = self.serving.stats().clone();
         drop(self);
         stats.get()
     }
@@ -337,15 +268,15 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// [`Error::Server`] if its own socket failed (a closed fd, say).
     pub fn serve_forever(&mut self) -> Result<()> {
         self.check_activated()?;
-        let stop = self.shutdown.clone();
+        let stop = self.serving.shutdown().clone();
         let _serving = stop.enter_loop();
-        self.hooks.serving();
+        self.serving.hooks().serving();
+        let poll_interval = self.serving.options().poll_interval;
         while !stop.take_request() {
-            self.turn(self.options.poll_interval, READY_BUDGET)?;
-            let Server { hooks, ctx, .. } = self;
-            hooks.passed(|| ctx.stats.get());
+            self.serving.turn(poll_interval, READY_BUDGET)?;
+            self.serving.passed();
         }
-        self.hooks.stopping();
+        self.serving.hooks().stopping();
         Ok(())
     }
 
@@ -364,16 +295,16 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// As for [`serve_forever`](Self::serve_forever).
     pub fn handle_request(&mut self) -> Result<()> {
         self.check_activated()?;
-        let stop = self.shutdown.clone();
+        let stop = self.serving.shutdown().clone();
         let _serving = stop.enter_loop();
-        let deadline = self.options.timeout.map(|t| deadline_after(Instant::now(), t));
+        let deadline = self.serving.options().timeout.map(|t| deadline_after(Instant::now(), t));
         while !stop.take_request() {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if self.turn(left, 1)? {
+            if self.serving.turn(left, 1)? {
                 return Ok(());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                self.hooks.handle_timeout();
+                self.serving.hooks().handle_timeout();
                 return Ok(());
             }
         }
@@ -397,10 +328,8 @@ impl<T: Transport, H: RequestHandler> Drop for Server<T, H> {
     /// but not served, and clients still waiting in the listen backlog, are
     /// closed with a log line each instead of being reset unnoticed.
     fn drop(&mut self) {
-        self.finish_accepted();
-        self.admission.close_all();
-        self.admission.forget(self.shutdown.wake_fd(), self.socket.as_fd());
-        if self.shutdown.is_handed_over() {
+        self.serving.close();
+        if self.serving.shutdown().is_handed_over() {
             // The socket lives on in a successor: its backlog and its file are the successor's.
             if let Some(file) = self.socket_file.take() {
                 file.disown();
@@ -411,8 +340,8 @@ impl<T: Transport, H: RequestHandler> Drop for Server<T, H> {
         // an inherited one may be shared (systemd keeps its copy).
         if T::KIND == Kind::Stream && self.activated && self.owns_socket {
             for _ in 0..BACKLOG_CLOSE_LIMIT {
-                match self.socket.accept() {
-                    Ok((conn, from)) => adapter::close_unserved(conn, &Address::from_sock_addr(&from)),
+                match self.serving.socket().accept() {
+                    Ok((conn, from)) => close_unserved(conn, &Address::from_sock_addr(&from)),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
@@ -423,22 +352,22 @@ impl<T: Transport, H: RequestHandler> Drop for Server<T, H> {
 
 impl<T: Transport, H: RequestHandler> AsFd for Server<T, H> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+        self.serving.socket().as_fd()
     }
 }
 
 impl<T: Transport, H: RequestHandler> AsRawFd for Server<T, H> {
     fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.serving.socket().as_raw_fd()
     }
 }
 
 impl<T: Transport, H: RequestHandler> std::fmt::Debug for Server<T, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("address", &*self.ctx.server_address)
+            .field("address", &**self.serving.server_address())
             .field("kind", &T::KIND)
-            .field("fd", &self.socket.as_raw_fd())
+            .field("fd", &self.serving.socket().as_raw_fd())
             .finish()
     }
 }

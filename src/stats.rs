@@ -2,9 +2,7 @@
 //! allocation per request), read as a [`Stats`] snapshot from any thread.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::dispatch::Capacity;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A snapshot of a server's counters, from [`Server::stats`](crate::Server::stats)
 /// or a [`StatsHandle`]. Counts start at zero when the server is built.
@@ -76,12 +74,11 @@ impl Stats {
 #[derive(Clone, Debug)]
 pub struct StatsHandle {
     counters: Arc<Counters>,
-    capacity: Arc<Capacity>,
 }
 
 impl StatsHandle {
-    pub(crate) fn new(counters: Arc<Counters>, capacity: Arc<Capacity>) -> Self {
-        StatsHandle { counters, capacity }
+    pub(crate) fn new(counters: Arc<Counters>) -> Self {
+        StatsHandle { counters }
     }
 
     pub(crate) fn counters(&self) -> &Counters {
@@ -90,12 +87,12 @@ impl StatsHandle {
 
     /// The counters now.
     pub fn get(&self) -> Stats {
-        Stats::read(&self.counters, &self.capacity)
+        Stats::read(&self.counters)
     }
 }
 
 impl Stats {
-    pub(crate) fn read(c: &Counters, capacity: &Capacity) -> Stats {
+    pub(crate) fn read(c: &Counters) -> Stats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Stats {
             accepted: read(&c.accepted),
@@ -111,7 +108,7 @@ impl Stats {
             cut_at_drain: read(&c.cut_at_drain),
             resource_pauses: read(&c.resource_pauses),
             too_long: read(&c.too_long),
-            active: capacity.active() as u64,
+            active: c.active.load(Ordering::SeqCst) as u64,
         }
     }
 }
@@ -132,6 +129,9 @@ pub(crate) struct Counters {
     pub(crate) cut_at_drain: AtomicU64,
     pub(crate) resource_pauses: AtomicU64,
     pub(crate) too_long: AtomicU64,
+    /// Requests in flight: the dispatcher's capacity counts them here, as
+    /// it takes and frees slots, against its limit.
+    pub(crate) active: AtomicUsize,
 }
 
 impl Counters {

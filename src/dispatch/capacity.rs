@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::adapter::ErrorHook;
+use crate::hooks::ErrorHook;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
 use crate::{Address, Error, sys};
@@ -28,7 +28,6 @@ pub(crate) const ABORT_CHECK: Duration = Duration::from_millis(20);
 
 pub(crate) struct Capacity {
     limit: usize,
-    active: AtomicUsize,
     /// Of `active`, stream connections a handler holds: open connections,
     /// for `max_connections`. (A framed message's connection is counted by
     /// the loop, which keeps its entry while a worker has it.)
@@ -82,7 +81,6 @@ impl Capacity {
     ) -> Arc<Self> {
         Arc::new(Capacity {
             limit: limit.unwrap_or(usize::MAX),
-            active: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             waiting: AtomicBool::new(false),
             waker,
@@ -97,7 +95,7 @@ impl Capacity {
     }
 
     pub(super) fn take(self: &Arc<Self>) -> Slot {
-        self.active.fetch_add(1, Ordering::SeqCst);
+        self.counters.active.fetch_add(1, Ordering::SeqCst);
         Slot { capacity: Arc::clone(self), tracked: None, connection: false }
     }
 
@@ -127,7 +125,7 @@ impl Capacity {
     }
 
     pub(crate) fn active(&self) -> usize {
-        self.active.load(Ordering::SeqCst)
+        self.counters.active.load(Ordering::SeqCst)
     }
 
     /// Stream connections a handler holds now.
@@ -214,7 +212,7 @@ impl Drop for Slot {
         if self.connection {
             capacity.connections.fetch_sub(1, Ordering::SeqCst);
         }
-        capacity.active.fetch_sub(1, Ordering::SeqCst);
+        capacity.counters.active.fetch_sub(1, Ordering::SeqCst);
         if capacity.waiting.swap(false, Ordering::SeqCst) {
             capacity.waker.wake(crate::shutdown::Wake::SlotFreed);
         }

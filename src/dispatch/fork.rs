@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::capacity::{ABORT_CHECK, Slot};
 use super::config::Forking;
-use crate::adapter::{ErrorHook, Outcome};
+use crate::hooks::ErrorHook;
+use crate::runner::Outcome;
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
 use crate::sys::{self, ChildExit};

@@ -18,12 +18,31 @@ use socket2::{SockAddr, Socket};
 pub(crate) use config::Mode as Config;
 pub use config::{Dispatch, Forking, Threading, WorkerPool};
 
-use crate::adapter::{self, Answered, Context, ErrorHook, HandBack, Incoming, Scratch};
-use crate::serving::{After, Framed, Framing};
+use crate::handler_io::Incoming;
+use crate::hooks::ErrorHook;
+use crate::runner::{self, Context, MayHandBack, Scratch};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
 use crate::{Address, Error, RequestHandler};
 pub(crate) use capacity::Capacity;
+
+/// Ready work that runs itself (a framed connection's messages, answered
+/// and handed back): a dispatcher decides where it runs, never what it does.
+pub(crate) trait Work<H>: Send {
+    /// The connection it answers, which a drain cuts through its fd.
+    fn connection(&self) -> (&Socket, &Address);
+
+    /// Runs it; `on_worker`: not on the loop's thread. `untrack` runs
+    /// before the connection is handed back (a drain cuts through its fd,
+    /// which must be ours while tracked) and says whether the drain cut it.
+    fn run(
+        self: Box<Self>,
+        ctx: &Context<H>,
+        scratch: &mut Scratch,
+        on_worker: bool,
+        untrack: &mut dyn FnMut() -> bool,
+    );
+}
 
 /// The running state of a [`Dispatch`] mode.
 pub(crate) struct Dispatcher<H> {
@@ -79,7 +98,7 @@ impl<H: RequestHandler> Dispatcher<H> {
         let mut slot = self.capacity.take_connection(&conn.socket, &conn.peer);
         let failed = match &mut self.mode {
             Mode::Sequential => {
-                adapter::serve_stream(ctx, conn, || slot.untrack(), HandBack::Quiet);
+                runner::serve_stream(ctx, conn, || slot.untrack(), MayHandBack::Quiet);
                 return;
             }
             Mode::Threads(threads) => {
@@ -90,59 +109,46 @@ impl<H: RequestHandler> Dispatcher<H> {
                 threads
                     .spawn(move || {
                         let (mut slot, conn) = job;
-                        adapter::serve_stream(&ctx, conn, || slot.untrack(), HandBack::Wake);
+                        runner::serve_stream(&ctx, conn, || slot.untrack(), MayHandBack::Wake);
                     })
                     .err()
                     .map(|e| (threads::SPAWN, who, e))
             }
             Mode::Pool(pool) => pool.submit(ctx, pool::Job::Stream { conn, slot }).err(),
             // Children are not tracked: a drain kills them instead.
-            Mode::Fork(fork) => {
-                fork.run(conn.peer.clone(), slot, || adapter::serve_stream(ctx, conn, || false, HandBack::Unable)).err()
-            }
+            Mode::Fork(fork) => fork
+                .run(conn.peer.clone(), slot, || runner::serve_stream(ctx, conn, || false, MayHandBack::Unable))
+                .err(),
         };
         if let Some((action, peer, source)) = failed {
             (ctx.on_error)(&Error::Dispatch { action, peer, source });
         }
     }
 
-    /// Runs one framed message of a connection; the connection goes back to
-    /// the loop through `returns` when it is answered (or is closed, after
-    /// a panic or a failed reply). `scratch` is the server's, reused.
-    pub(crate) fn message(
-        &mut self,
-        ctx: &Context<H>,
-        framing: &Framing,
-        framed: Framed,
-        message: Vec<u8>,
-        scratch: &mut Scratch,
-    ) {
-        let mut slot = self.capacity.take_message(&framed.conn.socket, &framed.conn.peer);
+    /// Runs `work` that the serving loop made ready (a framed connection's
+    /// message), which hands its connection back itself. `scratch` is the
+    /// server's, reused when it runs on the loop's thread.
+    pub(crate) fn work(&mut self, ctx: &Context<H>, work: Box<dyn Work<H>>, scratch: &mut Scratch) {
+        let (socket, peer) = work.connection();
+        let mut slot = self.capacity.take_message(socket, peer);
         let failed = match &mut self.mode {
             Mode::Sequential => {
-                // The loop is the caller: it takes the connection back on its next turn.
-                answer_message(ctx, framing, framed, &message, false, scratch, || slot.untrack());
+                work.run(ctx, scratch, false, &mut || slot.untrack());
                 return;
             }
             Mode::Threads(threads) => {
-                let (ctx, framing) = (ctx.clone(), framing.clone());
-                let who = framed.conn.peer.clone();
+                let ctx = ctx.clone();
+                let who = peer.clone();
                 threads
-                    .spawn(move || {
-                        let scratch = &mut Scratch::default();
-                        answer_message(&ctx, &framing, framed, &message, true, scratch, || slot.untrack());
-                    })
+                    .spawn(move || work.run(&ctx, &mut Scratch::default(), true, &mut || slot.untrack()))
                     .err()
                     .map(|e| (threads::SPAWN, who, e))
             }
-            Mode::Pool(pool) => {
-                let job = pool::Job::Message { slot, framing: framing.clone(), framed, message };
-                pool.submit(ctx, job).err()
-            }
+            Mode::Pool(pool) => pool.submit(ctx, pool::Job::Work { slot, work }).err(),
             // Refused when the server was built: a child cannot hand the
             // connection back.
             Mode::Fork(_) => {
-                Some(("serve a framed message in a child", framed.conn.peer.clone(), io::ErrorKind::Unsupported.into()))
+                Some(("serve a framed message in a child", peer.clone(), io::ErrorKind::Unsupported.into()))
             }
         };
         if let Some((action, peer, source)) = failed {
@@ -163,7 +169,7 @@ impl<H: RequestHandler> Dispatcher<H> {
         let slot = self.capacity.take();
         let failed = match &mut self.mode {
             Mode::Sequential => {
-                adapter::serve_datagram(ctx, socket, packet, &peer, reply_to, scratch);
+                runner::serve_datagram(ctx, socket, packet, &peer, reply_to, scratch);
                 return;
             }
             Mode::Threads(threads) => {
@@ -173,7 +179,7 @@ impl<H: RequestHandler> Dispatcher<H> {
                 threads
                     .spawn(move || {
                         let _slot = slot;
-                        adapter::serve_datagram(&ctx, &socket, &packet, &peer, &reply_to, &mut own);
+                        runner::serve_datagram(&ctx, &socket, &packet, &peer, &reply_to, &mut own);
                     })
                     .err()
                     .map(|e| (threads::SPAWN, who, e))
@@ -190,7 +196,7 @@ impl<H: RequestHandler> Dispatcher<H> {
                 pool.submit(ctx, job).err()
             }
             Mode::Fork(fork) => fork
-                .run(peer.clone(), slot, || adapter::serve_datagram(ctx, socket, packet, &peer, reply_to, scratch))
+                .run(peer.clone(), slot, || runner::serve_datagram(ctx, socket, packet, &peer, reply_to, scratch))
                 .err(),
         };
         if let Some((action, peer, source)) = failed {
@@ -234,11 +240,6 @@ impl<H: RequestHandler> Dispatcher<H> {
         }
     }
 
-    /// The request count the server's stats read.
-    pub(crate) fn capacity(&self) -> &Arc<Capacity> {
-        &self.capacity
-    }
-
     /// Requests in flight: running in threads or children not yet reaped,
     /// or waiting in the pool's queue.
     pub(crate) fn active(&self) -> usize {
@@ -271,91 +272,6 @@ impl<H> Drop for Dispatcher<H> {
             Mode::Fork(fork) => fork.close(deadline),
             Mode::Sequential => {}
         }
-    }
-}
-
-/// At most this many messages of one connection are answered in a row
-/// before it goes back to the loop, so one pipelining client cannot keep a
-/// worker from everyone else.
-const MESSAGES_IN_A_ROW: usize = 64;
-
-/// Replies gathered past this size are sent before the next message.
-const REPLIES_HELD: usize = 64 * 1024;
-
-/// Answers a message, then, while the client has already sent the next one
-/// (pipelining), that one too, in order, with the replies sent together;
-/// then hands the connection back to the loop, armed to report its next
-/// bytes when it has nothing else to do. A client that waits for each
-/// answer costs no extra read: the next one is looked for only when bytes
-/// of it were already in. `wake`: the loop must be woken for a connection
-/// it has to look at (it is not the caller). `untrack` runs before the
-/// connection goes back (a drain cuts through its fd, which must be ours
-/// while tracked) and says whether the drain cut it.
-pub(crate) fn answer_message<H: RequestHandler>(
-    ctx: &Context<H>,
-    framing: &Framing,
-    mut framed: Framed,
-    first: &[u8],
-    wake: bool,
-    scratch: &mut Scratch,
-    untrack: impl FnOnce() -> bool,
-) {
-    let mut next = None;
-    let mut answered = 0;
-    // Requests whose replies wait in `scratch.wire`: served once sent.
-    let mut unsent = 0;
-    framed.after = loop {
-        let message = next.as_deref().unwrap_or(first);
-        match adapter::serve_message(ctx, framing, &mut framed, message, scratch) {
-            Answered::Done => unsent += 1,
-            Answered::Failed => {}
-            Answered::Fatal => break After::Close,
-        }
-        if scratch.wire.len() > REPLIES_HELD && !adapter::send_replies(ctx, &framed, &mut scratch.wire, &mut unsent) {
-            break After::Close;
-        }
-        answered += 1;
-        if answered == MESSAGES_IN_A_ROW {
-            break After::Loop;
-        }
-        match following(framing, &mut framed) {
-            Ok(message) => next = Some(message),
-            Err(after) => break after,
-        }
-    };
-    // Replies already made go out even if the connection ends here.
-    if !adapter::send_replies(ctx, &framed, &mut scratch.wire, &mut unsent) {
-        framed.after = After::Close;
-    }
-    if untrack() {
-        framed.after = After::Close;
-    }
-    ctx.returns.give_back(framed, wake);
-    // Fds the handler did not take are closed here.
-    scratch.ancillary = crate::ancillary::Ancillary::default();
-}
-
-/// The message a pipelining client sent after the one just answered, or
-/// how the connection goes back to the loop without one.
-fn following(framing: &Framing, framed: &mut Framed) -> Result<Vec<u8>, After> {
-    let partly_in = !framed.inbox.is_empty();
-    match framed.inbox.next(framing, framed.eof) {
-        Ok(Some(message)) => return Ok(message),
-        Ok(None) if framed.eof => return Err(After::Loop),
-        Ok(None) if !partly_in => return Err(After::Armed),
-        Ok(None) => {}
-        // A refusal is the loop's to report, where it is met again.
-        Err(_) => return Err(After::Loop),
-    }
-    match framed.inbox.read_now(&framed.conn) {
-        Ok(eof) => framed.eof = eof,
-        // Nothing more yet, or a failure the registry reports at once.
-        Err(_) => return Err(After::Armed),
-    }
-    match framed.inbox.next(framing, framed.eof) {
-        Ok(Some(message)) => Ok(message),
-        Ok(None) if !framed.eof => Err(After::Armed),
-        _ => Err(After::Loop),
     }
 }
 

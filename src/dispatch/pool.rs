@@ -15,21 +15,21 @@ use socket2::{SockAddr, Socket};
 
 use super::capacity::Slot;
 use super::config::WorkerPool;
-use crate::adapter::{self, Context, Incoming, Scratch};
 use crate::ancillary::Ancillary;
+use crate::handler_io::Incoming;
+use crate::runner::{self, Context, MayHandBack, Scratch};
 use crate::{Address, RequestHandler};
 
 /// A request waiting for a worker, holding its capacity slot.
-pub(crate) enum Job {
+pub(crate) enum Job<H> {
     Stream {
         // The slot first: a job dropped unrun untracks its connection
         // before the socket closes (fields drop in order).
         slot: Slot,
         conn: Incoming,
     },
-    /// One framed message of a connection that goes back to the loop
-    /// (the slot first, as above).
-    Message { slot: Slot, framing: crate::serving::Framing, framed: crate::serving::Framed, message: Vec<u8> },
+    /// Work the loop made ready (the slot first, as above).
+    Work { slot: Slot, work: Box<dyn super::Work<H>> },
     Datagram {
         socket: Arc<Socket>,
         packet: Vec<u8>,
@@ -41,27 +41,32 @@ pub(crate) enum Job {
 }
 
 /// The jobs waiting for a worker.
-#[derive(Default)]
-struct Queue {
-    state: Mutex<Jobs>,
+struct Queue<H> {
+    state: Mutex<Jobs<H>>,
     ready: Condvar,
 }
 
-#[derive(Default)]
-struct Jobs {
-    waiting: VecDeque<Job>,
+impl<H> Default for Queue<H> {
+    fn default() -> Self {
+        let jobs = Jobs { waiting: VecDeque::new(), closing: false, workers: 0 };
+        Queue { state: Mutex::new(jobs), ready: Condvar::new() }
+    }
+}
+
+struct Jobs<H> {
+    waiting: VecDeque<Job<H>>,
     closing: bool,
     /// Workers still taking jobs: none left, a job would wait for ever.
     workers: usize,
 }
 
-impl Queue {
-    fn lock(&self) -> MutexGuard<'_, Jobs> {
+impl<H> Queue<H> {
+    fn lock(&self) -> MutexGuard<'_, Jobs<H>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues `job`; gives it back (`Some`) if no worker is left to take it.
-    fn push(&self, job: Job) -> Option<Job> {
+    fn push(&self, job: Job<H>) -> Option<Job<H>> {
         let mut jobs = self.lock();
         if jobs.workers == 0 {
             return Some(job);
@@ -73,7 +78,7 @@ impl Queue {
     }
 
     /// The next job; `None` once the pool is closing and none is left.
-    fn next(&self) -> Option<Job> {
+    fn next(&self) -> Option<Job<H>> {
         let mut jobs = self.lock();
         loop {
             if let Some(job) = jobs.waiting.pop_front() {
@@ -95,16 +100,16 @@ impl Queue {
 /// A worker's place in the queue's count: taken before its thread starts
 /// (so a job submitted at once finds it), given up when the thread exits,
 /// however, or when it never started.
-struct Working(Arc<Queue>);
+struct Working<H>(Arc<Queue<H>>);
 
-impl Working {
-    fn new(queue: &Arc<Queue>) -> Self {
+impl<H> Working<H> {
+    fn new(queue: &Arc<Queue<H>>) -> Self {
         queue.lock().workers += 1;
         Working(Arc::clone(queue))
     }
 }
 
-impl Drop for Working {
+impl<H> Drop for Working<H> {
     fn drop(&mut self) {
         self.0.lock().workers -= 1;
     }
@@ -112,7 +117,7 @@ impl Drop for Working {
 
 pub(crate) struct Pool<H> {
     config: WorkerPool,
-    queue: Option<Arc<Queue>>,
+    queue: Option<Arc<Queue<H>>>,
     workers: Vec<JoinHandle<()>>,
     handler: std::marker::PhantomData<fn() -> H>,
 }
@@ -124,7 +129,7 @@ impl<H: RequestHandler> Pool<H> {
 
     /// Queues `job`, starting the workers on first use (the context is final
     /// by then: a server made with `build` learns its address at bind).
-    pub(super) fn submit(&mut self, ctx: &Context<H>, job: Job) -> Result<(), (&'static str, Address, io::Error)> {
+    pub(super) fn submit(&mut self, ctx: &Context<H>, job: Job<H>) -> Result<(), (&'static str, Address, io::Error)> {
         if self.queue.is_none()
             && let Err(e) = self.start(ctx)
         {
@@ -166,29 +171,27 @@ impl<H> Pool<H> {
     }
 }
 
-impl Job {
+impl<H> Job<H> {
     fn peer(&self) -> &Address {
         match self {
             Job::Stream { conn, .. } => &conn.peer,
-            Job::Message { framed, .. } => &framed.conn.peer,
+            Job::Work { work, .. } => work.connection().1,
             Job::Datagram { peer, .. } => peer,
         }
     }
 }
 
-fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue) {
+fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue<H>) {
     let mut scratch = Scratch::default();
     while let Some(job) = jobs.next() {
         match job {
             Job::Stream { mut slot, conn } => {
-                adapter::serve_stream(ctx, conn, || slot.untrack(), adapter::HandBack::Wake);
+                runner::serve_stream(ctx, conn, || slot.untrack(), MayHandBack::Wake);
             }
-            Job::Message { mut slot, framing, framed, message } => {
-                super::answer_message(ctx, &framing, framed, &message, true, &mut scratch, || slot.untrack());
-            }
+            Job::Work { mut slot, work } => work.run(ctx, &mut scratch, true, &mut || slot.untrack()),
             Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot } => {
                 scratch.ancillary = ancillary;
-                adapter::serve_datagram(ctx, &socket, &packet, &peer, &reply_to, &mut scratch);
+                runner::serve_datagram(ctx, &socket, &packet, &peer, &reply_to, &mut scratch);
                 scratch.ancillary = Ancillary::default();
             }
         }

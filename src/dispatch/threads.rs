@@ -39,7 +39,7 @@ impl Threads {
 
     pub(super) fn close(&mut self) {
         for handle in self.handles.drain(..) {
-            // A panic was already reported to handle_error by the adapter.
+            // A panic was already reported to handle_error by the runner.
             let _ = handle.join();
         }
     }

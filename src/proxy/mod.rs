@@ -30,18 +30,15 @@
 //! ```
 
 mod header;
-mod pending;
 mod v1;
 
 pub use header::{ProxyHeader, tlv};
 pub use ipnet::IpNet;
 
-pub(crate) use pending::HeaderRead;
-
 use std::time::Duration;
 
 use crate::{Address, Error};
-pub(crate) use header::{Parsed, parse_datagram, parse_stream};
+pub(crate) use header::{MAX_HEADER, Parsed, parse_datagram, parse_stream};
 
 /// How long a trusted peer may take to send its whole header by default.
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);

@@ -4,18 +4,18 @@
 
 use std::io;
 
-use crate::adapter::{self, Context, Scratch};
+use super::event_loop::Loop;
+use super::turn::Taken;
 use crate::ancillary::Ancillary;
 use crate::hooks::Hooks;
 use crate::options::Options;
+use crate::runner::{self, Context, Scratch};
 use crate::stats::Counters;
 use crate::sys;
 use crate::transport::Transport;
-use crate::{Address, Error, RequestHandler, Result, Server};
+use crate::{Address, Error, RequestHandler, Result};
 
-use super::turn::Taken;
-
-impl<T: Transport, H: RequestHandler> Server<T, H> {
+impl<T: Transport, H: RequestHandler> Loop<T, H> {
     /// Takes one datagram, or (batching) up to `budget` of them.
     pub(super) fn receive_and_dispatch(&mut self, budget: usize) -> Result<Taken> {
         if let Some(batch) = self.batch.take() {
@@ -25,7 +25,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             Ok(received) => received,
             Err(e) => return self.recover("receive", e),
         };
-        let Server { ctx, hooks, options, packet, scratch, .. } = self;
+        let Loop { ctx, hooks, options, packet, scratch, .. } = self;
         let admitted =
             admit_datagram(ctx, hooks, options, Address::from_sock_addr(&from), &packet[..len], truncated, scratch);
         let Some((peer, skip)) = admitted else {
@@ -66,14 +66,14 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             let admitted =
                 admit_datagram(ctx, hooks, options, Address::from_sock_addr(&from), packet, truncated, &mut scratch);
             let Some((peer, skip)) = admitted else { continue };
-            let send = adapter::answer_datagram(&self.ctx, &self.socket, &packet[skip..], &peer, &from, &mut scratch).1;
+            let send = runner::answer_datagram(&self.ctx, &self.socket, &packet[skip..], &peer, &from, &mut scratch).1;
             std::mem::swap(reply, &mut scratch.reply);
             if send {
                 batch.reply_later(i);
             }
         }
         let ctx = &self.ctx;
-        batch.send_replies(&self.socket, |to, e| adapter::reply_failed(ctx, &Address::from_sock_addr(&to), e));
+        batch.send_replies(&self.socket, |to, e| runner::reply_failed(ctx, &Address::from_sock_addr(&to), e));
         let drained = count < batch.capacity().min(budget);
         self.batch = Some(batch);
         Ok(if drained { Taken::Drained(count) } else { Taken::Requests(count) })

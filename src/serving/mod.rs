@@ -34,15 +34,10 @@
 mod admission;
 mod datagrams;
 mod deadlines;
-mod framing;
+mod event_loop;
 mod registry;
 mod returns;
 mod turn;
 
-#[cfg(any(feature = "proxy-protocol", feature = "tls"))]
-pub(crate) use admission::Step;
-pub(crate) use admission::{Admission, Admitted, Closing};
-pub(crate) use framing::{After, Framed, Inbox};
-pub use framing::{Framing, Split};
-pub(crate) use returns::Returns;
+pub(crate) use event_loop::{Loop, Parts};
 pub(crate) use turn::READY_BUDGET;

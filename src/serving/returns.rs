@@ -1,18 +1,19 @@
-//! The way back to the serving loop: connections that workers are done
-//! with, framed ones between messages and stream ones a handler handed
-//! back, wait here for the loop to take them.
+//! The way back to the serving loop: connections handed back, framed ones
+//! between messages and stream ones whose handler called
+//! `Request::hand_back`, wait here for the loop to take them.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use super::framing::{After, Framed};
+use super::admission::{Framed, Next};
 use super::registry::Rearmer;
-use crate::adapter::Incoming;
+use crate::handler_io::Incoming;
+use crate::runner::HandBack;
 use crate::shutdown::{ShutdownHandle, Wake};
 
-/// A connection a worker gives back to the loop.
-pub(crate) enum Back {
+/// A connection handed back to the loop.
+pub(crate) enum HandedBack {
     /// A framed connection, its message answered.
     Framed(Framed),
     /// A stream connection its handler handed back (`Request::hand_back`).
@@ -26,9 +27,9 @@ pub(crate) enum Back {
 /// client's next bytes is re-armed in the registry by the worker itself and
 /// left here without waking the loop, which takes it when the registry
 /// reports it, or on any earlier turn. The order that makes this safe is
-/// written down in [`give_back`](Self::give_back).
+/// written down in [`hand_back_framed`](Self::hand_back_framed).
 pub(crate) struct Returns {
-    conns: Mutex<Vec<Back>>,
+    conns: Mutex<Vec<HandedBack>>,
     /// Stream connections in `conns`: open, and no longer a handler's, so
     /// `max_connections` counts them here until the loop takes them.
     /// Raised before the handler's slot is freed, so never counted nowhere.
@@ -63,33 +64,21 @@ impl Returns {
     /// was held, so the connection is in the list by the time the loop
     /// gets the lock. The fd is open for the re-arm: the worker still owns
     /// the connection.
-    pub(crate) fn give_back(&self, mut framed: Framed, wake: bool) {
+    pub(crate) fn hand_back_framed(&self, mut framed: Framed, wake: bool) {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        if framed.after == After::Armed {
+        if framed.next == Next::Armed {
             let armed = framed.key.is_some_and(|key| self.rearmer.read(framed.conn.socket.as_fd(), key).is_ok());
             if armed {
-                conns.push(Back::Framed(framed));
+                conns.push(HandedBack::Framed(framed));
                 drop(conns);
                 if wake && self.closing.load(Ordering::SeqCst) {
                     self.waker.wake(Wake::Returned);
                 }
                 return;
             }
-            framed.after = After::Loop;
+            framed.next = Next::Loop;
         }
-        conns.push(Back::Framed(framed));
-        drop(conns);
-        if wake {
-            self.waker.wake(Wake::Returned);
-        }
-    }
-
-    /// A stream handler handed its connection back; `wake` as for
-    /// [`give_back`](Self::give_back). The loop registers it anew.
-    pub(crate) fn hand_back(&self, conn: Incoming, wake: bool) {
-        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        self.streams.fetch_add(1, Ordering::SeqCst);
-        conns.push(Back::Stream(conn));
+        conns.push(HandedBack::Framed(framed));
         drop(conns);
         if wake {
             self.waker.wake(Wake::Returned);
@@ -97,7 +86,7 @@ impl Returns {
     }
 
     /// Every connection handed back since the last call, in `into` (empty).
-    pub(crate) fn take(&self, into: &mut Vec<Back>) {
+    pub(crate) fn take(&self, into: &mut Vec<HandedBack>) {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *conns, into);
         self.streams.store(0, Ordering::SeqCst);
@@ -114,13 +103,28 @@ impl Returns {
     }
 }
 
+impl HandBack for Returns {
+    /// A stream handler handed its connection back; `wake` as for
+    /// [`hand_back_framed`](Self::hand_back_framed). The loop registers it
+    /// anew.
+    fn hand_back(&self, conn: Incoming, wake: bool) {
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        conns.push(HandedBack::Stream(conn));
+        drop(conns);
+        if wake {
+            self.waker.wake(Wake::Returned);
+        }
+    }
+}
+
 impl Drop for Returns {
-    /// Framed connections given back after the server closed (a worker was
+    /// Framed connections handed back after the server closed (a worker was
     /// still answering them) are still registered: they leave the registry
     /// before they close, as every registered fd does.
     fn drop(&mut self) {
         for back in self.conns.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
-            if let Back::Framed(framed) = back
+            if let HandedBack::Framed(framed) = back
                 && framed.key.is_some()
             {
                 self.rearmer.forget(framed.conn.socket.as_fd());

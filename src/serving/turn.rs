@@ -5,18 +5,20 @@
 
 use std::io;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::adapter::Incoming;
-use crate::options::{deadline_after, socket_timeout};
-use crate::serving::{Admitted, Closing};
+use super::admission::{Admitted, Answer, Closing, Env};
+use super::event_loop::Loop;
+use crate::deadline::{deadline_after, socket_timeout};
+use crate::handler_io::Incoming;
 use crate::shutdown::Wake;
 use crate::stats::Counters;
 use crate::sys;
 use crate::transport::{Kind, Transport};
-use crate::{Address, Error, RequestHandler, Result, Server};
+use crate::{Address, Error, RequestHandler, Result};
 
 /// How long accepting pauses after the process ran out of file descriptors
 /// or memory, so the loop does not spin while nothing can be accepted. A
@@ -42,7 +44,7 @@ pub(super) enum Taken {
     Drained(usize),
 }
 
-impl<T: Transport, H: RequestHandler> Server<T, H> {
+impl<T: Transport, H: RequestHandler> Loop<T, H> {
     /// One turn of the loop: wait until something is ready (or `timeout`
     /// passes), then take it. Returns whether a request was handled
     /// (dispatched or turned away).
@@ -56,8 +58,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     pub(crate) fn turn(&mut self, timeout: Option<Duration>, budget: usize) -> Result<bool> {
         self.dispatcher.turn();
         let returned_away = {
-            let Server { admission, ctx, options, .. } = self;
-            admission.take_returned(Instant::now(), ctx, options)
+            let Loop { admission, ctx, hooks, options, .. } = self;
+            admission.take_returned(Instant::now(), &Env { ctx, hooks, options })
         };
         let mut left = budget;
         let queued = self.dispatch_spoken(&mut left);
@@ -87,9 +89,9 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             .flatten()
             .min();
 
-        let Server { admission, socket, shutdown, ctx, hooks, options, .. } = self;
+        let Loop { admission, socket, shutdown, ctx, hooks, options, .. } = self;
         let woken = admission
-            .wait((shutdown.wake_fd(), socket.as_fd()), accepting, limit, (ctx, hooks, options))
+            .wait((shutdown.wake_fd(), socket.as_fd()), accepting, limit, &mut Env { ctx, hooks, options })
             .map_err(|e| self.server_error("wait", e))?;
         if woken.wake {
             let why = self.shutdown.take_wakeups();
@@ -136,7 +138,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
             if let Some(framing) = &self.options.framing
                 && let Some((framed, message)) = self.admission.next_message()
             {
-                self.dispatcher.message(&self.ctx, framing, framed, message, &mut self.scratch);
+                let answer = Answer::new(framed, message, framing.clone(), Arc::clone(self.admission.returns()));
+                self.dispatcher.work(&self.ctx, Box::new(answer), &mut self.scratch);
             } else if let Some(conn) = self.admission.next_spoken() {
                 self.dispatcher.stream(&self.ctx, conn);
             } else {
@@ -195,7 +198,8 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
         let now = Instant::now();
         let deadline = self.options.connection_timeout.map(|t| deadline_after(now, t));
         let conn = Incoming::new(socket, peer, deadline);
-        match self.admission.accepted(conn, now, &self.ctx, &mut self.hooks, &self.options) {
+        let Loop { admission, ctx, hooks, options, .. } = self;
+        match admission.accepted(conn, now, &mut Env { ctx, hooks, options }) {
             Admitted::Held => Ok(Taken::Parked),
             Admitted::Refused => Ok(Taken::Requests(1)),
             Admitted::Ready(conn) => {
@@ -253,7 +257,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// the successor cannot take. Nothing new is accepted. Bounded by each
     /// stage's deadline and by `drain_timeout`, whose deadline the
     /// dispatcher's drain then shares, and cut short by an abort.
-    pub(crate) fn finish_accepted(&mut self) {
+    pub(super) fn finish_accepted(&mut self) {
         let deadline = self.options.drain_timeout.map(|t| deadline_after(Instant::now(), t));
         self.dispatcher.drain_by(deadline);
         if T::KIND != Kind::Stream {

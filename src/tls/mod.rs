@@ -22,7 +22,6 @@
 //! A client that closes without `close_notify` (many do, Python's `ssl`
 //! among them) reads as an ordinary end of input.
 
-mod handshake;
 mod identity;
 mod pem;
 mod session;
@@ -31,7 +30,6 @@ pub use identity::Identity;
 pub use pem::ServerPem;
 pub use rustls;
 
-pub(crate) use handshake::Handshake;
 pub(crate) use session::Session;
 
 use std::time::Duration;

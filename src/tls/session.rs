@@ -16,7 +16,7 @@ pub(crate) struct Session {
 
 impl Session {
     /// The session of a connection whose handshake is complete.
-    pub(super) fn new(tls: ServerConnection) -> Self {
+    pub(crate) fn new(tls: ServerConnection) -> Self {
         let info = TlsInfo::of(&tls);
         Session { tls: RefCell::new(tls), info }
     }
@@ -170,8 +170,8 @@ struct Blocking<'a> {
 
 impl Write for Blocking<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        crate::adapter::arm(self.socket, self.write_timeout, self.deadline, socket2::Socket::set_write_timeout)?;
-        self.socket.send_with_flags(buf, crate::sys::NO_SIGNAL).map_err(|e| crate::adapter::timed_out(e, "write"))
+        crate::deadline::arm(self.socket, self.write_timeout, self.deadline, socket2::Socket::set_write_timeout)?;
+        self.socket.send_with_flags(buf, crate::sys::NO_SIGNAL).map_err(|e| crate::deadline::timed_out(e, "write"))
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -66,7 +66,10 @@ fn inet(addr: &Address) -> io::Result<SocketAddr> {
 fn open_inet(addr: &Address, ty: Type, kind: Kind, opts: &Options) -> io::Result<Socket> {
     let inet = inet(addr)?;
     let socket = Socket::new(Domain::for_address(inet), ty, None)?;
-    socket.set_reuse_address(opts.reuse_address(kind))?;
+    // SO_REUSEADDR by default on stream sockets only (Python's
+    // `allow_reuse_address`): on a datagram socket it would let a second
+    // server share the port.
+    socket.set_reuse_address(opts.allow_reuse_address.unwrap_or(kind == Kind::Stream))?;
     if opts.allow_reuse_port {
         socket.set_reuse_port(true)?;
     }

@@ -9,10 +9,9 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use super::ProxyProtocol;
-use super::header::{MAX_HEADER, Parsed, parse_stream};
-use crate::adapter::Incoming;
-use crate::serving::Step;
+use super::arrival::Step;
+use crate::handler_io::Incoming;
+use crate::proxy::{MAX_HEADER, Parsed, ProxyProtocol, parse_stream};
 use crate::sys;
 
 /// A connection's header, as far as it has arrived.

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use rustls::{ServerConfig, ServerConnection};
 use socket2::Socket;
 
-use super::Session;
-use crate::adapter::Incoming;
-use crate::serving::Step;
+use super::arrival::Step;
+use crate::handler_io::Incoming;
 use crate::sys;
+use crate::tls::Session;
 
 /// A connection's handshake under way.
 pub(crate) struct Handshake {

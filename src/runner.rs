@@ -1,40 +1,42 @@
-//! Stream and datagram adapters: turn a connection or a packet into the
-//! `rfile`/`wfile` pair a handler sees, run the handler, and deliver the answer.
-
-mod conn;
-mod rw;
-
-pub(crate) use conn::{Conn, Incoming, Timeouts, arm, timed_out};
-pub use rw::{Reader, Writer};
+//! The runner: turns a connection, a datagram or a framed message into the
+//! `rfile`/`wfile` pair a handler sees, runs the handler (a panic costs one
+//! request), delivers the answer, and counts and reports how it went.
 
 use std::io;
-use std::net::Shutdown;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use socket2::{SockAddr, Socket};
 
-use crate::ancillary::Ancillary;
-use crate::handler::{Extras, Request, RequestHandler};
-use crate::stats::Counters;
+use crate::ancillary::{Ancillary, Credentials};
+use crate::deadline::{Timeouts, arm, timed_out};
+use crate::handler::{ConnectionState, Extras, Request, RequestHandler};
+use crate::handler_io::{Conn, Incoming, Reader, Writer, close_stream};
+use crate::hooks::ErrorHook;
+use crate::stats::{Counters, StatsHandle};
 use crate::sys::NO_SIGNAL;
 use crate::transport::Kind;
 use crate::{Address, Error};
-
-/// Called with every error that concerns one request (Python's `handle_error`).
-pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
 
 /// What a request needs from its server; cheap to clone into worker threads.
 pub(crate) struct Context<H> {
     pub handler: Arc<H>,
     pub on_error: ErrorHook,
     pub server_address: Arc<Address>,
-    /// The counters, with the dispatcher's capacity: what a request
-    /// counts, and what `Request::stats` reads.
-    pub stats: crate::stats::StatsHandle,
+    /// The counters: what a request counts, and what `Request::stats` reads.
+    pub stats: StatsHandle,
     pub timeouts: Timeouts,
-    /// Where connections go back to the serving loop between requests.
-    pub returns: Arc<crate::serving::Returns>,
+    /// Where a stream handler's connection goes when it hands it back.
+    pub way_back: Arc<dyn HandBack>,
+}
+
+/// The way back to the serving loop, as the runner is given it: a stream
+/// whose handler called `Request::hand_back` goes there, with the bytes its
+/// reader took and did not handle.
+pub(crate) trait HandBack: Send + Sync {
+    /// Hands `conn` back; `wake`: the loop may be waiting, and must look
+    /// (it is not the caller).
+    fn hand_back(&self, conn: Incoming, wake: bool);
 }
 
 impl<H> Context<H> {
@@ -52,7 +54,7 @@ impl<H> Clone for Context<H> {
             server_address: Arc::clone(&self.server_address),
             stats: self.stats.clone(),
             timeouts: self.timeouts,
-            returns: Arc::clone(&self.returns),
+            way_back: Arc::clone(&self.way_back),
         }
     }
 }
@@ -171,7 +173,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Whether a stream handler may hand its connection back to the serving
 /// loop (`Request::hand_back`), and how the loop learns of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HandBack {
+pub(crate) enum MayHandBack {
     /// It may not: a forked child cannot give the loop an fd.
     Unable,
     /// It may; the loop is waiting and is woken.
@@ -193,9 +195,9 @@ pub(crate) fn serve_stream<H: RequestHandler>(
     ctx: &Context<H>,
     incoming: Incoming,
     untrack: impl FnOnce() -> bool,
-    hand_back: HandBack,
+    hand_back: MayHandBack,
 ) -> Outcome {
-    let (conn, peer) = Conn::new(incoming, ctx.timeouts, hand_back != HandBack::Unable);
+    let (conn, peer) = Conn::new(incoming, ctx.timeouts, hand_back != MayHandBack::Unable);
     let (outcome, unread) = {
         let mut req = Request::new(
             Reader::stream(&conn),
@@ -221,7 +223,7 @@ pub(crate) fn serve_stream<H: RequestHandler>(
             return Outcome::Cut;
         }
         let result = served(ctx);
-        ctx.returns.hand_back(conn.into_incoming(peer, unread), hand_back == HandBack::Wake);
+        ctx.way_back.hand_back(conn.into_incoming(peer, unread), hand_back == MayHandBack::Wake);
         return result;
     }
     if flushed.is_ok() && !matches!(outcome, Err(Failure::Panic(_))) {
@@ -249,20 +251,6 @@ fn report<H>(ctx: &Context<H>, failure: Failure, peer: &Address) -> Outcome {
 fn served<H>(ctx: &Context<H>) -> Outcome {
     Outcome::Served.count(ctx.counters());
     Outcome::Served
-}
-
-/// Shuts down the write half so the client sees a clean end of stream, then
-/// closes the socket when it drops.
-pub(crate) fn close_stream(socket: Socket) {
-    // The peer may already be gone; the close that follows still releases the fd.
-    let _ = socket.shutdown(Shutdown::Write);
-}
-
-/// Closes a connection the server took but will not serve because it is
-/// closing, with the log line that says so.
-pub(crate) fn close_unserved(socket: Socket, peer: &Address) {
-    log::warn!("server closing: connection from {peer} closed before it was served");
-    close_stream(socket);
 }
 
 /// Serves one datagram and sends what the handler wrote back to the sender as
@@ -344,24 +332,26 @@ pub(crate) enum Answered {
     Fatal,
 }
 
-/// Serves one framed message of `framed`'s connection as a datagram is
-/// served (`rfile` the message, `wfile` the reply), and appends the reply,
-/// framed, to `scratch.wire` for the caller to send.
+/// Serves one framed message of `conn` as a datagram is served (`rfile`
+/// the message, `wfile` the reply), and appends the reply, framed, to
+/// `scratch.wire` for the caller to send. `state` is what the handler keeps
+/// for the connection; `credentials`, a Unix peer's, read once.
 pub(crate) fn serve_message<H: RequestHandler>(
     ctx: &Context<H>,
-    framing: &crate::serving::Framing,
-    framed: &mut crate::serving::Framed,
+    framing: &crate::framing::Framing,
+    conn: &mut Incoming,
+    state: &mut ConnectionState,
+    credentials: Option<Credentials>,
     message: &[u8],
     scratch: &mut Scratch,
 ) -> Answered {
     let Scratch { reply, ancillary, wire } = scratch;
     reply.clear();
-    let crate::serving::Framed { conn, state, credentials, .. } = framed;
     #[cfg(feature = "proxy-protocol")]
     {
         ancillary.proxy = conn.proxy.take();
     }
-    ancillary.credentials = *credentials;
+    ancillary.credentials = credentials;
     let outcome = {
         let mut req = Request::new(
             Reader::datagram(message),
@@ -403,18 +393,12 @@ pub(crate) fn serve_message<H: RequestHandler>(
     }
 }
 
-/// Sends the replies gathered in `wire` on `framed`'s connection, each send
+/// Sends the replies gathered in `wire` on `conn`, each send
 /// within its write timeout and its `connection_timeout`, then counts the
 /// `unsent` requests whose replies they carry: served if they went out; if
 /// not, failed (timed out, for a send that timed out), with one report,
 /// and the connection cannot go on. Returns whether they went out.
-pub(crate) fn send_replies<H>(
-    ctx: &Context<H>,
-    framed: &crate::serving::Framed,
-    wire: &mut Vec<u8>,
-    unsent: &mut u64,
-) -> bool {
-    let conn = &framed.conn;
+pub(crate) fn send_replies<H>(ctx: &Context<H>, conn: &Incoming, wire: &mut Vec<u8>, unsent: &mut u64) -> bool {
     let sent = if wire.is_empty() {
         Ok(())
     } else {

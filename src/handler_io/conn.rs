@@ -1,6 +1,6 @@
-//! A stream connection as the adapter drives it: the socket, the output
-//! buffer the reader can flush, per-operation timeouts capped by the
-//! connection's deadline, and sends that never raise SIGPIPE.
+//! A stream connection as its handler's reader and writer drive it: the
+//! socket, the output buffer the reader can flush, per-operation timeouts
+//! capped by the connection's deadline, and sends that never raise SIGPIPE.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read};
@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
+use super::Incoming;
 use crate::Address;
 use crate::ancillary::{Ancillary, Credentials};
-use crate::options::socket_timeout;
+use crate::deadline::{Timeouts, arm, timed_out};
 use crate::sys::NO_SIGNAL;
 
 /// IOV_MAX on Linux and the BSDs: the most slices one sendmsg takes.
@@ -19,47 +20,7 @@ const MAX_IOVECS: usize = 1024;
 /// Size of a stream connection's read and write buffers.
 pub(crate) const STREAM_BUFFER: usize = 8 * 1024;
 
-/// The server's per-operation timeouts, already set on each accepted socket.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Timeouts {
-    pub read: Option<Duration>,
-    pub write: Option<Duration>,
-}
-
-/// An accepted connection on its way to a handler.
-pub(crate) struct Incoming {
-    pub socket: Socket,
-    pub peer: Address,
-    /// When the whole connection must be over, however it trickles.
-    pub deadline: Option<Instant>,
-    /// What a trusted balancer said about the connection.
-    #[cfg(feature = "proxy-protocol")]
-    pub proxy: Option<Box<crate::proxy::ProxyHeader>>,
-    /// The TLS session, once the handshake is done.
-    #[cfg(feature = "tls")]
-    pub tls: Option<Box<crate::tls::Session>>,
-    /// What the client sent that an earlier handler read off the socket
-    /// (into its reader's buffer) but did not handle: a connection handed
-    /// back (`Request::hand_back`) takes it to its next request.
-    pub buffered: Vec<u8>,
-}
-
-impl Incoming {
-    /// A connection just accepted from `peer`.
-    pub(crate) fn new(socket: Socket, peer: Address, deadline: Option<Instant>) -> Self {
-        Incoming {
-            socket,
-            peer,
-            deadline,
-            #[cfg(feature = "proxy-protocol")]
-            proxy: None,
-            #[cfg(feature = "tls")]
-            tls: None,
-            buffered: Vec::new(),
-        }
-    }
-}
-
+/// A stream connection while a handler has it.
 pub(crate) struct Conn {
     pub socket: Socket,
     out: RefCell<Vec<u8>>,
@@ -338,34 +299,6 @@ impl std::io::Write for Wire<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// Before a blocking operation on `socket`: with a `deadline` (the
-/// connection's `connection_timeout`), the socket's timeout becomes the
-/// smaller of the `configured` one and the time left, and an operation
-/// past the deadline fails at once. Without one the configured timeout,
-/// set at accept, stands.
-pub(crate) fn arm(
-    socket: &Socket,
-    configured: Option<Duration>,
-    deadline: Option<Instant>,
-    set: impl Fn(&Socket, Option<Duration>) -> io::Result<()>,
-) -> io::Result<()> {
-    let Some(deadline) = deadline else { return Ok(()) };
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "connection deadline passed"));
-    }
-    set(socket, Some(socket_timeout(configured.map_or(left, |t| t.min(left)))))
-}
-
-/// A socket timeout surfaces as EAGAIN; say what it is.
-pub(crate) fn timed_out(e: io::Error, what: &str) -> io::Error {
-    if e.kind() == io::ErrorKind::WouldBlock {
-        io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
-    } else {
-        e
     }
 }
 

@@ -1,9 +1,9 @@
-//! Framed messages read in the serving loop ([`ServerBuilder::framing`]):
-//! the loop reads whatever a connection has, without blocking, and cuts
-//! messages from it; each whole message goes to a handler as a datagram
-//! would (`rfile` is the message, `wfile` the reply), and the connection
-//! goes back to the loop between messages. A worker is held only while a
-//! message is handled, never while a client thinks or trickles.
+//! The framing codec ([`ServerBuilder::framing`]): the rule that cuts
+//! messages from a connection's bytes and frames replies, and the inbox the
+//! bytes wait in. It knows no loop and no runner: the serving loop reads
+//! into an [`Inbox`] and cuts messages from it; each whole message goes to
+//! a handler as a datagram would (`rfile` is the message, `wfile` the
+//! reply).
 //!
 //! [`ServerBuilder::framing`]: crate::ServerBuilder::framing
 
@@ -11,8 +11,6 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 use std::sync::Arc;
-
-use crate::adapter::Incoming;
 
 /// How messages are cut from a connection's bytes, and how replies go back.
 /// Cheap to clone: each message handed to a worker carries one.
@@ -195,29 +193,12 @@ impl Inbox {
     }
 
     /// The buffer with the bytes already taken gone, to read onto its end.
-    fn room(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn room(&mut self) -> &mut Vec<u8> {
         if self.start > 0 {
             self.bytes.drain(..self.start);
             self.start = 0;
         }
         &mut self.bytes
-    }
-
-    /// Reads what `conn` has now, without waiting, onto the end (through
-    /// its TLS session, if it has one): at most one read's worth, so what
-    /// a client pipelines stays in its socket (or its TLS records) until
-    /// the messages before it are handled. Returns whether the stream
-    /// ended; `WouldBlock` when nothing came. The loop and a worker
-    /// answering a pipelining client read the same way.
-    pub(crate) fn read_now(&mut self, conn: &Incoming) -> io::Result<bool> {
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &conn.tls {
-            return tls.read_now(&conn.socket, self.room());
-        }
-        let mut chunk = [0u8; 16 * 1024];
-        let n = crate::sys::recv_now(&conn.socket, &mut chunk, false)?;
-        self.push(&chunk[..n]);
-        Ok(n == 0)
     }
 
     /// Takes the first whole message, if there is one; `eof`: no more bytes
@@ -239,46 +220,6 @@ impl Inbox {
             }
         }
     }
-}
-
-/// A framed connection between messages, with the bytes it sent that are
-/// not handled yet; it goes to a worker with one message, and comes back.
-pub(crate) struct Framed {
-    pub conn: Incoming,
-    pub inbox: Inbox,
-    /// The client closed its side: what is in the inbox is all there is.
-    pub eof: bool,
-    /// What the handler keeps for the connection (`Request::connection_state`).
-    pub state: crate::handler::ConnectionState,
-    /// Its slab key in the loop, which keeps its entry and its registration
-    /// while a worker has it; `None` before it was ever held.
-    pub key: Option<usize>,
-    /// How the worker left it.
-    pub after: After,
-    /// A Unix stream peer's credentials, read once: every message sees
-    /// them, as a plain stream request would.
-    pub credentials: Option<crate::ancillary::Credentials>,
-}
-
-impl Framed {
-    /// A connection that starts being framed.
-    pub(crate) fn new(conn: Incoming, state: crate::handler::ConnectionState) -> Framed {
-        let credentials = if conn.peer.is_unix() { crate::ancillary::Credentials::of_peer(&conn.socket) } else { None };
-        Framed { conn, inbox: Inbox::default(), eof: false, state, key: None, after: After::Loop, credentials }
-    }
-}
-
-/// How a worker hands a framed connection back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum After {
-    /// Nothing whole in its inbox and its client still there: it waits for
-    /// bytes, and its fd is already armed to report them.
-    Armed,
-    /// The loop decides: a whole message is in, or the client closed, or
-    /// its bytes are refused (the loop reports that).
-    Loop,
-    /// It cannot go on (a panic, a failed reply): the loop closes it.
-    Close,
 }
 
 #[cfg(test)]

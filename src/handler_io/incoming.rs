@@ -1,0 +1,78 @@
+//! A connection on its way to a handler or between two of them, and how a
+//! stream the server will not serve on is closed.
+
+use std::io;
+use std::net::Shutdown;
+use std::time::Instant;
+
+use socket2::Socket;
+
+use crate::Address;
+use crate::framing::Inbox;
+
+/// An accepted connection on its way to a handler.
+pub(crate) struct Incoming {
+    pub socket: Socket,
+    pub peer: Address,
+    /// When the whole connection must be over, however it trickles.
+    pub deadline: Option<Instant>,
+    /// What a trusted balancer said about the connection.
+    #[cfg(feature = "proxy-protocol")]
+    pub proxy: Option<Box<crate::proxy::ProxyHeader>>,
+    /// The TLS session, once the handshake is done.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Box<crate::tls::Session>>,
+    /// What the client sent that an earlier handler read off the socket
+    /// (into its reader's buffer) but did not handle: a connection handed
+    /// back (`Request::hand_back`) takes it to its next request.
+    pub buffered: Vec<u8>,
+}
+
+impl Incoming {
+    /// A connection just accepted from `peer`.
+    pub(crate) fn new(socket: Socket, peer: Address, deadline: Option<Instant>) -> Self {
+        Incoming {
+            socket,
+            peer,
+            deadline,
+            #[cfg(feature = "proxy-protocol")]
+            proxy: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            buffered: Vec::new(),
+        }
+    }
+}
+
+impl Incoming {
+    /// Reads what the connection has now, without waiting, onto the end of
+    /// `inbox` (through its TLS session, if it has one): at most one read's
+    /// worth, so what a client pipelines stays in its socket (or its TLS
+    /// records) until the messages before it are handled. Returns whether
+    /// the stream ended; `WouldBlock` when nothing came. The loop and a
+    /// worker answering a pipelining client read the same way.
+    pub(crate) fn read_now(&self, inbox: &mut Inbox) -> io::Result<bool> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.read_now(&self.socket, inbox.room());
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = crate::sys::recv_now(&self.socket, &mut chunk, false)?;
+        inbox.push(&chunk[..n]);
+        Ok(n == 0)
+    }
+}
+
+/// Shuts down the write half so the client sees a clean end of stream, then
+/// closes the socket when it drops.
+pub(crate) fn close_stream(socket: Socket) {
+    // The peer may already be gone; the close that follows still releases the fd.
+    let _ = socket.shutdown(Shutdown::Write);
+}
+
+/// Closes a connection the server took but will not serve because it is
+/// closing, with the log line that says so.
+pub(crate) fn close_unserved(socket: Socket, peer: &Address) {
+    log::warn!("server closing: connection from {peer} closed before it was served");
+    close_stream(socket);
+}

@@ -1,0 +1,92 @@
+//! How a close meets the connections the loop holds: one rule
+//! ([`Closing::closes`]) for each place it meets one (held as the close
+//! begins, handed back by a worker, handed back by a handler).
+
+use std::os::fd::{AsFd, BorrowedFd};
+
+use super::Admission;
+use super::state::{Arrival, State};
+use crate::sys;
+
+/// How a server closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// A stop; `wait_inside`: connections inside a message are waited for
+    /// (there is a drain deadline to bound that wait).
+    Stop { wait_inside: bool },
+    /// A hand-over to a successor: every connection on its way to a handler
+    /// is carried on.
+    HandOver,
+}
+
+/// What a connection in the loop waits for, as a close sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Waiting {
+    /// Its next request: nothing of one read yet.
+    NextRequest,
+    /// The rest of a framed message.
+    RestOfMessage,
+    /// Its first byte: no request yet.
+    FirstByte,
+}
+
+impl Closing {
+    /// Whether a connection waiting as `waiting` on `fd` is closed now. One
+    /// whose client already sent (bytes in the socket) is carried on.
+    pub(super) fn closes(self, waiting: Waiting, fd: BorrowedFd<'_>) -> bool {
+        match (self, waiting) {
+            (_, Waiting::NextRequest) => !sys::has_input(fd),
+            (Closing::Stop { wait_inside }, Waiting::RestOfMessage) => !wait_inside,
+            (Closing::Stop { .. }, Waiting::FirstByte) => !sys::has_input(fd),
+            (Closing::HandOver, Waiting::RestOfMessage | Waiting::FirstByte) => false,
+        }
+    }
+
+    /// Whether a connection held in `state` is closed as the close begins.
+    fn closes_held(self, state: &State) -> bool {
+        let (waiting, conn) = match state {
+            State::Framed(framed) if framed.inbox.is_empty() => (Waiting::NextRequest, &framed.conn),
+            State::Framed(framed) => (Waiting::RestOfMessage, &framed.conn),
+            State::Kept(conn) => (Waiting::NextRequest, conn),
+            State::Arriving(conn, Arrival::Silent) => (Waiting::FirstByte, conn),
+            // Not yet a request of any kind: a stop closes it even with bytes
+            // in, which are a header or a handshake, not a request.
+            #[cfg(feature = "proxy-protocol")]
+            State::Arriving(_, Arrival::Header(_)) => return matches!(self, Closing::Stop { .. }),
+            #[cfg(feature = "tls")]
+            State::Arriving(_, Arrival::Handshake(_)) => return matches!(self, Closing::Stop { .. }),
+            // Its worker hands it back, and the close meets it then.
+            State::Away { .. } => return false,
+        };
+        self.closes(waiting, conn.socket.as_fd())
+    }
+}
+
+impl Admission {
+    /// From now on, connections between requests are closed, not held: the
+    /// server is closing (or handing over). Those between requests now are
+    /// closed at once; one whose client already sent (bytes in the socket,
+    /// or part of a message read) is carried on to be answered. A stop also
+    /// closes those that have sent nothing yet, wherever they are on their
+    /// way (a hand-over carries them on: they may be sending); without a
+    /// drain deadline to bound the wait it also closes those inside a
+    /// message.
+    pub(crate) fn closing(&mut self, closing: Closing) {
+        self.closing = Some(closing);
+        self.returns.closing();
+        let leaving: Vec<usize> =
+            self.held.iter().filter(|(_, held)| closing.closes_held(&held.state)).map(|(key, _)| key).collect();
+        for key in leaving {
+            let state = self.release(key);
+            if let Some(conn) = state.conn() {
+                log::debug!("server closing: closing connection from {}, {}", conn.peer, state.waiting_for());
+            }
+            state.close();
+        }
+    }
+
+    /// Whether the server is closing: accepting nothing new.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.is_some()
+    }
+}

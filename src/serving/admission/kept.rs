@@ -1,0 +1,53 @@
+//! Stream connections a handler handed back (`Request::hand_back`): held in
+//! the loop between requests, and dispatched again when the next one comes.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use super::arrival::Admitted;
+use super::closing::Waiting;
+use super::state::{State, close};
+use super::{Admission, Env};
+use crate::deadline::deadline_after;
+use crate::handler_io::Incoming;
+use crate::sys;
+
+impl Admission {
+    /// A stream connection its handler handed back: dispatched again at
+    /// once when bytes of its next request are already in, else held until
+    /// it speaks (under `idle_timeout` and `connection_timeout`), or closed
+    /// if the server is closing. Returns whether it was turned away.
+    pub(super) fn kept<H>(&mut self, conn: Incoming, now: Instant, env: &Env<'_, H>) -> bool {
+        #[cfg(feature = "tls")]
+        let decrypted = conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext());
+        #[cfg(not(feature = "tls"))]
+        let decrypted = false;
+        if !conn.buffered.is_empty() || decrypted {
+            self.spoken.push_back(conn);
+            return false;
+        }
+        if self.closing.is_some_and(|closing| closing.closes(Waiting::NextRequest, conn.socket.as_fd())) {
+            log::debug!("server closing: closing kept connection from {} between requests", conn.peer);
+            close(conn);
+            return false;
+        }
+        let idle = env.options.idle_timeout.map(|idle| deadline_after(now, idle));
+        let expires = [idle, conn.deadline].into_iter().flatten().min();
+        matches!(self.hold(State::Kept(conn), expires, env), Admitted::Refused)
+    }
+}
+
+/// Whether a kept connection that reported brings a next request (`true`)
+/// or its end (`false`); `WouldBlock` when nothing came after all. Over TLS
+/// the records are read (into `buffered`, as plaintext): a `close_notify`
+/// or a key update alone is no request.
+pub(super) fn next_request(conn: &mut Incoming) -> io::Result<bool> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &conn.tls {
+        // Plaintext came (then its end does not matter yet), or only the end.
+        tls.read_now(&conn.socket, &mut conn.buffered)?;
+        return Ok(!conn.buffered.is_empty());
+    }
+    sys::recv_now(&conn.socket, &mut [0], true).map(|n| n > 0)
+}

@@ -1,0 +1,100 @@
+//! One state per connection the loop holds, as httpd keeps one state field
+//! per connection: where it is between accept and a handler, or between
+//! two requests, with what that place needs.
+
+use std::time::Instant;
+
+use super::framed::Framed;
+use crate::handler_io::{Incoming, close_stream};
+use crate::serving::registry::Interest;
+
+/// A slab entry of the loop: a connection and where it stands.
+pub(super) struct Held {
+    /// Numbers this state of this connection, so a deadline set for an
+    /// earlier one (or for a connection whose slab key was reused) is known.
+    pub generation: u64,
+    pub state: State,
+}
+
+/// Where a connection the loop holds stands.
+pub(super) enum State {
+    /// On its way from accept to its first request.
+    Arriving(Incoming, Arrival),
+    /// Framed, between messages or inside one: its next message is cut
+    /// from what the loop reads into its inbox.
+    Framed(Framed),
+    /// A stream its handler handed back, waiting for its next request.
+    Kept(Incoming),
+    /// Framed, with a worker (or queued for one): its key and its
+    /// registration (disarmed) wait for it, so it is handed back without
+    /// waking the loop; `deadline` is its `connection_timeout`.
+    Away { deadline: Option<Instant> },
+}
+
+/// The stages of a connection's arrival, each a registered fd and a deadline.
+pub(super) enum Arrival {
+    /// Its first byte (`idle_timeout`): then it is ready for a handler.
+    Silent,
+    /// The rest of its PROXY header.
+    #[cfg(feature = "proxy-protocol")]
+    Header(super::proxy_header::HeaderRead),
+    /// Its TLS handshake to finish.
+    #[cfg(feature = "tls")]
+    Handshake(super::tls_handshake::Handshake),
+}
+
+impl State {
+    /// The connection, unless it is away.
+    pub(super) fn conn(&self) -> Option<&Incoming> {
+        match self {
+            State::Arriving(conn, _) | State::Kept(conn) => Some(conn),
+            State::Framed(framed) => Some(&framed.conn),
+            State::Away { .. } => None,
+        }
+    }
+
+    /// What a connection in this state waits for, for a log line.
+    pub(super) fn waiting_for(&self) -> &'static str {
+        match self {
+            State::Arriving(_, Arrival::Silent) => "which sent nothing",
+            #[cfg(feature = "proxy-protocol")]
+            State::Arriving(_, Arrival::Header(_)) => "whose PROXY header was not in",
+            #[cfg(feature = "tls")]
+            State::Arriving(_, Arrival::Handshake(_)) => "during its TLS handshake",
+            State::Framed(framed) if framed.inbox.is_empty() => "between messages",
+            State::Framed(_) => "inside a message",
+            State::Kept(_) => "between requests",
+            State::Away { .. } => "with a worker",
+        }
+    }
+
+    /// What the registry reports for it.
+    pub(super) fn interest(&self) -> Interest {
+        match self {
+            #[cfg(feature = "tls")]
+            State::Arriving(_, Arrival::Handshake(handshake)) if handshake.wants_write() => Interest::ReadWrite,
+            State::Away { .. } => Interest::Nothing,
+            _ => Interest::Read,
+        }
+    }
+
+    /// Closes the connection, if it is here (one away is its worker's).
+    pub(super) fn close(self) {
+        match self {
+            State::Arriving(conn, _) | State::Kept(conn) => close(conn),
+            State::Framed(framed) => close(framed.conn),
+            State::Away { .. } => {}
+        }
+    }
+}
+
+/// Closes a connection the loop holds: one with a TLS session says
+/// `close_notify` first, so its client knows the end is the server's and
+/// not a cut; then the write half is shut down and the socket closed.
+pub(super) fn close(conn: Incoming) {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &conn.tls {
+        tls.close_now(&conn.socket);
+    }
+    close_stream(conn.socket);
+}

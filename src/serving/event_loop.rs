@@ -1,0 +1,176 @@
+//! The serving loop as a value: it owns the server socket, the registry and
+//! the connections it holds (through [`Admission`]), the way back, the
+//! waker, and the dispatcher its work goes to. `Server` holds one and
+//! drives it a turn at a time (`turn.rs`); nothing of the loop lives in
+//! `Server`'s own fields.
+//!
+//! One value on purpose: a pool whose idle workers take turns waiting on
+//! the registry themselves (leader/followers) hands this value from leader
+//! to leader behind its token, rather than sharing fifteen fields.
+
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use socket2::Socket;
+
+use super::admission::Admission;
+use crate::deadline::Timeouts;
+use crate::dispatch::{Dispatch, Dispatcher};
+use crate::hooks::{ErrorHook, Hooks};
+use crate::options::Options;
+use crate::runner::{Context, Scratch};
+use crate::shutdown::ShutdownHandle;
+use crate::stats::{Counters, StatsHandle};
+use crate::sys;
+use crate::transport::{Kind, Transport};
+use crate::{Address, Error, RequestHandler};
+
+/// What a loop is made of, as the builder gathered it.
+pub(crate) struct Parts<H> {
+    pub handler: Arc<H>,
+    pub options: Options,
+    pub hooks: Hooks,
+    pub on_error: ErrorHook,
+    pub dispatch: Dispatch,
+}
+
+/// The serving loop of a server on transport `T` with handler `H`.
+pub(crate) struct Loop<T: Transport, H: RequestHandler> {
+    // Drop order matters: the socket closes first (no new clients wait in a
+    // dead backlog), then the dispatcher waits for running requests.
+    pub(super) socket: Arc<Socket>,
+    pub(super) dispatcher: Dispatcher<H>,
+    pub(super) ctx: Context<H>,
+    pub(super) hooks: Hooks,
+    pub(super) options: Options,
+    /// The waker: the wake-up socket the loop waits on beside the others.
+    pub(super) shutdown: ShutdownHandle,
+    /// Accepting is paused until then after a resource error.
+    pub(super) paused_until: Option<Instant>,
+    /// The registry, and the connections the loop holds: on their way from
+    /// accept to a handler, ready and waiting for room, framed between
+    /// messages, kept between requests, and the way back from workers.
+    pub(super) admission: Admission,
+    pub(super) packet: Vec<u8>,
+    /// The reply buffer, and the fds and credentials of the current datagram.
+    pub(super) scratch: Scratch,
+    /// recvmmsg/sendmmsg buffers, for a sequential datagram server with
+    /// `datagram_batch` above 1.
+    pub(super) batch: Option<sys::DatagramBatch>,
+    pub(super) transport: PhantomData<fn() -> T>,
+}
+
+impl<T: Transport, H: RequestHandler> Loop<T, H> {
+    /// A loop on `socket`, serving as `server_address`, woken through `shutdown`.
+    pub(crate) fn new(
+        parts: Parts<H>,
+        socket: Socket,
+        server_address: Address,
+        shutdown: ShutdownHandle,
+    ) -> Result<Self, Error> {
+        let Parts { handler, options, hooks, on_error, dispatch } = parts;
+        let max_connections = if T::KIND == Kind::Stream { options.max_connections } else { None };
+        let batch = {
+            let n = options.datagram_batch_for(&server_address);
+            (T::KIND == Kind::Datagram && n > 1 && dispatch == Dispatch::sequential())
+                .then(|| sys::DatagramBatch::new(n, options.max_packet_size))
+        };
+        let counters = Arc::new(Counters::default());
+        let admission = Admission::new(&shutdown, socket.as_fd()).map_err(|source| Error::Bind {
+            action: "create a readiness registry for",
+            addr: server_address.clone(),
+            source,
+        })?;
+        let dispatcher = Dispatcher::new(
+            &dispatch,
+            max_connections,
+            options.drain_timeout,
+            shutdown.clone(),
+            (T::KIND == Kind::Stream).then(|| socket.as_raw_fd()),
+            Arc::clone(&counters),
+            Arc::clone(&on_error),
+        );
+        let ctx = Context {
+            handler,
+            on_error,
+            server_address: Arc::new(server_address),
+            stats: StatsHandle::new(counters),
+            timeouts: Timeouts { read: options.read_timeout, write: options.write_timeout },
+            way_back: Arc::clone(admission.returns()) as _,
+        };
+        Ok(Loop {
+            socket: Arc::new(socket),
+            dispatcher,
+            ctx,
+            hooks,
+            packet: vec![0; if T::KIND == Kind::Datagram { options.max_packet_size } else { 0 }],
+            scratch: Scratch::default(),
+            options,
+            shutdown,
+            paused_until: None,
+            admission,
+            batch,
+            transport: PhantomData,
+        })
+    }
+
+    /// The server socket.
+    pub(crate) fn socket(&self) -> &Arc<Socket> {
+        &self.socket
+    }
+
+    pub(crate) fn options(&self) -> &Options {
+        &self.options
+    }
+
+    pub(crate) fn hooks(&mut self) -> &mut Hooks {
+        &mut self.hooks
+    }
+
+    /// The waker, which is also how the loop is asked to stop.
+    pub(crate) fn shutdown(&self) -> &ShutdownHandle {
+        &self.shutdown
+    }
+
+    pub(crate) fn stats(&self) -> &StatsHandle {
+        &self.ctx.stats
+    }
+
+    pub(crate) fn server_address(&self) -> &Arc<Address> {
+        &self.ctx.server_address
+    }
+
+    /// The address read back from the socket once it is bound.
+    pub(crate) fn set_server_address(&mut self, address: Address) {
+        self.ctx.server_address = Arc::new(address);
+    }
+
+    /// Requests in flight.
+    pub(crate) fn active(&self) -> usize {
+        self.dispatcher.active()
+    }
+
+    /// After a pass of `serve_forever`: `service_actions`, and the rest of
+    /// the hooks that run between passes.
+    pub(crate) fn passed(&mut self) {
+        let Loop { hooks, ctx, .. } = self;
+        hooks.passed(|| ctx.stats.get());
+    }
+
+    /// The loop's part of a close: it answers what clients already sent
+    /// (see `finish_accepted`), closes every connection it still holds,
+    /// each with a log line, and forgets its fds before they close.
+    pub(crate) fn close(&mut self) {
+        self.finish_accepted();
+        self.admission.close_all();
+        self.admission.forget(self.shutdown.wake_fd(), self.socket.as_fd());
+    }
+
+    /// The error that says the server's own socket failed.
+    pub(super) fn server_error(&self, action: &'static str, source: io::Error) -> Error {
+        Error::Server { action, addr: (*self.ctx.server_address).clone(), source }
+    }
+}
