@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use super::admission::{Framed, Next};
+use super::admission::state::{Framed, Next};
 use super::registry::Rearmer;
 use crate::handler_io::Incoming;
 use crate::runner::HandBack;

@@ -7,9 +7,10 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use super::framed::Framed;
-use super::state::{Arrival, State, close};
-use super::{Admission, Env};
+use super::framed::frame;
+use super::state::{Admitted, Arrival, Env, Framed, State, close};
+use super::step::Step;
+use super::table::Table;
 #[cfg(any(feature = "proxy-protocol", feature = "tls"))]
 use crate::Error;
 use crate::deadline::deadline_after;
@@ -17,152 +18,126 @@ use crate::handler_io::{Incoming, close_stream};
 use crate::stats::Counters;
 use crate::sys;
 
-/// Where a connection just accepted stands.
-pub(crate) enum Admitted {
-    /// Held in the loop: not a request yet.
-    Held,
-    /// Turned away (by `verify_request`, or a failed stage): that request is handled.
-    Refused,
-    /// Ready for a handler now.
-    Ready(Incoming),
-}
-
-/// How one step of a stage ended for a connection (a PROXY header read, a
-/// TLS handshake step), when it ended the stage.
-#[cfg_attr(not(any(feature = "proxy-protocol", feature = "tls")), allow(dead_code, reason = "no stage can fail"))]
-pub(super) enum Step {
-    /// Through the stage: on to the next.
-    Through,
-    /// The peer closed before sending a byte (a port check, a TCP health check).
-    Gone,
-    /// Refused; the reason says why.
-    Failed(String),
-}
-
-impl Admission {
-    /// Takes a connection just accepted as far as it can go at once.
-    pub(crate) fn accepted<H>(&mut self, conn: Incoming, now: Instant, env: &mut Env<'_, H>) -> Admitted {
-        // A trusted balancer's header comes first; until it is in, the
-        // client (and so what `verify_request` sees) is not known.
-        #[cfg(feature = "proxy-protocol")]
-        if let Some(settings) = &env.options.proxy_protocol
-            && settings.trusts(&conn.peer)
-        {
-            let expires = deadline_after(now, settings.timeout());
-            let header = Arrival::Header(super::proxy_header::HeaderRead::default());
-            return self.hold(State::Arriving(conn, header), Some(expires), env);
-        }
-        self.verify(conn, now, env, true)
+/// Takes a connection just accepted as far as it can go at once.
+pub(super) fn accepted<H>(table: &mut Table, conn: Incoming, now: Instant, env: &mut Env<'_, H>) -> Admitted {
+    // A trusted balancer's header comes first; until it is in, the
+    // client (and so what `verify_request` sees) is not known.
+    #[cfg(feature = "proxy-protocol")]
+    if let Some(settings) = &env.options.proxy_protocol
+        && settings.trusts(&conn.peer)
+    {
+        let expires = deadline_after(now, settings.timeout());
+        let header = Arrival::Header(super::proxy_header::HeaderRead::default());
+        return table.hold(State::Arriving(conn, header), Some(expires), env);
     }
+    verify(table, conn, now, env, true)
+}
 
-    /// `verify_request`, then on: to the TLS handshake, to waiting silent,
-    /// or (`direct`) back to the caller as ready; otherwise queued.
-    fn verify<H>(&mut self, conn: Incoming, now: Instant, env: &mut Env<'_, H>, direct: bool) -> Admitted {
-        if !env.hooks.verify_request(&conn.peer) {
-            Counters::add(&env.ctx.counters().refused, 1);
+/// `verify_request`, then on: to the TLS handshake, to waiting silent,
+/// or (`direct`) back to the caller as ready; otherwise queued.
+fn verify<H>(table: &mut Table, conn: Incoming, now: Instant, env: &mut Env<'_, H>, direct: bool) -> Admitted {
+    if !env.hooks.verify_request(&conn.peer) {
+        Counters::add(&env.ctx.counters().refused, 1);
+        close_stream(conn.socket);
+        return Admitted::Refused;
+    }
+    #[cfg(feature = "tls")]
+    if let Some(config) = &env.options.tls {
+        let handshake = env.options.idle_timeout.unwrap_or(crate::tls::DEFAULT_HANDSHAKE_TIMEOUT);
+        let limit = deadline_after(now, handshake);
+        let expires = conn.deadline.map_or(limit, |deadline| deadline.min(limit));
+        return match super::tls_handshake::Handshake::start(config) {
+            Ok(handshake) => table.hold(State::Arriving(conn, Arrival::Handshake(handshake)), Some(expires), env),
+            Err(reason) => {
+                refuse(env, conn, &env.ctx.counters().tls_failed, |peer| Error::Tls { peer, reason });
+                Admitted::Refused
+            }
+        };
+    }
+    ready(table, conn, now, env, direct)
+}
+
+/// A connection ready for a handler: framed, held until it speaks (with
+/// `idle_timeout`), handed back (`direct`), or queued for room.
+fn ready<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env<'_, H>, direct: bool) -> Admitted {
+    if env.options.framing.is_some() {
+        let mut framed = Framed::new(conn);
+        // Most clients speak at once, and a TLS session may hold what
+        // came with its handshake: one read saves a wait for either.
+        match framed.conn.read_now(&mut framed.inbox) {
+            Ok(eof) => framed.eof = eof,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => {
+                log::debug!("framed connection from {} failed: {e}", framed.conn.peer);
+                close(framed.conn);
+                return Admitted::Refused;
+            }
+        }
+        return if frame(table, framed, now, env) { Admitted::Refused } else { Admitted::Held };
+    }
+    match env.options.idle_timeout {
+        // Most clients speak at once: their request is often in before
+        // the accept. One look saves registering, waking and releasing.
+        Some(idle) if !sys::has_input(conn.socket.as_fd()) => {
+            table.hold(State::Arriving(conn, Arrival::Silent), Some(deadline_after(now, idle)), env)
+        }
+        _ if direct => Admitted::Ready(conn),
+        _ => {
+            table.spoken.push_back(conn);
+            Admitted::Held
+        }
+    }
+}
+
+/// A connection's arrival stage ends (`step`: how; `None` for a silent
+/// one that spoke). Returns whether it was turned away.
+#[cfg_attr(not(all(feature = "proxy-protocol", feature = "tls")), allow(unused_variables, unused_mut))]
+pub(super) fn arrived<H>(
+    table: &mut Table,
+    (mut conn, arrival): (Incoming, Arrival),
+    step: Option<Step>,
+    now: Instant,
+    env: &mut Env<'_, H>,
+) -> bool {
+    match step {
+        None | Some(Step::Through) => {}
+        Some(Step::Gone) => {
+            log::debug!("connection from {} closed before sending anything", conn.peer);
             close_stream(conn.socket);
-            return Admitted::Refused;
+            return false;
         }
+        Some(Step::Failed(reason)) => {
+            let counters = env.ctx.counters();
+            match arrival {
+                #[cfg(feature = "proxy-protocol")]
+                Arrival::Header(_) => {
+                    refuse(env, conn, &counters.proxy_refused, |peer| Error::ProxyHeader { peer, reason })
+                }
+                #[cfg(feature = "tls")]
+                Arrival::Handshake(_) => refuse(env, conn, &counters.tls_failed, |peer| Error::Tls { peer, reason }),
+                Arrival::Silent => close_stream(conn.socket),
+            }
+            return true;
+        }
+    }
+    match arrival {
+        Arrival::Silent => table.spoken.push_back(conn),
+        #[cfg(feature = "proxy-protocol")]
+        Arrival::Header(_) => return matches!(verify(table, conn, now, env, false), Admitted::Refused),
         #[cfg(feature = "tls")]
-        if let Some(config) = &env.options.tls {
-            let handshake = env.options.idle_timeout.unwrap_or(crate::tls::DEFAULT_HANDSHAKE_TIMEOUT);
-            let limit = deadline_after(now, handshake);
-            let expires = conn.deadline.map_or(limit, |deadline| deadline.min(limit));
-            return match super::tls_handshake::Handshake::start(config) {
-                Ok(handshake) => self.hold(State::Arriving(conn, Arrival::Handshake(handshake)), Some(expires), env),
-                Err(reason) => {
-                    refuse(env, conn, &env.ctx.counters().tls_failed, |peer| Error::Tls { peer, reason });
-                    Admitted::Refused
-                }
-            };
-        }
-        self.ready(conn, now, env, direct)
-    }
-
-    /// A connection ready for a handler: framed, held until it speaks (with
-    /// `idle_timeout`), handed back (`direct`), or queued for room.
-    fn ready<H>(&mut self, conn: Incoming, now: Instant, env: &Env<'_, H>, direct: bool) -> Admitted {
-        if env.options.framing.is_some() {
-            let mut framed = Framed::new(conn);
-            // Most clients speak at once, and a TLS session may hold what
-            // came with its handshake: one read saves a wait for either.
-            match framed.conn.read_now(&mut framed.inbox) {
-                Ok(eof) => framed.eof = eof,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-                Err(e) => {
-                    log::debug!("framed connection from {} failed: {e}", framed.conn.peer);
-                    close(framed.conn);
-                    return Admitted::Refused;
-                }
-            }
-            return if self.frame(framed, now, env) { Admitted::Refused } else { Admitted::Held };
-        }
-        match env.options.idle_timeout {
-            // Most clients speak at once: their request is often in before
-            // the accept. One look saves registering, waking and releasing.
-            Some(idle) if !sys::has_input(conn.socket.as_fd()) => {
-                self.hold(State::Arriving(conn, Arrival::Silent), Some(deadline_after(now, idle)), env)
-            }
-            _ if direct => Admitted::Ready(conn),
-            _ => {
-                self.spoken.push_back(conn);
-                Admitted::Held
+        Arrival::Handshake(handshake) => {
+            conn.tls = Some(Box::new(handshake.into_session()));
+            // Its first request came with the handshake: already read off
+            // the socket, so waiting on the socket would not see it.
+            // (A framed one reads it out of the session on its way in.)
+            if env.options.framing.is_none() && conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext()) {
+                table.spoken.push_back(conn);
+            } else {
+                return matches!(ready(table, conn, now, env, false), Admitted::Refused);
             }
         }
     }
-
-    /// A connection's arrival stage ends (`step`: how; `None` for a silent
-    /// one that spoke). Returns whether it was turned away.
-    #[cfg_attr(not(all(feature = "proxy-protocol", feature = "tls")), allow(unused_variables, unused_mut))]
-    pub(super) fn arrived<H>(
-        &mut self,
-        (mut conn, arrival): (Incoming, Arrival),
-        step: Option<Step>,
-        now: Instant,
-        env: &mut Env<'_, H>,
-    ) -> bool {
-        match step {
-            None | Some(Step::Through) => {}
-            Some(Step::Gone) => {
-                log::debug!("connection from {} closed before sending anything", conn.peer);
-                close_stream(conn.socket);
-                return false;
-            }
-            Some(Step::Failed(reason)) => {
-                let counters = env.ctx.counters();
-                match arrival {
-                    #[cfg(feature = "proxy-protocol")]
-                    Arrival::Header(_) => {
-                        refuse(env, conn, &counters.proxy_refused, |peer| Error::ProxyHeader { peer, reason })
-                    }
-                    #[cfg(feature = "tls")]
-                    Arrival::Handshake(_) => {
-                        refuse(env, conn, &counters.tls_failed, |peer| Error::Tls { peer, reason })
-                    }
-                    Arrival::Silent => close_stream(conn.socket),
-                }
-                return true;
-            }
-        }
-        match arrival {
-            Arrival::Silent => self.spoken.push_back(conn),
-            #[cfg(feature = "proxy-protocol")]
-            Arrival::Header(_) => return matches!(self.verify(conn, now, env, false), Admitted::Refused),
-            #[cfg(feature = "tls")]
-            Arrival::Handshake(handshake) => {
-                conn.tls = Some(Box::new(handshake.into_session()));
-                // Its first request came with the handshake: already read off
-                // the socket, so waiting on the socket would not see it.
-                // (A framed one reads it out of the session on its way in.)
-                if env.options.framing.is_none() && conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext()) {
-                    self.spoken.push_back(conn);
-                } else {
-                    return matches!(self.ready(conn, now, env, false), Admitted::Refused);
-                }
-            }
-        }
-        false
-    }
+    false
 }
 
 /// Closes a connection a stage refused, counting it in `counter` and

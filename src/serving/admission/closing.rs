@@ -4,7 +4,6 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::Admission;
 use super::state::{Arrival, State};
 use crate::sys;
 
@@ -43,7 +42,7 @@ impl Closing {
     }
 
     /// Whether a connection held in `state` is closed as the close begins.
-    fn closes_held(self, state: &State) -> bool {
+    pub(super) fn closes_held(self, state: &State) -> bool {
         let (waiting, conn) = match state {
             State::Framed(framed) if framed.inbox.is_empty() => (Waiting::NextRequest, &framed.conn),
             State::Framed(framed) => (Waiting::RestOfMessage, &framed.conn),
@@ -59,34 +58,5 @@ impl Closing {
             State::Away { .. } => return false,
         };
         self.closes(waiting, conn.socket.as_fd())
-    }
-}
-
-impl Admission {
-    /// From now on, connections between requests are closed, not held: the
-    /// server is closing (or handing over). Those between requests now are
-    /// closed at once; one whose client already sent (bytes in the socket,
-    /// or part of a message read) is carried on to be answered. A stop also
-    /// closes those that have sent nothing yet, wherever they are on their
-    /// way (a hand-over carries them on: they may be sending); without a
-    /// drain deadline to bound the wait it also closes those inside a
-    /// message.
-    pub(crate) fn closing(&mut self, closing: Closing) {
-        self.closing = Some(closing);
-        self.returns.closing();
-        let leaving: Vec<usize> =
-            self.held.iter().filter(|(_, held)| closing.closes_held(&held.state)).map(|(key, _)| key).collect();
-        for key in leaving {
-            let state = self.release(key);
-            if let Some(conn) = state.conn() {
-                log::debug!("server closing: closing connection from {}, {}", conn.peer, state.waiting_for());
-            }
-            state.close();
-        }
-    }
-
-    /// Whether the server is closing: accepting nothing new.
-    pub(crate) fn is_closing(&self) -> bool {
-        self.closing.is_some()
     }
 }

@@ -5,37 +5,34 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use super::arrival::Admitted;
 use super::closing::Waiting;
-use super::state::{State, close};
-use super::{Admission, Env};
+use super::state::{Admitted, Env, State, close};
+use super::table::Table;
 use crate::deadline::deadline_after;
 use crate::handler_io::Incoming;
 use crate::sys;
 
-impl Admission {
-    /// A stream connection its handler handed back: dispatched again at
-    /// once when bytes of its next request are already in, else held until
-    /// it speaks (under `idle_timeout` and `connection_timeout`), or closed
-    /// if the server is closing. Returns whether it was turned away.
-    pub(super) fn kept<H>(&mut self, conn: Incoming, now: Instant, env: &Env<'_, H>) -> bool {
-        #[cfg(feature = "tls")]
-        let decrypted = conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext());
-        #[cfg(not(feature = "tls"))]
-        let decrypted = false;
-        if !conn.buffered.is_empty() || decrypted {
-            self.spoken.push_back(conn);
-            return false;
-        }
-        if self.closing.is_some_and(|closing| closing.closes(Waiting::NextRequest, conn.socket.as_fd())) {
-            log::debug!("server closing: closing kept connection from {} between requests", conn.peer);
-            close(conn);
-            return false;
-        }
-        let idle = env.options.idle_timeout.map(|idle| deadline_after(now, idle));
-        let expires = [idle, conn.deadline].into_iter().flatten().min();
-        matches!(self.hold(State::Kept(conn), expires, env), Admitted::Refused)
+/// A stream connection its handler handed back: dispatched again at once
+/// when bytes of its next request are already in, else held until it
+/// speaks (under `idle_timeout` and `connection_timeout`), or closed if the
+/// server is closing. Returns whether it was turned away.
+pub(super) fn kept<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env<'_, H>) -> bool {
+    #[cfg(feature = "tls")]
+    let decrypted = conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext());
+    #[cfg(not(feature = "tls"))]
+    let decrypted = false;
+    if !conn.buffered.is_empty() || decrypted {
+        table.spoken.push_back(conn);
+        return false;
     }
+    if table.closing.is_some_and(|closing| closing.closes(Waiting::NextRequest, conn.socket.as_fd())) {
+        log::debug!("server closing: closing kept connection from {} between requests", conn.peer);
+        close(conn);
+        return false;
+    }
+    let idle = env.options.idle_timeout.map(|idle| deadline_after(now, idle));
+    let expires = [idle, conn.deadline].into_iter().flatten().min();
+    matches!(table.hold(State::Kept(conn), expires, env), Admitted::Refused)
 }
 
 /// Whether a kept connection that reported brings a next request (`true`)

@@ -9,7 +9,7 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use super::arrival::Step;
+use super::step::Step;
 use crate::handler_io::Incoming;
 use crate::proxy::{MAX_HEADER, Parsed, ProxyProtocol, parse_stream};
 use crate::sys;

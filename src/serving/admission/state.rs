@@ -1,12 +1,36 @@
-//! One state per connection the loop holds, as httpd keeps one state field
-//! per connection: where it is between accept and a handler, or between
-//! two requests, with what that place needs.
+//! What the loop holds, as data: one state per connection (as httpd keeps
+//! one state field per connection), where it is between accept and a
+//! handler or between two requests, with what that place needs; a framed
+//! connection's own record; and what a turn lends the stages.
 
 use std::time::Instant;
 
-use super::framed::Framed;
+use crate::ancillary::Credentials;
+use crate::framing::Inbox;
+use crate::handler::ConnectionState;
 use crate::handler_io::{Incoming, close_stream};
+use crate::hooks::Hooks;
+use crate::options::Options;
+use crate::runner::Context;
 use crate::serving::registry::Interest;
+
+/// What the loop lends its admission for a turn: the requests' context,
+/// the hooks (`verify_request`), and the options.
+pub(crate) struct Env<'a, H> {
+    pub ctx: &'a Context<H>,
+    pub hooks: &'a mut Hooks,
+    pub options: &'a Options,
+}
+
+/// Where a connection just accepted (or moved on) stands.
+pub(crate) enum Admitted {
+    /// Held in the loop: not a request yet.
+    Held,
+    /// Turned away (by `verify_request`, or a failed stage): that request is handled.
+    Refused,
+    /// Ready for a handler now.
+    Ready(Incoming),
+}
 
 /// A slab entry of the loop: a connection and where it stands.
 pub(super) struct Held {
@@ -29,6 +53,54 @@ pub(super) enum State {
     /// registration (disarmed) wait for it, so it is handed back without
     /// waking the loop; `deadline` is its `connection_timeout`.
     Away { deadline: Option<Instant> },
+}
+
+/// A framed connection, with the bytes it sent that are not handled yet;
+/// it goes to a worker with one message, and comes back.
+pub(crate) struct Framed {
+    pub conn: Incoming,
+    pub inbox: Inbox,
+    /// The client closed its side: what is in the inbox is all there is.
+    pub eof: bool,
+    /// What the handler keeps for the connection (`Request::connection_state`).
+    pub handler_state: ConnectionState,
+    /// Its slab key in the loop, which keeps its entry and its registration
+    /// while a worker has it; `None` before it was ever held.
+    pub key: Option<usize>,
+    /// What the loop does with it when it is handed back.
+    pub next: Next,
+    /// A Unix stream peer's credentials, read once: every message sees
+    /// them, as a plain stream request would.
+    pub credentials: Option<Credentials>,
+}
+
+impl Framed {
+    /// A connection that starts being framed.
+    pub(super) fn new(conn: Incoming) -> Framed {
+        let credentials = if conn.peer.is_unix() { Credentials::of_peer(&conn.socket) } else { None };
+        Framed {
+            conn,
+            inbox: Inbox::default(),
+            eof: false,
+            handler_state: None,
+            key: None,
+            next: Next::Loop,
+            credentials,
+        }
+    }
+}
+
+/// What comes next for a framed connection a worker hands back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Nothing whole in its inbox and its client still there: it waits for
+    /// bytes, and its fd is already armed to report them.
+    Armed,
+    /// The loop decides: a whole message is in, or the client closed, or
+    /// its bytes are refused (the loop reports that).
+    Loop,
+    /// It cannot go on (a panic, a failed reply): the loop closes it.
+    Close,
 }
 
 /// The stages of a connection's arrival, each a registered fd and a deadline.

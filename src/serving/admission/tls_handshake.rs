@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rustls::{ServerConfig, ServerConnection};
 use socket2::Socket;
 
-use super::arrival::Step;
+use super::step::Step;
 use crate::handler_io::Incoming;
 use crate::sys;
 use crate::tls::Session;
