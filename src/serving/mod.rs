@@ -36,7 +36,6 @@ mod datagrams;
 mod deadlines;
 mod event_loop;
 mod registry;
-mod returns;
 mod turn;
 
 pub(crate) use event_loop::{Loop, Parts};

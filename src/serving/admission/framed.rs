@@ -16,6 +16,7 @@ use std::time::Instant;
 use socket2::Socket;
 
 use super::closing::Waiting;
+use super::returns::Returns;
 use super::state::{Admitted, Env, Framed, Next, State};
 use super::table::Table;
 use crate::ancillary::Ancillary;
@@ -23,7 +24,6 @@ use crate::deadline::deadline_after;
 use crate::dispatch::Work;
 use crate::framing::{Framing, Refused};
 use crate::runner::{self, Answered, Context, Scratch};
-use crate::serving::returns::Returns;
 use crate::stats::Counters;
 use crate::{Address, Error, RequestHandler};
 

@@ -20,7 +20,8 @@ mod framed;
 mod kept;
 #[cfg(feature = "proxy-protocol")]
 mod proxy_header;
-pub(super) mod state;
+mod returns;
+mod state;
 mod step;
 mod table;
 #[cfg(feature = "tls")]
@@ -36,10 +37,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::registry::{FIRST_HELD, Interest, LISTENER, Registry, WAKE};
-use super::returns::{HandedBack, Returns};
 use crate::handler_io::Incoming;
 use crate::shutdown::ShutdownHandle;
 use crate::sys;
+use returns::{HandedBack, Returns};
 use state::{Arrival, Held, Next, State};
 #[cfg(any(feature = "proxy-protocol", feature = "tls"))]
 use step::Step;

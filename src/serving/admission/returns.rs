@@ -6,10 +6,10 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use super::admission::state::{Framed, Next};
-use super::registry::Rearmer;
+use super::state::{Framed, Next};
 use crate::handler_io::Incoming;
 use crate::runner::HandBack;
+use crate::serving::registry::Rearmer;
 use crate::shutdown::{ShutdownHandle, Wake};
 
 /// A connection handed back to the loop.
