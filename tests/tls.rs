@@ -1096,3 +1096,34 @@ fn a_tls_connection_sending_part_of_a_record_at_its_deadline_is_still_closed() {
     drop(fillers);
     running.stop().unwrap();
 }
+
+/// A stop closes TLS connections between requests with the server's
+/// `close_notify` (the client reads a clean end, not a cut), framed ones
+/// between messages and kept ones a handler handed back alike.
+#[test]
+fn a_stop_ends_tls_connections_between_requests_with_close_notify() {
+    use socketserver::{Framing, WorkerPool};
+    let certs = Certs::new();
+    let echo = |req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        req.wfile.write_all(line.as_bytes())?;
+        req.hand_back();
+        Ok(())
+    };
+    let framed = TcpServer::builder(echo).framing(Framing::lines(1024));
+    let kept = TcpServer::builder(echo);
+    for (what, builder) in [("framed", framed), ("kept", kept)] {
+        let server = builder.dispatch(WorkerPool::new(2).into()).tls(certs.server(false)).bind("127.0.0.1:0");
+        let running = Running::start(server.unwrap());
+        let mut client = BufReader::new(rustls_client(running.inet(), certs.client(false), "localhost"));
+        client.get_mut().write_all(b"hello\n").unwrap();
+        let mut answer = String::new();
+        client.read_line(&mut answer).unwrap();
+        assert_eq!(answer, "hello\n", "{what}");
+        running.stop().unwrap();
+        // Ok(0), not UnexpectedEof: the server said close_notify.
+        let end = client.read(&mut [0; 16]);
+        assert!(matches!(end, Ok(0)), "{what}: {end:?}");
+    }
+}
