@@ -67,7 +67,7 @@ pub enum Error {
     Request {
         /// The client's address.
         peer: Address,
-        /// The handler's or the adapter's error.
+        /// The handler's error, or one met running it (reading, flushing, sending).
         source: io::Error,
     },
     /// A handler panicked; the panic was contained to its request.

@@ -1,35 +1,40 @@
-//! The way from the kernel to a handler, and back.
+//! The way from the kernel to a handler, and back: the serving loop.
 //!
-//! The trip of a request, as the calls go:
+//! The loop is one value, [`Loop`] (event_loop.rs), which `Server` drives a
+//! turn at a time. The trip of a request, as the calls go, written once for
+//! each of its three shapes (as CPython's `BaseServer` docstring does):
 //!
 //! ```text
-//! Server::serve_forever / handle_request            (server.rs: Python's face)
-//!   -> Server::turn                                 (turn.rs)
-//!        Admission::wait       one wait on the Registry: the wake-up socket (why:
-//!                              shutdown::Wake), the server socket (armed while
-//!                              there is room), every held connection with its
-//!                              stage's interest; then connections workers gave
-//!                              back (Returns), then those that reported move on,
-//!                              and those whose deadline (Deadlines) passed leave
-//!        accept / recv         the server socket reported: take what is there
-//!          -> Admission::accepted                     (datagrams.rs: the datagram path)
-//!               PROXY header   (proxy/pending.rs: HeaderRead, peeked, never buffered)
-//!               verify_request
-//!               TLS handshake  (tls/handshake.rs: Handshake, non-blocking)
-//!               idle           (idle_timeout: until the first byte)
-//!               framed         (framing.rs: messages cut from what the loop read)
-//!               -> ready: to the dispatcher now, or queued for room
-//!        Dispatcher::stream / message / datagram     (dispatch/: where it runs)
-//!          -> adapter::serve_stream / serve_message / serve_datagram
-//!                                                    (adapter/: rfile, wfile, handler)
-//!   <- Returns::give_back      a framed connection between messages, re-armed by
-//!                              its worker; Returns::hand_back: a stream whose
-//!                              handler called Request::hand_back, its unread
-//!                              bytes with it. Both wait in the loop again.
+//! Every turn   Server::serve_forever / handle_request      (server.rs: Python's face)
+//!                -> Loop::turn                               (turn.rs)
+//!                     Admission::wait: one wait on the Registry: the wake-up socket
+//!                     (why: shutdown::Wake), the server socket (armed while there is
+//!                     room), every held connection with its State's interest; then
+//!                     what was handed back (Returns), then what reported moves on,
+//!                     and what passed its deadline (Deadlines) leaves
+//!
+//! A stream     accept -> admission::arrival    PROXY header (proxy_header.rs, peeked),
+//!                                              verify_request, TLS handshake
+//!                                              (tls_handshake.rs), silent until it
+//!                                              speaks (idle_timeout)
+//!                -> Dispatcher::stream         (dispatch/: where it runs)
+//!                -> runner::serve_stream       (rfile, wfile, the handler; then close)
+//!                <- Request::hand_back: runner's HandBack -> Returns -> admission::kept,
+//!                   held until its next request, then dispatched again
+//!
+//! A framed     accept -> admission::arrival -> admission::framed::frame: read into
+//! message        its Inbox, cut a message (framing.rs) -> Dispatcher::work (Answer)
+//!                -> runner::serve_message, then the messages pipelined behind it, the
+//!                   replies sent together -> Returns::hand_back_framed, re-armed by
+//!                   the worker (no wake-up) -> frame again
+//!
+//! A datagram   recv (or recvmmsg) -> datagrams.rs: truncation, PROXY v2 header,
+//!                verify_request -> Dispatcher::datagram -> runner::serve_datagram
+//!                -> one reply datagram (or sendmmsg for a batch)
 //! ```
 //!
-//! Nothing on the way waits for a client in a worker: every stage is a
-//! registered fd and a deadline.
+//! Nothing on the way waits for a client in a worker: every held connection
+//! is a registered fd and a deadline.
 
 mod admission;
 mod datagrams;

@@ -1,5 +1,5 @@
 //! One turn of the serving loop, as `serve_forever` and `handle_request`
-//! take them: wait on the registry, take back what workers returned,
+//! take them: wait on the registry, take back what was handed back,
 //! dispatch connections that spoke, accept (or receive) what the server
 //! socket has, and triage what failed. Also the hand-over's last turns.
 
@@ -35,8 +35,9 @@ pub(super) enum Taken {
     /// `verify_request`, a truncated datagram, an error about one client).
     /// Either way each ends one `handle_request`, as in Python.
     Requests(usize),
-    /// A connection accepted and parked until it speaks: not a request yet.
-    Parked,
+    /// A connection accepted and held in the loop (`Admitted::Held`): not a
+    /// request yet.
+    Held,
     /// Nothing left to take (or accepting paused).
     Empty,
     /// Requests handled, and the socket was seen empty while taking them
@@ -72,7 +73,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
         }
         let below_max = self.below_max_connections();
         if !below_max {
-            // Parked connections may be what fills the limit; one of the
+            // Held connections may be what fills the limit; one of the
             // running requests ending must still wake the loop.
             self.dispatcher.wake_on_next_release();
         }
@@ -124,8 +125,8 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
         }
     }
 
-    /// Dispatches parked connections that have spoken, oldest first, while
-    /// the dispatcher has room and `left` allows. Parked connections already
+    /// Dispatches held connections that have spoken, oldest first, while
+    /// the dispatcher has room and `left` allows. Held connections already
     /// count as open, so `max_connections` does not hold them back.
     ///
     /// Stopping for room is where a wake-up can be lost: a slot freed after
@@ -170,7 +171,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
                     took |= n > 0;
                     break;
                 }
-                Taken::Parked => left -= 1,
+                Taken::Held => left -= 1,
                 Taken::Empty => break,
             }
             if self.paused_until.is_some()
@@ -200,7 +201,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
         let conn = Incoming::new(socket, peer, deadline);
         let Loop { admission, ctx, hooks, options, .. } = self;
         match admission.accepted(conn, now, &mut Env { ctx, hooks, options }) {
-            Admitted::Held => Ok(Taken::Parked),
+            Admitted::Held => Ok(Taken::Held),
             Admitted::Refused => Ok(Taken::Requests(1)),
             Admitted::Ready(conn) => {
                 self.dispatcher.stream(&self.ctx, conn);

@@ -8,7 +8,7 @@
 //!
 //! Each held connection is registered once in the loop's [`Registry`],
 //! under its slab key, with the interest its [`State`] wants, and has one
-//! deadline in [`Deadlines`]. A turn touches the connections that became
+//! deadline in the loop's `Deadlines`. A turn touches the connections that became
 //! ready and those whose deadline passed, never the others: a peer that
 //! stalls anywhere on the way costs an fd and a few hundred bytes until its
 //! deadline, never a worker, and never time on other connections' turns.
