@@ -95,6 +95,7 @@ pub mod systemd;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;
+mod waker;
 
 pub use address::Address;
 pub use ancillary::Credentials;

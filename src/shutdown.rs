@@ -1,12 +1,12 @@
-//! Stopping a server without polling: a flag plus a wake-up socket that the
-//! serving loop waits on beside the server socket.
+//! Stopping a server without polling: flags, and the loop's [`Waker`],
+//! whose socket the serving loop waits on beside the server socket.
 
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
+
+use crate::waker::{Wake, Waker};
 
 /// Stops a server's [`serve_forever`](crate::Server::serve_forever) from any
 /// thread, at once: the loop waits (epoll, kqueue) on this handle's wake-up
@@ -37,59 +37,25 @@ struct Serving {
     ended: u64,
 }
 
-/// Why the serving loop is woken. A waker in the process adds its reason
-/// to the pending ones and writes to the wake-up socket only if none was
-/// pending; the loop takes them all at once when the socket reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum Wake {
-    /// A stop, an abort or a hand-over was asked for (the flags say which).
-    Stop = 1,
-    /// A request ended and freed its slot, and its fd: accepting may resume.
-    SlotFreed = 2,
-    /// A worker gave back a connection the loop must look at now.
-    Returned = 4,
-    /// A forked child is exiting. Written by the child itself, whose
-    /// memory is not the parent's: it travels as the byte on the socket.
-    ChildExited = 8,
-}
-
-/// The reasons one wake-up brought.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Reasons(u8);
-
-impl Reasons {
-    pub(crate) fn has(self, why: Wake) -> bool {
-        self.0 & why as u8 != 0
-    }
-}
-
 #[derive(Debug)]
 struct Shared {
     requested: AtomicBool,
-    /// Reasons (`Wake` bits) given since the loop last took them.
-    reasons: AtomicU8,
     aborted: AtomicBool,
     handed_over: AtomicBool,
-    wake_tx: UnixStream,
-    wake_rx: UnixStream,
+    /// The loop's waker: a stop wakes it at once.
+    waker: Waker,
     serving: Mutex<Serving>,
     stopped: Condvar,
 }
 
 impl ShutdownHandle {
     pub(crate) fn new() -> io::Result<Self> {
-        let (wake_tx, wake_rx) = UnixStream::pair()?;
-        wake_tx.set_nonblocking(true)?;
-        wake_rx.set_nonblocking(true)?;
         Ok(ShutdownHandle {
             shared: Arc::new(Shared {
                 requested: AtomicBool::new(false),
-                reasons: AtomicU8::new(0),
                 aborted: AtomicBool::new(false),
                 handed_over: AtomicBool::new(false),
-                wake_tx,
-                wake_rx,
+                waker: Waker::new()?,
                 serving: Mutex::new(Serving::default()),
                 stopped: Condvar::new(),
             }),
@@ -116,7 +82,7 @@ impl ShutdownHandle {
     /// Asks the server to stop and returns without waiting.
     pub fn request_shutdown(&self) {
         self.shared.requested.store(true, Ordering::SeqCst);
-        self.wake(Wake::Stop);
+        self.shared.waker.wake(Wake::Stop);
     }
 
     /// Asks the server to stop now, without waiting for its requests: like
@@ -156,28 +122,6 @@ impl ShutdownHandle {
         self.shared.aborted.load(Ordering::SeqCst)
     }
 
-    /// Wakes the serving loop, saying why.
-    ///
-    /// A reason added while others are pending needs no write: the loop
-    /// has a byte to read and takes every reason after reading it (see
-    /// `take_wakeups`), this one included.
-    pub(crate) fn wake(&self, why: Wake) {
-        if self.shared.reasons.fetch_or(why as u8, Ordering::SeqCst) == 0 {
-            self.write_wakeup(why);
-        }
-    }
-
-    /// Wakes the serving loop from a forked child, whose `reasons` are a
-    /// copy the parent never sees: the reason goes as the byte.
-    pub(crate) fn wake_from_child(&self) {
-        self.write_wakeup(Wake::ChildExited);
-    }
-
-    fn write_wakeup(&self, why: Wake) {
-        // A full socket means a wake-up is already pending, which is all we need.
-        let _ = (&self.shared.wake_tx).write(&[why as u8]);
-    }
-
     /// Whether a stop was asked for and no serving loop has acted on it yet.
     pub fn is_shutdown_requested(&self) -> bool {
         self.shared.requested.load(Ordering::SeqCst)
@@ -187,9 +131,9 @@ impl ShutdownHandle {
         self.shared.serving.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The fd the serving loop polls beside the server socket.
-    pub(crate) fn wake_fd(&self) -> BorrowedFd<'_> {
-        self.shared.wake_rx.as_fd()
+    /// The waker of the loop this handle stops.
+    pub(crate) fn waker(&self) -> &Waker {
+        &self.shared.waker
     }
 
     /// Marks the calling thread as the one serving, until the guard drops.
@@ -201,23 +145,6 @@ impl ShutdownHandle {
     /// Consumes a pending request: true if the loop must stop now.
     pub(crate) fn take_request(&self) -> bool {
         self.shared.requested.swap(false, Ordering::SeqCst)
-    }
-
-    /// Empties the wake-up socket after it reported, so a wake-up that
-    /// arrived after its request was taken cannot make the wait spin, and
-    /// returns every reason given since the last call.
-    ///
-    /// The order matters: the socket is emptied first, then the reasons
-    /// taken. A waker that adds its reason after the take finds none
-    /// pending and writes a byte, which the next wait sees; one that adds
-    /// it before is in this take.
-    pub(crate) fn take_wakeups(&self) -> Reasons {
-        let mut drain = [0u8; 64];
-        let mut bytes = 0;
-        while let Ok(n @ 1..) = (&self.shared.wake_rx).read(&mut drain) {
-            bytes |= drain[..n].iter().fold(0, |all, b| all | b);
-        }
-        Reasons(bytes | self.shared.reasons.swap(0, Ordering::SeqCst))
     }
 }
 

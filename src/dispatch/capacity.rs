@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use crate::hooks::ErrorHook;
-use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
+use crate::waker::{Wake, Waker};
 use crate::{Address, Error, sys};
 
-/// How often a drain looks for an [`abort`](ShutdownHandle::abort).
+/// How often a drain looks for an [`abort`](crate::ShutdownHandle::abort).
 pub(crate) const ABORT_CHECK: Duration = Duration::from_millis(20);
 
 pub(crate) struct Capacity {
@@ -34,7 +34,7 @@ pub(crate) struct Capacity {
     connections: AtomicUsize,
     /// Set by the serving loop when it found no free slot and is about to wait.
     waiting: AtomicBool,
-    waker: ShutdownHandle,
+    waker: Waker,
     /// With a drain timeout: each open connection's fd (not a copy: see the
     /// module docs), to shut down the ones still open at the drain deadline.
     open: Option<Mutex<HashMap<u64, Open>>>,
@@ -74,7 +74,7 @@ pub(crate) struct Slot {
 impl Capacity {
     pub(super) fn new(
         limit: Option<usize>,
-        waker: ShutdownHandle,
+        waker: Waker,
         track_connections: bool,
         counters: Arc<Counters>,
         on_error: ErrorHook,
@@ -152,14 +152,14 @@ impl Capacity {
         self.waiting.store(true, Ordering::SeqCst);
     }
 
-    /// Waits until no request is in flight, `deadline` passes or the server
-    /// is aborted; true if idle.
-    pub(super) fn wait_idle(&self, deadline: Instant) -> bool {
+    /// Waits until no request is in flight, `deadline` passes or `aborted`
+    /// says the server was; true if idle.
+    pub(super) fn wait_idle(&self, deadline: Instant, aborted: impl Fn() -> bool) -> bool {
         let mut guard = lock(&self.idle_lock);
         self.draining.store(true, Ordering::SeqCst);
         while self.active() > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.waker.is_aborted() {
+            if left.is_zero() || aborted() {
                 return false;
             }
             // An abort does not signal `idle`: look for one every so often.
@@ -214,7 +214,7 @@ impl Drop for Slot {
         }
         capacity.counters.active.fetch_sub(1, Ordering::SeqCst);
         if capacity.waiting.swap(false, Ordering::SeqCst) {
-            capacity.waker.wake(crate::shutdown::Wake::SlotFreed);
+            capacity.waker.wake(Wake::SlotFreed);
         }
         if capacity.draining.load(Ordering::SeqCst) {
             // Taking the lock orders this after the drainer's check of `active`.

@@ -11,9 +11,9 @@ use super::capacity::{ABORT_CHECK, Slot};
 use super::config::Forking;
 use crate::hooks::ErrorHook;
 use crate::runner::Outcome;
-use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
 use crate::sys::{self, ChildExit};
+use crate::waker::Waker;
 use crate::{Address, Error};
 
 /// How often a fork server with live children looks for exited ones on its
@@ -33,7 +33,7 @@ struct Child {
 pub(crate) struct Fork {
     config: Forking,
     children: Vec<Child>,
-    waker: ShutdownHandle,
+    waker: Waker,
     /// A stream server's listening socket, which children close at once.
     listener: Option<RawFd>,
     counters: Arc<Counters>,
@@ -43,7 +43,7 @@ pub(crate) struct Fork {
 impl Fork {
     pub(super) fn new(
         config: Forking,
-        waker: ShutdownHandle,
+        waker: Waker,
         listener: Option<RawFd>,
         counters: Arc<Counters>,
         on_error: ErrorHook,
@@ -85,13 +85,14 @@ impl Fork {
     }
 
     /// Waits for the children as `block_on_close` says. With a drain
-    /// `deadline`, children still running then are killed, each with a log line.
-    pub(super) fn close(&mut self, deadline: Option<Instant>) {
+    /// `deadline`, children still running then (or at once, once
+    /// `aborted` says so) are killed, each with a log line.
+    pub(super) fn close(&mut self, deadline: Option<Instant>, aborted: impl Fn() -> bool) {
         if let Some(deadline) = deadline {
             loop {
                 self.reap();
                 let left = deadline.saturating_duration_since(Instant::now());
-                if self.children.is_empty() || left.is_zero() || self.waker.is_aborted() {
+                if self.children.is_empty() || left.is_zero() || aborted() {
                     break;
                 }
                 std::thread::sleep(left.min(RECHECK).min(ABORT_CHECK));

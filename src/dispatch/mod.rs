@@ -48,6 +48,8 @@ pub(crate) trait Work<H>: Send {
 pub(crate) struct Dispatcher<H> {
     mode: Mode<H>,
     capacity: Arc<Capacity>,
+    /// The stop handle, whose abort cuts the drain short.
+    stop: ShutdownHandle,
     /// When the drain on close ends: set by the server as its close begins
     /// (its own finishing turns share the drain's time).
     drain_deadline: Option<Instant>,
@@ -67,7 +69,7 @@ impl<H: RequestHandler> Dispatcher<H> {
         dispatch: &Dispatch,
         max_connections: Option<usize>,
         drain_timeout: Option<Duration>,
-        waker: ShutdownHandle,
+        stop: ShutdownHandle,
         listener: Option<RawFd>,
         counters: Arc<Counters>,
         on_error: ErrorHook,
@@ -79,7 +81,7 @@ impl<H: RequestHandler> Dispatcher<H> {
             Config::Fork(config) => (
                 Mode::Fork(fork::Fork::new(
                     config.clone(),
-                    waker.clone(),
+                    stop.waker().clone(),
                     listener,
                     Arc::clone(&counters),
                     Arc::clone(&on_error),
@@ -89,8 +91,8 @@ impl<H: RequestHandler> Dispatcher<H> {
         };
         let limit = [limit, max_connections].into_iter().flatten().min();
         let track = drain_timeout.is_some() && matches!(dispatch.0, Config::Threads(_) | Config::Pool(_));
-        let capacity = Capacity::new(limit, waker, track, counters, on_error);
-        Dispatcher { mode, capacity, drain_deadline: None }
+        let capacity = Capacity::new(limit, stop.waker().clone(), track, counters, on_error);
+        Dispatcher { mode, capacity, stop, drain_deadline: None }
     }
 
     /// Runs a stream request; the connection is closed when it is done.
@@ -260,24 +262,25 @@ impl<H> Drop for Dispatcher<H> {
     /// log line, before that wait.
     fn drop(&mut self) {
         let deadline = self.drain_deadline;
+        let aborted = || self.stop.is_aborted();
         match &mut self.mode {
             Mode::Threads(threads) => {
-                drain(&self.capacity, deadline);
+                drain(&self.capacity, deadline, aborted);
                 threads.close();
             }
             Mode::Pool(pool) => {
-                drain(&self.capacity, deadline);
+                drain(&self.capacity, deadline, aborted);
                 pool.close();
             }
-            Mode::Fork(fork) => fork.close(deadline),
+            Mode::Fork(fork) => fork.close(deadline, aborted),
             Mode::Sequential => {}
         }
     }
 }
 
-fn drain(capacity: &Capacity, deadline: Option<Instant>) {
+fn drain(capacity: &Capacity, deadline: Option<Instant>, aborted: impl Fn() -> bool) {
     if let Some(deadline) = deadline
-        && !capacity.wait_idle(deadline)
+        && !capacity.wait_idle(deadline, aborted)
     {
         capacity.cut_open_connections();
     }

@@ -26,6 +26,7 @@ use crate::shutdown::ShutdownHandle;
 use crate::stats::{Counters, StatsHandle};
 use crate::sys;
 use crate::transport::{Kind, Transport};
+use crate::waker::Waker;
 use crate::{Address, Error, RequestHandler};
 
 /// What a loop is made of, as the builder gathered it.
@@ -46,8 +47,10 @@ pub(crate) struct Loop<T: Transport, H: RequestHandler> {
     pub(super) ctx: Context<H>,
     pub(super) hooks: Hooks,
     pub(super) options: Options,
-    /// The waker: the wake-up socket the loop waits on beside the others.
+    /// How the loop is asked to stop (its flags), and whose `Waker` it is.
     pub(super) shutdown: ShutdownHandle,
+    /// The wake-up socket the loop waits on beside the others.
+    pub(super) waker: Waker,
     /// Accepting is paused until then after a resource error.
     pub(super) paused_until: Option<Instant>,
     /// The registry, and the connections the loop holds: on their way from
@@ -79,7 +82,8 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
                 .then(|| sys::DatagramBatch::new(n, options.max_packet_size))
         };
         let counters = Arc::new(Counters::default());
-        let admission = Admission::new(&shutdown, socket.as_fd()).map_err(|source| Error::Bind {
+        let waker = shutdown.waker().clone();
+        let admission = Admission::new(&waker, socket.as_fd()).map_err(|source| Error::Bind {
             action: "create a readiness registry for",
             addr: server_address.clone(),
             source,
@@ -110,6 +114,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
             scratch: Scratch::default(),
             options,
             shutdown,
+            waker,
             paused_until: None,
             admission,
             batch,
@@ -130,7 +135,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
         &mut self.hooks
     }
 
-    /// The waker, which is also how the loop is asked to stop.
+    /// How the loop is asked to stop.
     pub(crate) fn shutdown(&self) -> &ShutdownHandle {
         &self.shutdown
     }
@@ -166,7 +171,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
     pub(crate) fn close(&mut self) {
         self.finish_accepted();
         self.admission.close_all();
-        self.admission.forget(self.shutdown.wake_fd(), self.socket.as_fd());
+        self.admission.forget(self.waker.fd(), self.socket.as_fd());
     }
 
     /// The error that says the server's own socket failed.

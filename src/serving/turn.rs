@@ -14,10 +14,10 @@ use super::admission::{Admitted, Answer, Closing, Env};
 use super::event_loop::Loop;
 use crate::deadline::{deadline_after, socket_timeout};
 use crate::handler_io::Incoming;
-use crate::shutdown::Wake;
 use crate::stats::Counters;
 use crate::sys;
 use crate::transport::{Kind, Transport};
+use crate::waker::Wake;
 use crate::{Address, Error, RequestHandler, Result};
 
 /// How long accepting pauses after the process ran out of file descriptors
@@ -90,12 +90,12 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
             .flatten()
             .min();
 
-        let Loop { admission, socket, shutdown, ctx, hooks, options, .. } = self;
+        let Loop { admission, socket, waker, ctx, hooks, options, .. } = self;
         let woken = admission
-            .wait((shutdown.wake_fd(), socket.as_fd()), accepting, limit, &mut Env { ctx, hooks, options })
+            .wait(waker.fd(), socket.as_fd(), accepting, limit, &mut Env { ctx, hooks, options })
             .map_err(|e| self.server_error("wait", e))?;
         if woken.wake {
-            let why = self.shutdown.take_wakeups();
+            let why = self.waker.take();
             if why.has(Wake::SlotFreed) || why.has(Wake::ChildExited) {
                 // A connection of ours ended: its fd is free, so accepting may work again.
                 self.paused_until = None;

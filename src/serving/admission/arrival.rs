@@ -94,7 +94,8 @@ fn ready<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env<'_, H>, d
 #[cfg_attr(not(all(feature = "proxy-protocol", feature = "tls")), allow(unused_variables, unused_mut))]
 pub(super) fn arrived<H>(
     table: &mut Table,
-    (mut conn, arrival): (Incoming, Arrival),
+    mut conn: Incoming,
+    arrival: Arrival,
     step: Option<Step>,
     now: Instant,
     env: &mut Env<'_, H>,

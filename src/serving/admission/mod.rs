@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 
 use super::registry::{FIRST_HELD, Interest, LISTENER, Registry, WAKE};
 use crate::handler_io::Incoming;
-use crate::shutdown::ShutdownHandle;
 use crate::sys;
+use crate::waker::Waker;
 use returns::{HandedBack, Returns};
 use state::{Arrival, Held, Next, State};
 #[cfg(any(feature = "proxy-protocol", feature = "tls"))]
@@ -73,9 +73,9 @@ pub(crate) struct Admission {
 
 impl Admission {
     /// The registry for a loop on `listener`, woken by `waker`'s socket.
-    pub(crate) fn new(waker: &ShutdownHandle, listener: BorrowedFd<'_>) -> io::Result<Admission> {
+    pub(crate) fn new(waker: &Waker, listener: BorrowedFd<'_>) -> io::Result<Admission> {
         let registry = Registry::new()?;
-        registry.add(waker.wake_fd(), WAKE, Interest::Read)?;
+        registry.add(waker.fd(), WAKE, Interest::Read)?;
         registry.add(listener, LISTENER, Interest::Nothing)?;
         let returns = Arc::new(Returns::new(waker.clone(), registry.rearmer()));
         Ok(Admission {
@@ -147,7 +147,8 @@ impl Admission {
     /// reported.
     pub(crate) fn wait<H>(
         &mut self,
-        (wake, listener): (BorrowedFd<'_>, BorrowedFd<'_>),
+        wake: BorrowedFd<'_>,
+        listener: BorrowedFd<'_>,
         accepting: bool,
         timeout: Option<Duration>,
         env: &mut Env<'_, H>,
@@ -258,7 +259,7 @@ impl Admission {
             },
         };
         let State::Arriving(conn, arrival) = self.table.release(key) else { return false };
-        arrival::arrived(&mut self.table, (conn, arrival), step, now, env)
+        arrival::arrived(&mut self.table, conn, arrival, step, now, env)
     }
 
     /// A held connection's deadline passed. Returns whether it was turned away.
@@ -299,7 +300,7 @@ impl Admission {
             ),
         };
         let State::Arriving(conn, arrival) = self.table.release(key) else { return false };
-        arrival::arrived(&mut self.table, (conn, arrival), step, now, env)
+        arrival::arrived(&mut self.table, conn, arrival, step, now, env)
     }
 
     /// Whether connections or messages wait for room.

@@ -10,7 +10,7 @@ use super::state::{Framed, Next};
 use crate::handler_io::Incoming;
 use crate::runner::HandBack;
 use crate::serving::registry::Rearmer;
-use crate::shutdown::{ShutdownHandle, Wake};
+use crate::waker::{Wake, Waker};
 
 /// A connection handed back to the loop.
 pub(crate) enum HandedBack {
@@ -38,12 +38,12 @@ pub(crate) struct Returns {
     /// comes back (to close it, or answer what it brought), so each return
     /// wakes it.
     closing: AtomicBool,
-    waker: ShutdownHandle,
+    waker: Waker,
     rearmer: Rearmer,
 }
 
 impl Returns {
-    pub(crate) fn new(waker: ShutdownHandle, rearmer: Rearmer) -> Returns {
+    pub(crate) fn new(waker: Waker, rearmer: Rearmer) -> Returns {
         Returns {
             conns: Mutex::new(Vec::new()),
             streams: AtomicUsize::new(0),
