@@ -1,14 +1,18 @@
 //! Waking the serving loop: a socket pair whose read end the loop waits on
 //! beside its other fds, and the reasons ([`Wake`]) given since it last
 //! looked. Workers, the dispatcher's slots, forked children and the stop
-//! handle wake it through a [`Waker`]; a wake-up while one is pending costs
-//! an atomic, not a write.
+//! handle wake it through a [`Waker`].
+//!
+//! Netty's rule: only a loop that sleeps is written to. A wake-up while the
+//! loop is awake, or while a write is already pending, costs an atomic, not
+//! a system call; the loop looks at the reasons before it sleeps again
+//! ([`park`](Waker::park)).
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// Why the serving loop is woken. A waker in the process adds its reason
 /// to the pending ones and writes to the wake-up socket only if none was
@@ -46,6 +50,8 @@ pub(crate) struct Waker(Arc<Inner>);
 struct Inner {
     /// Reasons (`Wake` bits) given since the loop last took them.
     reasons: AtomicU8,
+    /// The loop is asleep, or about to be: a wake-up must write.
+    parked: AtomicBool,
     tx: UnixStream,
     rx: UnixStream,
 }
@@ -55,18 +61,42 @@ impl Waker {
         let (tx, rx) = UnixStream::pair()?;
         tx.set_nonblocking(true)?;
         rx.set_nonblocking(true)?;
-        Ok(Waker(Arc::new(Inner { reasons: AtomicU8::new(0), tx, rx })))
+        Ok(Waker(Arc::new(Inner { reasons: AtomicU8::new(0), parked: AtomicBool::new(false), tx, rx })))
     }
 
     /// Wakes the serving loop, saying why.
     ///
-    /// A reason added while others are pending needs no write: the loop
-    /// has a byte to read and takes every reason after reading it (see
-    /// [`take`](Self::take)), this one included.
+    /// Writes only to a loop that sleeps and has no reason pending: a loop
+    /// that is awake takes this reason before it sleeps again (see
+    /// [`park`](Self::park)), and one that was written to takes every
+    /// reason after reading the byte ([`take`](Self::take)), this one
+    /// included.
+    ///
+    /// The race, written down: the reason is set before `parked` is read
+    /// here, and `parked` is set before the reasons are read in `park`, all
+    /// sequentially consistent. So either this sees the loop parked and
+    /// writes, or the loop's look in `park` sees this reason and does not
+    /// sleep.
     pub(crate) fn wake(&self, why: Wake) {
-        if self.0.reasons.fetch_or(why as u8, Ordering::SeqCst) == 0 {
+        if self.0.reasons.fetch_or(why as u8, Ordering::SeqCst) == 0 && self.0.parked.load(Ordering::SeqCst) {
             self.write(why);
         }
+    }
+
+    /// The loop is about to sleep: from now on wake-ups write. False (and
+    /// not parked) if a reason is already pending: then it must not sleep.
+    pub(crate) fn park(&self) -> bool {
+        self.0.parked.store(true, Ordering::SeqCst);
+        if self.0.reasons.load(Ordering::SeqCst) != 0 {
+            self.0.parked.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// The loop is awake again: wake-ups only leave their reason.
+    pub(crate) fn unpark(&self) {
+        self.0.parked.store(false, Ordering::SeqCst);
     }
 
     /// Wakes the serving loop from a forked child, whose `reasons` are a
@@ -85,19 +115,19 @@ impl Waker {
         self.0.rx.as_fd()
     }
 
-    /// Empties the wake-up socket after it reported, so a wake-up that
-    /// arrived after its reason was taken cannot make the wait spin, and
-    /// returns every reason given since the last call.
-    ///
-    /// The order matters: the socket is emptied first, then the reasons
-    /// taken. A waker that adds its reason after the take finds none
-    /// pending and writes a byte, which the next wait sees; one that adds
-    /// it before is in this take.
-    pub(crate) fn take(&self) -> Reasons {
-        let mut drain = [0u8; 64];
+    /// Every reason given since the last call, after each wait. The
+    /// wake-up socket (`reported`: it did) is emptied first, so a byte that
+    /// came after its reason was taken cannot make the next wait spin;
+    /// then the reasons are taken. A waker that adds its reason after the
+    /// take finds it taken by the next call, or the loop parked and
+    /// writes; one that adds it before is in this take.
+    pub(crate) fn take(&self, reported: bool) -> Reasons {
         let mut bytes = 0;
-        while let Ok(n @ 1..) = (&self.0.rx).read(&mut drain) {
-            bytes |= drain[..n].iter().fold(0, |all, b| all | b);
+        if reported {
+            let mut drain = [0u8; 64];
+            while let Ok(n @ 1..) = (&self.0.rx).read(&mut drain) {
+                bytes |= drain[..n].iter().fold(0, |all, b| all | b);
+            }
         }
         Reasons(bytes | self.0.reasons.swap(0, Ordering::SeqCst))
     }

@@ -31,6 +31,7 @@ mod pki;
 mod report;
 mod serve;
 mod sys;
+mod syscalls;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -45,13 +46,16 @@ use report::Row;
 pub struct ServerProcess {
     child: Child,
     pub address: SocketAddr,
+    /// With system calls counted: the server's pid (the child is `perf`)
+    /// and where `perf` writes its counts when the server exits.
+    counted: Option<(u32, std::path::PathBuf)>,
 }
 
 impl ServerProcess {
     /// One of this binary's own servers (see serve.rs), or Python's.
     /// `haproxy-N` is HAProxy in front of N proxied backends.
     pub fn start(name: &str) -> Option<ServerProcess> {
-        let mut command = match name.strip_prefix("python-") {
+        let command = match name.strip_prefix("python-") {
             Some(kind) => {
                 let mut c = Command::new("python3");
                 c.args(["-c", serve::PYTHON_SERVER, kind]);
@@ -59,17 +63,52 @@ impl ServerProcess {
             }
             None => with_fd_limit(&std::env::current_exe().ok()?, &["--serve", name]),
         };
+        Self::spawn(command, None)
+    }
+
+    /// As [`start`](Self::start), with the server's system calls counted
+    /// (see syscalls.rs) when this run counts them.
+    pub fn start_counted(name: &str) -> Option<ServerProcess> {
+        if name.starts_with("python-") || !*COUNTING {
+            return Self::start(name);
+        }
+        let out = syscalls::output_file(name);
+        let mut args = syscalls::perf_prefix(&out);
+        args.extend([std::env::current_exe().ok()?.display().to_string(), "--serve".into(), name.into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn(with_fd_limit(std::path::Path::new("perf"), &args), Some(out))
+    }
+
+    fn spawn(mut command: Command, counted: Option<std::path::PathBuf>) -> Option<ServerProcess> {
         #[cfg(feature = "tls")]
         command.env(tls::DIR_VARIABLE, tls::certificates());
         let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take()?).read_line(&mut line).ok()?;
         let address = line.trim().parse().ok()?;
-        Some(ServerProcess { child, address })
+        let counted = match counted {
+            // The server is running (it printed its address): perf's child.
+            Some(out) => Some((first_child(child.id())?, out)),
+            None => None,
+        };
+        Some(ServerProcess { child, address, counted })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.counted.as_ref().map_or(self.child.id(), |(pid, _)| *pid)
+    }
+
+    /// Stops the server and returns its system-call counts, if counted.
+    pub fn finish(mut self) -> Option<syscalls::Counts> {
+        let (_, out) = self.counted.take()?;
+        drop(self.child.stdin.take()); // the server's cue to exit; perf then writes
+        for _ in 0..500 {
+            if self.child.try_wait().ok()?.is_some() {
+                return syscalls::read(&out);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// User plus system CPU time so far, in seconds.
@@ -84,6 +123,15 @@ pub fn with_fd_limit(program: &std::path::Path, args: &[&str]) -> Command {
     let mut command = Command::new("sh");
     command.arg("-c").arg("ulimit -n \"$(ulimit -H -n)\" && exec \"$0\" \"$@\"").arg(program).args(args);
     command
+}
+
+/// Whether this run counts system calls (asked once).
+static COUNTING: std::sync::LazyLock<bool> = std::sync::LazyLock::new(syscalls::enabled);
+
+/// The first child of process `pid`.
+fn first_child(pid: u32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
 }
 
 /// User plus system CPU time of `pid` so far, in seconds.
@@ -115,14 +163,16 @@ fn measure(scenario: &str, server: &str, load: impl Fn(SocketAddr) -> load::Stat
     if let Some(backends) = server.strip_prefix("haproxy-").and_then(|n| n.parse().ok()) {
         return behind_haproxy(scenario, server, backends, load);
     }
-    let Some(process) = ServerProcess::start(server) else {
+    let Some(process) = ServerProcess::start_counted(server) else {
         eprintln!("{scenario}: {server} could not start; skipped");
         return None;
     };
     let before = process.cpu_seconds();
     let stats = load(process.address);
     let cpu = process.cpu_seconds() - before;
-    Some(Row::new(scenario, server, stats, cpu))
+    let mut row = Row::new(scenario, server, stats, cpu);
+    row.count_syscalls(process.finish());
+    Some(row)
 }
 
 /// One load run through HAProxy (examples/deploy/haproxy.cfg) in front of
@@ -226,8 +276,9 @@ fn main() {
     }
     // Keep-alive clients, each asked once and kept open, then asked again
     // at the end, while 4 clients open a connection per request; and 2,000
-    // persistent clients asking every 100 ms. Framed: a pool of 8 (or 4).
-    scenarios.extend::<[(&str, &[&str], LoadRun); 3]>([
+    // persistent clients asking every 100 ms (and 1,000 every second).
+    // Framed: a pool of 8 (or 4).
+    scenarios.extend::<[(&str, &[&str], LoadRun); 4]>([
         (
             "keep-alive 15000",
             &["socketserver-framed-8", "tokio-tcp", "std-tcp"],
@@ -244,8 +295,13 @@ fn main() {
             Box::new(move |a| load::persistent(a, 2_000, Duration::from_millis(100), duration)),
         ),
         (
+            "persistent 1000",
+            &["socketserver-framed-4", "tokio-tcp", "std-tcp"],
+            Box::new(move |a| load::persistent(a, 1_000, Duration::from_secs(1), duration)),
+        ),
+        (
             "tcp 8x16 framed",
-            &["socketserver-framed-8", "socketserver-framed-reuseport-2", "std-tcp"],
+            &["socketserver-framed-8", "socketserver-framed-reuseport-2", "tokio-tcp", "std-tcp"],
             Box::new(move |a| load::tcp(a, 8, 16, duration)),
         ),
     ]);

@@ -14,6 +14,10 @@ pub struct Row {
     pub cpu_us_per_request: f64,
     pub lost: u64,
     pub wrong: u64,
+    /// The server's system calls per request (all, futex, epoll_ctl); NaN
+    /// when not counted.
+    pub syscalls: [f64; 3],
+    requests: u64,
 }
 
 impl Row {
@@ -27,6 +31,16 @@ impl Row {
             cpu_us_per_request: cpu_seconds * 1e6 / stats.requests.max(1) as f64,
             lost: stats.lost,
             wrong: stats.wrong,
+            syscalls: [f64::NAN; 3],
+            requests: stats.requests,
+        }
+    }
+
+    /// Records what the server's process made in system calls, per request.
+    pub fn count_syscalls(&mut self, counts: Option<crate::syscalls::Counts>) {
+        if let Some(c) = counts {
+            let per = |n: u64| n as f64 / self.requests.max(1) as f64;
+            self.syscalls = [per(c.total), per(c.futex), per(c.epoll_ctl)];
         }
     }
 }
@@ -42,11 +56,24 @@ fn reference<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
 }
 
 pub fn print_and_save(rows: &mut [Row], extras: &[(String, String)]) {
-    let header = "scenario,server,requests_per_s,vs_std,p50_us,p99_us,cpu_us_per_request,cpu_vs_std,lost,wrong";
+    let header = "scenario,server,requests_per_s,vs_std,p50_us,p99_us,cpu_us_per_request,cpu_vs_std,lost,wrong,\
+                  syscalls_per_request,futex_per_request,epoll_ctl_per_request";
     let mut csv = format!("{header}\n");
     println!(
-        "\n{:<14} {:<24} {:>11} {:>7} {:>8} {:>8} {:>9} {:>8} {:>6} {:>6}",
-        "scenario", "server", "req/s", "vs std", "p50 µs", "p99 µs", "CPU µs/r", "CPU/std", "lost", "wrong"
+        "\n{:<14} {:<24} {:>11} {:>7} {:>8} {:>8} {:>9} {:>8} {:>6} {:>6} {:>7} {:>7} {:>7}",
+        "scenario",
+        "server",
+        "req/s",
+        "vs std",
+        "p50 µs",
+        "p99 µs",
+        "CPU µs/r",
+        "CPU/std",
+        "lost",
+        "wrong",
+        "sys/r",
+        "futex/r",
+        "ctl/r"
     );
     for row in rows.iter() {
         let (speed, cpu) = reference(rows, &row.scenario).map_or((f64::NAN, f64::NAN), |r| {
@@ -63,8 +90,11 @@ pub fn print_and_save(rows: &mut [Row], extras: &[(String, String)]) {
             format!("{cpu:.3}"),
             row.lost.to_string(),
             row.wrong.to_string(),
+            format!("{:.3}", row.syscalls[0]),
+            format!("{:.3}", row.syscalls[1]),
+            format!("{:.3}", row.syscalls[2]),
         ];
-        let widths = [14, 24, 11, 7, 8, 8, 9, 8, 6, 6];
+        let widths = [14, 24, 11, 7, 8, 8, 9, 8, 6, 6, 7, 7, 7];
         let line: Vec<String> = cells
             .iter()
             .zip(widths)
@@ -77,7 +107,7 @@ pub fn print_and_save(rows: &mut [Row], extras: &[(String, String)]) {
     println!();
     for (name, value) in extras {
         println!("{name:<52} {value}");
-        let _ = writeln!(csv, "extra,{name},{value},,,,,,,");
+        let _ = writeln!(csv, "extra,{name},{value},,,,,,,,,,");
     }
     let dir = results_dir();
     let written = std::fs::create_dir_all(&dir)

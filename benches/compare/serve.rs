@@ -217,16 +217,20 @@ fn tokio_tcp() -> String {
                 tokio::spawn(async move {
                     let (read, mut write) = conn.into_split();
                     let mut reader = tokio::io::BufReader::new(read);
-                    let mut line = Vec::new();
+                    let (mut line, mut out) = (Vec::new(), Vec::new());
                     loop {
                         line.clear();
                         match reader.read_until(b'\n', &mut line).await {
                             Ok(0) | Err(_) => return,
-                            Ok(_) => {
-                                if write.write_all(answer(&line)).await.is_err() {
-                                    return;
-                                }
+                            Ok(_) => out.extend_from_slice(answer(&line)),
+                        }
+                        // Pipelined lines already read are answered in one
+                        // write, as the std loop's BufWriter does.
+                        if reader.buffer().is_empty() {
+                            if write.write_all(&out).await.is_err() {
+                                return;
                             }
+                            out.clear();
                         }
                     }
                 });

@@ -1,43 +1,38 @@
 //! The one readiness registry of a serving loop: every fd it waits on (the
-//! wake-up socket, the server socket, each connection held in a stage) is
-//! registered once, under a key, with the interest its stage wants.
+//! wake-up socket, the server socket, each connection the loop holds) is
+//! registered once, under a key, with the interest its state wants.
 //!
-//! Oneshot (the `polling` crate's default, on epoll and kqueue alike): an
-//! fd reports once, then stays quiet until re-armed with what it wants
-//! next. So a turn costs what became ready, not what is held, and nobody
-//! looks up a result by its position in a shared array. (`mio` was the
-//! other candidate; it is edge-triggered, which asks every stage to read
-//! until `WouldBlock` or lose its wake-up.)
+//! Oneshot, on epoll and kqueue alike: an fd reports once, then stays quiet
+//! until re-armed with what it wants next. So a turn costs what became
+//! ready, not what is held, and nobody looks up a result by its position in
+//! a shared array. (Edge-triggered registration, as `mio` makes it, would
+//! save the re-arm but ask every state to read until `WouldBlock` or lose
+//! its wake-up, and a connection handed to a worker to remember a report
+//! that came while it was away.) Only the wake-up socket is level-triggered:
+//! it reports until the loop empties it, and is never re-armed.
+//!
+//! On Linux the registry is an epoll instance of its own (`sys::Epoll`): a
+//! wait is one `epoll_wait`. Elsewhere it is the `polling` crate's poller
+//! (kqueue), whose waits on Linux would cost three more system calls each
+//! (a timer fd set, and two re-arms) for features this loop does not use.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Duration;
-
-use polling::{Event, Events, Poller};
-
-use crate::sys;
 
 /// What an fd waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Interest {
-    /// Input (or a hang-up, or an error).
+    /// Input (or a hang-up, or an error), once.
     Read,
-    /// Input, or room to send (a TLS handshake with a flight to send).
+    /// Input, or room to send (a TLS handshake with a flight to send), once.
     #[cfg_attr(not(feature = "tls"), allow(dead_code, reason = "only a TLS handshake sends from the loop"))]
     ReadWrite,
     /// Nothing for now: registered, reporting nothing until re-armed.
     Nothing,
-}
-
-impl Interest {
-    fn event(self, key: usize) -> Event {
-        match self {
-            Interest::Read => Event::readable(key),
-            Interest::ReadWrite => Event::all(key),
-            Interest::Nothing => Event::none(key),
-        }
-    }
+    /// Input, for as long as there is some: the wake-up socket.
+    Level,
 }
 
 /// The registry's keys: the wake-up socket, the server socket, then each
@@ -46,32 +41,140 @@ pub(crate) const WAKE: usize = 0;
 pub(crate) const LISTENER: usize = 1;
 pub(crate) const FIRST_HELD: usize = 2;
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod backend {
+    use super::*;
+    use crate::sys::{Epoll, ONESHOT, READ, WRITE};
+
+    pub(super) type Poller = Epoll;
+
+    pub(super) fn new() -> io::Result<Poller> {
+        Epoll::new()
+    }
+
+    fn events(interest: Interest) -> u32 {
+        match interest {
+            Interest::Read => READ | ONESHOT,
+            Interest::ReadWrite => READ | WRITE | ONESHOT,
+            Interest::Nothing => ONESHOT,
+            Interest::Level => READ,
+        }
+    }
+
+    pub(super) fn add(poller: &Poller, fd: BorrowedFd<'_>, key: usize, interest: Interest) -> io::Result<()> {
+        poller.add(fd, key, events(interest))
+    }
+
+    pub(super) fn modify(poller: &Poller, fd: BorrowedFd<'_>, key: usize, interest: Interest) -> io::Result<()> {
+        poller.modify(fd, key, events(interest))
+    }
+
+    pub(super) fn delete(poller: &Poller, fd: BorrowedFd<'_>) {
+        // Only fails for an fd that is not registered: nothing to undo.
+        let _ = poller.delete(fd);
+    }
+
+    /// The keys of what was ready; the buffer is reused.
+    #[derive(Default)]
+    pub(super) struct Ready(Vec<usize>);
+
+    pub(super) fn wait<'a>(
+        poller: &Poller,
+        ready: &'a mut Ready,
+        timeout: Option<Duration>,
+    ) -> io::Result<impl Iterator<Item = usize> + 'a> {
+        poller.wait(&mut ready.0, timeout)?;
+        Ok(ready.0.iter().copied())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod backend {
+    use std::os::fd::AsRawFd;
+
+    use polling::{Event, Events, PollMode};
+
+    use super::*;
+
+    pub(super) type Poller = polling::Poller;
+
+    pub(super) fn new() -> io::Result<Poller> {
+        Poller::new()
+    }
+
+    fn event(interest: Interest, key: usize) -> (Event, PollMode) {
+        match interest {
+            Interest::Read => (Event::readable(key), PollMode::Oneshot),
+            Interest::ReadWrite => (Event::all(key), PollMode::Oneshot),
+            Interest::Nothing => (Event::none(key), PollMode::Oneshot),
+            Interest::Level => (Event::readable(key), PollMode::Level),
+        }
+    }
+
+    pub(super) fn add(poller: &Poller, fd: BorrowedFd<'_>, key: usize, interest: Interest) -> io::Result<()> {
+        let (event, mode) = event(interest, key);
+        crate::sys::poller_add(poller, fd.as_raw_fd(), event, mode)
+    }
+
+    pub(super) fn modify(poller: &Poller, fd: BorrowedFd<'_>, key: usize, interest: Interest) -> io::Result<()> {
+        let (event, mode) = event(interest, key);
+        poller.modify_with_mode(fd, event, mode)
+    }
+
+    pub(super) fn delete(poller: &Poller, fd: BorrowedFd<'_>) {
+        // Only fails for an fd that is not registered: nothing to undo.
+        let _ = poller.delete(fd);
+    }
+
+    /// The events of one wait; the buffer is reused.
+    pub(super) struct Ready(Events);
+
+    impl Default for Ready {
+        fn default() -> Self {
+            Ready(Events::new())
+        }
+    }
+
+    pub(super) fn wait<'a>(
+        poller: &Poller,
+        ready: &'a mut Ready,
+        timeout: Option<Duration>,
+    ) -> io::Result<impl Iterator<Item = usize> + 'a> {
+        ready.0.clear();
+        match poller.wait(&mut ready.0, timeout) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        Ok(ready.0.iter().map(|e| e.key))
+    }
+}
+
 /// Re-arms held connections from a worker's thread.
-pub(crate) struct Rearmer(Arc<Poller>);
+pub(crate) struct Rearmer(Arc<backend::Poller>);
 
 impl Rearmer {
     /// Arms the fd of the connection held at slab key `key` to report its
     /// next input. The fd must be registered, and stays open for the call.
     pub(crate) fn read(&self, fd: BorrowedFd<'_>, key: usize) -> io::Result<()> {
-        self.0.modify(fd, Interest::Read.event(key + FIRST_HELD))
+        backend::modify(&self.0, fd, key + FIRST_HELD, Interest::Read)
     }
 
     /// Forgets `fd`, before it closes.
     pub(crate) fn forget(&self, fd: BorrowedFd<'_>) {
-        // Only fails for an fd that is not registered: nothing to undo.
-        let _ = self.0.delete(fd);
+        backend::delete(&self.0, fd);
     }
 }
 
-/// A poller and the buffer its events land in.
+/// A poller and the buffer its reports land in.
 pub(crate) struct Registry {
-    poller: Arc<Poller>,
-    events: Events,
+    poller: Arc<backend::Poller>,
+    ready: backend::Ready,
 }
 
 impl Registry {
     pub(crate) fn new() -> io::Result<Registry> {
-        Ok(Registry { poller: Arc::new(Poller::new()?), events: Events::new() })
+        Ok(Registry { poller: Arc::new(backend::new()?), ready: backend::Ready::default() })
     }
 
     /// A handle a worker re-arms a held connection's fd with, from its own
@@ -82,30 +185,23 @@ impl Registry {
 
     /// Registers `fd` under `key`. The caller removes it before it closes.
     pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: usize, interest: Interest) -> io::Result<()> {
-        sys::poller_add(&self.poller, fd.as_raw_fd(), interest.event(key))
+        backend::add(&self.poller, fd, key, interest)
     }
 
     /// Re-arms `fd`, which reported (or was registered with) another interest.
     pub(crate) fn rearm(&self, fd: BorrowedFd<'_>, key: usize, interest: Interest) -> io::Result<()> {
-        self.poller.modify(fd, interest.event(key))
+        backend::modify(&self.poller, fd, key, interest)
     }
 
     /// Forgets `fd`, before it closes or leaves the loop.
     pub(crate) fn remove(&self, fd: BorrowedFd<'_>) {
-        // Only fails for an fd that is not registered: nothing to undo.
-        let _ = self.poller.delete(fd);
+        backend::delete(&self.poller, fd);
     }
 
     /// Waits until something registered is ready or `timeout` passes
-    /// (`None`: no limit), and returns the keys of what was. Each has
-    /// reported once and waits disarmed for its next interest.
+    /// (`None`: no limit), and returns the keys of what was. Each oneshot
+    /// one has reported once and waits disarmed for its next interest.
     pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<impl Iterator<Item = usize> + '_> {
-        self.events.clear();
-        match self.poller.wait(&mut self.events, timeout) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-        Ok(self.events.iter().map(|e| e.key))
+        backend::wait(&self.poller, &mut self.ready, timeout)
     }
 }

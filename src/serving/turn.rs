@@ -92,14 +92,12 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
 
         let Loop { admission, socket, waker, ctx, hooks, options, .. } = self;
         let woken = admission
-            .wait(waker.fd(), socket.as_fd(), accepting, limit, &mut Env { ctx, hooks, options })
+            .wait(socket.as_fd(), waker, accepting, limit, &mut Env { ctx, hooks, options })
             .map_err(|e| self.server_error("wait", e))?;
-        if woken.wake {
-            let why = self.waker.take();
-            if why.has(Wake::SlotFreed) || why.has(Wake::ChildExited) {
-                // A connection of ours ended: its fd is free, so accepting may work again.
-                self.paused_until = None;
-            }
+        let why = self.waker.take(woken.wake);
+        if why.has(Wake::SlotFreed) || why.has(Wake::ChildExited) {
+            // A connection of ours ended: its fd is free, so accepting may work again.
+            self.paused_until = None;
         }
         let listener_ready = accepting && woken.listener;
         let turned_away = woken.turned_away;

@@ -3,6 +3,8 @@
 //! imports anything else of the crate.
 
 mod batch;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod epoll;
 mod names;
 mod poll;
 mod privileges;
@@ -11,8 +13,12 @@ mod sockets;
 mod unix;
 
 pub(crate) use batch::DatagramBatch;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) use epoll::{Epoll, ONESHOT, READ, WRITE};
 pub(crate) use names::{nodename, resolve, reverse};
-pub(crate) use poll::{has_input, poller_add};
+pub(crate) use poll::has_input;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) use poll::poller_add;
 pub(crate) use privileges::{already_running_as, drop_privileges, group_id, user_ids};
 pub(crate) use process::{ChildExit, fork_child, kill, reap, take_inherited};
 #[cfg(feature = "systemd")]

@@ -2,7 +2,9 @@
 //! loop's poller.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Whether `fd` has input, a hang-up or an error waiting right now: one
 /// `poll(2)` that does not wait (retried if a signal interrupts it). Errors
@@ -23,12 +25,18 @@ pub(crate) fn has_input(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// Registers `fd` with `poller`, which `polling` leaves to the caller to
+/// Registers `fd` with `poller` in `mode`, which `polling` leaves to the caller to
 /// keep sound. Every caller (`serving::registry`) removes the fd from the
 /// poller before it closes, so the poller never reports a closed or reused
 /// fd under a key meant for another.
-pub(crate) fn poller_add(poller: &polling::Poller, fd: RawFd, interest: polling::Event) -> io::Result<()> {
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn poller_add(
+    poller: &polling::Poller,
+    fd: RawFd,
+    interest: polling::Event,
+    mode: polling::PollMode,
+) -> io::Result<()> {
     // SAFETY: `fd` is open for the call (the caller holds it), and is
     // deleted from the poller before it is closed, as `Poller::add` requires.
-    unsafe { poller.add(fd, interest) }
+    unsafe { poller.add_with_mode(fd, interest, mode) }
 }

@@ -75,7 +75,7 @@ impl Admission {
     /// The registry for a loop on `listener`, woken by `waker`'s socket.
     pub(crate) fn new(waker: &Waker, listener: BorrowedFd<'_>) -> io::Result<Admission> {
         let registry = Registry::new()?;
-        registry.add(waker.fd(), WAKE, Interest::Read)?;
+        registry.add(waker.fd(), WAKE, Interest::Level)?;
         registry.add(listener, LISTENER, Interest::Nothing)?;
         let returns = Arc::new(Returns::new(waker.clone(), registry.rearmer()));
         Ok(Admission {
@@ -147,8 +147,8 @@ impl Admission {
     /// reported.
     pub(crate) fn wait<H>(
         &mut self,
-        wake: BorrowedFd<'_>,
         listener: BorrowedFd<'_>,
+        waker: &Waker,
         accepting: bool,
         timeout: Option<Duration>,
         env: &mut Env<'_, H>,
@@ -160,17 +160,20 @@ impl Admission {
         }
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
-        ready.extend(self.table.registry.wait(timeout)?);
+        // Sleep only after a last look at the waker's reasons (see `Waker`):
+        // while the loop is awake, a wake-up costs no write.
+        let timeout = if timeout == Some(Duration::ZERO) || waker.park() { timeout } else { Some(Duration::ZERO) };
+        let waited = self.table.registry.wait(timeout).map(|keys| ready.extend(keys));
+        waker.unpark();
+        waited?;
         let mut woken = Woken::default();
         // Before what reported: a framed connection a worker re-armed may
         // be among it (see `Returns::hand_back_framed`).
         woken.turned_away |= self.take_returned(Instant::now(), env);
         for &key in &ready {
             match key {
-                WAKE => {
-                    woken.wake = true;
-                    self.table.registry.rearm(wake, WAKE, Interest::Read)?;
-                }
+                // Level-triggered: it reports until the loop empties it.
+                WAKE => woken.wake = true,
                 LISTENER => {
                     woken.listener = true;
                     // Oneshot: it reported, so it is disarmed until the next turn arms it.

@@ -1,0 +1,79 @@
+//! The serving loop's epoll instance on Linux: oneshot registrations as the
+//! `polling` crate makes them, without what `polling` adds to every wait (a
+//! `timerfd_settime` and two `epoll_ctl` calls for its timer and its
+//! notifier, which this loop does not use: it has its own wake-up socket).
+//! A wait is one `epoll_wait`, its timeout rounded up to whole
+//! milliseconds: it never ends before the deadline it was given, and at
+//! most a millisecond after.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Input, a hang-up or an error.
+pub(crate) const READ: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+/// Room to send.
+pub(crate) const WRITE: u32 = libc::EPOLLOUT as u32;
+/// Report once, then stay quiet until modified.
+pub(crate) const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
+
+/// An epoll instance.
+#[derive(Debug)]
+pub(crate) struct Epoll(OwnedFd);
+
+impl Epoll {
+    pub(crate) fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is
+        // a new fd that nothing else owns.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned here alone.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, key: usize, events: u32) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: key as u64 };
+        // SAFETY: `event` is a live epoll_event for the call; epoll_ctl reads
+        // `fd` as a number only (a closed one fails with EBADF).
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut event) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Registers `fd` under `key`. The caller deletes it before it closes,
+    /// so a report never names a closed or reused fd's key.
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: usize, events: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), key, events)
+    }
+
+    /// Changes what a registered `fd` reports (and re-arms a oneshot one).
+    pub(crate) fn modify(&self, fd: BorrowedFd<'_>, key: usize, events: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), key, events)
+    }
+
+    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd.as_raw_fd(), 0, 0)
+    }
+
+    /// Waits until something is ready or `timeout` passes (`None`: no
+    /// limit), and puts the keys of what was into `keys` (emptied first).
+    /// A signal that interrupts the wait ends it with no keys.
+    pub(crate) fn wait(&self, keys: &mut Vec<usize>, timeout: Option<Duration>) -> io::Result<()> {
+        const BATCH: usize = 1024;
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
+        let millis = timeout.map_or(-1, |t| t.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int);
+        // SAFETY: `events` is a live array of BATCH epoll_events, and BATCH
+        // is the count passed; the kernel writes at most that many.
+        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), BATCH as libc::c_int, millis) };
+        keys.clear();
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+        }
+        keys.extend(events[..n as usize].iter().map(|e| e.u64 as usize));
+        Ok(())
+    }
+}
