@@ -132,3 +132,40 @@ impl Waker {
         Reasons(bytes | self.0.reasons.swap(0, Ordering::SeqCst))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::has_input;
+
+    #[test]
+    fn a_wake_up_while_the_loop_is_awake_writes_nothing_and_stops_its_next_sleep() {
+        let waker = Waker::new().unwrap();
+        waker.wake(Wake::Returned);
+        assert!(!has_input(waker.fd()), "an awake loop was written to");
+        assert!(!waker.park(), "the loop would sleep with a reason pending");
+        assert!(waker.take(false).has(Wake::Returned));
+        assert!(waker.park(), "nothing is pending once taken");
+    }
+
+    #[test]
+    fn a_wake_up_while_the_loop_sleeps_writes_once_and_the_take_empties_the_socket() {
+        let waker = Waker::new().unwrap();
+        assert!(waker.park());
+        waker.wake(Wake::SlotFreed);
+        waker.wake(Wake::Returned);
+        assert!(has_input(waker.fd()), "a sleeping loop was not woken");
+        waker.unpark();
+        let why = waker.take(true);
+        assert!(why.has(Wake::SlotFreed) && why.has(Wake::Returned) && !why.has(Wake::Stop));
+        assert!(!has_input(waker.fd()), "the wake-up socket was not emptied");
+    }
+
+    #[test]
+    fn a_child_s_wake_up_travels_as_the_byte_even_while_the_loop_is_awake() {
+        let waker = Waker::new().unwrap();
+        waker.wake_from_child();
+        assert!(has_input(waker.fd()));
+        assert!(waker.take(true).has(Wake::ChildExited));
+    }
+}

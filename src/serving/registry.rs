@@ -8,8 +8,9 @@
 //! a shared array. (Edge-triggered registration, as `mio` makes it, would
 //! save the re-arm but ask every state to read until `WouldBlock` or lose
 //! its wake-up, and a connection handed to a worker to remember a report
-//! that came while it was away.) Only the wake-up socket is level-triggered:
-//! it reports until the loop empties it, and is never re-armed.
+//! that came while it was away.) The wake-up socket, and the server socket
+//! while the loop takes from it, are level-triggered: they report until
+//! emptied, and cost no re-arm per turn.
 //!
 //! On Linux the registry is an epoll instance of its own (`sys::Epoll`): a
 //! wait is one `epoll_wait`. Elsewhere it is the `polling` crate's poller
@@ -31,7 +32,8 @@ pub(crate) enum Interest {
     ReadWrite,
     /// Nothing for now: registered, reporting nothing until re-armed.
     Nothing,
-    /// Input, for as long as there is some: the wake-up socket.
+    /// Input, for as long as there is some: the wake-up socket, and the
+    /// server socket while the loop takes from it.
     Level,
 }
 
@@ -203,5 +205,50 @@ impl Registry {
     /// one has reported once and waits disarmed for its next interest.
     pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<impl Iterator<Item = usize> + '_> {
         backend::wait(&self.poller, &mut self.ready, timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    fn keys(registry: &mut Registry) -> Vec<usize> {
+        registry.wait(Some(Duration::ZERO)).unwrap().collect()
+    }
+
+    #[test]
+    fn a_oneshot_fd_reports_once_until_rearmed_and_a_level_fd_until_emptied() {
+        let mut registry = Registry::new().unwrap();
+        let (mut once_tx, once_rx) = UnixStream::pair().unwrap();
+        let (mut level_tx, mut level_rx) = UnixStream::pair().unwrap();
+        registry.add(once_rx.as_fd(), 7, Interest::Read).unwrap();
+        registry.add(level_rx.as_fd(), WAKE, Interest::Level).unwrap();
+        assert_eq!(keys(&mut registry), Vec::<usize>::new());
+        once_tx.write_all(b"x").unwrap();
+        level_tx.write_all(b"y").unwrap();
+        let mut first = keys(&mut registry);
+        first.sort_unstable();
+        assert_eq!(first, [WAKE, 7]);
+        // The oneshot fd still has its byte but is disarmed; the level one reports again.
+        assert_eq!(keys(&mut registry), [WAKE]);
+        level_rx.read_exact(&mut [0]).unwrap();
+        assert_eq!(keys(&mut registry), Vec::<usize>::new());
+        registry.rearm(once_rx.as_fd(), 7, Interest::Read).unwrap();
+        assert_eq!(keys(&mut registry), [7]);
+        registry.remove(once_rx.as_fd());
+        registry.remove(level_rx.as_fd());
+    }
+
+    #[test]
+    fn a_wait_with_a_timeout_never_ends_before_it() {
+        let mut registry = Registry::new().unwrap();
+        let started = std::time::Instant::now();
+        let timeout = Duration::from_micros(1_500);
+        assert_eq!(registry.wait(Some(timeout)).unwrap().count(), 0);
+        assert!(started.elapsed() >= timeout, "woke after {:?}", started.elapsed());
     }
 }

@@ -60,7 +60,7 @@ pub(crate) struct Woken {
 /// The connections the loop holds, and the registry the whole loop waits on.
 pub(crate) struct Admission {
     table: Table,
-    /// Whether the server socket is armed to report.
+    /// Whether the server socket is to report (level-triggered) or quiet.
     listening: bool,
     /// Reused for each wait's keys.
     ready: Vec<usize>,
@@ -153,8 +153,10 @@ impl Admission {
         timeout: Option<Duration>,
         env: &mut Env<'_, H>,
     ) -> io::Result<Woken> {
+        // The server socket is level-triggered while the loop takes from it
+        // (no re-arm per turn), and quiet while it does not.
         if accepting != self.listening {
-            let interest = if accepting { Interest::Read } else { Interest::Nothing };
+            let interest = if accepting { Interest::Level } else { Interest::Nothing };
             self.table.registry.rearm(listener, LISTENER, interest)?;
             self.listening = accepting;
         }
@@ -174,11 +176,7 @@ impl Admission {
             match key {
                 // Level-triggered: it reports until the loop empties it.
                 WAKE => woken.wake = true,
-                LISTENER => {
-                    woken.listener = true;
-                    // Oneshot: it reported, so it is disarmed until the next turn arms it.
-                    self.listening = false;
-                }
+                LISTENER => woken.listener = true,
                 key => woken.turned_away |= self.on_ready(key - FIRST_HELD, Instant::now(), env),
             }
         }
