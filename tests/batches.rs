@@ -1,0 +1,179 @@
+//! How a framed connection's messages are answered in batches (README,
+//! "Many connections"): a worker answers what a client pipelined, within a
+//! budget, so busy clients cannot starve the others; it never waits on a
+//! message that is still arriving; the replies of a batch leave in one
+//! write.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::process::*;
+use common::{IO_TIMEOUT, Running};
+use socketserver::{Framing, Request, TcpServer, WorkerPool};
+
+/// Answers each message with itself.
+fn echo() -> impl Fn(&mut Request<'_>) -> std::io::Result<()> + Send + Sync + 'static {
+    |req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        req.wfile.write_all(line.as_bytes())
+    }
+}
+
+fn connect(running: &Running) -> TcpStream {
+    let conn = TcpStream::connect(running.inet()).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    conn
+}
+
+/// Answers each message with itself, a millisecond later for a busy
+/// client's (so what it pipelines keeps its socket full).
+fn slow_for_the_busy() -> impl Fn(&mut Request<'_>) -> std::io::Result<()> + Send + Sync + 'static {
+    |req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        if line.starts_with("busy") {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        req.wfile.write_all(line.as_bytes())
+    }
+}
+
+/// Two clients that pipeline without pause, on a pool of two, would hold
+/// both workers for as long as they send if a worker answered a connection
+/// while it had input: their 999-byte lines seldom end where a read ends,
+/// so there is always part of a message in. The budget sends each back to
+/// the loop after a run of messages, so fifty others are each answered
+/// within a bound (5 s) far above the time their work takes.
+#[test]
+fn two_clients_pipelining_without_pause_do_not_starve_fifty_others_on_a_pool_of_two() {
+    let server = TcpServer::builder(slow_for_the_busy())
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(1024))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let conn = connect(&running);
+            let (writer, stop_writing) = (conn.try_clone().unwrap(), Arc::clone(&stop));
+            let writing = std::thread::spawn(move || {
+                let line = format!("busy{}\n", "x".repeat(994));
+                let batch = line.repeat(64);
+                let started = Instant::now();
+                while !stop_writing.load(Ordering::SeqCst) && started.elapsed() < IO_TIMEOUT {
+                    if (&writer).write_all(batch.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+            let stop_reading = Arc::clone(&stop);
+            let reading = std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn);
+                let mut line = String::new();
+                while !stop_reading.load(Ordering::SeqCst) && reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    line.clear();
+                }
+            });
+            (writing, reading)
+        })
+        .collect();
+    // Let the busy clients fill both workers before the others ask.
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..50 {
+        let conn = TcpStream::connect(running.inet()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = Instant::now();
+        (&conn).write_all(format!("client {i}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        let read = BufReader::new(conn).read_line(&mut answer);
+        assert!(
+            read.is_ok() && answer == format!("client {i}\n"),
+            "client {i}: {read:?} after {:?}",
+            started.elapsed()
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    running.stop().unwrap();
+    for (writing, reading) in busy {
+        writing.join().unwrap();
+        reading.join().unwrap();
+    }
+}
+
+/// A worker that answered a whole message never waits for the rest of the
+/// half one behind it: the connection goes back to the loop, and the only
+/// worker of the pool answers the next client.
+#[test]
+fn a_half_message_behind_a_whole_one_holds_no_worker() {
+    let server = TcpServer::builder(echo())
+        .dispatch(WorkerPool::new(1).into())
+        .framing(Framing::lines(1024))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let first = connect(&running);
+    (&first).write_all(b"whole\nhal").unwrap();
+    let mut first_reader = BufReader::new(first.try_clone().unwrap());
+    let mut answer = String::new();
+    first_reader.read_line(&mut answer).unwrap();
+    assert_eq!(answer, "whole\n");
+    let second = connect(&running);
+    (&second).write_all(b"next\n").unwrap();
+    answer.clear();
+    BufReader::new(second).read_line(&mut answer).unwrap();
+    assert_eq!(answer, "next\n");
+    (&first).write_all(b"f\n").unwrap();
+    answer.clear();
+    first_reader.read_line(&mut answer).unwrap();
+    assert_eq!(answer, "half\n");
+    running.stop().unwrap();
+}
+
+/// Sixteen lines sent at once to `prime serve --framing lines` are answered
+/// by one worker in one batch, and the sixteen answers leave in one send
+/// (`strace` sees them in one call). Skipped without `strace`.
+#[test]
+fn the_answers_to_a_pipelined_batch_leave_in_one_send() {
+    if Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_err() {
+        eprintln!("strace is not installed; skipped");
+        return;
+    }
+    let trace = common::temp_dir();
+    let out = trace.path().join("strace.txt");
+    let mut serve = Serve::from_command(
+        Command::new("strace")
+            .args(["-f", "-qq", "-s", "512", "-e", "trace=write,writev,sendto,sendmsg", "-o"])
+            .arg(&out)
+            .arg(prime_binary())
+            .args(["serve", "tcp", "127.0.0.1:0", "--workers", "2", "--framing", "lines"])
+            .stderr(Stdio::null()),
+    );
+    let conn = TcpStream::connect(&serve.address).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let numbers: Vec<u64> = (1..=16).map(|i| i * 7).collect();
+    let request: String = numbers.iter().map(|n| format!("{n}\n")).collect();
+    let expected: String = numbers.iter().map(|&n| if n == 7 { "T\n" } else { "F\n" }).collect();
+    (&conn).write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut answers = String::new();
+    for _ in 0..16 {
+        reader.read_line(&mut answers).unwrap();
+    }
+    assert_eq!(answers, expected);
+    // The child is strace; the server is its child, and strace exits with it.
+    let server = children_of(serve.pid())[0];
+    send_signal(server, "TERM");
+    assert!(serve.wait().success());
+    let traced = std::fs::read_to_string(&out).unwrap();
+    let in_one = format!("\"{}\"", expected.replace('\n', "\\n"));
+    let sends: Vec<&str> = traced.lines().filter(|l| l.contains("T\\n") || l.contains("F\\n")).collect();
+    assert!(sends.iter().any(|l| l.contains(&in_one)), "no single send carried all 16 answers: {sends:#?}");
+}
