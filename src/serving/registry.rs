@@ -162,6 +162,13 @@ impl Rearmer {
         backend::modify(&self.0, fd, key + FIRST_HELD, Interest::Read)
     }
 
+    /// Registers the fd of the connection held at slab key `key`, armed
+    /// to report its next input: its first wait. The caller removes it
+    /// before it closes, and it stays open for the call.
+    pub(crate) fn register(&self, fd: BorrowedFd<'_>, key: usize) -> io::Result<()> {
+        backend::add(&self.0, fd, key + FIRST_HELD, Interest::Read)
+    }
+
     /// Forgets `fd`, before it closes.
     pub(crate) fn forget(&self, fd: BorrowedFd<'_>) {
         backend::delete(&self.0, fd);

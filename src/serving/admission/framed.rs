@@ -48,12 +48,8 @@ pub(super) fn frame<H>(table: &mut Table, mut framed: Framed, now: Instant, env:
     }
     match framed.inbox.next(framing, framed.eof) {
         Ok(Some(message)) => {
-            if framed.key.is_none()
-                && let Err(source) = table.keep_place(&mut framed)
-            {
-                (ctx.on_error)(&Error::Request { peer: framed.conn.peer.clone(), source });
-                table.close_framed(framed);
-                return true;
+            if framed.key.is_none() {
+                table.keep_place(&mut framed);
             }
             table.messages.push_back((framed, message));
         }
@@ -77,10 +73,7 @@ pub(super) fn frame<H>(table: &mut Table, mut framed: Framed, now: Instant, env:
             let idle = env.options.idle_timeout.map(|idle| deadline_after(now, idle));
             let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
             match framed.key {
-                Some(key) => {
-                    let armed = framed.next == Next::Armed;
-                    table.hold_again(key, framed, expires, armed);
-                }
+                Some(key) => table.hold_again(key, framed, expires),
                 None => return matches!(table.hold(State::Framed(framed), expires, env), Admitted::Refused),
             }
         }

@@ -56,9 +56,9 @@ impl Returns {
     /// A worker is done with `framed`'s message; `wake`: the loop may be
     /// waiting (a sequential server's loop is the one calling).
     ///
-    /// The race: once re-armed, the fd may report to the loop at once,
-    /// before the connection is back in its hands. So the re-arm happens
-    /// under the lock, before the push, and the loop takes returned
+    /// The race: once re-armed (or registered, the first time it waits),
+    /// the fd may report to the loop at once, before the connection is back
+    /// in its hands. So the re-arm happens under the lock, before the push, and the loop takes returned
     /// connections (under the same lock) after each wait and before it
     /// looks at what reported: a report it sees was armed while the lock
     /// was held, so the connection is in the list by the time the loop
@@ -67,7 +67,13 @@ impl Returns {
     pub(crate) fn hand_back_framed(&self, mut framed: Framed, wake: bool) {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         if framed.next == Next::Armed {
-            let armed = framed.key.is_some_and(|key| self.rearmer.read(framed.conn.socket.as_fd(), key).is_ok());
+            let fd = framed.conn.socket.as_fd();
+            let armed = match framed.key {
+                Some(key) if framed.registered => self.rearmer.read(fd, key).is_ok(),
+                Some(key) => self.rearmer.register(fd, key).is_ok(),
+                None => false,
+            };
+            framed.registered |= armed;
             if armed {
                 conns.push(HandedBack::Framed(framed));
                 drop(conns);
@@ -125,7 +131,7 @@ impl Drop for Returns {
     fn drop(&mut self) {
         for back in self.conns.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
             if let HandedBack::Framed(framed) = back
-                && framed.key.is_some()
+                && framed.registered
             {
                 self.rearmer.forget(framed.conn.socket.as_fd());
             }

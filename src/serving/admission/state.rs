@@ -64,9 +64,15 @@ pub(crate) struct Framed {
     pub eof: bool,
     /// What the handler keeps for the connection (`Request::connection_state`).
     pub handler_state: ConnectionState,
-    /// Its slab key in the loop, which keeps its entry and its registration
-    /// while a worker has it; `None` before it was ever held.
+    /// Its slab key in the loop, which keeps its entry (and its
+    /// registration, once it has one) while a worker has it; `None` before
+    /// it was ever held.
     pub key: Option<usize>,
+    /// Its fd is in the loop's registry. A connection whose first message
+    /// came with it gets its place at once and its registration only when
+    /// it first waits for bytes (its worker registers it, armed): one
+    /// `epoll_ctl` where a registration while away and a re-arm were two.
+    pub registered: bool,
     /// What the loop does with it when it is handed back.
     pub next: Next,
     /// A Unix stream peer's credentials, read once: every message sees
@@ -84,6 +90,7 @@ impl Framed {
             eof: false,
             handler_state: None,
             key: None,
+            registered: false,
             next: Next::Loop,
             credentials,
         }

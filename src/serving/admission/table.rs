@@ -5,14 +5,13 @@
 //! move connections through it; none of them knows the others' places.
 
 use std::collections::VecDeque;
-use std::io;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use super::closing::Closing;
-use super::state::{Admitted, Env, Framed, Held, State, close};
+use super::state::{Admitted, Env, Framed, Held, Next, State, close};
 use crate::Error;
 use crate::deadline::deadline_after;
 use crate::handler_io::Incoming;
@@ -68,6 +67,7 @@ impl Table {
         }
         if let State::Framed(framed) = &mut state {
             framed.key = Some(key);
+            framed.registered = true;
         }
         self.generations += 1;
         entry.insert(Held { generation: self.generations, state });
@@ -78,14 +78,24 @@ impl Table {
     }
 
     /// Puts a framed connection back in its own entry at `key`, waiting
-    /// until `expires`; `armed`: its worker already re-armed it.
-    pub(super) fn hold_again(&mut self, key: usize, framed: Framed, expires: Option<Instant>, armed: bool) {
+    /// until `expires`, armed to report its next bytes (its worker may have
+    /// armed it already; one never registered is registered now).
+    pub(super) fn hold_again(&mut self, key: usize, mut framed: Framed, expires: Option<Instant>) {
+        let armed = framed.next == Next::Armed;
+        if !framed.registered {
+            match self.registry.add(framed.conn.socket.as_fd(), key + FIRST_HELD, Interest::Read) {
+                Ok(()) => framed.registered = true,
+                // Its deadline still ends it, as for a failed re-arm.
+                Err(e) => log::warn!("connection from {}: cannot wait for it: {e}", framed.conn.peer),
+            }
+        }
+        let rearm = framed.registered && !armed;
         self.generations += 1;
         self.held[key] = Held { generation: self.generations, state: State::Framed(framed) };
         if let Some(expires) = expires {
             self.deadlines.set(expires, key, self.generations);
         }
-        if !armed {
+        if rearm {
             self.rearm(key);
         }
     }
@@ -164,18 +174,15 @@ impl Table {
     }
 
     /// Gives a framed connection that has never waited in the loop (its
-    /// first message came with it) the slab entry and the registration
-    /// (disarmed) it keeps while away: it counts as open from now on, and
-    /// its worker can re-arm it. Fails if the registry cannot take it (out
-    /// of kernel memory).
-    pub(super) fn keep_place(&mut self, framed: &mut Framed) -> io::Result<()> {
+    /// first message came with it) the slab entry it keeps while away: it
+    /// counts as open from now on. Its registration comes when it first
+    /// waits for bytes (from its worker, or from `hold_again`).
+    pub(super) fn keep_place(&mut self, framed: &mut Framed) {
         let entry = self.held.vacant_entry();
         let key = entry.key();
-        self.registry.add(framed.conn.socket.as_fd(), key + FIRST_HELD, Interest::Nothing)?;
         self.generations += 1;
         entry.insert(Held { generation: self.generations, state: State::Away { deadline: framed.conn.deadline } });
         framed.key = Some(key);
-        Ok(())
     }
 
     /// Sets when the loop next looks for the away connection at `key`.
@@ -200,7 +207,9 @@ impl Table {
     /// registration if it has them.
     pub(super) fn close_framed(&mut self, framed: Framed) {
         if let Some(key) = framed.key {
-            self.registry.remove(framed.conn.socket.as_fd());
+            if framed.registered {
+                self.registry.remove(framed.conn.socket.as_fd());
+            }
             self.held.remove(key);
         }
         close(framed.conn);
