@@ -267,12 +267,17 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
         self
     }
 
-    /// Stream servers: how long a new connection may stay silent before its
-    /// first byte. Until it speaks it waits in the serving loop's registry,
-    /// not in a handler, so silent clients cannot tie up threads, workers or
-    /// a sequential server; one silent past the limit is closed with a log
-    /// line. Don't set it for protocols where the server speaks first.
-    /// Default: none (a connection goes to a handler when accepted).
+    /// Stream servers: how long a connection may stay silent in the serving
+    /// loop: a new one before its first byte, a framed one between (or
+    /// inside) messages, and one whose handler handed it back
+    /// ([`Request::hand_back`](crate::Request::hand_back)) before its next
+    /// request. While silent it waits in the loop's registry, not in a
+    /// handler, so silent clients cannot tie up threads, workers or a
+    /// sequential server; one silent past the limit is closed with a log
+    /// line (counted in `Stats::idle_closed`). Don't set it for protocols
+    /// where the server speaks first. Default: none (a new connection goes
+    /// to a handler when accepted; a framed or handed-back one waits for as
+    /// long as it takes, or its `connection_timeout`).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.options.idle_timeout = timeout;
         self

@@ -60,12 +60,17 @@ impl Framing {
 
     /// Messages of at most `max` bytes, each after its length as a
     /// big-endian u16. The handler reads the message alone; its reply goes
-    /// back after its own length, the same way.
+    /// back after its own length, the same way. A length above `max` closes
+    /// the connection as soon as the prefix is in, before any of the
+    /// message arrives (reported as `Error::MessageTooLong`, counted in
+    /// `Stats::too_long`).
     pub fn u16_prefixed(max: usize) -> Framing {
         Framing(Rule::Prefixed { width: 2, max: max.min(usize::from(u16::MAX)) })
     }
 
-    /// As [`u16_prefixed`](Self::u16_prefixed), with a big-endian u32 length.
+    /// As [`u16_prefixed`](Self::u16_prefixed), with a big-endian u32 length:
+    /// a prefix of 4 GiB over `max` closes the connection at once, nothing
+    /// of it buffered.
     pub fn u32_prefixed(max: usize) -> Framing {
         Framing(Rule::Prefixed { width: 4, max: max.min(u32::MAX as usize) })
     }
@@ -75,6 +80,12 @@ impl Framing {
     /// an error closes the connection, reported naming the peer). More than
     /// `max` bytes without a whole message close it too. Replies go back
     /// as written.
+    ///
+    /// `split` is not told that the stream ended: when the client closes
+    /// its side, bytes `split` never called whole are dropped, and the
+    /// connection closes with an error ("the connection closed inside a
+    /// message") naming the peer. A protocol whose last message may lack
+    /// its delimiter needs [`lines`](Self::lines), which answers it.
     pub fn custom(max: usize, split: impl Fn(&[u8]) -> io::Result<Option<Split>> + Send + Sync + 'static) -> Framing {
         Framing(Rule::Custom { max, split: Arc::new(split) })
     }

@@ -8,7 +8,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 /// or a [`StatsHandle`]. Counts start at zero when the server is built.
 ///
 /// A request is counted once in `served`, `errors`, `panics` or `timed_out`
-/// when it ends (in fork mode: when its child is reaped).
+/// when it ends (in fork mode: when its child is reaped). It ends after its
+/// answer went out: a client can read its answer a moment before the
+/// counters move, so a `STATS` request answered right after another
+/// client's answer may still count that request in `active`, and not yet
+/// in `served`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
