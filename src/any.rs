@@ -124,9 +124,10 @@ impl Endpoint {
     /// The endpoint a server of `kind` bound to `address` listens on.
     pub(crate) fn of(kind: Kind, address: &Address) -> Endpoint {
         match (kind, address.as_inet()) {
-            (Kind::Stream, Some(inet)) => Endpoint::Tcp(inet.to_string()),
+            // A framed message comes over a stream connection.
+            (Kind::Stream | Kind::Message, Some(inet)) => Endpoint::Tcp(inet.to_string()),
             (Kind::Datagram, Some(inet)) => Endpoint::Udp(inet.to_string()),
-            (Kind::Stream, None) => Endpoint::UnixStream(address.clone()),
+            (Kind::Stream | Kind::Message, None) => Endpoint::UnixStream(address.clone()),
             (Kind::Datagram, None) => Endpoint::UnixDatagram(address.clone()),
         }
     }

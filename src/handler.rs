@@ -8,7 +8,7 @@ use socket2::{SockRef, Socket};
 
 use crate::Address;
 use crate::ancillary::{Ancillary, Credentials};
-use crate::handler_io::{Conn, Reader, Writer};
+use crate::handler_io::{Conn, ConnectionState, Reader, Writer};
 use crate::stats::{Stats, StatsHandle};
 use crate::transport::Kind;
 
@@ -194,7 +194,7 @@ impl AsFd for Request<'_> {
     /// The fd of [`Request::socket`].
     fn as_fd(&self) -> BorrowedFd<'_> {
         match &self.extras {
-            Extras::Stream(conn) => conn.socket.as_fd(),
+            Extras::Stream(conn, _) => conn.socket.as_fd(),
             Extras::Datagram(socket, ..) => socket.as_fd(),
         }
     }
@@ -209,8 +209,9 @@ impl AsRawFd for Request<'_> {
 
 /// The socket behind a request, and where its Unix-socket extras come from.
 pub(crate) enum Extras<'a> {
-    /// A connection: fds arrive with the bytes read; credentials by SO_PEERCRED.
-    Stream(&'a Conn),
+    /// A connection: fds arrive with the bytes read; credentials by
+    /// SO_PEERCRED; and what lives as long as the connection.
+    Stream(&'a Conn, &'a mut ConnectionState),
     /// A datagram on the server's socket (fds and credentials arrived with
     /// it), or a framed message of a connection, with the state that lives
     /// as long as the connection.
@@ -225,9 +226,6 @@ pub(crate) struct Framed<'a> {
     #[cfg(feature = "tls")]
     pub tls: Option<&'a crate::tls::TlsInfo>,
 }
-
-/// What [`Request::connection_state`] keeps for a framed connection.
-pub(crate) type ConnectionState = Option<Box<dyn std::any::Any + Send>>;
 
 impl<'a> Request<'a> {
     pub(crate) fn new(
@@ -288,7 +286,8 @@ impl<'a> Request<'a> {
         self.rfile.packet()
     }
 
-    /// Whether this request is a stream connection or one datagram.
+    /// Whether this request is a stream connection, one datagram, or one
+    /// framed message of a connection.
     pub fn kind(&self) -> Kind {
         self.kind
     }
@@ -327,18 +326,19 @@ impl<'a> Request<'a> {
     /// ```
     pub fn hand_back(&mut self) -> bool {
         match &self.extras {
-            Extras::Stream(conn) => conn.hand_back(),
+            Extras::Stream(conn, _) => conn.hand_back(),
             Extras::Datagram(..) => false,
         }
     }
 
-    /// State that lives as long as the connection, for framed messages
-    /// ([`ServerBuilder::framing`](crate::ServerBuilder::framing)): a
-    /// session, a transaction, a counter. The first call on a connection
-    /// makes a `T::default()`; its later messages get the same value (asking
-    /// for another type starts that one afresh). `None` for plain stream
-    /// requests, whose handler keeps its state in its own variables for the
-    /// whole connection, and for datagrams, which have no connection.
+    /// State that lives as long as the connection: a session, a
+    /// transaction, a count of requests. The first call on a connection
+    /// makes a `T::default()`; its later requests get the same value
+    /// (asking for another type starts that one afresh). It lives across
+    /// framed messages ([`ServerBuilder::framing`](crate::ServerBuilder::framing))
+    /// and across the requests of a stream connection whose handler hands
+    /// it back ([`hand_back`](Self::hand_back)), however many workers serve
+    /// them. `None` for datagrams, which have no connection.
     ///
     /// ```
     /// use std::io::Write;
@@ -355,7 +355,10 @@ impl<'a> Request<'a> {
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     pub fn connection_state<T: Default + Send + 'static>(&mut self) -> Option<&mut T> {
-        let Extras::Datagram(_, _, Some(Framed { state, .. })) = &mut self.extras else { return None };
+        let state = match &mut self.extras {
+            Extras::Stream(_, state) | Extras::Datagram(_, _, Some(Framed { state, .. })) => state,
+            Extras::Datagram(_, _, None) => return None,
+        };
         if !state.as_ref().is_some_and(|held| held.is::<T>()) {
             **state = Some(Box::new(T::default()));
         }
@@ -367,7 +370,7 @@ impl<'a> Request<'a> {
     /// those the kernel attached to it. `None` on inet sockets or elsewhere.
     pub fn peer_credentials(&self) -> Option<Credentials> {
         match &self.extras {
-            Extras::Stream(conn) => conn.peer_credentials(),
+            Extras::Stream(conn, _) => conn.peer_credentials(),
             Extras::Datagram(_, ancillary, _) => ancillary.credentials,
         }
     }
@@ -390,7 +393,7 @@ impl<'a> Request<'a> {
     #[cfg(feature = "proxy-protocol")]
     pub fn proxy_header(&self) -> Option<&crate::proxy::ProxyHeader> {
         match &self.extras {
-            Extras::Stream(conn) => conn.proxy.as_deref(),
+            Extras::Stream(conn, _) => conn.proxy.as_deref(),
             Extras::Datagram(_, ancillary, _) => ancillary.proxy.as_deref(),
         }
     }
@@ -413,7 +416,7 @@ impl<'a> Request<'a> {
     #[cfg(feature = "tls")]
     pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
         match &self.extras {
-            Extras::Stream(conn) => conn.tls.as_deref().map(crate::tls::Session::info),
+            Extras::Stream(conn, _) => conn.tls.as_deref().map(crate::tls::Session::info),
             Extras::Datagram(_, _, framed) => framed.as_ref().and_then(|framed| framed.tls),
         }
     }
@@ -438,7 +441,7 @@ impl<'a> Request<'a> {
     /// ```
     pub fn take_fds(&mut self) -> Vec<OwnedFd> {
         match &mut self.extras {
-            Extras::Stream(conn) => conn.take_fds(),
+            Extras::Stream(conn, _) => conn.take_fds(),
             Extras::Datagram(_, ancillary, _) => std::mem::take(&mut ancillary.fds),
         }
     }

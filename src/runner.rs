@@ -10,8 +10,8 @@ use socket2::{SockAddr, Socket};
 
 use crate::ancillary::{Ancillary, Credentials};
 use crate::deadline::{Timeouts, arm, timed_out};
-use crate::handler::{ConnectionState, Extras, Request, RequestHandler};
-use crate::handler_io::{Conn, Incoming, Reader, Writer, close_stream};
+use crate::handler::{Extras, Request, RequestHandler};
+use crate::handler_io::{Conn, ConnectionState, Incoming, Reader, Writer, close_stream};
 use crate::hooks::ErrorHook;
 use crate::stats::{Counters, StatsHandle};
 use crate::sys::NO_SIGNAL;
@@ -197,6 +197,9 @@ pub(crate) fn serve_stream<H: RequestHandler>(
     untrack: impl FnOnce() -> bool,
     hand_back: MayHandBack,
 ) -> Outcome {
+    let mut incoming = incoming;
+    // What the handler keeps for the connection travels with it across hand-backs.
+    let mut state = incoming.state.take();
     let (conn, peer) = Conn::new(incoming, ctx.timeouts, hand_back != MayHandBack::Unable);
     let (outcome, unread) = {
         let mut req = Request::new(
@@ -205,7 +208,7 @@ pub(crate) fn serve_stream<H: RequestHandler>(
             &peer,
             (&ctx.server_address, &ctx.stats),
             Kind::Stream,
-            Extras::Stream(&conn),
+            Extras::Stream(&conn, &mut state),
         );
         let outcome = run_handler(&*ctx.handler, &mut req);
         let unread = if conn.handed_back() { req.rfile.take_unread() } else { Vec::new() };
@@ -223,7 +226,9 @@ pub(crate) fn serve_stream<H: RequestHandler>(
             return Outcome::Cut;
         }
         let result = served(ctx);
-        ctx.way_back.hand_back(conn.into_incoming(peer, unread), hand_back == MayHandBack::Wake);
+        let mut back = conn.into_incoming(peer, unread);
+        back.state = state;
+        ctx.way_back.hand_back(back, hand_back == MayHandBack::Wake);
         return result;
     }
     if flushed.is_ok() && !matches!(outcome, Err(Failure::Panic(_))) {
@@ -358,7 +363,7 @@ pub(crate) fn serve_message<H: RequestHandler>(
             Writer::datagram(reply),
             &conn.peer,
             (&ctx.server_address, &ctx.stats),
-            Kind::Datagram,
+            Kind::Message,
             Extras::Datagram(
                 &conn.socket,
                 ancillary,

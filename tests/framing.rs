@@ -239,19 +239,37 @@ fn connection_state_lives_between_messages_of_one_connection_only() {
     running.stop().unwrap();
 }
 
-/// Plain stream requests and datagrams have no connection state.
+/// A plain stream request has connection state (it lives as long as the
+/// connection); a datagram has none. A framed message says it is one.
 #[test]
-fn connection_state_is_none_without_framing() {
+fn connection_state_is_none_only_for_datagrams_and_a_framed_message_says_it_is_one() {
     let handler = |req: &mut Request<'_>| {
         let has = req.connection_state::<u8>().is_some();
-        writeln!(req.wfile, "{has}")
+        writeln!(req.wfile, "{has} {:?}", req.kind())
     };
     let running = Running::start(TcpServer::builder(handler).bind("127.0.0.1:0").unwrap());
     let mut conn = connect(&running);
     conn.shutdown(Shutdown::Write).unwrap();
     let mut answer = String::new();
     conn.read_to_string(&mut answer).unwrap();
-    assert_eq!(answer, "false\n");
+    assert_eq!(answer, "true Stream\n");
+    running.stop().unwrap();
+
+    let udp = socketserver::UdpServer::bind("127.0.0.1:0", handler).unwrap();
+    let running = Running::start(udp);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    client.send_to(b"x", running.inet()).unwrap();
+    let mut reply = [0u8; 64];
+    let n = client.recv(&mut reply).unwrap();
+    assert_eq!(&reply[..n], b"false Datagram\n");
+    running.stop().unwrap();
+
+    let framed = TcpServer::builder(handler).framing(Framing::lines(64)).bind("127.0.0.1:0").unwrap();
+    let running = Running::start(framed);
+    let mut conn = BufReader::new(connect(&running));
+    conn.get_mut().write_all(b"x\n").unwrap();
+    assert_eq!(read_line(&mut conn), "true Message\n");
     running.stop().unwrap();
 }
 

@@ -156,3 +156,31 @@ fn a_hand_over_closes_kept_connections_between_requests() {
     }
     running.stop().unwrap();
 }
+
+/// What a handler keeps in `connection_state` lives from request to request
+/// of a connection it hands back, on whichever worker serves it, and never
+/// leaks into another connection (nginx's `keepalive_requests`, a session).
+#[test]
+fn connection_state_lives_across_the_requests_of_a_handed_back_connection() {
+    let handler = |req: &mut Request<'_>| {
+        let mut line = String::new();
+        if req.rfile.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let n = req.connection_state::<u64>().map_or(0, |n| {
+            *n += 1;
+            *n
+        });
+        req.hand_back();
+        write!(req.wfile, "{n} {line}")
+    };
+    let server = TcpServer::builder(handler).dispatch(WorkerPool::new(2).into()).bind("127.0.0.1:0").unwrap();
+    let running = Running::start(server);
+    let (mut a, mut b) = (connect(&running), connect(&running));
+    assert_eq!(ask(&mut a, "a\n"), "1 a\n");
+    assert_eq!(ask(&mut b, "b\n"), "1 b\n");
+    assert_eq!(ask(&mut a, "a\n"), "2 a\n");
+    assert_eq!(ask(&mut a, "a\n"), "3 a\n");
+    assert_eq!(ask(&mut b, "b\n"), "2 b\n");
+    running.stop().unwrap();
+}

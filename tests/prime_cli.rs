@@ -344,6 +344,14 @@ fn the_access_log_names_the_client_the_transport_and_the_answer() {
     udp.send_to(b"29\n", &serve.address).unwrap();
     udp.recv(&mut [0u8; 16]).unwrap();
     log.wait_for(&format!("{} udp T", udp.local_addr().unwrap()));
+
+    // A framed message is logged as what it came over, not as a datagram.
+    let serve = Serve::start_logged("tcp", "127.0.0.1:0", &["--access-log", "--framing", "lines"], log.writer());
+    let conn = TcpStream::connect(&serve.address).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    (&conn).write_all(b"29\n").unwrap();
+    (&conn).read_exact(&mut [0u8; 2]).unwrap();
+    log.wait_for(&format!("{} tcp T", conn.local_addr().unwrap()));
 }
 
 /// Help is per command, and a typo gets a suggestion, not the whole usage.

@@ -40,9 +40,9 @@ impl PrimeService {
     fn reply(&self, req: &mut Request<'_>, answer: &[u8]) -> io::Result<()> {
         if self.access_log {
             let transport = match (req.server_address().is_unix(), req.kind()) {
-                (false, Kind::Stream) => "tcp",
+                (false, Kind::Stream | Kind::Message) => "tcp",
                 (false, _) => "udp",
-                (true, Kind::Stream) => "unix-stream",
+                (true, Kind::Stream | Kind::Message) => "unix-stream",
                 (true, _) => "unix-datagram",
             };
             let verdict = String::from_utf8_lossy(answer.trim_ascii_end());

@@ -84,6 +84,7 @@ impl Conn {
             #[cfg(feature = "tls")]
             tls: self.tls,
             buffered: unread,
+            state: None,
         }
     }
 

@@ -22,6 +22,10 @@ pub(crate) struct Incoming {
     /// The TLS session, once the handshake is done.
     #[cfg(feature = "tls")]
     pub tls: Option<Box<crate::tls::Session>>,
+    /// What a stream handler keeps for the connection
+    /// (`Request::connection_state`), from one request to the next when its
+    /// handler hands it back.
+    pub state: ConnectionState,
     /// What the client sent that an earlier handler read off the socket
     /// (into its reader's buffer) but did not handle: a connection handed
     /// back (`Request::hand_back`) takes it to its next request.
@@ -40,6 +44,7 @@ impl Incoming {
             #[cfg(feature = "tls")]
             tls: None,
             buffered: Vec::new(),
+            state: None,
         }
     }
 }
@@ -62,6 +67,9 @@ impl Incoming {
         Ok(n == 0)
     }
 }
+
+/// What `Request::connection_state` keeps for a connection.
+pub(crate) type ConnectionState = Option<Box<dyn std::any::Any + Send>>;
 
 /// Shuts down the write half so the client sees a clean end of stream, then
 /// closes the socket when it drops.

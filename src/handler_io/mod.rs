@@ -8,5 +8,5 @@ mod incoming;
 mod rw;
 
 pub(crate) use conn::Conn;
-pub(crate) use incoming::{Incoming, close_stream, close_unserved};
+pub(crate) use incoming::{ConnectionState, Incoming, close_stream, close_unserved};
 pub use rw::{Reader, Writer};

@@ -157,7 +157,8 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
         let mut left = budget;
         while left > 0 {
             let taken = match T::KIND {
-                Kind::Stream => self.accept_and_dispatch()?,
+                // No transport's kind is `Message` (a request's only).
+                Kind::Stream | Kind::Message => self.accept_and_dispatch()?,
                 Kind::Datagram => self.receive_and_dispatch(left)?,
             };
             match taken {

@@ -15,7 +15,8 @@ use socket2::Socket;
 use crate::options::Options;
 use crate::{Address, Error, Result};
 
-/// Whether a request is a stream connection or a single datagram.
+/// Whether a request is a stream connection, a single datagram, or one
+/// framed message of a stream connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Kind {
@@ -25,6 +26,11 @@ pub enum Kind {
     /// One datagram on a UDP or Unix datagram socket: `rfile` reads that one
     /// packet, and whatever is written to `wfile` is sent back as one datagram.
     Datagram,
+    /// One framed message of a TCP or Unix stream connection
+    /// ([`ServerBuilder::framing`](crate::ServerBuilder::framing)): `rfile`
+    /// reads that one message, and what is written to `wfile` goes back on
+    /// the connection, framed. A request's kind only: no transport has it.
+    Message,
 }
 
 impl Kind {
@@ -32,6 +38,7 @@ impl Kind {
         match self {
             Kind::Stream => "stream",
             Kind::Datagram => "datagram",
+            Kind::Message => "message",
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::ancillary::Credentials;
 use crate::framing::Inbox;
-use crate::handler::ConnectionState;
+use crate::handler_io::ConnectionState;
 use crate::handler_io::{Incoming, close_stream};
 use crate::hooks::Hooks;
 use crate::options::Options;
