@@ -47,18 +47,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Announces the address, arranges for SIGINT/SIGTERM to stop the server, serves.
+/// Announces the address, arranges for SIGINT/SIGTERM to stop the server
+/// (the library's `OnSignals`: a drain, and a second signal cuts it), serves.
 fn serve<H: RequestHandler>(mut server: AnyServer<H>) -> socketserver::Result<()> {
-    let stop = server.shutdown_handle();
-    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
-        Ok(mut signals) => {
-            std::thread::spawn(move || {
-                if signals.forever().next().is_some() {
-                    stop.request_shutdown();
-                }
-            });
-        }
-        Err(e) => eprintln!("fileserve: no signal handling: {e}"),
+    if let Err(e) = server.shutdown_handle().stop_on_signals() {
+        eprintln!("fileserve: no signal handling: {e}");
     }
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on {}", server.server_address()).and_then(|()| stdout.flush());
