@@ -11,7 +11,7 @@ use socket2::{SockAddr, Socket};
 use crate::ancillary::{Ancillary, Credentials};
 use crate::deadline::{Timeouts, arm, timed_out};
 use crate::handler::{Extras, Request, RequestHandler};
-use crate::handler_io::{Conn, ConnectionState, Incoming, Reader, Writer, close_stream};
+use crate::handler_io::{Conn, Incoming, Reader, Writer, close_stream};
 use crate::hooks::ErrorHook;
 use crate::stats::{Counters, StatsHandle};
 use crate::sys::NO_SIGNAL;
@@ -193,11 +193,10 @@ pub(crate) enum MayHandBack {
 /// then.
 pub(crate) fn serve_stream<H: RequestHandler>(
     ctx: &Context<H>,
-    incoming: Incoming,
+    mut incoming: Incoming,
     untrack: impl FnOnce() -> bool,
     hand_back: MayHandBack,
 ) -> Outcome {
-    let mut incoming = incoming;
     // What the handler keeps for the connection travels with it across hand-backs.
     let mut state = incoming.state.take();
     let (conn, peer) = Conn::new(incoming, ctx.timeouts, hand_back != MayHandBack::Unable);
@@ -226,9 +225,7 @@ pub(crate) fn serve_stream<H: RequestHandler>(
             return Outcome::Cut;
         }
         let result = served(ctx);
-        let mut back = conn.into_incoming(peer, unread);
-        back.state = state;
-        ctx.way_back.hand_back(back, hand_back == MayHandBack::Wake);
+        ctx.way_back.hand_back(conn.into_incoming(peer, unread, state), hand_back == MayHandBack::Wake);
         return result;
     }
     if flushed.is_ok() && !matches!(outcome, Err(Failure::Panic(_))) {
@@ -339,13 +336,12 @@ pub(crate) enum Answered {
 
 /// Serves one framed message of `conn` as a datagram is served (`rfile`
 /// the message, `wfile` the reply), and appends the reply, framed, to
-/// `scratch.wire` for the caller to send. `state` is what the handler keeps
-/// for the connection; `credentials`, a Unix peer's, read once.
+/// `scratch.wire` for the caller to send. The handler's connection state is
+/// `conn`'s; `credentials`, a Unix peer's, read once.
 pub(crate) fn serve_message<H: RequestHandler>(
     ctx: &Context<H>,
     framing: &crate::framing::Framing,
     conn: &mut Incoming,
-    state: &mut ConnectionState,
     credentials: Option<Credentials>,
     message: &[u8],
     scratch: &mut Scratch,
@@ -368,7 +364,7 @@ pub(crate) fn serve_message<H: RequestHandler>(
                 &conn.socket,
                 ancillary,
                 Some(crate::handler::Framed {
-                    state,
+                    state: &mut conn.state,
                     #[cfg(feature = "tls")]
                     tls: conn.tls.as_deref().map(crate::tls::Session::info),
                 }),

@@ -35,7 +35,13 @@ pub(crate) trait Work<H>: Send {
     /// Runs it; `on_worker`: not on the loop's thread. `untrack` runs
     /// before the connection is handed back (a drain cuts through its fd,
     /// which must be ours while tracked) and says whether the drain cut it.
-    fn run(
+    fn run(self, ctx: &Context<H>, scratch: &mut Scratch, on_worker: bool, untrack: &mut dyn FnMut() -> bool)
+    where
+        Self: Sized;
+
+    /// [`run`](Self::run), for work boxed to wait in the pool's queue
+    /// (work run at once, or moved into its thread, is never boxed).
+    fn run_boxed(
         self: Box<Self>,
         ctx: &Context<H>,
         scratch: &mut Scratch,
@@ -130,7 +136,7 @@ impl<H: RequestHandler> Dispatcher<H> {
     /// Runs `work` that the serving loop made ready (a framed connection's
     /// message), which hands its connection back itself. `scratch` is the
     /// server's, reused when it runs on the loop's thread.
-    pub(crate) fn work(&mut self, ctx: &Context<H>, work: Box<dyn Work<H>>, scratch: &mut Scratch) {
+    pub(crate) fn work<W: Work<H> + 'static>(&mut self, ctx: &Context<H>, work: W, scratch: &mut Scratch) {
         let (socket, peer) = work.connection();
         let mut slot = self.capacity.take_message(socket, peer);
         let failed = match &mut self.mode {
@@ -146,7 +152,7 @@ impl<H: RequestHandler> Dispatcher<H> {
                     .err()
                     .map(|e| (threads::SPAWN, who, e))
             }
-            Mode::Pool(pool) => pool.submit(ctx, pool::Job::Work { slot, work }).err(),
+            Mode::Pool(pool) => pool.submit(ctx, pool::Job::Work { slot, work: Box::new(work) }).err(),
             // Refused when the server was built: a child cannot hand the
             // connection back.
             Mode::Fork(_) => {

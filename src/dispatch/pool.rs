@@ -188,7 +188,7 @@ fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue<H>) {
             Job::Stream { mut slot, conn } => {
                 runner::serve_stream(ctx, conn, || slot.untrack(), MayHandBack::Wake);
             }
-            Job::Work { mut slot, work } => work.run(ctx, &mut scratch, true, &mut || slot.untrack()),
+            Job::Work { mut slot, work } => work.run_boxed(ctx, &mut scratch, true, &mut || slot.untrack()),
             Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot } => {
                 scratch.ancillary = ancillary;
                 runner::serve_datagram(ctx, &socket, &packet, &peer, &reply_to, &mut scratch);

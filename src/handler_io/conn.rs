@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::Incoming;
+use super::{ConnectionState, Incoming};
 use crate::Address;
 use crate::ancillary::{Ancillary, Credentials};
 use crate::deadline::{Timeouts, arm, timed_out};
@@ -72,8 +72,9 @@ impl Conn {
     }
 
     /// The connection on its way back to the loop, with `unread`, what the
-    /// handler's reader held, ahead of what it never took.
-    pub(crate) fn into_incoming(self, peer: Address, mut unread: Vec<u8>) -> Incoming {
+    /// handler's reader held, ahead of what it never took, and the state
+    /// its handler keeps for it.
+    pub(crate) fn into_incoming(self, peer: Address, mut unread: Vec<u8>, state: ConnectionState) -> Incoming {
         unread.append(&mut self.pending.borrow_mut());
         Incoming {
             socket: self.socket,
@@ -84,7 +85,7 @@ impl Conn {
             #[cfg(feature = "tls")]
             tls: self.tls,
             buffered: unread,
-            state: None,
+            state,
         }
     }
 

@@ -22,9 +22,9 @@ pub(crate) struct Incoming {
     /// The TLS session, once the handshake is done.
     #[cfg(feature = "tls")]
     pub tls: Option<Box<crate::tls::Session>>,
-    /// What a stream handler keeps for the connection
-    /// (`Request::connection_state`), from one request to the next when its
-    /// handler hands it back.
+    /// What the handler keeps for the connection
+    /// (`Request::connection_state`), from one framed message to the next,
+    /// or one request to the next when its handler hands it back.
     pub state: ConnectionState,
     /// What the client sent that an earlier handler read off the socket
     /// (into its reader's buffer) but did not handle: a connection handed

@@ -26,7 +26,6 @@ use crate::shutdown::ShutdownHandle;
 use crate::stats::{Counters, StatsHandle};
 use crate::sys;
 use crate::transport::{Kind, Transport};
-use crate::waker::Waker;
 use crate::{Address, Error, RequestHandler};
 
 /// What a loop is made of, as the builder gathered it.
@@ -47,10 +46,9 @@ pub(crate) struct Loop<T: Transport, H: RequestHandler> {
     pub(super) ctx: Context<H>,
     pub(super) hooks: Hooks,
     pub(super) options: Options,
-    /// How the loop is asked to stop (its flags), and whose `Waker` it is.
+    /// How the loop is asked to stop (its flags), and its `Waker`: the
+    /// wake-up socket it waits on beside the others.
     pub(super) shutdown: ShutdownHandle,
-    /// The wake-up socket the loop waits on beside the others.
-    pub(super) waker: Waker,
     /// Accepting is paused until then after a resource error.
     pub(super) paused_until: Option<Instant>,
     /// The registry, and the connections the loop holds: on their way from
@@ -82,8 +80,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
                 .then(|| sys::DatagramBatch::new(n, options.max_packet_size))
         };
         let counters = Arc::new(Counters::default());
-        let waker = shutdown.waker().clone();
-        let admission = Admission::new(&waker, socket.as_fd()).map_err(|source| Error::Bind {
+        let admission = Admission::new(shutdown.waker(), socket.as_fd()).map_err(|source| Error::Bind {
             action: "create a readiness registry for",
             addr: server_address.clone(),
             source,
@@ -114,7 +111,6 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
             scratch: Scratch::default(),
             options,
             shutdown,
-            waker,
             paused_until: None,
             admission,
             batch,
@@ -171,7 +167,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
     pub(crate) fn close(&mut self) {
         self.finish_accepted();
         self.admission.close_all();
-        self.admission.forget(self.waker.fd(), self.socket.as_fd());
+        self.admission.forget(self.shutdown.waker().fd(), self.socket.as_fd());
     }
 
     /// The error that says the server's own socket failed.

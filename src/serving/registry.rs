@@ -46,7 +46,7 @@ pub(crate) const FIRST_HELD: usize = 2;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod backend {
     use super::*;
-    use crate::sys::{Epoll, ONESHOT, READ, WRITE};
+    use crate::sys::{Epoll, Events, ONESHOT, READ, WRITE};
 
     pub(super) type Poller = Epoll;
 
@@ -76,17 +76,16 @@ mod backend {
         let _ = poller.delete(fd);
     }
 
-    /// The keys of what was ready; the buffer is reused.
-    #[derive(Default)]
-    pub(super) struct Ready(Vec<usize>);
+    /// What one wait reported; the buffer is reused.
+    pub(super) type Ready = Events;
 
     pub(super) fn wait<'a>(
         poller: &Poller,
         ready: &'a mut Ready,
         timeout: Option<Duration>,
     ) -> io::Result<impl Iterator<Item = usize> + 'a> {
-        poller.wait(&mut ready.0, timeout)?;
-        Ok(ready.0.iter().copied())
+        poller.wait(ready, timeout)?;
+        Ok(ready.keys())
     }
 }
 

@@ -90,11 +90,11 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
             .flatten()
             .min();
 
-        let Loop { admission, socket, waker, ctx, hooks, options, .. } = self;
+        let Loop { admission, socket, shutdown, ctx, hooks, options, .. } = self;
         let woken = admission
-            .wait(socket.as_fd(), waker, accepting, limit, &mut Env { ctx, hooks, options })
+            .wait(socket.as_fd(), shutdown.waker(), accepting, limit, &mut Env { ctx, hooks, options })
             .map_err(|e| self.server_error("wait", e))?;
-        let why = self.waker.take(woken.wake);
+        let why = self.shutdown.waker().take(woken.wake);
         if why.has(Wake::SlotFreed) || why.has(Wake::ChildExited) {
             // A connection of ours ended: its fd is free, so accepting may work again.
             self.paused_until = None;
@@ -138,7 +138,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
                 && let Some((framed, message)) = self.admission.next_message()
             {
                 let answer = Answer::new(framed, message, framing.clone(), Arc::clone(self.admission.returns()));
-                self.dispatcher.work(&self.ctx, Box::new(answer), &mut self.scratch);
+                self.dispatcher.work(&self.ctx, answer, &mut self.scratch);
             } else if let Some(conn) = self.admission.next_spoken() {
                 self.dispatcher.stream(&self.ctx, conn);
             } else {

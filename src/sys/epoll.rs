@@ -59,21 +59,40 @@ impl Epoll {
     }
 
     /// Waits until something is ready or `timeout` passes (`None`: no
-    /// limit), and puts the keys of what was into `keys` (emptied first).
-    /// A signal that interrupts the wait ends it with no keys.
-    pub(crate) fn wait(&self, keys: &mut Vec<usize>, timeout: Option<Duration>) -> io::Result<()> {
-        const BATCH: usize = 1024;
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    /// limit), leaving what was in `events` (emptied first). A signal that
+    /// interrupts the wait ends it with nothing.
+    pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let list = &mut events.0;
+        list.clear();
         let millis = timeout.map_or(-1, |t| t.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int);
-        // SAFETY: `events` is a live array of BATCH epoll_events, and BATCH
-        // is the count passed; the kernel writes at most that many.
-        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), BATCH as libc::c_int, millis) };
-        keys.clear();
+        let room = list.capacity().min(libc::c_int::MAX as usize);
+        // SAFETY: the list's spare capacity is `room` epoll_events of
+        // writable memory, and `room` is the count passed: the kernel
+        // writes at most that many.
+        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), list.as_mut_ptr(), room as libc::c_int, millis) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
-        keys.extend(events[..n as usize].iter().map(|e| e.u64 as usize));
+        // SAFETY: epoll_wait initialised the first `n` (at most `room`) entries.
+        unsafe { list.set_len(n as usize) };
         Ok(())
+    }
+}
+
+/// Room for what one wait reports, allocated once and reused: a wait
+/// writes into it without clearing it first.
+pub(crate) struct Events(Vec<libc::epoll_event>);
+
+impl Default for Events {
+    fn default() -> Self {
+        Events(Vec::with_capacity(1024))
+    }
+}
+
+impl Events {
+    /// The keys of what the last wait reported.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().map(|e| e.u64 as usize)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::state::{Arrival, State};
+use super::state::{Arrival, Framed, State};
 use crate::sys;
 
 /// How a server closes.
@@ -29,6 +29,14 @@ pub(super) enum Waiting {
     FirstByte,
 }
 
+impl Waiting {
+    /// What a framed connection waits for: its next message, or the rest
+    /// of the one it is sending.
+    pub(super) fn of(framed: &Framed) -> Waiting {
+        if framed.inbox.is_empty() { Waiting::NextRequest } else { Waiting::RestOfMessage }
+    }
+}
+
 impl Closing {
     /// Whether a connection waiting as `waiting` on `fd` is closed now. One
     /// whose client already sent (bytes in the socket) is carried on.
@@ -44,8 +52,7 @@ impl Closing {
     /// Whether a connection held in `state` is closed as the close begins.
     pub(super) fn closes_held(self, state: &State) -> bool {
         let (waiting, conn) = match state {
-            State::Framed(framed) if framed.inbox.is_empty() => (Waiting::NextRequest, &framed.conn),
-            State::Framed(framed) => (Waiting::RestOfMessage, &framed.conn),
+            State::Framed(framed) => (Waiting::of(framed), &framed.conn),
             State::Kept(conn) => (Waiting::NextRequest, conn),
             State::Arriving(conn, Arrival::Silent) => (Waiting::FirstByte, conn),
             // Not yet a request of any kind: a stop closes it even with bytes

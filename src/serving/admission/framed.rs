@@ -58,7 +58,9 @@ pub(super) fn frame<H>(table: &mut Table, mut framed: Framed, now: Instant, env:
             table.close_framed(framed);
         }
         Ok(None)
-            if table.closing.is_some_and(|closing| closing.closes(waiting(&framed), framed.conn.socket.as_fd())) =>
+            if table
+                .closing
+                .is_some_and(|closing| closing.closes(Waiting::of(&framed), framed.conn.socket.as_fd())) =>
         {
             if framed.inbox.is_empty() {
                 log::debug!("server closing: closing framed connection from {} between messages", framed.conn.peer);
@@ -94,11 +96,6 @@ pub(super) fn frame<H>(table: &mut Table, mut framed: Framed, now: Instant, env:
     false
 }
 
-/// What a framed connection waits for, as a close sees it.
-fn waiting(framed: &Framed) -> Waiting {
-    if framed.inbox.is_empty() { Waiting::NextRequest } else { Waiting::RestOfMessage }
-}
-
 /// A framed connection's message, on its way to wherever the dispatcher
 /// runs it, with the way back.
 pub(crate) struct Answer {
@@ -119,14 +116,18 @@ impl<H: RequestHandler> Work<H> for Answer {
         (&self.framed.conn.socket, &self.framed.conn.peer)
     }
 
-    fn run(
+    fn run_boxed(
         self: Box<Self>,
         ctx: &Context<H>,
         scratch: &mut Scratch,
         on_worker: bool,
         untrack: &mut dyn FnMut() -> bool,
     ) {
-        let Answer { mut framed, message, framing, returns } = *self;
+        (*self).run(ctx, scratch, on_worker, untrack);
+    }
+
+    fn run(self, ctx: &Context<H>, scratch: &mut Scratch, on_worker: bool, untrack: &mut dyn FnMut() -> bool) {
+        let Answer { mut framed, message, framing, returns } = self;
         framed.next = answer(ctx, &framing, &mut framed, &message, scratch);
         if untrack() {
             framed.next = Next::Close;
@@ -158,8 +159,7 @@ fn answer<H: RequestHandler>(
     let mut unsent = 0;
     let after = loop {
         let message = next.as_deref().unwrap_or(first);
-        let Framed { conn, handler_state, credentials, .. } = &mut *framed;
-        match runner::serve_message(ctx, framing, conn, handler_state, *credentials, message, scratch) {
+        match runner::serve_message(ctx, framing, &mut framed.conn, framed.credentials, message, scratch) {
             Answered::Done => unsent += 1,
             Answered::Failed => {}
             Answered::Fatal => break Next::Close,

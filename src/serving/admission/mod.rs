@@ -325,8 +325,7 @@ impl Admission {
             log::warn!("server closing: connection from {} closed before it was served", conn.peer);
             state::close(conn);
         }
-        let messages: Vec<_> = self.table.messages.drain(..).collect();
-        for (framed, _) in messages {
+        for (framed, _) in std::mem::take(&mut self.table.messages) {
             log::warn!("server closing: connection from {} closed before it was served", framed.conn.peer);
             self.table.close_framed(framed);
         }

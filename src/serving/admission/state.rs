@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use crate::ancillary::Credentials;
 use crate::framing::Inbox;
-use crate::handler_io::ConnectionState;
 use crate::handler_io::{Incoming, close_stream};
 use crate::hooks::Hooks;
 use crate::options::Options;
@@ -62,8 +61,6 @@ pub(crate) struct Framed {
     pub inbox: Inbox,
     /// The client closed its side: what is in the inbox is all there is.
     pub eof: bool,
-    /// What the handler keeps for the connection (`Request::connection_state`).
-    pub handler_state: ConnectionState,
     /// Its slab key in the loop, which keeps its entry (and its
     /// registration, once it has one) while a worker has it; `None` before
     /// it was ever held.
@@ -88,7 +85,6 @@ impl Framed {
             conn,
             inbox: Inbox::default(),
             eof: false,
-            handler_state: None,
             key: None,
             registered: false,
             next: Next::Loop,
