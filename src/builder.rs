@@ -211,6 +211,41 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
         self
     }
 
+    /// Turns TLS clients away by who they are (feature `tls`): called in
+    /// the serving loop with each client's address and finished handshake
+    /// (its [`client_identity`](crate::tls::TlsInfo::client_identity),
+    /// SNI name, ALPN protocol), before any handler runs. `Err(reason)`
+    /// sends `close_notify` and closes the connection, reported to
+    /// `handle_error` as [`Error::TlsRefused`] with the reason and counted
+    /// in [`Stats::tls_refused`](crate::Stats::tls_refused): a refused
+    /// client costs one handshake, never a worker or a handler call.
+    ///
+    /// ```
+    /// # use socketserver::{Request, TcpServer};
+    /// # fn config() -> std::sync::Arc<rustls::ServerConfig> { unimplemented!() }
+    /// # let _ = || {
+    /// // Mutual TLS lets in any certificate the CA signed; this lets in two names.
+    /// let server = TcpServer::builder(|req: &mut Request<'_>| Ok(()))
+    ///     .tls(config())
+    ///     .verify_tls(|_client, tls| {
+    ///         match tls.client_identity().and_then(|id| id.common_name.as_deref()) {
+    ///             Some("billing" | "reports") => Ok(()),
+    ///             other => Err(format!("client certificate for {other:?}, not billing or reports")),
+    ///         }
+    ///     })
+    ///     .bind("127.0.0.1:0")?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// # };
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn verify_tls(
+        mut self,
+        verify: impl FnMut(&Address, &crate::tls::TlsInfo) -> Result<(), String> + Send + 'static,
+    ) -> Self {
+        self.hooks.verify_tls = Some(Box::new(verify));
+        self
+    }
+
     /// Sets SO_REUSEADDR. Default: on for stream servers, so a server can
     /// rebind at once after a restart despite TIME_WAIT; off for datagram
     /// servers, where it would let two servers share a port unawares.

@@ -185,6 +185,16 @@ pub enum Error {
         /// What went wrong, in rustls's words where it had them.
         reason: String,
     },
+    /// A client `verify_tls` turned away after its TLS handshake (its
+    /// certificate names someone not allowed in). That one connection was
+    /// closed, after `close_notify`, before any handler ran.
+    #[error("TLS client {peer} refused: {reason}")]
+    TlsRefused {
+        /// The client.
+        peer: Address,
+        /// Why, in `verify_tls`'s words.
+        reason: String,
+    },
     /// Signal handlers could not be installed
     /// ([`OnSignals::install`](crate::signals::OnSignals::install)).
     #[error("cannot install signal handlers: {source}")]
@@ -214,7 +224,8 @@ impl Error {
             | Error::MessageTooLong { peer, .. }
             | Error::Truncated { peer, .. }
             | Error::ProxyHeader { peer, .. }
-            | Error::Tls { peer, .. } => Some(peer),
+            | Error::Tls { peer, .. }
+            | Error::TlsRefused { peer, .. } => Some(peer),
             _ => None,
         }
     }

@@ -12,6 +12,8 @@ pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
 
 type Verify = Box<dyn FnMut(&Address) -> bool + Send>;
 type Action = Box<dyn FnMut() + Send>;
+#[cfg(feature = "tls")]
+type VerifyTls = Box<dyn FnMut(&Address, &crate::tls::TlsInfo) -> Result<(), String> + Send>;
 
 /// The hooks the serving thread calls (`handle_error` is shared with the
 /// threads that serve requests, so it lives apart, in the request context).
@@ -21,6 +23,8 @@ pub(crate) struct Hooks {
     #[cfg(feature = "systemd")]
     pub(crate) systemd: Option<crate::systemd::Notifier>,
     pub verify_request: Option<Verify>,
+    #[cfg(feature = "tls")]
+    pub verify_tls: Option<VerifyTls>,
     pub handle_timeout: Option<Action>,
     pub service_actions: Option<Action>,
 }
@@ -88,6 +92,13 @@ impl RateLimit {
 impl Hooks {
     pub(crate) fn verify_request(&mut self, peer: &Address) -> bool {
         self.verify_request.as_mut().is_none_or(|verify| verify(peer))
+    }
+
+    /// `verify_tls` on a finished handshake: `Err` says why the client is
+    /// turned away.
+    #[cfg(feature = "tls")]
+    pub(crate) fn verify_tls(&mut self, peer: &Address, tls: &crate::tls::TlsInfo) -> Result<(), String> {
+        self.verify_tls.as_mut().map_or(Ok(()), |verify| verify(peer, tls))
     }
 
     pub(crate) fn handle_timeout(&mut self) {

@@ -39,6 +39,9 @@ pub struct Stats {
     /// Connections whose TLS handshake failed or did not finish in time
     /// (feature `tls`).
     pub tls_failed: u64,
+    /// TLS connections `verify_tls` turned away after their handshake
+    /// (feature `tls`).
+    pub tls_refused: u64,
     /// Requests cut because they still ran at the `drain_timeout` deadline
     /// (connections shut down, children killed).
     pub cut_at_drain: u64,
@@ -65,6 +68,7 @@ impl Stats {
             idle_closed: self.idle_closed + other.idle_closed,
             proxy_refused: self.proxy_refused + other.proxy_refused,
             tls_failed: self.tls_failed + other.tls_failed,
+            tls_refused: self.tls_refused + other.tls_refused,
             cut_at_drain: self.cut_at_drain + other.cut_at_drain,
             resource_pauses: self.resource_pauses + other.resource_pauses,
             too_long: self.too_long + other.too_long,
@@ -109,6 +113,7 @@ impl Stats {
             idle_closed: read(&c.idle_closed),
             proxy_refused: read(&c.proxy_refused),
             tls_failed: read(&c.tls_failed),
+            tls_refused: read(&c.tls_refused),
             cut_at_drain: read(&c.cut_at_drain),
             resource_pauses: read(&c.resource_pauses),
             too_long: read(&c.too_long),
@@ -130,6 +135,7 @@ pub(crate) struct Counters {
     pub(crate) idle_closed: AtomicU64,
     pub(crate) proxy_refused: AtomicU64,
     pub(crate) tls_failed: AtomicU64,
+    pub(crate) tls_refused: AtomicU64,
     pub(crate) cut_at_drain: AtomicU64,
     pub(crate) resource_pauses: AtomicU64,
     pub(crate) too_long: AtomicU64,

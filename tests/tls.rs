@@ -1127,3 +1127,65 @@ fn a_stop_ends_tls_connections_between_requests_with_close_notify() {
         assert!(matches!(end, Ok(0)), "{what}: {end:?}");
     }
 }
+
+/// `verify_tls` sees the finished handshake: a client whose certificate
+/// names someone not let in is closed (cleanly, after `close_notify`)
+/// before any handler runs, with its reason reported and counted; the
+/// same client let in is served. Framed on a pool, as an RPC service is.
+#[test]
+fn verify_tls_turns_a_client_away_by_its_certificate_name_before_any_handler_runs() {
+    use socketserver::{Framing, WorkerPool};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let certs = Certs::new();
+    let errors = Errors::default();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let let_in = Arc::new(AtomicBool::new(false));
+    let (handled_, let_in_) = (handled.clone(), let_in.clone());
+    let handler = move |req: &mut Request<'_>| {
+        handled_.fetch_add(1, Ordering::SeqCst);
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        write!(req.wfile, "ok {line}")
+    };
+    let server = TcpServer::builder(handler)
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(1024))
+        .tls(certs.server(true))
+        .verify_tls(move |client, tls| {
+            let name = tls.client_identity().and_then(|id| id.common_name.clone());
+            match name.as_deref() {
+                Some("prime client") if let_in_.load(Ordering::SeqCst) => Ok(()),
+                _ => Err(format!("{client} presented {name:?}, not on the list")),
+            }
+        })
+        .handle_error(errors.hook())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+
+    let mut refused = rustls_client(running.inet(), certs.client(true), "localhost");
+    // Several messages: none of them may reach a handler.
+    let _ = refused.write_all(b"1\n2\n3\n");
+    let mut rest = Vec::new();
+    // A clean end (close_notify), not a reset or a truncation.
+    assert_eq!(refused.read_to_end(&mut rest).map(|_| rest.len()).ok(), Some(0), "{rest:?}");
+    eventually("the refusal is counted", || stats.get().tls_refused == 1);
+
+    let_in.store(true, Ordering::SeqCst);
+    let mut admitted = BufReader::new(rustls_client(running.inet(), certs.client(true), "localhost"));
+    admitted.get_mut().write_all(b"4\n").unwrap();
+    let mut answer = String::new();
+    admitted.read_line(&mut answer).unwrap();
+    assert_eq!(answer, "ok 4\n");
+    drop(admitted);
+    running.stop().unwrap();
+
+    assert_eq!(handled.load(Ordering::SeqCst), 1, "the refused client's messages reached no handler");
+    let now = stats.get();
+    assert_eq!((now.tls_refused, now.tls_failed, now.served), (1, 0, 1));
+    let errors = errors.all();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("TLS client 127.0.0.1:"), "{errors:?}");
+    assert!(errors[0].contains("refused: 127.0.0.1:") && errors[0].contains("Some(\"prime client\"), not on the list"), "{errors:?}");
+}

@@ -127,7 +127,14 @@ pub(super) fn arrived<H>(
         Arrival::Header(_) => return matches!(verify(table, conn, now, env, false), Admitted::Refused),
         #[cfg(feature = "tls")]
         Arrival::Handshake(handshake) => {
-            conn.tls = Some(Box::new(handshake.into_session()));
+            let session = handshake.into_session();
+            if let Err(reason) = env.hooks.verify_tls(&conn.peer, session.info()) {
+                // The client learns its answer is complete, not cut.
+                session.close_now(&conn.socket);
+                refuse(env, conn, &env.ctx.counters().tls_refused, |peer| Error::TlsRefused { peer, reason });
+                return true;
+            }
+            conn.tls = Some(Box::new(session));
             // Its first request came with the handshake: already read off
             // the socket, so waiting on the socket would not see it.
             // (A framed one reads it out of the session on its way in.)
