@@ -52,11 +52,11 @@ pub fn framed_messages(framing: &crate::Framing, stream: &[u8], splits: &[usize]
         inbox.push(&stream[from..at]);
         from = at;
         while let Some(message) = inbox.next(framing, false).map_err(|e| format!("{e:?}"))? {
-            messages.push(message);
+            messages.push(message.bytes);
         }
     }
     while let Some(message) = inbox.next(framing, true).map_err(|e| format!("{e:?}"))? {
-        messages.push(message);
+        messages.push(message.bytes);
     }
     Ok(messages)
 }

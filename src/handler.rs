@@ -222,6 +222,8 @@ pub(crate) enum Extras<'a> {
 pub(crate) struct Framed<'a> {
     /// What lives as long as the connection.
     pub state: &'a mut ConnectionState,
+    /// Which part of its message this is.
+    pub piece: crate::Piece,
     /// What its TLS handshake settled.
     #[cfg(feature = "tls")]
     pub tls: Option<&'a crate::tls::TlsInfo>,
@@ -363,6 +365,19 @@ impl<'a> Request<'a> {
             **state = Some(Box::new(T::default()));
         }
         state.as_mut()?.downcast_mut()
+    }
+
+    /// Which part of its message a framed request is: [`Piece::Whole`],
+    /// or, under [`Framing::in_pieces`], one piece of a message over the
+    /// framing's maximum. `Whole` for every request that is not framed.
+    ///
+    /// [`Piece::Whole`]: crate::Piece::Whole
+    /// [`Framing::in_pieces`]: crate::Framing::in_pieces
+    pub fn piece(&self) -> crate::Piece {
+        match &self.extras {
+            Extras::Datagram(_, _, Some(Framed { piece, .. })) => *piece,
+            _ => crate::Piece::Whole,
+        }
     }
 
     /// Unix sockets on Linux: the peer process's pid, uid and gid. For a

@@ -103,7 +103,7 @@ pub use any::{AnyServer, Endpoint};
 pub use builder::ServerBuilder;
 pub use dispatch::{Dispatch, Forking, Threading, WorkerPool};
 pub use error::{Error, Result};
-pub use framing::{Framing, Split};
+pub use framing::{Framing, Piece, Split};
 pub use group::ServerGroup;
 pub use handler::{PerRequest, PerRequestHandler, Request, RequestHandler};
 pub use handler_io::{Reader, Writer};

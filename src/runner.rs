@@ -343,7 +343,7 @@ pub(crate) fn serve_message<H: RequestHandler>(
     framing: &crate::framing::Framing,
     conn: &mut Incoming,
     credentials: Option<Credentials>,
-    message: &[u8],
+    message: &crate::framing::Message,
     scratch: &mut Scratch,
 ) -> Answered {
     let Scratch { reply, ancillary, wire } = scratch;
@@ -355,7 +355,7 @@ pub(crate) fn serve_message<H: RequestHandler>(
     ancillary.credentials = credentials;
     let outcome = {
         let mut req = Request::new(
-            Reader::datagram(message),
+            Reader::datagram(&message.bytes),
             Writer::datagram(reply),
             &conn.peer,
             (&ctx.server_address, &ctx.stats),
@@ -365,6 +365,7 @@ pub(crate) fn serve_message<H: RequestHandler>(
                 ancillary,
                 Some(crate::handler::Framed {
                     state: &mut conn.state,
+                    piece: message.piece,
                     #[cfg(feature = "tls")]
                     tls: conn.tls.as_deref().map(crate::tls::Session::info),
                 }),

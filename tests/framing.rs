@@ -1,7 +1,8 @@
 //! Framed messages (`ServerBuilder::framing`; README, "Many connections"):
 //! connections go back to the serving loop between messages, so a small
 //! pool serves many keep-alive clients; pipelined messages are answered in
-//! order; an oversized message closes only its connection; a last line
+//! order; an oversized message closes only its connection, or comes in
+//! pieces the handler answers; a last line
 //! without its newline is answered; the same prime handler serves it.
 
 mod common;
@@ -103,6 +104,94 @@ fn an_oversized_message_closes_only_its_connection_and_is_reported() {
     let errors = errors.all();
     assert!(errors[0].contains(&bad_peer) && errors[0].contains("16-byte"), "{errors:?}");
     running.stop().unwrap();
+}
+
+/// With `in_pieces`, an over-long message is the handler's to answer (a
+/// "line too long" on its first piece, the rest skipped), and the
+/// connection goes on: over lines, and over length prefixes from Python's
+/// `socket` module, where the rest is skipped by its length.
+#[test]
+fn an_over_long_message_in_pieces_is_answered_and_the_connection_goes_on() {
+    use socketserver::Piece;
+    let errors = Errors::default();
+    let handler = |req: &mut Request<'_>| match req.piece() {
+        Piece::Whole => echo()(req),
+        Piece::First => write!(req.wfile, "too long: {}...", String::from_utf8_lossy(&req.packet().unwrap()[..4])),
+        _ => Ok(()),
+    };
+    let lines = TcpServer::builder(handler)
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(16).in_pieces())
+        .handle_error(errors.hook())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = lines.stats_handle();
+    let running = Running::start(lines);
+    let mut conn = BufReader::new(connect(&running));
+    conn.get_mut().write_all(&[&b"abcd"[..], &[b'x'; 100_000], b"\nfine\n"].concat()).unwrap();
+    // Replies go back as written: the first has no newline of its own.
+    assert_eq!(read_line(&mut conn), "too long: abcd...> fine\n");
+    running.stop().unwrap();
+    // Each piece is a request of its own: the long line's, then `fine`.
+    let pieces = (4 + 100_000 + 1_u64).div_ceil(16);
+    assert_eq!((stats.get().too_long, stats.get().served), (0, pieces + 1));
+    assert_eq!(errors.all(), Vec::<String>::new());
+
+    let prefixed =
+        TcpServer::builder(handler).framing(Framing::u16_prefixed(16).in_pieces()).bind("127.0.0.1:0").unwrap();
+    let running = Running::start(prefixed);
+    let script = r#"
+import socket, struct, sys
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20) as s:
+    for body in (b"wxyz" * 10000, b"ok"):
+        s.sendall(struct.pack(">H", len(body)) + body)
+    f = s.makefile("rb")
+    for _ in range(2):
+        (n,) = struct.unpack(">H", f.read(2))
+        sys.stdout.write(f.read(n).decode() + "|")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &running.inet().port().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "too long: wxyz...|> ok|");
+    running.stop().unwrap();
+}
+
+/// `custom_to_end` is told the stream ended, so a last message without
+/// its delimiter is answered; `custom` drops it with an error naming the peer.
+#[test]
+fn a_custom_framing_told_of_the_end_answers_a_last_message_without_its_delimiter() {
+    use socketserver::Split;
+    let nul = |bytes: &[u8], ended: bool| {
+        Ok(match bytes.iter().position(|&b| b == 0) {
+            Some(end) => Some(Split { consumed: end + 1, message: 0..end }),
+            None if ended => Some(Split { consumed: bytes.len(), message: 0..bytes.len() }),
+            None => None,
+        })
+    };
+    for (framing, expected) in
+        [(Framing::custom_to_end(64, nul), "> a> b"), (Framing::custom(64, move |bytes| nul(bytes, false)), "> a")]
+    {
+        let errors = Errors::default();
+        let server =
+            TcpServer::builder(echo()).framing(framing).handle_error(errors.hook()).bind("127.0.0.1:0").unwrap();
+        let running = Running::start(server);
+        let mut conn = connect(&running);
+        conn.write_all(b"a\0b").unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        let mut answers = String::new();
+        conn.read_to_string(&mut answers).unwrap();
+        assert_eq!(answers, expected);
+        running.stop().unwrap();
+        let errors = errors.all();
+        if expected == "> a" {
+            assert!(errors.len() == 1 && errors[0].contains("closed inside a message"), "{errors:?}");
+        } else {
+            assert_eq!(errors, Vec::<String>::new());
+        }
+    }
 }
 
 #[test]

@@ -371,3 +371,51 @@ fn help_is_per_command_and_a_typo_gets_a_suggestion() {
     assert_eq!(command.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&command.stderr).contains("a similar subcommand exists: 'serve'"));
 }
+
+/// `--framing lines` answers every line as the unframed service does, as
+/// Python's `int()` reads it, however long: a prime padded far past the
+/// framing's maximum (its digits across two pieces) is `T`, 8 MiB of digits
+/// is `E`. Framed, the connection then goes on: the next line is answered.
+#[test]
+fn framed_prime_answers_over_long_lines_as_the_unframed_service_does() {
+    use std::io::{BufRead, BufReader};
+    // The framing's maximum with the default digit limit: 2 x 4300 + 1024.
+    let max_line = 2 * 4300 + 1024;
+    let lines: Vec<Vec<u8>> = vec![
+        b"7\n".to_vec(),
+        format!("17{}\n", " ".repeat(10_000)).into_bytes(),
+        format!("{}1_000_003 \n", " ".repeat(max_line - 4)).into_bytes(),
+        // Unframed, the service closes after this one: it will not read on.
+        [vec![b'1'; 8 << 20], b"\n".to_vec()].concat(),
+    ];
+    let expected = ["T", "T", "T", "E"];
+    let answers = |flags: &[&str], payload: Vec<u8>, count: usize| {
+        let serve = Serve::start("tcp", "127.0.0.1:0", flags);
+        let conn = TcpStream::connect(&serve.address).unwrap();
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut writer = conn.try_clone().unwrap();
+        // The unframed service may close before it has read everything.
+        let sending = std::thread::spawn(move || {
+            let _ = writer.write_all(&payload);
+            let _ = writer.shutdown(std::net::Shutdown::Write);
+        });
+        let mut reader = BufReader::new(conn);
+        let mut got = Vec::new();
+        for _ in 0..count {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            got.push(line.trim_end().to_string());
+        }
+        sending.join().unwrap();
+        got
+    };
+    let unframed = answers(&[], lines.concat(), lines.len());
+    assert_eq!(unframed, expected, "the unframed service");
+    let garbage = format!("{}\n", "x".repeat(3 * max_line)).into_bytes();
+    let framed_payload = [lines.concat(), garbage, b"5\n".to_vec()].concat();
+    let framed = answers(&["--framing", "lines", "--workers", "2"], framed_payload, lines.len() + 2);
+    assert_eq!(framed[..lines.len()], expected, "framed, as unframed");
+    assert_eq!(framed[lines.len()..], ["E", "T"], "framed, the connection goes on");
+}

@@ -1187,5 +1187,8 @@ fn verify_tls_turns_a_client_away_by_its_certificate_name_before_any_handler_run
     let errors = errors.all();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].starts_with("TLS client 127.0.0.1:"), "{errors:?}");
-    assert!(errors[0].contains("refused: 127.0.0.1:") && errors[0].contains("Some(\"prime client\"), not on the list"), "{errors:?}");
+    assert!(
+        errors[0].contains("refused: 127.0.0.1:") && errors[0].contains("Some(\"prime client\"), not on the list"),
+        "{errors:?}"
+    );
 }

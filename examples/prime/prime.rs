@@ -3,7 +3,7 @@
 
 use std::io::{self, BufRead, Write};
 
-use socketserver::{Kind, Request, RequestHandler};
+use socketserver::{Kind, Piece, Request, RequestHandler};
 
 use crate::parse::{Int, LineParser, MAX_DIGITS};
 use crate::primality::is_prime;
@@ -68,8 +68,60 @@ fn verdict(n: Option<Int>) -> &'static [u8] {
     }
 }
 
+/// Where a framed line over the framing's maximum stands between its
+/// pieces: kept with the connection, as the unframed handler keeps its
+/// parser on its stack.
+#[derive(Default)]
+enum LongLine {
+    #[default]
+    None,
+    Reading(LineParser),
+    /// Answered `E` already: the rest of the line changes nothing.
+    Answered,
+}
+
+impl PrimeService {
+    /// A piece of a framed line over the framing's maximum (`--framing
+    /// lines`): read as the unframed handler reads a long line, answered
+    /// once, at the line's end or as soon as it cannot be a number; the
+    /// connection then goes on with the next line.
+    fn piece(&self, req: &mut Request<'_>) -> io::Result<()> {
+        let piece = req.piece();
+        let bytes = req.packet().unwrap_or_default();
+        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let Some(state) = req.connection_state::<LongLine>() else { return Ok(()) };
+        if piece == Piece::First {
+            *state = LongLine::Reading(LineParser::new(self.max_digits));
+        }
+        let answer = match state {
+            LongLine::Reading(line) => {
+                line.feed(bytes);
+                if piece == Piece::Last {
+                    let answer = verdict(line.finish());
+                    *state = LongLine::None;
+                    answer
+                } else if line.is_invalid() {
+                    *state = LongLine::Answered;
+                    b"E\n"
+                } else {
+                    return Ok(());
+                }
+            }
+            LongLine::Answered if piece == Piece::Last => {
+                *state = LongLine::None;
+                return Ok(());
+            }
+            LongLine::Answered | LongLine::None => return Ok(()),
+        };
+        self.reply(req, answer)
+    }
+}
+
 impl RequestHandler for PrimeService {
     fn handle(&self, req: &mut Request<'_>) -> io::Result<()> {
+        if req.piece() != Piece::Whole {
+            return self.piece(req);
+        }
         let mut line = LineParser::new(self.max_digits);
         loop {
             let input = req.rfile.fill_buf()?;

@@ -241,10 +241,13 @@ fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions)
         }
         None => builder,
     };
-    // A line may hold the digits, an underscore between each two, and some
-    // whitespace; longer ones close their connection.
+    // A line of the longest number (digits, an underscore between each
+    // two, some whitespace) is one message; a longer line (padding, or
+    // garbage) comes in pieces, read and answered as the unframed handler
+    // reads and answers it, holding at most this much per connection.
     let max_line = 2 * options.max_digits.unwrap_or(parse::MAX_DIGITS) + 1024;
-    let builder = if options.framing { builder.framing(socketserver::Framing::lines(max_line)) } else { builder };
+    let framing = socketserver::Framing::lines(max_line).in_pieces();
+    let builder = if options.framing { builder.framing(framing) } else { builder };
     let builder = match options.batch {
         Some(n) => builder.datagram_batch(n),
         None => builder,

@@ -22,7 +22,7 @@ use super::table::Table;
 use crate::ancillary::Ancillary;
 use crate::deadline::deadline_after;
 use crate::dispatch::Work;
-use crate::framing::{Framing, Refused};
+use crate::framing::{Framing, Message, Refused};
 use crate::runner::{self, Answered, Context, Scratch};
 use crate::stats::Counters;
 use crate::{Address, Error, RequestHandler};
@@ -100,13 +100,13 @@ pub(super) fn frame<H>(table: &mut Table, mut framed: Framed, now: Instant, env:
 /// runs it, with the way back.
 pub(crate) struct Answer {
     framed: Framed,
-    message: Vec<u8>,
+    message: Message,
     framing: Framing,
     returns: Arc<Returns>,
 }
 
 impl Answer {
-    pub(crate) fn new(framed: Framed, message: Vec<u8>, framing: Framing, returns: Arc<Returns>) -> Self {
+    pub(crate) fn new(framed: Framed, message: Message, framing: Framing, returns: Arc<Returns>) -> Self {
         Answer { framed, message, framing, returns }
     }
 }
@@ -128,7 +128,7 @@ impl<H: RequestHandler> Work<H> for Answer {
 
     fn run(self, ctx: &Context<H>, scratch: &mut Scratch, on_worker: bool, untrack: &mut dyn FnMut() -> bool) {
         let Answer { mut framed, message, framing, returns } = self;
-        framed.next = answer(ctx, &framing, &mut framed, &message, scratch);
+        framed.next = answer(ctx, &framing, &mut framed, message, scratch);
         if untrack() {
             framed.next = Next::Close;
         }
@@ -150,16 +150,15 @@ fn answer<H: RequestHandler>(
     ctx: &Context<H>,
     framing: &Framing,
     framed: &mut Framed,
-    first: &[u8],
+    first: Message,
     scratch: &mut Scratch,
 ) -> Next {
-    let mut next = None;
+    let mut message = first;
     let mut answered = 0;
     // Requests whose replies wait in `scratch.wire`: served once sent.
     let mut unsent = 0;
     let after = loop {
-        let message = next.as_deref().unwrap_or(first);
-        match runner::serve_message(ctx, framing, &mut framed.conn, framed.credentials, message, scratch) {
+        match runner::serve_message(ctx, framing, &mut framed.conn, framed.credentials, &message, scratch) {
             Answered::Done => unsent += 1,
             Answered::Failed => {}
             Answered::Fatal => break Next::Close,
@@ -173,7 +172,7 @@ fn answer<H: RequestHandler>(
             break Next::Loop;
         }
         match following(framing, framed) {
-            Ok(message) => next = Some(message),
+            Ok(following) => message = following,
             Err(after) => break after,
         }
     };
@@ -186,7 +185,7 @@ fn answer<H: RequestHandler>(
 
 /// The message a pipelining client sent after the one just answered, or
 /// what comes next for the connection without one.
-fn following(framing: &Framing, framed: &mut Framed) -> Result<Vec<u8>, Next> {
+fn following(framing: &Framing, framed: &mut Framed) -> Result<Message, Next> {
     let partly_in = !framed.inbox.is_empty();
     match framed.inbox.next(framing, framed.eof) {
         Ok(Some(message)) => return Ok(message),

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::registry::{FIRST_HELD, Interest, LISTENER, Registry, WAKE};
+use crate::framing::Message;
 use crate::handler_io::Incoming;
 use crate::sys;
 use crate::waker::Waker;
@@ -315,7 +316,7 @@ impl Admission {
     }
 
     /// The framed connection whose message has waited longest, with it.
-    pub(crate) fn next_message(&mut self) -> Option<(Framed, Vec<u8>)> {
+    pub(crate) fn next_message(&mut self) -> Option<(Framed, Message)> {
         self.table.messages.pop_front()
     }
 

@@ -14,6 +14,7 @@ use super::closing::Closing;
 use super::state::{Admitted, Env, Framed, Held, Next, State, close};
 use crate::Error;
 use crate::deadline::deadline_after;
+use crate::framing::Message;
 use crate::handler_io::Incoming;
 use crate::serving::deadlines::Deadlines;
 use crate::serving::registry::{FIRST_HELD, Interest, Registry};
@@ -33,7 +34,7 @@ pub(super) struct Table {
     /// Ready for a handler, oldest first, waiting for room.
     pub spoken: VecDeque<Incoming>,
     /// Framed connections with a whole message, waiting for room.
-    pub messages: VecDeque<(Framed, Vec<u8>)>,
+    pub messages: VecDeque<(Framed, Message)>,
     /// The server is closing: connections between requests are closed
     /// instead of held.
     pub closing: Option<Closing>,
