@@ -70,6 +70,8 @@ mod builder;
 mod deadline;
 mod dispatch;
 mod error;
+#[cfg(feature = "metrics")]
+mod exported;
 mod framing;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -137,7 +137,10 @@ impl Failure {
 
 /// Python's `BaseRequestHandler.__init__`: setup, then handle, then finish
 /// even if handle failed. A panic is caught here, so it costs one request.
-fn run_handler<H: RequestHandler>(handler: &H, req: &mut Request<'_>) -> Result<(), Failure> {
+fn run_handler<H: RequestHandler>(ctx: &Context<H>, req: &mut Request<'_>) -> Result<(), Failure> {
+    let handler = &*ctx.handler;
+    #[cfg(feature = "metrics")]
+    let started = std::time::Instant::now();
     // With the `tracing` feature, the handler's own events nest in a span
     // that names the request.
     #[cfg(feature = "tracing")]
@@ -154,6 +157,10 @@ fn run_handler<H: RequestHandler>(handler: &H, req: &mut Request<'_>) -> Result<
         let finished = handler.finish(req);
         handled.and(finished)
     }));
+    #[cfg(feature = "metrics")]
+    if let Some(exported) = ctx.counters().exported.get() {
+        exported.handled(started.elapsed());
+    }
     match outcome {
         Ok(result) => result.map_err(Failure::Io),
         Err(payload) => Err(Failure::Panic(panic_message(payload.as_ref()))),
@@ -209,7 +216,7 @@ pub(crate) fn serve_stream<H: RequestHandler>(
             Kind::Stream,
             Extras::Stream(&conn, &mut state),
         );
-        let outcome = run_handler(&*ctx.handler, &mut req);
+        let outcome = run_handler(ctx, &mut req);
         let unread = if conn.handed_back() { req.rfile.take_unread() } else { Vec::new() };
         (outcome, unread)
     };
@@ -303,7 +310,7 @@ pub(crate) fn answer_datagram<H: RequestHandler>(
             Kind::Datagram,
             Extras::Datagram(socket, ancillary, None),
         );
-        run_handler(&*ctx.handler, &mut req)
+        run_handler(ctx, &mut req)
     };
     let send = !reply.is_empty() && !matches!(outcome, Err(Failure::Panic(_)));
     let outcome = match outcome {
@@ -371,7 +378,7 @@ pub(crate) fn serve_message<H: RequestHandler>(
                 }),
             ),
         );
-        run_handler(&*ctx.handler, &mut req)
+        run_handler(ctx, &mut req)
     };
     #[cfg(feature = "proxy-protocol")]
     {

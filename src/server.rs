@@ -268,6 +268,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// [`Error::Server`] if its own socket failed (a closed fd, say).
     pub fn serve_forever(&mut self) -> Result<()> {
         self.check_activated()?;
+        self.serving.starting();
         let stop = self.serving.shutdown().clone();
         let _serving = stop.enter_loop();
         self.serving.hooks().serving();
@@ -295,6 +296,7 @@ impl<T: Transport, H: RequestHandler> Server<T, H> {
     /// As for [`serve_forever`](Self::serve_forever).
     pub fn handle_request(&mut self) -> Result<()> {
         self.check_activated()?;
+        self.serving.starting();
         let stop = self.serving.shutdown().clone();
         let _serving = stop.enter_loop();
         let deadline = self.serving.options().timeout.map(|t| deadline_after(Instant::now(), t));

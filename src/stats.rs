@@ -101,7 +101,7 @@ impl StatsHandle {
 
 impl Stats {
     pub(crate) fn read(c: &Counters) -> Stats {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let read = |count: &Count| count.n.load(Ordering::Relaxed);
         Stats {
             accepted: read(&c.accepted),
             served: read(&c.served),
@@ -125,28 +125,94 @@ impl Stats {
 /// The live counters behind [`Stats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) accepted: AtomicU64,
-    pub(crate) served: AtomicU64,
-    pub(crate) refused: AtomicU64,
-    pub(crate) errors: AtomicU64,
-    pub(crate) panics: AtomicU64,
-    pub(crate) timed_out: AtomicU64,
-    pub(crate) truncated: AtomicU64,
-    pub(crate) idle_closed: AtomicU64,
-    pub(crate) proxy_refused: AtomicU64,
-    pub(crate) tls_failed: AtomicU64,
-    pub(crate) tls_refused: AtomicU64,
-    pub(crate) cut_at_drain: AtomicU64,
-    pub(crate) resource_pauses: AtomicU64,
-    pub(crate) too_long: AtomicU64,
+    pub(crate) accepted: Count,
+    pub(crate) served: Count,
+    pub(crate) refused: Count,
+    pub(crate) errors: Count,
+    pub(crate) panics: Count,
+    pub(crate) timed_out: Count,
+    pub(crate) truncated: Count,
+    pub(crate) idle_closed: Count,
+    pub(crate) proxy_refused: Count,
+    pub(crate) tls_failed: Count,
+    pub(crate) tls_refused: Count,
+    pub(crate) cut_at_drain: Count,
+    pub(crate) resource_pauses: Count,
+    pub(crate) too_long: Count,
     /// Requests in flight: the dispatcher's capacity counts them here, as
     /// it takes and frees slots, against its limit.
     pub(crate) active: AtomicUsize,
+    /// The active gauge and the duration histogram (feature `metrics`),
+    /// once the server starts serving.
+    #[cfg(feature = "metrics")]
+    pub(crate) exported: std::sync::OnceLock<crate::exported::Exported>,
+}
+
+/// One of a server's counts; with the feature `metrics`, also a counter of
+/// the recorder that was installed when the server was built.
+#[derive(Debug, Default)]
+pub(crate) struct Count {
+    n: AtomicU64,
+    /// Set once, when the server starts serving (its address is final then).
+    #[cfg(feature = "metrics")]
+    pub(crate) exported: std::sync::OnceLock<crate::exported::Counter>,
+}
+
+impl Count {
+    /// The count now.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn get(&self) -> u64 {
+        self.n.load(Ordering::Relaxed)
+    }
 }
 
 impl Counters {
     /// Counts one event; relaxed, as the counters order nothing else.
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub(crate) fn add(count: &Count, n: u64) {
+        count.n.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(exported) = count.exported.get() {
+            exported.increment(n);
+        }
+    }
+
+    /// A request starts: one more in flight.
+    pub(crate) fn started(&self) {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        #[cfg(feature = "metrics")]
+        if let Some(exported) = self.exported.get() {
+            exported.active.increment(1.0);
+        }
+    }
+
+    /// A request ends: one fewer in flight.
+    pub(crate) fn ended(&self) {
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        #[cfg(feature = "metrics")]
+        if let Some(exported) = self.exported.get() {
+            exported.active.decrement(1.0);
+        }
+    }
+
+    /// Each count with the name it is known by (its `Stats` field) and
+    /// what it counts, in `Stats`' order.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn named(&self) -> [(&Count, &'static str, &'static str); 14] {
+        [
+            (&self.accepted, "accepted", "Connections accepted, or datagrams received."),
+            (&self.served, "served", "Requests whose handler completed and whose answer went out."),
+            (&self.refused, "refused", "Requests verify_request turned away."),
+            (&self.errors, "errors", "Requests that ended with an error from the handler or its I/O."),
+            (&self.panics, "panics", "Requests whose handler panicked."),
+            (&self.timed_out, "timed_out", "Requests that ended because a read or write timed out."),
+            (&self.truncated, "truncated", "Datagrams dropped for being larger than max_packet_size."),
+            (&self.idle_closed, "idle_closed", "Connections closed for sending nothing within idle_timeout."),
+            (&self.proxy_refused, "proxy_refused", "Connections or datagrams refused for their PROXY header."),
+            (&self.tls_failed, "tls_failed", "Connections whose TLS handshake failed or did not finish in time."),
+            (&self.tls_refused, "tls_refused", "TLS connections verify_tls turned away."),
+            (&self.cut_at_drain, "cut_at_drain", "Requests cut because they still ran at the drain deadline."),
+            (&self.resource_pauses, "resource_pauses", "Times accepting paused for want of fds or memory."),
+            (&self.too_long, "too_long", "Framed connections closed for a message over the maximum."),
+        ]
     }
 }

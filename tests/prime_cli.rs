@@ -419,3 +419,53 @@ fn framed_prime_answers_over_long_lines_as_the_unframed_service_does() {
     assert_eq!(framed[..lines.len()], expected, "framed, as unframed");
     assert_eq!(framed[lines.len()..], ["E", "T"], "framed, the connection goes on");
 }
+
+/// `prime serve --metrics ADDR` (feature `metrics`): Python's `urllib`
+/// scrapes `/metrics` and finds the server's counters, labelled with its
+/// address and transport, matching the requests it answered.
+#[cfg(feature = "metrics")]
+#[test]
+fn prime_serve_metrics_are_scraped_by_a_real_http_client() {
+    let log = LogFile::new();
+    let serve = Serve::start_logged(
+        "tcp",
+        "127.0.0.1:0",
+        &["--metrics", "127.0.0.1:0", "--framing", "lines", "--workers", "2"],
+        log.writer(),
+    );
+    log.wait_for("metrics on http://");
+    let text = log.text();
+    let url = text.lines().find_map(|l| l.strip_prefix("metrics on ")).unwrap().trim().to_string();
+    assert_eq!(stream_exchange(&serve.address, b"17\n4\nx\n"), "T\nF\nE\n");
+    let scrape = |url: &str| {
+        let script = "import sys, urllib.request\nwith urllib.request.urlopen(sys.argv[1], timeout=20) as r:\n    sys.stdout.write(str(r.status) + '\\n' + r.headers['Content-Type'] + '\\n' + r.read().decode())";
+        let out = Command::new("python3").args(["-c", script, url]).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let label = format!("server=\"{}\"", serve.address);
+    let value = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label) && l.contains("transport=\"tcp\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    // A request is counted a moment after its answer is read.
+    eventually("the three answers are counted", || value(&scrape(&url).1, "socketserver_served_total") == Some(3.0));
+    let (ok, body, stderr) = scrape(&url);
+    assert!(ok, "python: {stderr}");
+    assert!(body.starts_with("200\ntext/plain; version=0.0.4\n"), "{body}");
+    assert_eq!(value(&body, "socketserver_accepted_total"), Some(1.0), "{body}");
+    assert_eq!(value(&body, "socketserver_errors_total"), Some(0.0), "{body}");
+    assert_eq!(value(&body, "socketserver_active"), Some(0.0), "{body}");
+    assert!(body.contains("# HELP socketserver_served_total Requests whose handler completed"), "{body}");
+    assert!(
+        body.lines().any(|l| l.starts_with("socketserver_request_duration_seconds") && l.contains(&label)),
+        "{body}"
+    );
+    let (ok, missing, _) = scrape(&url.replace("/metrics", "/other"));
+    assert!(!ok && missing.is_empty(), "a path other than /metrics is 404");
+}

@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve until SIGINT or SIGTERM (a second one cuts the drain short)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Ask a server about each N; print "N ANSWER" per number
     Ask(AskArgs),
     /// Write a CA, and a server and a client certificate it signed, as PEM
@@ -129,6 +129,11 @@ pub struct ServeArgs {
     #[cfg(feature = "proxy-protocol")]
     #[arg(long, value_name = "CIDR", requires = "proxy_protocol", value_parser = network)]
     pub trusted_proxy: Vec<socketserver::proxy::IpNet>,
+    /// Serve the server's counters for Prometheus at http://ADDR/metrics
+    /// (HOST:PORT; port 0 picks one, named on stderr)
+    #[cfg(feature = "metrics")]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// tcp/unix-stream: serve TLS with this certificate chain (PEM)
     #[cfg(feature = "tls")]
     #[arg(long, value_name = "PEM", requires = "tls_key")]

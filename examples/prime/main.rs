@@ -10,6 +10,8 @@
 
 mod cli;
 mod client;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod parse;
 mod pidfile;
 mod primality;
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match Cli::parse().command {
         None => demo(),
-        Some(Command::Serve(args)) => serve::parse_serve(args).map_err(usage_error).and_then(serve::serve),
+        Some(Command::Serve(args)) => serve::parse_serve(*args).map_err(usage_error).and_then(serve::serve),
         Some(Command::Ask(args)) => ask(args),
         #[cfg(feature = "tls")]
         Some(Command::Certs { dir }) => certs(&dir),

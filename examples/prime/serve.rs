@@ -40,6 +40,9 @@ pub struct ServeOptions {
     /// `--proxy-protocol`, and the `--trusted-proxy` networks.
     #[cfg(feature = "proxy-protocol")]
     proxy: Option<Vec<socketserver::proxy::IpNet>>,
+    /// `--metrics ADDR`: where Prometheus scrapes.
+    #[cfg(feature = "metrics")]
+    metrics: Option<String>,
     /// `--tls-cert`, `--tls-key`, `--tls-client-ca`, read into a config.
     #[cfg(feature = "tls")]
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -69,6 +72,8 @@ pub fn parse_serve(args: ServeArgs) -> Result<(TransportKind, String, ServeOptio
         ServeOptions {
             #[cfg(feature = "tls")]
             tls: tls_config(datagrams, [args.tls_cert, args.tls_key, args.tls_client_ca])?,
+            #[cfg(feature = "metrics")]
+            metrics: args.metrics,
             #[cfg(feature = "proxy-protocol")]
             proxy: trusted_proxies(args.proxy_protocol, args.trusted_proxy),
             dispatch,
@@ -129,6 +134,12 @@ pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Re
         Some(user) => Some(privileges::lookup(user, options.group.as_deref()).map_err(failure)?),
         None => None,
     };
+    // Before any server is built: each registers its counters with the
+    // recorder installed then.
+    #[cfg(feature = "metrics")]
+    if let Some(at) = &options.metrics {
+        crate::metrics::serve(at).map_err(failure)?;
+    }
     let run = run::Run::new(ids, &options, &addr);
     if let Some(fds) = handed_over(&addr, options.reuseport.is_some())? {
         let servers = fds.into_iter().map(|fd| inherited(kind, fd, handler.clone(), &options));

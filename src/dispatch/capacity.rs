@@ -95,7 +95,7 @@ impl Capacity {
     }
 
     pub(super) fn take(self: &Arc<Self>) -> Slot {
-        self.counters.active.fetch_add(1, Ordering::SeqCst);
+        self.counters.started();
         Slot { capacity: Arc::clone(self), tracked: None, connection: false }
     }
 
@@ -212,7 +212,7 @@ impl Drop for Slot {
         if self.connection {
             capacity.connections.fetch_sub(1, Ordering::SeqCst);
         }
-        capacity.counters.active.fetch_sub(1, Ordering::SeqCst);
+        capacity.counters.ended();
         if capacity.waiting.swap(false, Ordering::SeqCst) {
             capacity.waker.wake(Wake::SlotFreed);
         }

@@ -145,6 +145,23 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
     }
 
     /// The address read back from the socket once it is bound.
+    /// The loop starts serving: its address is final now (port 0 read
+    /// back), so its counters are exported under it (feature `metrics`),
+    /// to the recorder installed then; later calls change nothing.
+    pub(crate) fn starting(&self) {
+        #[cfg(feature = "metrics")]
+        {
+            // Labelled as its endpoint's scheme says.
+            let transport = match (T::KIND == Kind::Stream, <T::Family as crate::transport::Family>::INET) {
+                (true, true) => "tcp",
+                (true, false) => "unix",
+                (false, true) => "udp",
+                (false, false) => "unix-datagram",
+            };
+            crate::exported::export(self.ctx.counters(), &self.ctx.server_address, transport);
+        }
+    }
+
     pub(crate) fn set_server_address(&mut self, address: Address) {
         self.ctx.server_address = Arc::new(address);
     }

@@ -154,7 +154,7 @@ pub(super) fn arrived<H>(
 fn refuse<H>(
     env: &Env<'_, H>,
     conn: Incoming,
-    counter: &std::sync::atomic::AtomicU64,
+    counter: &crate::stats::Count,
     error: impl FnOnce(crate::Address) -> Error,
 ) {
     Counters::add(counter, 1);
