@@ -54,6 +54,8 @@ fn serve<H: RequestHandler>(mut server: AnyServer<H>) -> socketserver::Result<()
         eprintln!("fileserve: no signal handling: {e}");
     }
     let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "listening on {}", server.server_address()).and_then(|()| stdout.flush());
+    // The endpoint, as the command line takes it (`tcp://127.0.0.1:PORT`,
+    // with the port the OS chose), so the line can be handed back as is.
+    let _ = writeln!(stdout, "listening on {}", server.endpoint()).and_then(|()| stdout.flush());
     server.serve_forever()
 }

@@ -36,8 +36,11 @@ fn a_64_mib_file_through_fileserve_arrives_byte_identical() {
             .args([path.to_str().unwrap(), "tcp://127.0.0.1:0"])
             .stderr(std::process::Stdio::null()),
     );
+    // It announces its endpoint, in the form its command line takes.
+    let address = serve.address.strip_prefix("tcp://").unwrap_or_else(|| panic!("announced {}", serve.address));
+    assert!(matches!(serve.address.parse(), Ok(socketserver::Endpoint::Tcp(_))), "{}", serve.address);
     for _ in 0..2 {
-        let mut client = TcpStream::connect(&serve.address).unwrap();
+        let mut client = TcpStream::connect(address).unwrap();
         client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         let mut got = Vec::with_capacity(data.len());
         client.read_to_end(&mut got).unwrap();
@@ -88,12 +91,13 @@ fn a_peer_that_leaves_halfway_costs_one_log_line() {
             .args([path.to_str().unwrap(), "tcp://127.0.0.1:0"])
             .stderr(std::fs::File::create(&log_path).unwrap()),
     );
-    let mut quitter = TcpStream::connect(&serve.address).unwrap();
+    let address = serve.address.trim_start_matches("tcp://");
+    let mut quitter = TcpStream::connect(address).unwrap();
     let mut first = vec![0u8; 1 << 20];
     quitter.read_exact(&mut first).unwrap();
     drop(quitter); // unread data: the kernel resets the connection
 
-    let mut next = TcpStream::connect(&serve.address).unwrap();
+    let mut next = TcpStream::connect(address).unwrap();
     let mut got = Vec::new();
     next.read_to_end(&mut got).unwrap();
     assert!(got == data, "the next client still gets the whole file");

@@ -107,7 +107,11 @@ fn serve_all(servers: Vec<AnyServer<PrimeService>>) -> Result<(), ExitCode> {
 }
 
 /// The CLI contract: the first stdout line is `listening on ADDR`, flushed
-/// at once. A closed stdout is no reason to stop serving: say so on stderr.
+/// at once, ADDR as `prime serve KIND ADDR` and `prime ask KIND ADDR` take
+/// it (with the port the OS chose): the kind is its own argument here, so
+/// the line carries no scheme, unlike `AnyServer::endpoint()`'s form, which
+/// programs that take an endpoint print (`examples/fileserve.rs`). A closed
+/// stdout is no reason to stop serving: say so on stderr.
 fn announce(address: &socketserver::Address) {
     let mut stdout = std::io::stdout();
     if let Err(e) = writeln!(stdout, "listening on {address}").and_then(|()| stdout.flush()) {
