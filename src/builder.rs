@@ -467,6 +467,20 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
         self
     }
 
+    /// Limits what each client may hold and ask ([`PerClient`](crate::PerClient)):
+    /// open connections, requests a second, so one address cannot take the
+    /// server from everyone else. Checked in the serving loop, before
+    /// `verify_request` (and after a trusted balancer's PROXY header, which
+    /// names the client). The table of clients lives in this server: each
+    /// server of a [`ServerGroup`](crate::ServerGroup) has its own (the
+    /// limits are per process, or per server), and a restarted server's
+    /// successor starts with an empty one. Refused settings give
+    /// [`Error::Config`] naming the setting.
+    pub fn per_client(mut self, limits: crate::PerClient) -> Self {
+        self.options.per_client = Some(limits);
+        self
+    }
+
     /// Python's `verify_request`: called with each client's address before
     /// its request is served. `false` closes the connection (or drops the
     /// datagram) without calling the handler. Runs on the serving thread.

@@ -5,8 +5,9 @@
 //! requests in flight as the gauge `socketserver_active`, and how long
 //! handlers take as the histogram `socketserver_request_duration_seconds`,
 //! each labelled `server` (its address) and `transport` (its endpoint's
-//! scheme). The handles are made once, when the server starts serving, so
-//! a request costs an atomic add per count it moves, not a lookup.
+//! scheme). The handles are made once, when the server is bound (or first
+//! serves a socket it was given), so a request costs an atomic add per
+//! count it moves, not a lookup.
 
 use std::time::Duration;
 

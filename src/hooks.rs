@@ -50,7 +50,7 @@ pub(crate) fn log_errors() -> ErrorHook {
 
 /// Whether an event may be logged, under a limit per one-second window.
 #[derive(Debug, PartialEq, Eq)]
-enum Admit {
+pub(crate) enum Admit {
     /// Log it, mentioning how many were suppressed since the last logged one.
     Log {
         suppressed: u64,
@@ -58,7 +58,7 @@ enum Admit {
     Suppress,
 }
 
-struct RateLimit {
+pub(crate) struct RateLimit {
     per_second: u32,
     state: Mutex<Window>,
 }
@@ -70,11 +70,11 @@ struct Window {
 }
 
 impl RateLimit {
-    fn new(per_second: u32) -> Self {
+    pub(crate) fn new(per_second: u32) -> Self {
         RateLimit { per_second, state: Mutex::new(Window { start: None, logged: 0, suppressed: 0 }) }
     }
 
-    fn admit(&self, now: Instant) -> Admit {
+    pub(crate) fn admit(&self, now: Instant) -> Admit {
         let mut window = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if window.start.is_none_or(|start| now.saturating_duration_since(start) >= Duration::from_secs(1)) {
             window.start = Some(now);

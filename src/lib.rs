@@ -80,6 +80,7 @@ mod handler;
 mod handler_io;
 mod hooks;
 pub mod host;
+mod limits;
 mod options;
 pub mod privileges;
 #[cfg(feature = "proxy-protocol")]
@@ -109,6 +110,7 @@ pub use framing::{Framing, Piece, Split};
 pub use group::ServerGroup;
 pub use handler::{PerRequest, PerRequestHandler, Request, RequestHandler};
 pub use handler_io::{Reader, Writer};
+pub use limits::{PerClient, WhenFull};
 pub use options::DEFAULT_MAX_PACKET_SIZE;
 pub use server::Server;
 pub use shutdown::ShutdownHandle;

@@ -52,6 +52,8 @@ pub struct Options {
     pub poll_interval: Option<Duration>,
     /// Stream servers: messages cut from connections in the loop.
     pub framing: Option<crate::framing::Framing>,
+    /// Limits for each client.
+    pub per_client: Option<crate::limits::PerClient>,
     /// Read a PROXY protocol header from trusted peers.
     #[cfg(feature = "proxy-protocol")]
     pub proxy_protocol: Option<crate::proxy::ProxyProtocol>,
@@ -81,6 +83,7 @@ impl Default for Options {
             datagram_batch: None,
             poll_interval: Some(DEFAULT_POLL_INTERVAL),
             framing: None,
+            per_client: None,
             #[cfg(feature = "proxy-protocol")]
             proxy_protocol: None,
             #[cfg(feature = "tls")]
@@ -121,6 +124,9 @@ impl Options {
         }
         if self.datagram_batch == Some(0) {
             return problem("datagram_batch", "0 would never receive a datagram");
+        }
+        if let Some((option, problem_found)) = self.per_client.as_ref().and_then(|p| p.problem()) {
+            return problem(option, problem_found);
         }
         #[cfg(feature = "proxy-protocol")]
         if let Some(problem_found) = self.proxy_protocol.as_ref().and_then(|p| p.problem()) {

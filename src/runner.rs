@@ -28,6 +28,8 @@ pub(crate) struct Context<H> {
     pub timeouts: Timeouts,
     /// Where a stream handler's connection goes when it hands it back.
     pub way_back: Arc<dyn HandBack>,
+    /// Each client's limits, when the server has them.
+    pub limiter: Option<Arc<crate::limits::Limiter>>,
 }
 
 /// The way back to the serving loop, as the runner is given it: a stream
@@ -55,6 +57,7 @@ impl<H> Clone for Context<H> {
             stats: self.stats.clone(),
             timeouts: self.timeouts,
             way_back: Arc::clone(&self.way_back),
+            limiter: self.limiter.clone(),
         }
     }
 }

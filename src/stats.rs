@@ -49,6 +49,15 @@ pub struct Stats {
     pub resource_pauses: u64,
     /// Framed connections closed for a message over the framing's maximum.
     pub too_long: u64,
+    /// Connections closed at once because their client held its
+    /// `PerClient::connections`.
+    pub over_client_connections: u64,
+    /// Requests of a client over its `PerClient::rate`: datagrams dropped,
+    /// connections closed at once, framed messages delayed.
+    pub over_client_rate: u64,
+    /// New clients refused because the per-client table was full
+    /// (`WhenFull::RefuseNew`).
+    pub client_table_full: u64,
     /// Requests running now: in handler threads, queued for the pool, or in
     /// children not yet reaped.
     pub active: u64,
@@ -72,6 +81,9 @@ impl Stats {
             cut_at_drain: self.cut_at_drain + other.cut_at_drain,
             resource_pauses: self.resource_pauses + other.resource_pauses,
             too_long: self.too_long + other.too_long,
+            over_client_connections: self.over_client_connections + other.over_client_connections,
+            over_client_rate: self.over_client_rate + other.over_client_rate,
+            client_table_full: self.client_table_full + other.client_table_full,
             active: self.active + other.active,
         }
     }
@@ -117,6 +129,9 @@ impl Stats {
             cut_at_drain: read(&c.cut_at_drain),
             resource_pauses: read(&c.resource_pauses),
             too_long: read(&c.too_long),
+            over_client_connections: read(&c.over_client_connections),
+            over_client_rate: read(&c.over_client_rate),
+            client_table_full: read(&c.client_table_full),
             active: c.active.load(Ordering::SeqCst) as u64,
         }
     }
@@ -139,11 +154,14 @@ pub(crate) struct Counters {
     pub(crate) cut_at_drain: Count,
     pub(crate) resource_pauses: Count,
     pub(crate) too_long: Count,
+    pub(crate) over_client_connections: Count,
+    pub(crate) over_client_rate: Count,
+    pub(crate) client_table_full: Count,
     /// Requests in flight: the dispatcher's capacity counts them here, as
     /// it takes and frees slots, against its limit.
     pub(crate) active: AtomicUsize,
     /// The active gauge and the duration histogram (feature `metrics`),
-    /// once the server starts serving.
+    /// once the server is bound.
     #[cfg(feature = "metrics")]
     pub(crate) exported: std::sync::OnceLock<crate::exported::Exported>,
 }
@@ -153,7 +171,7 @@ pub(crate) struct Counters {
 #[derive(Debug, Default)]
 pub(crate) struct Count {
     n: AtomicU64,
-    /// Set once, when the server starts serving (its address is final then).
+    /// Set once, when the server is bound (its address is final then).
     #[cfg(feature = "metrics")]
     pub(crate) exported: std::sync::OnceLock<crate::exported::Counter>,
 }
@@ -197,7 +215,7 @@ impl Counters {
     /// Each count with the name it is known by (its `Stats` field) and
     /// what it counts, in `Stats`' order.
     #[cfg(feature = "metrics")]
-    pub(crate) fn named(&self) -> [(&Count, &'static str, &'static str); 14] {
+    pub(crate) fn named(&self) -> [(&Count, &'static str, &'static str); 17] {
         [
             (&self.accepted, "accepted", "Connections accepted, or datagrams received."),
             (&self.served, "served", "Requests whose handler completed and whose answer went out."),
@@ -213,6 +231,17 @@ impl Counters {
             (&self.cut_at_drain, "cut_at_drain", "Requests cut because they still ran at the drain deadline."),
             (&self.resource_pauses, "resource_pauses", "Times accepting paused for want of fds or memory."),
             (&self.too_long, "too_long", "Framed connections closed for a message over the maximum."),
+            (
+                &self.over_client_connections,
+                "over_client_connections",
+                "Connections closed at once: their client held its limit.",
+            ),
+            (
+                &self.over_client_rate,
+                "over_client_rate",
+                "Requests of a client over its rate: dropped, closed or delayed.",
+            ),
+            (&self.client_table_full, "client_table_full", "New clients refused: the per-client table was full."),
         ]
     }
 }

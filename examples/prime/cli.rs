@@ -75,6 +75,23 @@ pub struct ServeArgs {
     /// Stream servers: at most N connections open at once
     #[arg(long, value_name = "N", value_parser = |s: &str| count(s, usize::MAX))]
     pub max_connections: Option<usize>,
+    /// Stream servers: at most N open connections per client (its IPv4
+    /// address, IPv6 prefix, or Unix uid); more are closed at once
+    #[arg(long, value_name = "N")]
+    pub per_client_connections: Option<u32>,
+    /// At most R requests a second per client (a datagram, a connection, a
+    /// framed line): over it a datagram is dropped, a connection closed, a
+    /// framed line delayed
+    #[arg(long, value_name = "R")]
+    pub per_client_rate: Option<f64>,
+    /// With --per-client-rate: bursts of up to B requests (default: R,
+    /// rounded up)
+    #[arg(long, value_name = "B", requires = "per_client_rate")]
+    pub per_client_burst: Option<u32>,
+    /// With per-client limits: an IPv6 client is its address's first LEN
+    /// bits (default 64)
+    #[arg(long, value_name = "LEN")]
+    pub client_prefix_v6: Option<u8>,
     /// tcp/udp: listen on every address of this host ([::], IPv4 too), on
     /// ADDR's port, instead of ADDR's host
     #[arg(long)]

@@ -23,6 +23,8 @@ const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 pub struct ServeOptions {
     dispatch: Option<Dispatch>,
     max_connections: Option<usize>,
+    /// `--per-client-*` and `--client-prefix-v6`.
+    per_client: Option<socketserver::PerClient>,
     max_digits: Option<usize>,
     timeout: Option<Duration>,
     connection_timeout: Option<Duration>,
@@ -60,6 +62,7 @@ pub fn parse_serve(args: ServeArgs) -> Result<(TransportKind, String, ServeOptio
         _ => None,
     };
     let framing = args.framing == Some(FramingKind::Lines);
+    let per_client = per_client(&args);
     if framing && datagrams {
         return Err("--framing needs tcp or unix-stream (a datagram is a message already)".into());
     }
@@ -78,6 +81,7 @@ pub fn parse_serve(args: ServeArgs) -> Result<(TransportKind, String, ServeOptio
             proxy: trusted_proxies(args.proxy_protocol, args.trusted_proxy),
             dispatch,
             max_connections: args.max_connections,
+            per_client,
             max_digits: args.max_digits,
             timeout: args.timeout,
             connection_timeout: args.connection_timeout,
@@ -92,6 +96,31 @@ pub fn parse_serve(args: ServeArgs) -> Result<(TransportKind, String, ServeOptio
             framing,
         },
     ))
+}
+
+/// The per-client limits the flags ask for; the library refuses settings
+/// that cannot work (naming them) when the server is built.
+fn per_client(args: &ServeArgs) -> Option<socketserver::PerClient> {
+    if args.per_client_connections.is_none() && args.per_client_rate.is_none() && args.client_prefix_v6.is_none() {
+        return None;
+    }
+    let mut limits = socketserver::PerClient::new();
+    if let Some(n) = args.per_client_connections {
+        limits = limits.connections(n);
+    }
+    if let Some(rate) = args.per_client_rate {
+        // One second's worth by default; the library refuses a rate it cannot use.
+        let burst = args.per_client_burst.unwrap_or(if rate.is_finite() && rate >= 1.0 {
+            rate.ceil().min(f64::from(u32::MAX)) as u32
+        } else {
+            1
+        });
+        limits = limits.rate(rate, burst);
+    }
+    if let Some(bits) = args.client_prefix_v6 {
+        limits = limits.ipv6_prefix(bits);
+    }
+    Some(limits)
 }
 
 /// The TLS config the `--tls-*` flags name, read from their files.
@@ -165,7 +194,11 @@ pub fn serve((kind, addr, options): (TransportKind, String, ServeOptions)) -> Re
             builder.bind(&endpoint).map(|server| vec![server])
         }
     };
-    run.serve(servers.map_err(failure)?)
+    // A setting the library refuses is a usage error, as clap's are.
+    run.serve(
+        servers
+            .map_err(|e| if matches!(e, socketserver::Error::Config { .. }) { usage_error(e) } else { failure(e) })?,
+    )
 }
 
 /// The sockets ADDR names if they are ones this process was handed:
@@ -261,6 +294,10 @@ fn configure<T>(builder: ServerBuilder<T, PrimeService>, options: &ServeOptions)
     let builder = if options.framing { builder.framing(framing) } else { builder };
     let builder = match options.batch {
         Some(n) => builder.datagram_batch(n),
+        None => builder,
+    };
+    let builder = match &options.per_client {
+        Some(limits) => builder.per_client(limits.clone()),
         None => builder,
     };
     match options.max_connections {

@@ -38,6 +38,8 @@ pub(crate) struct Conn {
     /// Whether the handler may hand the connection back, and whether it did.
     can_hand_back: bool,
     handed_back: Cell<bool>,
+    /// Its client under per-client limits, counted open while it is.
+    client: Option<Box<crate::limits::Client>>,
 }
 
 impl Conn {
@@ -57,6 +59,7 @@ impl Conn {
             pending: RefCell::new(incoming.buffered),
             can_hand_back,
             handed_back: Cell::new(false),
+            client: incoming.client,
         };
         (conn, incoming.peer)
     }
@@ -86,6 +89,7 @@ impl Conn {
             tls: self.tls,
             buffered: unread,
             state,
+            client: self.client,
         }
     }
 

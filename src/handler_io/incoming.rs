@@ -30,6 +30,8 @@ pub(crate) struct Incoming {
     /// (into its reader's buffer) but did not handle: a connection handed
     /// back (`Request::hand_back`) takes it to its next request.
     pub buffered: Vec<u8>,
+    /// Its client under per-client limits: counted open until this drops.
+    pub client: Option<Box<crate::limits::Client>>,
 }
 
 impl Incoming {
@@ -45,6 +47,7 @@ impl Incoming {
             tls: None,
             buffered: Vec::new(),
             state: None,
+            client: None,
         }
     }
 }

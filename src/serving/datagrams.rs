@@ -117,6 +117,13 @@ fn admit_datagram<H>(
     };
     #[cfg(not(feature = "proxy-protocol"))]
     let skip = 0;
+    if let Some(limiter) = &ctx.limiter {
+        let uid = scratch.ancillary.credentials.map(|c| c.uid);
+        // Dropped without a reply: an answer would amplify a flood.
+        if !limiter.datagram(&peer, uid, std::time::Instant::now()) {
+            return None;
+        }
+    }
     if !hooks.verify_request(&peer) {
         Counters::add(&counters.refused, 1);
         return None;

@@ -20,6 +20,7 @@ use super::admission::Admission;
 use crate::deadline::Timeouts;
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::hooks::{ErrorHook, Hooks};
+use crate::limits::Limiter;
 use crate::options::Options;
 use crate::runner::{Context, Scratch};
 use crate::shutdown::ShutdownHandle;
@@ -94,10 +95,12 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
             Arc::clone(&counters),
             Arc::clone(&on_error),
         );
+        let limiter = options.per_client.clone().map(|limits| Arc::new(Limiter::new(limits, Arc::clone(&counters))));
         let ctx = Context {
             handler,
             on_error,
             server_address: Arc::new(server_address),
+            limiter,
             stats: StatsHandle::new(counters),
             timeouts: Timeouts { read: options.read_timeout, write: options.write_timeout },
             way_back: Arc::clone(admission.returns()) as _,
@@ -145,9 +148,10 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
     }
 
     /// The address read back from the socket once it is bound.
-    /// The loop starts serving: its address is final now (port 0 read
-    /// back), so its counters are exported under it (feature `metrics`),
-    /// to the recorder installed then; later calls change nothing.
+    /// Its address is final (bound, port 0 read back; or it starts serving
+    /// a socket it was given), so its counters are exported under it
+    /// (feature `metrics`), to the recorder installed then; later calls
+    /// change nothing. Done before serving, so no request pays for it.
     pub(crate) fn starting(&self) {
         #[cfg(feature = "metrics")]
         {
@@ -164,6 +168,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
 
     pub(crate) fn set_server_address(&mut self, address: Address) {
         self.ctx.server_address = Arc::new(address);
+        self.starting();
     }
 
     /// Requests in flight.

@@ -13,6 +13,7 @@ use super::step::Step;
 use super::table::Table;
 #[cfg(any(feature = "proxy-protocol", feature = "tls"))]
 use crate::Error;
+use crate::ancillary::Credentials;
 use crate::deadline::deadline_after;
 use crate::handler_io::{Incoming, close_stream};
 use crate::stats::Counters;
@@ -33,9 +34,22 @@ pub(super) fn accepted<H>(table: &mut Table, conn: Incoming, now: Instant, env: 
     verify(table, conn, now, env, true)
 }
 
-/// `verify_request`, then on: to the TLS handshake, to waiting silent,
-/// or (`direct`) back to the caller as ready; otherwise queued.
-fn verify<H>(table: &mut Table, conn: Incoming, now: Instant, env: &mut Env<'_, H>, direct: bool) -> Admitted {
+/// Per-client limits and `verify_request` (the client is known now), then
+/// on: to the TLS handshake, to waiting silent, or (`direct`) back to the
+/// caller as ready; otherwise queued.
+fn verify<H>(table: &mut Table, mut conn: Incoming, now: Instant, env: &mut Env<'_, H>, direct: bool) -> Admitted {
+    if let Some(limiter) = &env.ctx.limiter {
+        let uid = if conn.peer.is_unix() { Credentials::of_peer(&conn.socket).map(|c| c.uid) } else { None };
+        // A plain connection is a request; a framed one's messages are.
+        match limiter.connect(&conn.peer, uid, env.options.framing.is_none(), now) {
+            Ok(client) => conn.client = client,
+            // Counted and logged by the limiter.
+            Err(_) => {
+                close_stream(conn.socket);
+                return Admitted::Refused;
+            }
+        }
+    }
     if !env.hooks.verify_request(&conn.peer) {
         Counters::add(&env.ctx.counters().refused, 1);
         close_stream(conn.socket);

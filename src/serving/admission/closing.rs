@@ -31,9 +31,10 @@ pub(super) enum Waiting {
 
 impl Waiting {
     /// What a framed connection waits for: its next message, or the rest
-    /// of the one it is sending.
+    /// of the one it is sending (or, over its client's rate, its turn to
+    /// send one it has sent: that one is answered as one inside a message is).
     pub(super) fn of(framed: &Framed) -> Waiting {
-        if framed.inbox.is_empty() { Waiting::NextRequest } else { Waiting::RestOfMessage }
+        if framed.inbox.is_empty() && framed.pending.is_none() { Waiting::NextRequest } else { Waiting::RestOfMessage }
     }
 }
 

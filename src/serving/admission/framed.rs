@@ -46,8 +46,16 @@ pub(super) fn frame<H>(table: &mut Table, mut framed: Framed, now: Instant, env:
         table.close_framed(framed);
         return false;
     }
-    match framed.inbox.next(framing, framed.eof) {
+    // A message held back for its client's rate goes before any other.
+    let next = match framed.pending.take() {
+        Some(message) => Ok(Some(message)),
+        None => framed.inbox.next(framing, framed.eof),
+    };
+    match next {
         Ok(Some(message)) => {
+            if let Some(wait) = framed.conn.client.as_ref().and_then(|client| client.message(now, true).err()) {
+                return delay(table, framed, message, now + wait, env);
+            }
             if framed.key.is_none() {
                 table.keep_place(&mut framed);
             }
@@ -94,6 +102,23 @@ pub(super) fn frame<H>(table: &mut Table, mut framed: Framed, now: Instant, env:
         }
     }
     false
+}
+
+/// Holds `message` back, and its connection unread, until `until`, when
+/// its client has a token again (its `connection_timeout` still ends it).
+/// Returns whether it was turned away.
+fn delay<H>(table: &mut Table, mut framed: Framed, message: Message, until: Instant, env: &Env<'_, H>) -> bool {
+    framed.pending = Some(message);
+    // Re-armed by the table, for nothing: not `Armed` for reading.
+    framed.next = Next::Loop;
+    let expires = Some(framed.conn.deadline.map_or(until, |deadline| deadline.min(until)));
+    match framed.key {
+        Some(key) => {
+            table.hold_again(key, framed, expires);
+            false
+        }
+        None => matches!(table.hold(State::Framed(framed), expires, env), Admitted::Refused),
+    }
 }
 
 /// A framed connection's message, on its way to wherever the dispatcher
@@ -172,6 +197,11 @@ fn answer<H: RequestHandler>(
             break Next::Loop;
         }
         match following(framing, framed) {
+            // Over its client's rate: the loop holds it back until its turn.
+            Ok(following) if framed.conn.client.as_ref().is_some_and(|c| c.message(Instant::now(), false).is_err()) => {
+                framed.pending = Some(following);
+                break Next::Loop;
+            }
             Ok(following) => message = following,
             Err(after) => break after,
         }

@@ -274,6 +274,16 @@ impl Admission {
                 self.table.look_again(key, generation, deadline, now, env);
                 return false;
             }
+            // Held back for its client's rate: its turn, unless its
+            // `connection_timeout` came first.
+            State::Framed(framed) if framed.pending.is_some() => {
+                if framed.conn.deadline.is_some_and(|deadline| deadline <= now) {
+                    return self.table.close_silent(key, env, "past its connection timeout, over its client's rate");
+                }
+                let Some(mut framed) = self.table.send_away(key) else { return false };
+                framed.next = Next::Loop;
+                return framed::frame(&mut self.table, framed, now, env);
+            }
             // A byte that came after the wait returned still counts.
             State::Framed(Framed { conn, .. }) | State::Kept(conn) if sys::has_input(conn.socket.as_fd()) => {
                 let turned_away = self.on_ready(key, now, env);

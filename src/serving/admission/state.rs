@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crate::ancillary::Credentials;
-use crate::framing::Inbox;
+use crate::framing::{Inbox, Message};
 use crate::handler_io::{Incoming, close_stream};
 use crate::hooks::Hooks;
 use crate::options::Options;
@@ -75,6 +75,10 @@ pub(crate) struct Framed {
     /// A Unix stream peer's credentials, read once: every message sees
     /// them, as a plain stream request would.
     pub credentials: Option<Credentials>,
+    /// A whole message cut and not answered yet, because its client is over
+    /// its per-client rate: it goes first once the client has a token, and
+    /// until then the connection is not read.
+    pub pending: Option<Message>,
 }
 
 impl Framed {
@@ -89,6 +93,7 @@ impl Framed {
             registered: false,
             next: Next::Loop,
             credentials,
+            pending: None,
         }
     }
 }
@@ -149,6 +154,8 @@ impl State {
             #[cfg(feature = "tls")]
             State::Arriving(_, Arrival::Handshake(handshake)) if handshake.wants_write() => Interest::ReadWrite,
             State::Away { .. } => Interest::Nothing,
+            // Over its client's rate: unread until its message may go.
+            State::Framed(framed) if framed.pending.is_some() => Interest::Nothing,
             _ => Interest::Read,
         }
     }

@@ -84,7 +84,8 @@ impl Table {
     pub(super) fn hold_again(&mut self, key: usize, mut framed: Framed, expires: Option<Instant>) {
         let armed = framed.next == Next::Armed;
         if !framed.registered {
-            match self.registry.add(framed.conn.socket.as_fd(), key + FIRST_HELD, Interest::Read) {
+            let interest = if framed.pending.is_some() { Interest::Nothing } else { Interest::Read };
+            match self.registry.add(framed.conn.socket.as_fd(), key + FIRST_HELD, interest) {
                 Ok(()) => framed.registered = true,
                 // Its deadline still ends it, as for a failed re-arm.
                 Err(e) => log::warn!("connection from {}: cannot wait for it: {e}", framed.conn.peer),
