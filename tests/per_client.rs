@@ -7,6 +7,11 @@
 
 mod common;
 
+#[cfg(feature = "tls")]
+#[allow(dead_code)]
+#[path = "../examples/prime/tls.rs"]
+mod pki;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -233,4 +238,103 @@ fn own_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     let dir = common::temp_dir();
     std::fs::metadata(dir.path()).unwrap().uid()
+}
+
+/// A handler that hands its connection back has each later request
+/// charged too: over the rate it waits, unread, and is answered in turn.
+#[test]
+fn handed_back_requests_over_the_rate_wait_their_turn() {
+    let (rate, burst, asks) = (20.0, 2, 8);
+    let server = TcpServer::builder(|req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        write!(req.wfile, "ok {line}")?;
+        req.hand_back();
+        Ok(())
+    })
+    .dispatch(WorkerPool::new(2).into())
+    .per_client(PerClient::new().rate(rate, burst))
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut conn = BufReader::new(connect_from("127.0.0.2", running.inet()));
+    let started = Instant::now();
+    for i in 0..asks {
+        assert_eq!(ask(&mut conn, &format!("{i}\n")), format!("ok {i}\n"));
+    }
+    // The connection took a token, and each request after it one.
+    let least = f64::from(asks - burst) / rate;
+    assert!(started.elapsed().as_secs_f64() >= least * 0.95, "{:?} for {asks} requests", started.elapsed());
+    drop(conn);
+    running.stop().unwrap();
+    assert!(stats.get().over_client_rate >= 1);
+    assert_eq!(stats.get().served, u64::from(asks));
+}
+
+/// Behind a trusted balancer, the client is the one its PROXY header names:
+/// two connections naming one client share its limit, another is let in.
+#[cfg(feature = "proxy-protocol")]
+#[test]
+fn behind_a_balancer_the_limit_is_the_proxy_headers_client() {
+    use socketserver::proxy::ProxyProtocol;
+    let server = TcpServer::builder(echo)
+        .dispatch(WorkerPool::new(4).into())
+        .proxy_protocol(ProxyProtocol::required().trust("127.0.0.1/32".parse().unwrap()))
+        .per_client(PerClient::new().connections(1))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let via_balancer = |client: &str| {
+        let mut conn = connect_from("127.0.0.1", running.inet());
+        conn.write_all(format!("PROXY TCP4 {client} 127.0.0.1 5555 80\r\n").as_bytes()).unwrap();
+        BufReader::new(conn)
+    };
+    let mut first = via_balancer("192.0.2.1");
+    assert_eq!(ask(&mut first, "a\n"), "ok a\n");
+    let second = via_balancer("192.0.2.1");
+    assert!(closed_unanswered(second.into_inner()), "the same client again, through the same balancer");
+    let mut other = via_balancer("192.0.2.2");
+    assert_eq!(ask(&mut other, "b\n"), "ok b\n", "another client through the same balancer");
+    drop((first, other));
+    running.stop().unwrap();
+    assert_eq!(stats.get().over_client_connections, 1);
+}
+
+/// Over TLS, a client over its limit is closed before its handshake: no
+/// cryptography is spent on it, and it is not a failed handshake.
+#[cfg(feature = "tls")]
+#[test]
+fn over_tls_a_client_over_its_limit_costs_no_handshake() {
+    let pki = pki::Pki::generate().unwrap();
+    let config = socketserver::tls::ServerPem::bytes(pki.server_cert.clone(), pki.server_key.clone())
+        .provider(pki::provider())
+        .build()
+        .unwrap();
+    let server = TcpServer::builder(echo)
+        .dispatch(WorkerPool::new(2).into())
+        .tls(config)
+        .per_client(PerClient::new().connections(1))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let client = pki::client_config(pki.ca.as_bytes(), None).unwrap();
+    let tls = |tcp: TcpStream| {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        BufReader::new(rustls::StreamOwned::new(rustls::ClientConnection::new(client.clone(), name).unwrap(), tcp))
+    };
+    let mut first = tls(connect_from("127.0.0.2", running.inet()));
+    first.get_mut().write_all(b"a\n").unwrap();
+    let mut answer = String::new();
+    first.read_line(&mut answer).unwrap();
+    assert_eq!(answer, "ok a\n");
+    let mut second = tls(connect_from("127.0.0.2", running.inet()));
+    let refused = second.get_mut().write_all(b"b\n").and_then(|()| second.read_line(&mut String::new()));
+    assert!(refused.is_err() || refused.is_ok_and(|n| n == 0), "served over its limit");
+    drop(first);
+    running.stop().unwrap();
+    let stats = stats.get();
+    assert_eq!((stats.over_client_connections, stats.tls_failed), (1, 0));
 }

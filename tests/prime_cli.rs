@@ -469,3 +469,43 @@ fn prime_serve_metrics_are_scraped_by_a_real_http_client() {
     let (ok, missing, _) = scrape(&url.replace("/metrics", "/other"));
     assert!(!ok && missing.is_empty(), "a path other than /metrics is 404");
 }
+
+/// `prime serve --per-client-*`: a client past its connections is closed
+/// at once and the log names it; settings the library refuses exit 2
+/// naming the setting.
+#[test]
+fn prime_serve_per_client_limits_refuse_the_third_connection_and_bad_settings_exit_2() {
+    let log = LogFile::new();
+    let serve = Serve::start_logged(
+        "tcp",
+        "127.0.0.1:0",
+        &["--per-client-connections", "2", "--timeout", "60", "--workers", "2"],
+        log.writer(),
+    );
+    let connect = || {
+        let conn = TcpStream::connect(&serve.address).unwrap();
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        conn
+    };
+    let held = [connect(), connect()];
+    let mut third = connect();
+    let mut got = Vec::new();
+    // Closed without an answer (an end of stream, or a reset).
+    assert!(third.read_to_end(&mut got).map_or(true, |_| got.is_empty()), "{got:?}");
+    log.wait_for("client 127.0.0.1 holds its 2 connections: connection closed");
+    drop(held);
+    // The loop learns of the closes as they come.
+    eventually("served again once its connections closed", || stream_exchange(&serve.address, b"17\n") == "T\n");
+
+    for (flags, setting) in [
+        (&["--per-client-connections", "0"][..], "per_client.connections"),
+        (&["--per-client-rate", "0"][..], "per_client.rate"),
+        (&["--per-client-rate", "10", "--per-client-burst", "0"][..], "per_client.burst"),
+        (&["--per-client-rate", "10", "--client-prefix-v6", "129"][..], "per_client.ipv6_prefix"),
+    ] {
+        let out = Command::new(prime_binary()).args(["serve", "udp", "127.0.0.1:0"]).args(flags).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(setting), "{flags:?}: {stderr}");
+    }
+}

@@ -55,6 +55,9 @@ impl Closing {
         let (waiting, conn) = match state {
             State::Framed(framed) => (Waiting::of(framed), &framed.conn),
             State::Kept(conn) => (Waiting::NextRequest, conn),
+            // Its request is in: answered once its turn comes, as one
+            // inside a message is.
+            State::Owing(conn) => (Waiting::RestOfMessage, conn),
             State::Arriving(conn, Arrival::Silent) => (Waiting::FirstByte, conn),
             // Not yet a request of any kind: a stop closes it even with bytes
             // in, which are a header or a handshake, not a request.

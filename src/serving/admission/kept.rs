@@ -22,8 +22,7 @@ pub(super) fn kept<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env
     #[cfg(not(feature = "tls"))]
     let decrypted = false;
     if !conn.buffered.is_empty() || decrypted {
-        table.spoken.push_back(conn);
-        return false;
+        return spoke(table, conn, now, env);
     }
     if table.closing.is_some_and(|closing| closing.closes(Waiting::NextRequest, conn.socket.as_fd())) {
         log::debug!("server closing: closing kept connection from {} between requests", conn.peer);
@@ -33,6 +32,23 @@ pub(super) fn kept<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env
     let idle = env.options.idle_timeout.map(|idle| deadline_after(now, idle));
     let expires = [idle, conn.deadline].into_iter().flatten().min();
     matches!(table.hold(State::Kept(conn), expires, env), Admitted::Refused)
+}
+
+/// A kept connection's next request is in: it waits for a handler, or,
+/// its client over its per-client rate, for its turn, unread (its
+/// `connection_timeout` still ends it). Returns whether it was turned away.
+pub(super) fn spoke<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env<'_, H>) -> bool {
+    match conn.client.as_ref().map(|client| client.message(now, true)) {
+        Some(Err(wait)) => {
+            let until = now + wait;
+            let expires = conn.deadline.map_or(until, |deadline| deadline.min(until));
+            matches!(table.hold(State::Owing(conn), Some(expires), env), Admitted::Refused)
+        }
+        _ => {
+            table.spoken.push_back(conn);
+            false
+        }
+    }
 }
 
 /// Whether a kept connection that reported brings a next request (`true`)

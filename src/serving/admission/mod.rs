@@ -222,12 +222,14 @@ impl Admission {
             State::Away { .. } => return false,
             // A client that closes between requests ends its connection
             // without another request.
+            // Unread while it owes; nothing to do until its turn.
+            State::Owing(_) => return false,
             State::Kept(conn) => match kept::next_request(conn) {
                 Ok(true) => {
-                    if let State::Kept(conn) = self.table.release(key) {
-                        self.table.spoken.push_back(conn);
-                    }
-                    return false;
+                    return match self.table.release(key) {
+                        State::Kept(conn) => kept::spoke(&mut self.table, conn, now, env),
+                        _ => false,
+                    };
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
                     return self.table.rearm(key);
@@ -273,6 +275,15 @@ impl Admission {
             &mut State::Away { deadline } => {
                 self.table.look_again(key, generation, deadline, now, env);
                 return false;
+            }
+            State::Owing(conn) => {
+                if conn.deadline.is_some_and(|deadline| deadline <= now) {
+                    return self.table.close_silent(key, env, "past its connection timeout, over its client's rate");
+                }
+                return match self.table.release(key) {
+                    State::Owing(conn) => kept::spoke(&mut self.table, conn, now, env),
+                    _ => false,
+                };
             }
             // Held back for its client's rate: its turn, unless its
             // `connection_timeout` came first.

@@ -48,6 +48,9 @@ pub(super) enum State {
     Framed(Framed),
     /// A stream its handler handed back, waiting for its next request.
     Kept(Incoming),
+    /// A handed-back stream whose next request came while its client was
+    /// over its per-client rate: unread until the client has a token.
+    Owing(Incoming),
     /// Framed, with a worker (or queued for one): its key and its
     /// registration (disarmed) wait for it, so it is handed back without
     /// waking the loop; `deadline` is its `connection_timeout`.
@@ -127,7 +130,7 @@ impl State {
     /// The connection, unless it is away.
     pub(super) fn conn(&self) -> Option<&Incoming> {
         match self {
-            State::Arriving(conn, _) | State::Kept(conn) => Some(conn),
+            State::Arriving(conn, _) | State::Kept(conn) | State::Owing(conn) => Some(conn),
             State::Framed(framed) => Some(&framed.conn),
             State::Away { .. } => None,
         }
@@ -144,6 +147,7 @@ impl State {
             State::Framed(framed) if framed.inbox.is_empty() => "between messages",
             State::Framed(_) => "inside a message",
             State::Kept(_) => "between requests",
+            State::Owing(_) => "over its client's rate",
             State::Away { .. } => "with a worker",
         }
     }
@@ -153,7 +157,7 @@ impl State {
         match self {
             #[cfg(feature = "tls")]
             State::Arriving(_, Arrival::Handshake(handshake)) if handshake.wants_write() => Interest::ReadWrite,
-            State::Away { .. } => Interest::Nothing,
+            State::Away { .. } | State::Owing(_) => Interest::Nothing,
             // Over its client's rate: unread until its message may go.
             State::Framed(framed) if framed.pending.is_some() => Interest::Nothing,
             _ => Interest::Read,
@@ -163,7 +167,7 @@ impl State {
     /// Closes the connection, if it is here (one away is its worker's).
     pub(super) fn close(self) {
         match self {
-            State::Arriving(conn, _) | State::Kept(conn) => close(conn),
+            State::Arriving(conn, _) | State::Kept(conn) | State::Owing(conn) => close(conn),
             State::Framed(framed) => close(framed.conn),
             State::Away { .. } => {}
         }
