@@ -81,7 +81,8 @@ pub fn udp(server: SocketAddr, threads: usize, window: usize, duration: Duration
 }
 
 fn udp_client(server: SocketAddr, offset: usize, window: usize, duration: Duration) -> Stats {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // A source of its own: under per-client limits, a client of its own.
+    let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 1, 1 + offset as u8], 0))).unwrap();
     socket.connect(server).unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let mix = requests();
@@ -130,6 +131,45 @@ fn udp_client(server: SocketAddr, offset: usize, window: usize, duration: Durati
     }
     stats.elapsed = start.elapsed();
     stats
+}
+
+/// `clients` datagram clients, each from a source of its own, each asking
+/// `per_second` times a second, one at a time (a request unanswered within
+/// 50 ms is lost, and the next one goes).
+pub fn udp_paced(server: SocketAddr, clients: usize, per_second: u32, duration: Duration) -> Stats {
+    let workers: Vec<_> = (0..clients)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 1, 1 + c as u8], 0))).unwrap();
+                socket.connect(server).unwrap();
+                socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                let mix = requests();
+                let mut stats = Stats::default();
+                let (start, every) = (Instant::now(), Duration::from_secs(1) / per_second);
+                let mut buffer = [0u8; 64];
+                let mut i = c;
+                while start.elapsed() < duration {
+                    let (request, expected) = &mix[i % mix.len()];
+                    let sent = Instant::now();
+                    socket.send(request).unwrap();
+                    match socket.recv(&mut buffer) {
+                        Ok(n) if &buffer[..n] == &expected[..] => {
+                            stats.requests += 1;
+                            stats.latencies.push(micros(sent.elapsed()));
+                        }
+                        Ok(_) => stats.wrong += 1,
+                        Err(_) => stats.lost += 1,
+                    }
+                    i += 1;
+                    let next = start + every * (i - c) as u32;
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+                stats.elapsed = start.elapsed();
+                stats
+            })
+        })
+        .collect();
+    workers.into_iter().map(|w| w.join().expect("client")).fold(Stats::default(), Stats::merge)
 }
 
 /// `conns` connections, each keeping `depth` pipelined requests in flight.
@@ -189,11 +229,21 @@ impl Crowd {
     /// `count` silent connections (`ask`: each asks once first, then stays
     /// open, as a keep-alive client does).
     pub fn open(server: SocketAddr, count: usize, ask: bool) -> Crowd {
+        Crowd::start(server, count, if ask { "ask" } else { "silent" })
+    }
+
+    /// `count` silent connections from one source address, and how many
+    /// of them the server still holds a moment later.
+    pub fn open_from_one_source(server: SocketAddr, count: usize) -> Crowd {
+        Crowd::start(server, count, "one-source")
+    }
+
+    fn start(server: SocketAddr, count: usize, mode: &str) -> Crowd {
         if count == 0 {
             return Crowd(None);
         }
         let exe = std::env::current_exe().expect("this bench");
-        let args = ["--crowd", &server.to_string(), &count.to_string(), if ask { "ask" } else { "silent" }];
+        let args = ["--crowd", &server.to_string(), &count.to_string(), mode];
         let mut child = crate::with_fd_limit(&exe, &args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -223,12 +273,14 @@ impl Crowd {
     /// Runs in the crowd process: opens the connections (asking once on
     /// each, with `ask`), says so, holds them until stdin closes, then (with
     /// `ask`) asks on each once more and says how many were answered.
-    pub fn hold(server: &str, count: usize, ask: bool) {
+    pub fn hold(server: &str, count: usize, mode: &str) {
+        let (ask, one_source) = (mode == "ask", mode == "one-source");
         let server: SocketAddr = server.parse().expect("an address");
         let mut held = Vec::with_capacity(count);
         let mut answered = 0;
         for i in 0..count {
-            let source = SocketAddr::from(([127, 0, 2 + (i / 4000) as u8, 1], 0));
+            let third = if one_source { 1 } else { 2 + (i / 4000) as u8 };
+            let source = SocketAddr::from(([127, 0, third, 1], 0));
             let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
             socket.bind(&source.into()).expect("bind a loopback source");
             if let Err(e) = socket.connect(&server.into()) {
@@ -244,6 +296,11 @@ impl Crowd {
         }
         let how = if ask {
             format!("keep-alive connections open, {answered} answered")
+        } else if one_source {
+            // Those the server closed read as ended.
+            std::thread::sleep(Duration::from_millis(500));
+            let open = held.iter().filter(|c| still_open(c)).count();
+            format!("silent connections from one source opened, {open} still held by the server")
         } else {
             "silent connections open".into()
         };
@@ -255,6 +312,77 @@ impl Crowd {
             println!("{again} of {} answered again", held.len());
         }
     }
+}
+
+/// Whether the server still holds `conn` open (nothing to read, no end).
+fn still_open(conn: &TcpStream) -> bool {
+    conn.set_nonblocking(true).is_ok()
+        && matches!(conn.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// A source flooding datagrams at full speed, counting the replies it gets.
+pub struct Flood {
+    thread: std::thread::JoinHandle<(u64, u64, Duration)>,
+    server: SocketAddr,
+    /// The kernel's count of datagrams it dropped for the server's full buffer, before.
+    dropped_before: u64,
+}
+
+impl Flood {
+    /// Floods `server` from 127.0.0.2 for `duration`.
+    pub fn start(server: SocketAddr, duration: Duration) -> Flood {
+        let thread = std::thread::spawn(move || {
+            let socket = UdpSocket::bind("127.0.0.2:0").unwrap();
+            socket.connect(server).unwrap();
+            socket.set_nonblocking(true).unwrap();
+            let batch: Vec<&[u8]> = vec![b"17\n"; 64];
+            let (mut sent, mut replies) = (0u64, 0u64);
+            let start = Instant::now();
+            let mut buffer = [0u8; 64];
+            while start.elapsed() < duration {
+                if sys::send_all(&socket, &batch).is_ok() {
+                    sent += batch.len() as u64;
+                }
+                while socket.recv(&mut buffer).is_ok() {
+                    replies += 1;
+                }
+            }
+            // Replies still on their way.
+            socket.set_nonblocking(false).unwrap();
+            socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            while socket.recv(&mut buffer).is_ok() {
+                replies += 1;
+            }
+            (sent, replies, start.elapsed())
+        });
+        Flood { thread, server, dropped_before: kernel_drops(server) }
+    }
+
+    /// Says what the flood sent and got back.
+    pub fn report(self) {
+        let (sent, replies, took) = self.thread.join().expect("the flood");
+        let secs = took.as_secs_f64();
+        let kernel = kernel_drops(self.server).saturating_sub(self.dropped_before);
+        eprintln!(
+            "  flood: {sent} datagrams sent ({:.0}/s), {replies} answered ({:.0}/s); the kernel dropped {kernel} of \
+             all clients' for a full buffer, so the server took and dropped about {}",
+            sent as f64 / secs,
+            replies as f64 / secs,
+            sent.saturating_sub(kernel + replies)
+        );
+    }
+}
+
+/// The datagrams the kernel dropped for `server`'s socket (its buffer
+/// full), from /proc/net/udp.
+fn kernel_drops(server: SocketAddr) -> u64 {
+    let port = format!(":{:04X}", server.port());
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .filter(|line| line.split_whitespace().nth(1).is_some_and(|local| local.ends_with(&port)))
+        .filter_map(|line| line.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// One request on a kept connection: true if answered right.

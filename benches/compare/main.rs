@@ -214,7 +214,7 @@ fn main() {
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--crowd") {
-        load::Crowd::hold(&args[i + 1], args[i + 2].parse().expect("a count"), args[i + 3] == "ask");
+        load::Crowd::hold(&args[i + 1], args[i + 2].parse().expect("a count"), &args[i + 3]);
         return;
     }
     let duration = secs();
@@ -224,10 +224,14 @@ fn main() {
     let mut scenarios: Vec<(&str, &[&str], LoadRun)> = vec![
         (
             "udp 4x32",
-            &["socketserver-udp", "socketserver-udp-unbatched", "std-udp", "python-udp"],
+            &["socketserver-udp", "socketserver-udp-limited", "socketserver-udp-unbatched", "std-udp", "python-udp"],
             Box::new(move |a| load::udp(a, 4, 32, duration)),
         ),
-        ("tcp 8x16", &["socketserver-tcp", "std-tcp", "python-tcp"], Box::new(move |a| load::tcp(a, 8, 16, duration))),
+        (
+            "tcp 8x16",
+            &["socketserver-tcp", "socketserver-tcp-limited", "std-tcp", "python-tcp"],
+            Box::new(move |a| load::tcp(a, 8, 16, duration)),
+        ),
         (
             "udp ping-pong",
             &["socketserver-udp", "std-udp", "python-udp"],
@@ -305,6 +309,36 @@ fn main() {
             Box::new(move |a| load::tcp(a, 8, 16, duration)),
         ),
     ]);
+    // Per-client limits against one greedy source: 10,000 silent
+    // connections from one address while 4 clients (each request from a
+    // new address) open a connection per request; and one source flooding
+    // datagrams while 8 others ask 800 times a second each. Each beside the same
+    // load without the greedy source.
+    for (scenario, crowd) in [("one source 0", 0), ("one source 10000", 10_000)] {
+        scenarios.push((
+            scenario,
+            &["socketserver-tcp-pool-16-per-client"],
+            Box::new(move |a| {
+                let _crowd = load::Crowd::open_from_one_source(a, crowd);
+                load::per_connection(a, 4, duration)
+            }),
+        ));
+    }
+    for (scenario, flood) in [("udp 8 paced", false), ("udp 8 paced flooded", true)] {
+        scenarios.push((
+            scenario,
+            &["socketserver-udp-1000-per-client"],
+            Box::new(move |a| {
+                let flooder = flood.then(|| load::Flood::start(a, duration));
+                // Each within its rate: 800 requests a second.
+                let stats = load::udp_paced(a, 8, 800, duration);
+                if let Some(flooder) = flooder {
+                    flooder.report();
+                }
+                stats
+            }),
+        ));
+    }
     let only = std::env::var("COMPARE_ONLY").ok();
     for (scenario, servers, load) in &scenarios {
         for server in *servers {

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, UdpSocket};
 
-use socketserver::{Dispatch, TcpServer, Threading, UdpServer};
+use socketserver::{Dispatch, PerClient, TcpServer, Threading, UdpServer};
 
 use crate::prime::{PrimeService, answer};
 
@@ -82,6 +82,33 @@ pub fn run(name: &str) {
         "socketserver-tcp" | "direct-socketserver-tcp" => {
             spawn(TcpServer::builder(PrimeService::default()).dispatch(Dispatch::threads()).bind("127.0.0.1:0"))
         }
+        // Per-client limits on, and no client near them: their cost alone.
+        "socketserver-tcp-limited" => spawn(
+            TcpServer::builder(PrimeService::default())
+                .dispatch(Dispatch::threads())
+                .per_client(PerClient::new().connections(100_000).rate(1e9, u32::MAX))
+                .bind("127.0.0.1:0"),
+        ),
+        "socketserver-udp-limited" => spawn(
+            UdpServer::builder(PrimeService::default())
+                .per_client(PerClient::new().rate(1e9, u32::MAX))
+                .bind("127.0.0.1:0"),
+        ),
+        // One source may hold 16 connections (of 20,000 the server holds).
+        "socketserver-tcp-pool-16-per-client" => spawn(
+            TcpServer::builder(PrimeService::default())
+                .dispatch(Dispatch::pool(4))
+                .idle_timeout(Some(std::time::Duration::from_secs(300)))
+                .max_connections(20_000)
+                .per_client(PerClient::new().connections(16))
+                .bind("127.0.0.1:0"),
+        ),
+        // Each source: 1,000 datagrams a second, in bursts of 1,000.
+        "socketserver-udp-1000-per-client" => spawn(
+            UdpServer::builder(PrimeService::default())
+                .per_client(PerClient::new().rate(1000.0, 1000))
+                .bind("127.0.0.1:0"),
+        ),
         "socketserver-tcp-small-stack" => spawn(
             TcpServer::builder(PrimeService::default())
                 .dispatch(Threading::new().stack_size(64 * 1024).into())
@@ -137,6 +164,15 @@ pub fn run(name: &str) {
     println!("{address}");
     std::io::stdout().flush().unwrap();
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    // What per-client limits refused, where they did.
+    if let Some(s) = STATS.get().map(socketserver::StatsHandle::get)
+        && s.over_client_rate + s.over_client_connections > 0
+    {
+        eprintln!(
+            "  server: {} taken, {} served, {} over a client's rate, {} over a client's connections",
+            s.accepted, s.served, s.over_client_rate, s.over_client_connections
+        );
+    }
     std::process::exit(0);
 }
 
@@ -145,9 +181,13 @@ fn spawn<T: socketserver::transport::Transport>(
 ) -> String {
     let mut server = server.expect("bind");
     let address = server.server_address().to_string();
+    let _ = STATS.set(server.stats_handle());
     std::thread::spawn(move || server.serve_forever());
     address
 }
+
+/// The server's counters, said when the bench ends it.
+static STATS: std::sync::OnceLock<socketserver::StatsHandle> = std::sync::OnceLock::new();
 
 /// The floor for datagrams: a blocking recv_from/send_to loop, nothing else.
 fn std_udp() -> String {

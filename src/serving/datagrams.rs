@@ -3,6 +3,7 @@
 //! same check.
 
 use std::io;
+use std::time::Instant;
 
 use super::event_loop::Loop;
 use super::turn::Taken;
@@ -26,8 +27,8 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
             Err(e) => return self.recover("receive", e),
         };
         let Loop { ctx, hooks, options, packet, scratch, .. } = self;
-        let admitted =
-            admit_datagram(ctx, hooks, options, Address::from_sock_addr(&from), &packet[..len], truncated, scratch);
+        let received = Received { from: Address::from_sock_addr(&from), at: Instant::now(), truncated };
+        let admitted = admit_datagram(ctx, hooks, options, received, &packet[..len], scratch);
         let Some((peer, skip)) = admitted else {
             return Ok(Taken::Requests(1));
         };
@@ -59,12 +60,14 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
                 return self.recover("receive", e);
             }
         };
+        // One clock reading for the batch: its datagrams came together.
+        let at = Instant::now();
         for i in 0..count {
             let (packet, truncated, from, reply) = batch.datagram(i);
             std::mem::swap(reply, &mut scratch.reply);
             let (ctx, hooks, options) = (&self.ctx, &mut self.hooks, &self.options);
-            let admitted =
-                admit_datagram(ctx, hooks, options, Address::from_sock_addr(&from), packet, truncated, &mut scratch);
+            let received = Received { from: Address::from_sock_addr(&from), at, truncated };
+            let admitted = admit_datagram(ctx, hooks, options, received, packet, &mut scratch);
             let Some((peer, skip)) = admitted else { continue };
             let send = runner::answer_datagram(&self.ctx, &self.socket, &packet[skip..], &peer, &from, &mut scratch).1;
             std::mem::swap(reply, &mut scratch.reply);
@@ -80,6 +83,13 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
     }
 }
 
+/// A datagram as it came: from whom, when, and whether it was cut short.
+struct Received {
+    from: Address,
+    at: Instant,
+    truncated: bool,
+}
+
 /// Counts a datagram just received and says whether to serve it, as whom,
 /// and from which byte: not if it was truncated (reported), its PROXY header
 /// is refused (reported), or `verify_request` refuses it. A trusted
@@ -91,11 +101,11 @@ fn admit_datagram<H>(
     ctx: &Context<H>,
     hooks: &mut Hooks,
     options: &Options,
-    peer: Address,
+    received: Received,
     packet: &[u8],
-    truncated: bool,
     scratch: &mut Scratch,
 ) -> Option<(Address, usize)> {
+    let Received { from: peer, at, truncated } = received;
     let counters = ctx.counters();
     Counters::add(&counters.accepted, 1);
     if truncated {
@@ -120,7 +130,7 @@ fn admit_datagram<H>(
     if let Some(limiter) = &ctx.limiter {
         let uid = scratch.ancillary.credentials.map(|c| c.uid);
         // Dropped without a reply: an answer would amplify a flood.
-        if !limiter.datagram(&peer, uid, std::time::Instant::now()) {
+        if !limiter.datagram(&peer, uid, at) {
             return None;
         }
     }
