@@ -153,7 +153,7 @@ pub fn udp_paced(server: SocketAddr, clients: usize, per_second: u32, duration: 
                     let sent = Instant::now();
                     socket.send(request).unwrap();
                     match socket.recv(&mut buffer) {
-                        Ok(n) if &buffer[..n] == &expected[..] => {
+                        Ok(n) if buffer[..n] == expected[..] => {
                             stats.requests += 1;
                             stats.latencies.push(micros(sent.elapsed()));
                         }
