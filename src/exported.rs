@@ -15,7 +15,6 @@ pub(crate) use metrics::Counter;
 use metrics::{Gauge, Histogram, Label};
 
 use crate::Address;
-use crate::stats::Counters;
 
 /// The gauge and the histogram.
 #[derive(Debug)]
@@ -31,33 +30,37 @@ impl Exported {
     }
 }
 
-/// Registers `counters` with the recorder installed now, labelled with
-/// `server` and `transport`; once: a server exported already keeps its
-/// handles.
-pub(crate) fn export(counters: &Counters, server: &Address, transport: &'static str) {
-    if counters.exported.get().is_some() {
-        return;
+/// The labels of the server at `server`, over `transport`.
+pub(crate) fn labels(server: &Address, transport: &'static str) -> [Label; 2] {
+    [Label::new("server", server.to_string()), Label::new("transport", transport)]
+}
+
+/// The counter `socketserver_<field>_total`, described by `help`, with
+/// the recorder installed now; it starts at `count` (nothing, as a rule:
+/// a server is exported when it is bound).
+pub(crate) fn counter(field: &str, help: &'static str, labels: &[Label], count: u64) -> Counter {
+    let name = format!("socketserver_{field}_total");
+    metrics::describe_counter!(name.clone(), help);
+    let counter = metrics::counter!(name, labels.to_vec());
+    counter.absolute(count);
+    counter
+}
+
+impl Exported {
+    /// The gauge (at `active` now) and the histogram, with the recorder installed now.
+    pub(crate) fn new(labels: &[Label], active: usize) -> Exported {
+        metrics::describe_gauge!(
+            "socketserver_active",
+            "Requests running now: in handlers, queued for the pool, or in children."
+        );
+        metrics::describe_histogram!(
+            "socketserver_request_duration_seconds",
+            metrics::Unit::Seconds,
+            "How long each request's handler ran (a stream's whole connection, a datagram, a framed message)."
+        );
+        let active_gauge = metrics::gauge!("socketserver_active", labels.to_vec());
+        active_gauge.set(active as f64);
+        let duration = metrics::histogram!("socketserver_request_duration_seconds", labels.to_vec());
+        Exported { active: active_gauge, duration }
     }
-    let labels = [Label::new("server", server.to_string()), Label::new("transport", transport)];
-    for (count, field, help) in counters.named() {
-        let name = format!("socketserver_{field}_total");
-        metrics::describe_counter!(name.clone(), help);
-        let counter = metrics::counter!(name, labels.to_vec());
-        // What was counted before (nothing, as a rule: serving starts now).
-        counter.absolute(count.get());
-        let _ = count.exported.set(counter);
-    }
-    metrics::describe_gauge!(
-        "socketserver_active",
-        "Requests running now: in handlers, queued for the pool, or in children."
-    );
-    metrics::describe_histogram!(
-        "socketserver_request_duration_seconds",
-        metrics::Unit::Seconds,
-        "How long each request's handler ran (a stream's whole connection, a datagram, a framed message)."
-    );
-    let active = metrics::gauge!("socketserver_active", labels.to_vec());
-    active.set(counters.active.load(std::sync::atomic::Ordering::SeqCst) as f64);
-    let duration = metrics::histogram!("socketserver_request_duration_seconds", labels.to_vec());
-    let _ = counters.exported.set(Exported { active, duration });
 }

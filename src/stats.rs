@@ -176,14 +176,6 @@ pub(crate) struct Count {
     pub(crate) exported: std::sync::OnceLock<crate::exported::Counter>,
 }
 
-impl Count {
-    /// The count now.
-    #[cfg(feature = "metrics")]
-    pub(crate) fn get(&self) -> u64 {
-        self.n.load(Ordering::Relaxed)
-    }
-}
-
 impl Counters {
     /// Counts one event; relaxed, as the counters order nothing else.
     pub(crate) fn add(count: &Count, n: u64) {
@@ -210,6 +202,23 @@ impl Counters {
         if let Some(exported) = self.exported.get() {
             exported.active.decrement(1.0);
         }
+    }
+
+    /// Registers the counters with the recorder installed now (feature
+    /// `metrics`), labelled with `server` and `transport`; once: a server
+    /// exported already keeps its handles.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn export(&self, server: &crate::Address, transport: &'static str) {
+        use crate::exported;
+        if self.exported.get().is_some() {
+            return;
+        }
+        let labels = exported::labels(server, transport);
+        for (count, field, help) in self.named() {
+            let _ = count.exported.set(exported::counter(field, help, &labels, count.n.load(Ordering::Relaxed)));
+        }
+        let active = self.active.load(Ordering::SeqCst);
+        let _ = self.exported.set(exported::Exported::new(&labels, active));
     }
 
     /// Each count with the name it is known by (its `Stats` field) and

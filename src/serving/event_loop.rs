@@ -162,7 +162,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
                 (false, true) => "udp",
                 (false, false) => "unix-datagram",
             };
-            crate::exported::export(self.ctx.counters(), &self.ctx.server_address, transport);
+            self.ctx.counters().export(&self.ctx.server_address, transport);
         }
     }
 
