@@ -338,3 +338,25 @@ fn over_tls_a_client_over_its_limit_costs_no_handshake() {
     let stats = stats.get();
     assert_eq!((stats.over_client_connections, stats.tls_failed), (1, 0));
 }
+
+/// Forking: the parent counts a client's connection until the child
+/// serving it exits, so a second one is refused while it runs. (The real
+/// `prime` binary: a child forked from this test process would hold this
+/// test's own client sockets open.)
+#[test]
+fn with_a_child_per_connection_the_parent_counts_it_until_the_child_exits() {
+    let serve = common::process::Serve::start("tcp", "127.0.0.1:0", &["--fork", "--per-client-connections", "1"]);
+    let to: SocketAddr = serve.address.parse().unwrap();
+    let mut first = BufReader::new(connect_from("127.0.0.2", to));
+    assert_eq!(ask(&mut first, "7\n"), "T\n");
+    assert!(closed_unanswered(connect_from("127.0.0.2", to)), "a second connection while a child serves the first");
+    let mut other = BufReader::new(connect_from("127.0.0.3", to));
+    assert_eq!(ask(&mut other, "4\n"), "F\n", "another client");
+    drop(first);
+    eventually("a new connection once the child exited", || {
+        let mut again = BufReader::new(connect_from("127.0.0.2", to));
+        again.get_mut().write_all(b"5\n").unwrap();
+        let mut answer = String::new();
+        again.read_line(&mut answer).is_ok_and(|_| answer == "T\n")
+    });
+}

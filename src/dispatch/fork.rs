@@ -25,6 +25,9 @@ struct Child {
     pid: libc::pid_t,
     peer: Address,
     _slot: Slot,
+    /// A stream's client under per-client limits, counted open until the
+    /// child exits.
+    _client: Option<Box<crate::limits::Client>>,
     /// Killed at the drain deadline: counted and reported then, so its
     /// exit is not counted again.
     cut: bool,
@@ -52,11 +55,12 @@ impl Fork {
     }
 
     /// Forks; the child runs `serve` and exits with its outcome, the parent
-    /// records the child and returns (dropping its copies of the request).
+    /// records the child, with what it keeps until the child exits (its
+    /// slot, its client), and returns (dropping its copies of the request).
     pub(super) fn run(
         &mut self,
         peer: Address,
-        slot: Slot,
+        (slot, client): (Slot, Option<Box<crate::limits::Client>>),
         serve: impl FnOnce() -> Outcome,
     ) -> Result<(), (&'static str, Address, io::Error)> {
         let waker = &self.waker;
@@ -67,7 +71,7 @@ impl Fork {
         });
         match child {
             Ok(pid) => {
-                self.children.push(Child { pid, peer, _slot: slot, cut: false });
+                self.children.push(Child { pid, peer, _slot: slot, _client: client, cut: false });
                 Ok(())
             }
             Err(e) => Err(("fork", peer, e)),

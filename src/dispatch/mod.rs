@@ -102,7 +102,7 @@ impl<H: RequestHandler> Dispatcher<H> {
     }
 
     /// Runs a stream request; the connection is closed when it is done.
-    pub(crate) fn stream(&mut self, ctx: &Context<H>, conn: Incoming) {
+    pub(crate) fn stream(&mut self, ctx: &Context<H>, mut conn: Incoming) {
         let mut slot = self.capacity.take_connection(&conn.socket, &conn.peer);
         let failed = match &mut self.mode {
             Mode::Sequential => {
@@ -123,10 +123,14 @@ impl<H: RequestHandler> Dispatcher<H> {
                     .map(|e| (threads::SPAWN, who, e))
             }
             Mode::Pool(pool) => pool.submit(ctx, pool::Job::Stream { conn, slot }).err(),
-            // Children are not tracked: a drain kills them instead.
-            Mode::Fork(fork) => fork
-                .run(conn.peer.clone(), slot, || runner::serve_stream(ctx, conn, || false, MayHandBack::Unable))
-                .err(),
+            // Children are not tracked: a drain kills them instead. The
+            // parent keeps the connection's client counted until its child
+            // is reaped (the child's copy of it counts nothing).
+            Mode::Fork(fork) => {
+                let kept = (slot, conn.client.take());
+                fork.run(conn.peer.clone(), kept, || runner::serve_stream(ctx, conn, || false, MayHandBack::Unable))
+                    .err()
+            }
         };
         if let Some((action, peer, source)) = failed {
             (ctx.on_error)(&Error::Dispatch { action, peer, source });
@@ -204,7 +208,9 @@ impl<H: RequestHandler> Dispatcher<H> {
                 pool.submit(ctx, job).err()
             }
             Mode::Fork(fork) => fork
-                .run(peer.clone(), slot, || runner::serve_datagram(ctx, socket, packet, &peer, reply_to, scratch))
+                .run(peer.clone(), (slot, None), || {
+                    runner::serve_datagram(ctx, socket, packet, &peer, reply_to, scratch)
+                })
                 .err(),
         };
         if let Some((action, peer, source)) = failed {
