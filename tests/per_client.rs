@@ -360,3 +360,29 @@ fn with_a_child_per_connection_the_parent_counts_it_until_the_child_exits() {
         again.read_line(&mut answer).is_ok_and(|_| answer == "T\n")
     });
 }
+
+/// An IPv6 client is its /64 (here ::1's), limited as an IPv4 one is, and
+/// named by its prefix in the log.
+#[test]
+fn an_ipv6_client_is_limited_by_its_prefix() {
+    let Ok(server) = TcpServer::builder(echo)
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .per_client(PerClient::new().connections(1))
+        .bind("[::1]:0")
+    else {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    };
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let connect = || {
+        let conn = TcpStream::connect(running.inet()).unwrap();
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        conn
+    };
+    let first = connect();
+    assert!(closed_unanswered(connect()), "a second connection from the same /64");
+    drop(first);
+    running.stop().unwrap();
+    assert_eq!(stats.get().over_client_connections, 1);
+}
