@@ -222,11 +222,10 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
     ///
     /// ```
     /// # use socketserver::{Request, TcpServer};
-    /// # fn config() -> std::sync::Arc<rustls::ServerConfig> { unimplemented!() }
-    /// # let _ = || {
+    /// # fn serve(config: std::sync::Arc<rustls::ServerConfig>) -> socketserver::Result<()> {
     /// // Mutual TLS lets in any certificate the CA signed; this lets in two names.
     /// let server = TcpServer::builder(|req: &mut Request<'_>| Ok(()))
-    ///     .tls(config())
+    ///     .tls(config)
     ///     .verify_tls(|_client, tls| {
     ///         match tls.client_identity().and_then(|id| id.common_name.as_deref()) {
     ///             Some("billing" | "reports") => Ok(()),
@@ -234,8 +233,8 @@ impl<T, H: RequestHandler> ServerBuilder<T, H> {
     ///         }
     ///     })
     ///     .bind("127.0.0.1:0")?;
-    /// # Ok::<(), socketserver::Error>(())
-    /// # };
+    /// # Ok(())
+    /// # }
     /// ```
     #[cfg(feature = "tls")]
     pub fn verify_tls(

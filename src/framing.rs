@@ -211,7 +211,7 @@ impl Framing {
                 let Some(prefix) = bytes.get(..*width) else {
                     return if eof && !bytes.is_empty() { ended_inside() } else { Cut::More };
                 };
-                let len = prefix.iter().fold(0usize, |n, &b| n << 8 | usize::from(b));
+                let len = length(prefix);
                 match bytes.len() - width {
                     _ if len > *max => Cut::TooLong,
                     have if have >= len => Cut::Whole(Split { consumed: width + len, message: *width..width + len }),
@@ -246,7 +246,7 @@ impl Framing {
             // `cut` found no newline in the first `max` bytes.
             Rule::Lines { max } => Ok(Some((Split { consumed: max, message: 0..max }, Left::Line))),
             Rule::Prefixed { width, max } => {
-                let len = bytes[..width].iter().fold(0usize, |n, &b| n << 8 | usize::from(b));
+                let len = length(&bytes[..width]);
                 match bytes.len() - width {
                     have if have >= max => {
                         Ok(Some((Split { consumed: width + max, message: width..width + max }, Left::Bytes(len - max))))
@@ -306,6 +306,11 @@ impl fmt::Debug for Framing {
         }?;
         if self.in_pieces { f.write_str(".in_pieces()") } else { Ok(()) }
     }
+}
+
+/// The big-endian length a prefix says.
+fn length(prefix: &[u8]) -> usize {
+    prefix.iter().fold(0usize, |n, &b| n << 8 | usize::from(b))
 }
 
 /// What the bytes so far hold.
@@ -401,21 +406,7 @@ mod tests {
     /// Every message `framing` cuts from `stream` when it arrives in the
     /// pieces `splits` make, then the end of the stream.
     fn messages(framing: &Framing, stream: &[u8], splits: &[usize]) -> Result<Vec<Vec<u8>>, Refused> {
-        let mut inbox = Inbox::default();
-        let mut got = Vec::new();
-        let mut from = 0;
-        for &at in splits.iter().chain([&stream.len()]) {
-            inbox.push(&stream[from..at.max(from)]);
-            from = at.max(from);
-            while let Some(message) = inbox.next(framing, false)? {
-                got.push(message.bytes);
-            }
-        }
-        while let Some(message) = inbox.next(framing, true)? {
-            got.push(message.bytes);
-        }
-        assert!(inbox.is_empty());
-        Ok(got)
+        Ok(pieces(framing, stream, splits)?.into_iter().map(|(_, bytes)| bytes).collect())
     }
 
     fn prefixed(messages: &[Vec<u8>]) -> Vec<u8> {

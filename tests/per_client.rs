@@ -52,6 +52,15 @@ fn echo(req: &mut Request<'_>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether a new connection from `source` gets `expected` for `line` (one
+/// refused reads an end at once).
+fn answered_anew(source: &str, server: SocketAddr, line: &str, expected: &str) -> bool {
+    let mut conn = BufReader::new(connect_from(source, server));
+    conn.get_mut().write_all(line.as_bytes()).unwrap();
+    let mut answer = String::new();
+    conn.read_line(&mut answer).is_ok_and(|_| answer == expected)
+}
+
 fn ask(conn: &mut BufReader<TcpStream>, line: &str) -> String {
     conn.get_mut().write_all(line.as_bytes()).unwrap();
     let mut answer = String::new();
@@ -81,12 +90,7 @@ fn one_client_holds_its_connection_limit_while_others_are_served() {
     let mut first = BufReader::new(held.remove(0));
     assert_eq!(ask(&mut first, "a\n"), "ok a\n");
     drop(first);
-    eventually("its connection is counted off", || {
-        let mut again = BufReader::new(connect_from("127.0.0.2", to));
-        again.get_mut().write_all(b"b\n").unwrap();
-        let mut answer = String::new();
-        again.read_line(&mut answer).is_ok_and(|_| answer == "ok b\n")
-    });
+    eventually("its connection is counted off", || answered_anew("127.0.0.2", to, "b\n", "ok b\n"));
     // Its handler reads until the client closes: close before the stop waits for it.
     drop((other, held));
     running.stop().unwrap();
@@ -353,12 +357,7 @@ fn with_a_child_per_connection_the_parent_counts_it_until_the_child_exits() {
     let mut other = BufReader::new(connect_from("127.0.0.3", to));
     assert_eq!(ask(&mut other, "4\n"), "F\n", "another client");
     drop(first);
-    eventually("a new connection once the child exited", || {
-        let mut again = BufReader::new(connect_from("127.0.0.2", to));
-        again.get_mut().write_all(b"5\n").unwrap();
-        let mut answer = String::new();
-        again.read_line(&mut answer).is_ok_and(|_| answer == "T\n")
-    });
+    eventually("a new connection once the child exited", || answered_anew("127.0.0.2", to, "5\n", "T\n"));
 }
 
 /// An IPv6 client is its /64 (here ::1's), limited as an IPv4 one is, and

@@ -84,30 +84,28 @@ impl Limiter {
         now.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    /// Counts a refusal of `key`'s and logs it, rate-limited.
+    /// Counts a refusal of `key`'s and logs it, rate-limited: a flood's
+    /// refusals past the limit cost a count, no formatting.
     fn refused(&self, key: Key, over: Over, what: &str, now: Instant) {
         let counters = &*self.counters;
-        let (counter, why) = match over {
-            Over::Connections => (
-                &counters.over_client_connections,
-                format!("holds its {} connections", self.rules.connections.unwrap_or(0)),
-            ),
-            Over::Rate { .. } => {
-                let (rate, burst) = self.rules.rate.unwrap_or_default();
-                (&counters.over_client_rate, format!("is over {rate} requests a second (burst {burst})"))
-            }
-            Over::Full => (
-                &counters.client_table_full,
-                format!("is new and the table of {} clients is full", self.settings.capacity),
-            ),
+        let counter = match over {
+            Over::Connections => &counters.over_client_connections,
+            Over::Rate { .. } => &counters.over_client_rate,
+            Over::Full => &counters.client_table_full,
         };
         Counters::add(counter, 1);
-        match self.log.admit(now) {
-            Admit::Log { suppressed: 0 } => log::warn!("client {key} {why}: {what}"),
-            Admit::Log { suppressed } => {
-                log::warn!("client {key} {why}: {what} (and {suppressed} more refusals not logged)");
+        let Admit::Log { suppressed } = self.log.admit(now) else { return };
+        let why = match over {
+            Over::Connections => format!("holds its {} connections", self.rules.connections.unwrap_or(0)),
+            Over::Rate { .. } => {
+                let (rate, burst) = self.rules.rate.unwrap_or_default();
+                format!("is over {rate} requests a second (burst {burst})")
             }
-            Admit::Suppress => {}
+            Over::Full => format!("is new and the table of {} clients is full", self.settings.capacity),
+        };
+        match suppressed {
+            0 => log::warn!("client {key} {why}: {what}"),
+            n => log::warn!("client {key} {why}: {what} (and {n} more refusals not logged)"),
         }
     }
 }
