@@ -116,6 +116,21 @@ pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Bytes waiting in the receive queue of the IPv4 UDP socket bound to
+/// `port`, from /proc/net/udp; `None` if no such socket is open.
+pub fn udp_receive_queue(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (_, local_port) = fields.get(1)?.split_once(':')?;
+        if u16::from_str_radix(local_port, 16).ok()? != port {
+            return None;
+        }
+        let (_, receive) = fields.get(4)?.split_once(':')?;
+        u64::from_str_radix(receive, 16).ok()
+    })
+}
+
 /// The pids of `pid`'s child processes, from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
     let mut children = Vec::new();
