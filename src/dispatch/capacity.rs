@@ -140,11 +140,16 @@ impl Capacity {
         self.waiting.store(true, Ordering::SeqCst);
         // A slot freed between the first look and `waiting` being set saw no
         // waiter and woke nobody: look again now that it is set.
-        if self.active() < self.limit {
-            self.waiting.store(false, Ordering::SeqCst);
-            return false;
-        }
-        true
+        //
+        // Finding room now, `waiting` stays set. Clearing it would withdraw
+        // a wake-up an earlier look asked for: the loop looks twice a turn
+        // (to dispatch, then to decide whether to accept), and a slot that
+        // ended between this look's two loads, and looks for a waiter only
+        // after a clear, would wake nobody while the first look's messages
+        // wait for room (seen: 56 messages queued, no request running, the
+        // loop asleep with no timeout). Left set, the worst is one wake-up
+        // too many.
+        self.active() >= self.limit
     }
 
     /// Makes the next freed slot wake the serving loop, full or not.

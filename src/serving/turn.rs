@@ -78,13 +78,18 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
             self.dispatcher.wake_on_next_release();
         }
         let closing = self.admission.is_closing();
-        let accepting = !closing && !self.dispatcher.is_full() && below_max && self.paused_until.is_none();
+        let full = self.dispatcher.is_full();
+        let accepting = !closing && !full && below_max && self.paused_until.is_none();
         let pause = self.paused_until.map(|until| until - now);
         // Having served some, return to the caller (and `service_actions`)
         // soon; closing, with nothing left (the last connection was taken
         // back and closed above), return at once: nothing would wake the wait.
         let done = closing && self.admission.len() == 0;
-        let timeout = if queued || done { Some(Duration::ZERO) } else { timeout };
+        // Room found after `dispatch_spoken` stopped for the lack of it: the
+        // slot that freed it may have spent its wake-up already (on a look
+        // of the loop, not a sleep), so work still waiting goes now.
+        let room_for_spoken = !full && self.admission.has_spoken();
+        let timeout = if queued || done || room_for_spoken { Some(Duration::ZERO) } else { timeout };
         let limit = [timeout, pause, self.admission.next_expiry(now), self.dispatcher.recheck_after()]
             .into_iter()
             .flatten()
