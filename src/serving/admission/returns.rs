@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use super::state::{Framed, Next};
+use super::state::{Framed, Next, close};
 use crate::handler_io::Incoming;
 use crate::runner::HandBack;
 use crate::serving::registry::Rearmer;
@@ -125,16 +125,25 @@ impl HandBack for Returns {
 }
 
 impl Drop for Returns {
-    /// Framed connections handed back after the server closed (a worker was
-    /// still answering them) are still registered: they leave the registry
-    /// before they close, as every registered fd does.
+    /// Connections handed back after the loop's last look (a worker was
+    /// still answering them when the server closed) are closed as the loop
+    /// closes those it holds: over TLS with `close_notify`, so the client
+    /// reads the server's end and not a cut. Framed ones are still
+    /// registered: they leave the registry before they close, as every
+    /// registered fd does.
     fn drop(&mut self) {
         for back in self.conns.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
-            if let HandedBack::Framed(framed) = back
-                && framed.registered
-            {
-                self.rearmer.forget(framed.conn.socket.as_fd());
-            }
+            let conn = match back {
+                HandedBack::Framed(framed) => {
+                    if framed.registered {
+                        self.rearmer.forget(framed.conn.socket.as_fd());
+                    }
+                    framed.conn
+                }
+                HandedBack::Stream(conn) => conn,
+            };
+            log::debug!("server closed: closing connection from {} between requests", conn.peer);
+            close(conn);
         }
     }
 }
