@@ -4,7 +4,10 @@
 //! The queue is a deque under a mutex with a condvar, not a channel whose
 //! receiver workers take turns to lock: there a worker waits for a job
 //! while holding the lock, so every job wakes two threads (the one that
-//! gets it, and the next in line for the lock). Here a job wakes one.
+//! gets it, and the next in line for the lock). Here a job wakes one, and
+//! only a sleeping one: the condvar's `notify_one` is a `futex` call even
+//! with nobody waiting (half the notifies of a busy framed pool woke
+//! nobody), so the queue counts its sleepers and a push with none skips it.
 
 use std::collections::VecDeque;
 use std::io;
@@ -48,7 +51,7 @@ struct Queue<H> {
 
 impl<H> Default for Queue<H> {
     fn default() -> Self {
-        let jobs = Jobs { waiting: VecDeque::new(), closing: false, workers: 0 };
+        let jobs = Jobs { waiting: VecDeque::new(), closing: false, workers: 0, sleeping: 0, woken: 0 };
         Queue { state: Mutex::new(jobs), ready: Condvar::new() }
     }
 }
@@ -58,6 +61,12 @@ struct Jobs<H> {
     closing: bool,
     /// Workers still taking jobs: none left, a job would wait for ever.
     workers: usize,
+    /// Workers waiting on `ready`: a push wakes one only if one sleeps
+    /// that no earlier push woke (`woken`: notified, not yet back under the
+    /// lock). Counted under the lock the wait releases, so a worker about to
+    /// sleep is counted before a push can look.
+    sleeping: usize,
+    woken: usize,
 }
 
 impl<H> Queue<H> {
@@ -72,8 +81,12 @@ impl<H> Queue<H> {
             return Some(job);
         }
         jobs.waiting.push_back(job);
+        let wake = jobs.sleeping > jobs.woken;
+        jobs.woken += usize::from(wake);
         drop(jobs);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         None
     }
 
@@ -87,7 +100,12 @@ impl<H> Queue<H> {
             if jobs.closing {
                 return None;
             }
+            jobs.sleeping += 1;
             jobs = self.ready.wait(jobs).unwrap_or_else(PoisonError::into_inner);
+            jobs.sleeping -= 1;
+            // Woken by a push, or spuriously: either way this worker looks
+            // at the queue now, so one fewer wake-up is owed.
+            jobs.woken = jobs.woken.saturating_sub(1);
         }
     }
 
