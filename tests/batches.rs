@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -176,4 +176,108 @@ fn the_answers_to_a_pipelined_batch_leave_in_one_send() {
     let in_one = format!("\"{}\"", expected.replace('\n', "\\n"));
     let sends: Vec<&str> = traced.lines().filter(|l| l.contains("T\\n") || l.contains("F\\n")).collect();
     assert!(sends.iter().any(|l| l.contains(&in_one)), "no single send carried all 16 answers: {sends:#?}");
+}
+
+/// On a worker pool, a framed connection between messages waits with the
+/// workers, not in the loop (README, "Many connections"); its timeouts
+/// still hold there: a client that keeps asking within `idle_timeout` is
+/// answered every time, one that goes silent is closed at it (counted in
+/// `idle_closed`), and no worker waits on it meanwhile.
+#[test]
+fn a_connection_parked_with_the_workers_keeps_its_idle_timeout() {
+    let server = TcpServer::builder(echo())
+        .dispatch(WorkerPool::new(1).into())
+        .framing(Framing::lines(64))
+        .idle_timeout(Some(Duration::from_millis(400)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut silent = BufReader::new(connect(&running));
+    silent.get_mut().write_all(b"one\n").unwrap();
+    let mut line = String::new();
+    silent.read_line(&mut line).unwrap();
+    assert_eq!(line, "one\n");
+    // The only worker is free for another client while `silent` waits.
+    // Asking every 100 ms for 800 ms, it outlives the 400 ms idle timeout.
+    let mut talking = BufReader::new(connect(&running));
+    let started = Instant::now();
+    for i in 0..8 {
+        talking.get_mut().write_all(format!("{i}\n").as_bytes()).unwrap();
+        line.clear();
+        talking.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("{i}\n"), "after {:?}", started.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut rest = String::new();
+    let end = silent.read_to_string(&mut rest);
+    assert!(matches!(end, Ok(0)), "not closed at its idle timeout: {end:?} {rest:?}");
+    eventually("the silent client is counted as closed idle", || stats.get().idle_closed >= 1);
+    running.stop().unwrap();
+}
+
+/// A persistent client's messages, once its connection has waited between
+/// two of them, are read and answered by the worker its socket woke: the
+/// serving loop makes no system call for them (`strace` counts the loop
+/// thread's reads and waits: 200 messages through the loop would cost at
+/// least 400). Skipped without `strace`.
+#[test]
+fn a_persistent_client_s_messages_do_not_pass_through_the_serving_loop() {
+    if Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_err() {
+        eprintln!("strace is not installed; skipped");
+        return;
+    }
+    let trace = common::temp_dir();
+    let out = trace.path().join("strace.txt");
+    let mut serve = Serve::from_command(
+        Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=read,recvfrom,epoll_wait,epoll_pwait,futex", "-o"])
+            .arg(&out)
+            .arg(prime_binary())
+            .args(["serve", "tcp", "127.0.0.1:0", "--workers", "2", "--framing", "lines"])
+            .stderr(Stdio::null()),
+    );
+    let conn = TcpStream::connect(&serve.address).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut answer = String::new();
+    for n in 0..200 {
+        (&conn).write_all(format!("{}\n", 2 * n + 9).as_bytes()).unwrap();
+        answer.clear();
+        reader.read_line(&mut answer).unwrap();
+        assert!(answer == "T\n" || answer == "F\n", "{n}: {answer:?}");
+    }
+    let server = children_of(serve.pid())[0];
+    send_signal(server, "TERM");
+    assert!(serve.wait().success());
+    let traced = std::fs::read_to_string(&out).unwrap();
+    // The loop is the process's main thread: its lines carry the process id.
+    let by_loop = traced.lines().filter(|l| l.starts_with(&format!("{server} "))).count();
+    assert!(by_loop < 100, "the loop made {by_loop} reads and waits for 200 messages:\n{traced}");
+}
+
+/// A parked connection whose client ends it is closed by the worker its
+/// socket woke, and its place is free at once: under `max_connections(1)`
+/// the next client is answered (the loop, full, waits for that place
+/// without a `poll_interval` to look again).
+#[test]
+fn a_parked_connection_its_client_ended_frees_its_place_under_max_connections() {
+    let server = TcpServer::builder(echo())
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(64))
+        .max_connections(1)
+        .poll_interval(None)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    for i in 0..20 {
+        let conn = connect(&running);
+        (&conn).write_all(format!("{i}\n").as_bytes()).unwrap();
+        let mut reader = BufReader::new(conn);
+        let mut line = String::new();
+        let read = reader.read_line(&mut line);
+        assert!(read.is_ok() && line == format!("{i}\n"), "client {i}: {read:?} {line:?}");
+        // Parked now; this client ends it.
+    }
+    running.stop().unwrap();
 }

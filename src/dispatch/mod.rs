@@ -5,6 +5,7 @@
 mod capacity;
 mod config;
 mod fork;
+mod parking;
 mod pool;
 mod threads;
 
@@ -24,7 +25,8 @@ use crate::runner::{self, Context, MayHandBack, Scratch};
 use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
 use crate::{Address, Error, RequestHandler};
-pub(crate) use capacity::Capacity;
+pub(crate) use capacity::{Capacity, Slot};
+pub(crate) use parking::{Parking, Resume};
 
 /// Ready work that runs itself (a framed connection's messages, answered
 /// and handed back): a dispatcher decides where it runs, never what it does.
@@ -68,9 +70,19 @@ enum Mode<H> {
     Fork(fork::Fork),
 }
 
+impl Dispatch {
+    /// Whether requests run on a pool of worker threads.
+    pub(crate) fn is_pool(&self) -> bool {
+        matches!(self.0, Config::Pool(_))
+    }
+}
+
 impl<H: RequestHandler> Dispatcher<H> {
     /// `max_connections` is `None` for datagram servers, where it does not
-    /// apply; `listener` is a stream server's listening socket.
+    /// apply; `listener` is a stream server's listening socket; `parked`:
+    /// where a pool's idle workers wait with the framed connections parked
+    /// between messages, and the loop's side that holds them.
+    #[allow(clippy::too_many_arguments, reason = "each is one part of the loop the dispatcher serves")]
     pub(crate) fn new(
         dispatch: &Dispatch,
         max_connections: Option<usize>,
@@ -79,25 +91,29 @@ impl<H: RequestHandler> Dispatcher<H> {
         listener: Option<RawFd>,
         counters: Arc<Counters>,
         on_error: ErrorHook,
+        parked: Option<(Arc<Parking>, Arc<dyn Resume<H>>)>,
     ) -> Self {
-        let (mode, limit) = match &dispatch.0 {
-            Config::Sequential => (Mode::Sequential, None),
-            Config::Threads(config) => (Mode::Threads(threads::Threads::new(config.clone())), config.max_threads),
-            Config::Pool(config) => (Mode::Pool(pool::Pool::new(config.clone())), Some(config.workers + config.queue)),
-            Config::Fork(config) => (
-                Mode::Fork(fork::Fork::new(
-                    config.clone(),
-                    stop.waker().clone(),
-                    listener,
-                    Arc::clone(&counters),
-                    Arc::clone(&on_error),
-                )),
-                Some(config.max_children),
-            ),
+        let limit = match &dispatch.0 {
+            Config::Sequential => None,
+            Config::Threads(config) => config.max_threads,
+            Config::Pool(config) => Some(config.workers + config.queue),
+            Config::Fork(config) => Some(config.max_children),
         };
         let limit = [limit, max_connections].into_iter().flatten().min();
         let track = drain_timeout.is_some() && matches!(dispatch.0, Config::Threads(_) | Config::Pool(_));
-        let capacity = Capacity::new(limit, stop.waker().clone(), track, counters, on_error);
+        let capacity = Capacity::new(limit, stop.waker().clone(), track, Arc::clone(&counters), Arc::clone(&on_error));
+        let mode = match &dispatch.0 {
+            Config::Sequential => Mode::Sequential,
+            Config::Threads(config) => Mode::Threads(threads::Threads::new(config.clone())),
+            Config::Pool(config) => {
+                let parked =
+                    parked.map(|(parking, resume)| pool::Parked { parking, resume, capacity: Arc::clone(&capacity) });
+                Mode::Pool(pool::Pool::new(config.clone(), parked))
+            }
+            Config::Fork(config) => {
+                Mode::Fork(fork::Fork::new(config.clone(), stop.waker().clone(), listener, counters, on_error))
+            }
+        };
         Dispatcher { mode, capacity, stop, drain_deadline: None }
     }
 

@@ -16,8 +16,9 @@ use std::thread::{self, JoinHandle};
 
 use socket2::{SockAddr, Socket};
 
-use super::capacity::Slot;
+use super::capacity::{Capacity, Slot};
 use super::config::WorkerPool;
+use super::parking::{self, Parking, Resume, Woke};
 use crate::ancillary::Ancillary;
 use crate::handler_io::Incoming;
 use crate::runner::{self, Context, MayHandBack, Scratch};
@@ -46,14 +47,25 @@ pub(crate) enum Job<H> {
 /// The jobs waiting for a worker.
 struct Queue<H> {
     state: Mutex<Jobs<H>>,
+    /// Where idle workers wait: on `ready`, or, in a framed pool that parks
+    /// its connections with its workers, in `parking`'s epoll instance.
     ready: Condvar,
+    parking: Option<Arc<Parking>>,
 }
 
-impl<H> Default for Queue<H> {
-    fn default() -> Self {
+impl<H> Queue<H> {
+    fn new(parking: Option<Arc<Parking>>) -> Self {
         let jobs = Jobs { waiting: VecDeque::new(), closing: false, workers: 0, sleeping: 0, woken: 0 };
-        Queue { state: Mutex::new(jobs), ready: Condvar::new() }
+        Queue { state: Mutex::new(jobs), ready: Condvar::new(), parking }
     }
+}
+
+/// What a worker with no job does next.
+enum Idle {
+    /// Wait in the parking's epoll instance (counted as sleeping).
+    Wait,
+    /// The pool is closing and the queue is empty.
+    Exit,
 }
 
 struct Jobs<H> {
@@ -64,7 +76,9 @@ struct Jobs<H> {
     /// Workers waiting on `ready`: a push wakes one only if one sleeps
     /// that no earlier push woke (`woken`: notified, not yet back under the
     /// lock). Counted under the lock the wait releases, so a worker about to
-    /// sleep is counted before a push can look.
+    /// sleep is counted before a push can look. With a parking, the workers
+    /// waiting there, and every push with one bumps its counter: two bumps
+    /// may wake one worker (see `parking.rs`), so none is taken as owed.
     sleeping: usize,
     woken: usize,
 }
@@ -81,6 +95,14 @@ impl<H> Queue<H> {
             return Some(job);
         }
         jobs.waiting.push_back(job);
+        if let Some(parking) = &self.parking {
+            let wake = jobs.sleeping > 0;
+            drop(jobs);
+            if wake {
+                parking.signal();
+            }
+            return None;
+        }
         let wake = jobs.sleeping > jobs.woken;
         jobs.woken += usize::from(wake);
         drop(jobs);
@@ -88,6 +110,32 @@ impl<H> Queue<H> {
             self.ready.notify_one();
         }
         None
+    }
+
+    /// With a parking: the next job, or the worker waits (counted), or exits.
+    /// A worker that takes a job and leaves more queued, with workers
+    /// waiting, wakes one more: the bump that queued it may have woken this
+    /// worker only.
+    fn turn(&self, parking: &Parking) -> Result<Job<H>, Idle> {
+        let mut jobs = self.lock();
+        if let Some(job) = jobs.waiting.pop_front() {
+            let more = !jobs.waiting.is_empty() && jobs.sleeping > 0;
+            drop(jobs);
+            if more {
+                parking.signal();
+            }
+            return Ok(job);
+        }
+        if jobs.closing {
+            return Err(Idle::Exit);
+        }
+        jobs.sleeping += 1;
+        Err(Idle::Wait)
+    }
+
+    /// A worker back from waiting in the parking.
+    fn woke(&self) {
+        self.lock().sleeping -= 1;
     }
 
     /// The next job; `None` once the pool is closing and none is left.
@@ -111,7 +159,10 @@ impl<H> Queue<H> {
 
     fn close(&self) {
         self.lock().closing = true;
-        self.ready.notify_all();
+        match &self.parking {
+            Some(parking) => parking.wake_all(),
+            None => self.ready.notify_all(),
+        }
     }
 }
 
@@ -133,16 +184,35 @@ impl<H> Drop for Working<H> {
     }
 }
 
+/// What a framed pool's workers need to answer parked connections: where
+/// they wait, the loop's side that holds the connections, and the count a
+/// request takes its slot from.
+pub(crate) struct Parked<H> {
+    pub parking: Arc<Parking>,
+    pub resume: Arc<dyn Resume<H>>,
+    pub capacity: Arc<Capacity>,
+}
+
+impl<H> Clone for Parked<H> {
+    fn clone(&self) -> Self {
+        Parked {
+            parking: Arc::clone(&self.parking),
+            resume: Arc::clone(&self.resume),
+            capacity: Arc::clone(&self.capacity),
+        }
+    }
+}
+
 pub(crate) struct Pool<H> {
     config: WorkerPool,
     queue: Option<Arc<Queue<H>>>,
     workers: Vec<JoinHandle<()>>,
-    handler: std::marker::PhantomData<fn() -> H>,
+    parked: Option<Parked<H>>,
 }
 
 impl<H: RequestHandler> Pool<H> {
-    pub(super) fn new(config: WorkerPool) -> Self {
-        Pool { config, queue: None, workers: Vec::new(), handler: std::marker::PhantomData }
+    pub(super) fn new(config: WorkerPool, parked: Option<Parked<H>>) -> Self {
+        Pool { config, queue: None, workers: Vec::new(), parked }
     }
 
     /// Queues `job`, starting the workers on first use (the context is final
@@ -163,14 +233,17 @@ impl<H: RequestHandler> Pool<H> {
     }
 
     fn start(&mut self, ctx: &Context<H>) -> io::Result<()> {
-        let queue = Arc::new(Queue::default());
+        let queue = Arc::new(Queue::new(self.parked.as_ref().map(|parked| Arc::clone(&parked.parking))));
         for i in 0..self.config.workers {
             let mut builder = thread::Builder::new().name(format!("socketserver-worker-{i}"));
             if let Some(bytes) = self.config.stack_size {
                 builder = builder.stack_size(bytes);
             }
-            let (ctx, working) = (ctx.clone(), Working::new(&queue));
-            self.workers.push(builder.spawn(move || work(&ctx, &working.0))?);
+            let (ctx, working, parked) = (ctx.clone(), Working::new(&queue), self.parked.clone());
+            self.workers.push(builder.spawn(move || match parked {
+                Some(parked) => work_parked(&ctx, &working.0, &parked),
+                None => work(&ctx, &working.0),
+            })?);
         }
         self.queue = Some(queue);
         Ok(())
@@ -202,16 +275,53 @@ impl<H> Job<H> {
 fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue<H>) {
     let mut scratch = Scratch::default();
     while let Some(job) = jobs.next() {
-        match job {
-            Job::Stream { mut slot, conn } => {
-                runner::serve_stream(ctx, conn, || slot.untrack(), MayHandBack::Wake);
+        run(ctx, job, &mut scratch);
+    }
+}
+
+/// A framed pool's worker: queued jobs first; idle, it waits with the
+/// parked connections and answers the one that reports.
+fn work_parked<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue<H>, parked: &Parked<H>) {
+    let mut scratch = Scratch::default();
+    let mut events = parking::events();
+    loop {
+        match jobs.turn(&parked.parking) {
+            Ok(job) => run(ctx, job, &mut scratch),
+            Err(Idle::Exit) => return,
+            Err(Idle::Wait) => {
+                let woke = parked.parking.wait(&mut events);
+                jobs.woke();
+                match woke {
+                    Ok(Woke::Parked(key)) => {
+                        let capacity = &parked.capacity;
+                        parked
+                            .resume
+                            .resume(key, ctx, &mut scratch, &mut |socket, peer| capacity.take_message(socket, peer));
+                    }
+                    Ok(Woke::Jobs) => {}
+                    // Only a broken epoll instance fails a wait: the
+                    // queue still has this worker's attention, and a
+                    // pause keeps a failing wait from spinning.
+                    Err(e) => {
+                        log::error!("worker pool: waiting for parked connections failed: {e}");
+                        thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
             }
-            Job::Work { mut slot, work } => work.run_boxed(ctx, &mut scratch, true, &mut || slot.untrack()),
-            Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot } => {
-                scratch.ancillary = ancillary;
-                runner::serve_datagram(ctx, &socket, &packet, &peer, &reply_to, &mut scratch);
-                scratch.ancillary = Ancillary::default();
-            }
+        }
+    }
+}
+
+fn run<H: RequestHandler>(ctx: &Context<H>, job: Job<H>, scratch: &mut Scratch) {
+    match job {
+        Job::Stream { mut slot, conn } => {
+            runner::serve_stream(ctx, conn, || slot.untrack(), MayHandBack::Wake);
+        }
+        Job::Work { mut slot, work } => work.run_boxed(ctx, scratch, true, &mut || slot.untrack()),
+        Job::Datagram { socket, packet, peer, reply_to, ancillary, slot: _slot } => {
+            scratch.ancillary = ancillary;
+            runner::serve_datagram(ctx, &socket, &packet, &peer, &reply_to, scratch);
+            scratch.ancillary = Ancillary::default();
         }
     }
 }

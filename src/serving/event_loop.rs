@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use socket2::Socket;
 
-use super::admission::Admission;
+use super::admission::{Admission, Lot};
 use crate::deadline::Timeouts;
-use crate::dispatch::{Dispatch, Dispatcher};
+use crate::dispatch::{Dispatch, Dispatcher, Parking};
 use crate::hooks::{ErrorHook, Hooks};
 use crate::limits::Limiter;
 use crate::options::Options;
@@ -81,7 +81,12 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
                 .then(|| sys::DatagramBatch::new(n, options.max_packet_size))
         };
         let counters = Arc::new(Counters::default());
-        let admission = Admission::new(shutdown.waker(), socket.as_fd()).map_err(|source| Error::Bind {
+        let parking = Self::parking(&options, &dispatch);
+        let lot = parking
+            .as_ref()
+            .zip(options.framing.clone())
+            .map(|(parking, framing)| Lot::new(Arc::clone(parking), framing, options.idle_timeout));
+        let admission = Admission::new(shutdown.waker(), socket.as_fd(), lot).map_err(|source| Error::Bind {
             action: "create a readiness registry for",
             addr: server_address.clone(),
             source,
@@ -94,6 +99,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
             (T::KIND == Kind::Stream).then(|| socket.as_raw_fd()),
             Arc::clone(&counters),
             Arc::clone(&on_error),
+            parking.map(|parking| (parking, Arc::clone(admission.returns()) as _)),
         );
         let limiter = options.per_client.clone().map(|limits| Arc::new(Limiter::new(limits, Arc::clone(&counters))));
         let ctx = Context {
@@ -119,6 +125,24 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
             batch,
             transport: PhantomData,
         })
+    }
+
+    /// Where a framed pool's idle workers wait with the connections parked
+    /// between messages: a framed stream server on a worker pool, where
+    /// the platform has one (Linux). Without it (or if it cannot be made)
+    /// those connections wait in the loop.
+    fn parking(options: &Options, dispatch: &Dispatch) -> Option<Arc<Parking>> {
+        if T::KIND != Kind::Stream || options.framing.is_none() || !dispatch.is_pool() {
+            return None;
+        }
+        match Parking::new() {
+            Ok(parking) => Some(Arc::new(parking)),
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => None,
+            Err(e) => {
+                log::warn!("framed connections wait in the serving loop: cannot make the workers' registry: {e}");
+                None
+            }
+        }
     }
 
     /// The server socket.

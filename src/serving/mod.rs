@@ -26,7 +26,11 @@
 //! message        its Inbox, cut a message (framing.rs) -> Dispatcher::work (Answer)
 //!                -> runner::serve_message, then the messages pipelined behind it, the
 //!                   replies sent together -> Returns::hand_back_framed, re-armed by
-//!                   the worker (no wake-up) -> frame again
+//!                   the worker (no wake-up) -> frame again; on a worker pool, parked
+//!                   in the Lot instead (returns.rs), where the pool's idle workers
+//!                   wait (dispatch/parking.rs) -> Resume: read and answered by the
+//!                   worker its bytes woke -> parked again; the loop meets it only at
+//!                   its deadline (Admission::on_expired) and at a close
 //!
 //! A datagram   recv (or recvmmsg) -> datagrams.rs: truncation, PROXY v2 header,
 //!                verify_request -> Dispatcher::datagram -> runner::serve_datagram

@@ -16,6 +16,8 @@ pub(crate) const READ: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
 pub(crate) const WRITE: u32 = libc::EPOLLOUT as u32;
 /// Report once, then stay quiet until modified.
 pub(crate) const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
+/// Report each change, not the state: one report per write.
+pub(crate) const EDGE: u32 = libc::EPOLLET as u32;
 
 /// An epoll instance.
 #[derive(Debug)]
@@ -91,8 +93,47 @@ impl Default for Events {
 }
 
 impl Events {
+    /// Room for `n` reports a wait.
+    pub(crate) fn with_capacity(n: usize) -> Events {
+        Events(Vec::with_capacity(n))
+    }
+
     /// The keys of what the last wait reported.
     pub(crate) fn keys(&self) -> impl Iterator<Item = usize> + '_ {
         self.0.iter().map(|e| e.u64 as usize)
+    }
+}
+
+/// A counter other threads bump to wake a waiter on an epoll instance
+/// (Linux's eventfd): unlike a socket pair it never fills, so a writer that
+/// never has it read loses no wake-up.
+#[derive(Debug)]
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new
+        // fd that nothing else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned here alone.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Adds one: a waiter registered for its input is told.
+    pub(crate) fn signal(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: `one` is 8 readable bytes for the call, the size eventfd
+        // takes. It fails only when the counter would pass 2^64 - 2, which
+        // a count of wake-ups never reaches; a failure wakes nobody, and
+        // nothing else is at stake.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.0.as_fd()
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! A framed connection keeps its slab key and its registration while a
 //! worker has it, so its return costs the loop no wake-up and no
-//! re-registration; the loop still comes by at its deadlines.
+//! re-registration; the loop still comes by at its deadlines. On a worker
+//! pool it waits with the workers instead ([`resume`] answers it there).
 
 use std::io;
 use std::os::fd::AsFd;
@@ -58,6 +59,12 @@ pub(super) fn frame<H>(table: &mut Table, mut framed: Framed, now: Instant, env:
             }
             if framed.key.is_none() {
                 table.keep_place(&mut framed);
+                // Parked with the workers it may never come back through
+                // here: the loop must come by at its deadline anyway.
+                if let Some(key) = framed.key {
+                    let generation = table.held[key].generation;
+                    table.look_again(key, generation, framed.conn.deadline, now, env);
+                }
             }
             table.messages.push_back((framed, message));
         }
@@ -211,6 +218,41 @@ fn answer<H: RequestHandler>(
         return Next::Close;
     }
     after
+}
+
+/// A parked connection a worker's wait found ready: reads what came, and
+/// answers what is whole (and what was pipelined behind it) as a queued
+/// message is answered; returns what comes next for the connection.
+/// Whatever the loop has to judge (an ended stream, bytes it refuses, a
+/// client over its rate) goes back to it.
+pub(super) fn resume<H: RequestHandler>(
+    ctx: &Context<H>,
+    framing: &Framing,
+    framed: &mut Framed,
+    scratch: &mut Scratch,
+) -> Next {
+    match framed.conn.read_now(&mut framed.inbox) {
+        Ok(eof) => framed.eof = eof,
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return Next::Armed,
+        Err(e) => {
+            log::debug!("framed connection from {} failed: {e}", framed.conn.peer);
+            return Next::Close;
+        }
+    }
+    match framed.inbox.next(framing, framed.eof) {
+        Ok(Some(message)) if framed.conn.client.as_ref().is_some_and(|c| c.message(Instant::now(), false).is_err()) => {
+            framed.pending = Some(message);
+            Next::Loop
+        }
+        Ok(Some(message)) => answer(ctx, framing, framed, message, scratch),
+        Ok(None) if !framed.eof => Next::Armed,
+        // Ended between messages: its worker closes it.
+        Ok(None) if framed.inbox.is_empty() => {
+            log::debug!("framed connection from {} ends between messages", framed.conn.peer);
+            Next::Close
+        }
+        _ => Next::Loop,
+    }
 }
 
 /// The message a pipelining client sent after the one just answered, or

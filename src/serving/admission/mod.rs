@@ -29,6 +29,7 @@ mod tls_handshake;
 
 pub(crate) use closing::Closing;
 pub(crate) use framed::Answer;
+pub(crate) use returns::Lot;
 pub(crate) use state::{Admitted, Env, Framed};
 
 use std::io;
@@ -39,9 +40,10 @@ use std::time::{Duration, Instant};
 use super::registry::{FIRST_HELD, Interest, LISTENER, Registry, WAKE};
 use crate::framing::Message;
 use crate::handler_io::Incoming;
+use crate::stats::Counters;
 use crate::sys;
 use crate::waker::Waker;
-use returns::{HandedBack, Returns};
+use returns::{AwayAt, HandedBack, Returns};
 use state::{Arrival, Held, Next, State};
 #[cfg(any(feature = "proxy-protocol", feature = "tls"))]
 use step::Step;
@@ -73,12 +75,13 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// The registry for a loop on `listener`, woken by `waker`'s socket.
-    pub(crate) fn new(waker: &Waker, listener: BorrowedFd<'_>) -> io::Result<Admission> {
+    /// The registry for a loop on `listener`, woken by `waker`'s socket;
+    /// `lot`: framed connections park with a worker pool between messages.
+    pub(crate) fn new(waker: &Waker, listener: BorrowedFd<'_>, lot: Option<Lot>) -> io::Result<Admission> {
         let registry = Registry::new()?;
         registry.add(waker.fd(), WAKE, Interest::Level)?;
         registry.add(listener, LISTENER, Interest::Nothing)?;
-        let returns = Arc::new(Returns::new(waker.clone(), registry.rearmer()));
+        let returns = Arc::new(Returns::new(waker.clone(), registry.rearmer(), lot));
         Ok(Admission {
             table: Table::new(registry),
             listening: false,
@@ -207,6 +210,10 @@ impl Admission {
             turned_away |= match back {
                 HandedBack::Framed(framed) => framed::frame(&mut self.table, framed, now, env),
                 HandedBack::Stream(conn) => kept::kept(&mut self.table, conn, now, env),
+                HandedBack::Closed(key) => {
+                    self.table.forget_away(key);
+                    false
+                }
             };
         }
         self.returned = returned;
@@ -273,7 +280,19 @@ impl Admission {
         let generation = held.generation;
         let step = match &mut held.state {
             &mut State::Away { deadline } => {
-                self.table.look_again(key, generation, deadline, now, env);
+                match self.returns.away_at(key, now) {
+                    AwayAt::Expired(framed) => {
+                        let place = if framed.inbox.is_empty() { "between" } else { "inside" };
+                        log::info!(
+                            "closing connection from {}: silent past its deadline {place} messages",
+                            framed.conn.peer
+                        );
+                        Counters::add(&env.ctx.counters().idle_closed, 1);
+                        self.table.close_framed(framed);
+                    }
+                    AwayAt::Until(at) => self.table.deadlines.set(at, key, generation),
+                    AwayAt::Elsewhere => self.table.look_again(key, generation, deadline, now, env),
+                }
                 return false;
             }
             State::Owing(conn) => {
@@ -363,6 +382,7 @@ impl Admission {
                     log::debug!("server closing: closing connection from {} between requests", conn.peer);
                     state::close(conn);
                 }
+                HandedBack::Closed(key) => self.table.forget_away(key),
             }
         }
         // Those away are with workers, who hand them back to a `Returns`

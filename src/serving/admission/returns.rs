@@ -1,16 +1,27 @@
 //! The way back to the serving loop: connections handed back, framed ones
 //! between messages and stream ones whose handler called
-//! `Request::hand_back`, wait here for the loop to take them.
+//! `Request::hand_back`, wait here for the loop to take them. On a worker
+//! pool that parks, framed connections between messages wait with the
+//! workers instead ([`Lot`]), and the loop meets them only at their
+//! deadlines and at a close.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
 
 use super::state::{Framed, Next, close};
+use crate::ancillary::Ancillary;
+use crate::deadline::deadline_after;
+use crate::dispatch::{Parking, Resume, Slot};
+use crate::framing::Framing;
 use crate::handler_io::Incoming;
-use crate::runner::HandBack;
+use crate::runner::{Context, HandBack, Scratch};
 use crate::serving::registry::Rearmer;
 use crate::waker::{Wake, Waker};
+use crate::{Address, RequestHandler};
 
 /// A connection handed back to the loop.
 pub(crate) enum HandedBack {
@@ -18,6 +29,9 @@ pub(crate) enum HandedBack {
     Framed(Framed),
     /// A stream connection its handler handed back (`Request::hand_back`).
     Stream(Incoming),
+    /// A parked framed connection its worker closed (its client ended it,
+    /// or it failed): its place in the loop, at this key, is free.
+    Closed(usize),
 }
 
 /// Connections that workers are done with, for the loop to take back:
@@ -40,16 +54,116 @@ pub(crate) struct Returns {
     closing: AtomicBool,
     waker: Waker,
     rearmer: Rearmer,
+    /// Framed connections parked with a worker pool's idle workers.
+    lot: Option<Lot>,
+}
+
+/// Framed connections between messages, parked where a pool's idle workers
+/// wait (`dispatch/parking.rs`): each under its key in the loop, which
+/// keeps its slab entry (`State::Away`) meanwhile, so it counts as open and
+/// the loop comes by at its deadline. Its worker parks it and arms it under
+/// the lock, so whoever takes it (a worker its fd woke, or the loop at its
+/// deadline or at a close) finds it whole, with its fd open.
+pub(crate) struct Lot {
+    parking: Arc<Parking>,
+    framing: Framing,
+    idle_timeout: Option<Duration>,
+    parked: Mutex<Parked>,
+}
+
+#[derive(Default)]
+struct Parked {
+    /// By loop key: a connection, and when it is closed if still silent.
+    slots: Vec<Option<(Framed, Option<Instant>)>>,
+    /// The server closes: nothing is parked any more.
+    closed: bool,
+}
+
+impl Lot {
+    /// A lot whose connections wait in `parking`, cut as `framing` says,
+    /// closed after `idle_timeout` of silence.
+    pub(crate) fn new(parking: Arc<Parking>, framing: Framing, idle_timeout: Option<Duration>) -> Lot {
+        Lot { parking, framing, idle_timeout, parked: Mutex::default() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Parked> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Parks `framed` to wait for its next bytes; gives it back if the
+    /// server closes or its fd cannot be armed (the loop takes it then).
+    fn park(&self, key: usize, mut framed: Framed) -> Option<Framed> {
+        let mut parked = self.lock();
+        if parked.closed {
+            return Some(framed);
+        }
+        let now = Instant::now();
+        let idle = self.idle_timeout.map(|idle| deadline_after(now, idle));
+        let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
+        let first = !framed.parked;
+        if let Err(e) = self.parking.park(framed.conn.socket.as_fd(), key, first) {
+            log::warn!("connection from {}: cannot park it with the workers: {e}", framed.conn.peer);
+            return Some(framed);
+        }
+        framed.parked = true;
+        if parked.slots.len() <= key {
+            parked.slots.resize_with(key + 1, || None);
+        }
+        // Armed before it is in its slot, but under the lock a worker its
+        // fd wakes takes it with: that worker finds it here.
+        parked.slots[key] = Some((framed, expires));
+        None
+    }
+
+    /// The connection parked at `key`, for the worker its fd woke.
+    fn take(&self, key: usize) -> Option<Framed> {
+        self.lock().slots.get_mut(key)?.take().map(|(framed, _)| framed)
+    }
+
+    /// Every parked connection: the server closes, and nothing parks again.
+    fn close(&self) -> Vec<Framed> {
+        let mut parked = self.lock();
+        parked.closed = true;
+        parked.slots.iter_mut().filter_map(Option::take).map(|(framed, _)| framed).collect()
+    }
+}
+
+/// What the loop finds for an away connection whose deadline came.
+#[allow(clippy::large_enum_variant, reason = "one lives for a moment on the loop's stack, at a deadline")]
+pub(crate) enum AwayAt {
+    /// Parked, silent past its deadline: the loop closes it.
+    Expired(Framed),
+    /// Parked until then.
+    Until(Instant),
+    /// With a worker (or parked with no deadline): look again later.
+    Elsewhere,
 }
 
 impl Returns {
-    pub(crate) fn new(waker: Waker, rearmer: Rearmer) -> Returns {
+    pub(crate) fn new(waker: Waker, rearmer: Rearmer, lot: Option<Lot>) -> Returns {
         Returns {
             conns: Mutex::new(Vec::new()),
             streams: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             waker,
             rearmer,
+            lot,
+        }
+    }
+
+    /// The away connection at `key`, if it is parked, as its deadline finds
+    /// it. One with input is left to the worker its fd wakes.
+    pub(crate) fn away_at(&self, key: usize, now: Instant) -> AwayAt {
+        let Some(lot) = &self.lot else { return AwayAt::Elsewhere };
+        let mut parked = lot.lock();
+        let Some(Some((framed, expires))) = parked.slots.get(key) else { return AwayAt::Elsewhere };
+        match *expires {
+            Some(at) if at > now => AwayAt::Until(at),
+            Some(_) if !crate::sys::has_input(framed.conn.socket.as_fd()) => match parked.slots[key].take() {
+                Some((framed, _)) => AwayAt::Expired(framed),
+                None => AwayAt::Elsewhere,
+            },
+            _ => AwayAt::Elsewhere,
         }
     }
 
@@ -65,6 +179,18 @@ impl Returns {
     /// gets the lock. The fd is open for the re-arm: the worker still owns
     /// the connection.
     pub(crate) fn hand_back_framed(&self, mut framed: Framed, wake: bool) {
+        // Parked with the workers, it costs the loop nothing at all.
+        if framed.next == Next::Armed
+            && let (Some(lot), Some(key)) = (&self.lot, framed.key)
+        {
+            match lot.park(key, framed) {
+                None => return,
+                Some(back) => {
+                    framed = back;
+                    framed.next = Next::Loop;
+                }
+            }
+        }
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         if framed.next == Next::Armed {
             let fd = framed.conn.socket.as_fd();
@@ -91,6 +217,24 @@ impl Returns {
         }
     }
 
+    /// Closes a framed connection a worker took from the lot, here rather
+    /// than in the loop: a client that ends its connection between messages
+    /// (one connection per request, say) then costs the loop no wake-up.
+    /// The loop frees its place when it next takes what came back, which it
+    /// does first thing each turn, before it counts open connections.
+    fn close_away(&self, key: usize, framed: Framed) {
+        if framed.registered {
+            self.rearmer.forget(framed.conn.socket.as_fd());
+        }
+        close(framed.conn);
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        conns.push(HandedBack::Closed(key));
+        drop(conns);
+        if self.closing.load(Ordering::SeqCst) {
+            self.waker.wake(Wake::Returned);
+        }
+    }
+
     /// Every connection handed back since the last call, in `into` (empty).
     pub(crate) fn take(&self, into: &mut Vec<HandedBack>) {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -98,9 +242,23 @@ impl Returns {
         self.streams.store(0, Ordering::SeqCst);
     }
 
-    /// From now on every return wakes the loop (see `closing`).
+    /// From now on every return wakes the loop (see `closing`), and
+    /// nothing is parked: what was parked comes back to the loop, which
+    /// closes it or answers what its client already sent.
     pub(crate) fn closing(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        let Some(lot) = &self.lot else { return };
+        let parked = lot.close();
+        if parked.is_empty() {
+            return;
+        }
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        for mut framed in parked {
+            framed.next = Next::Loop;
+            conns.push(HandedBack::Framed(framed));
+        }
+        drop(conns);
+        self.waker.wake(Wake::Returned);
     }
 
     /// Stream connections handed back and not yet taken.
@@ -132,7 +290,10 @@ impl Drop for Returns {
     /// registered: they leave the registry before they close, as every
     /// registered fd does.
     fn drop(&mut self) {
-        for back in self.conns.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
+        let parked = self.lot.as_ref().map(Lot::close).unwrap_or_default();
+        let conns = self.conns.get_mut().unwrap_or_else(PoisonError::into_inner);
+        conns.extend(parked.into_iter().map(HandedBack::Framed));
+        for back in conns.drain(..) {
             let conn = match back {
                 HandedBack::Framed(framed) => {
                     if framed.registered {
@@ -141,9 +302,38 @@ impl Drop for Returns {
                     framed.conn
                 }
                 HandedBack::Stream(conn) => conn,
+                HandedBack::Closed(_) => continue,
             };
             log::debug!("server closed: closing connection from {} between requests", conn.peer);
             close(conn);
         }
+    }
+}
+
+impl<H: RequestHandler> Resume<H> for Returns {
+    /// A parked connection's fd reported to a worker: that worker reads it
+    /// and answers what is whole, as the loop and a queued job would have,
+    /// then parks it again or hands it to the loop.
+    fn resume(
+        &self,
+        key: usize,
+        ctx: &Context<H>,
+        scratch: &mut Scratch,
+        slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
+    ) {
+        let Some(lot) = &self.lot else { return };
+        let Some(mut framed) = lot.take(key) else { return };
+        let mut slot = slot(&framed.conn.socket, &framed.conn.peer);
+        framed.next = super::framed::resume(ctx, &lot.framing, &mut framed, scratch);
+        if slot.untrack() {
+            framed.next = Next::Close;
+        }
+        if framed.next == Next::Close {
+            self.close_away(key, framed);
+        } else {
+            self.hand_back_framed(framed, true);
+        }
+        // Fds the handler did not take are closed here.
+        scratch.ancillary = Ancillary::default();
     }
 }

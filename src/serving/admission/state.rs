@@ -82,6 +82,10 @@ pub(crate) struct Framed {
     /// its per-client rate: it goes first once the client has a token, and
     /// until then the connection is not read.
     pub pending: Option<Message>,
+    /// Its fd is in the worker pool's parking (see `dispatch/parking.rs`):
+    /// it has waited there between messages, and is re-armed, not added,
+    /// the next time (closing its fd unregisters it).
+    pub parked: bool,
 }
 
 impl Framed {
@@ -97,6 +101,7 @@ impl Framed {
             next: Next::Loop,
             credentials,
             pending: None,
+            parked: false,
         }
     }
 }
@@ -105,7 +110,8 @@ impl Framed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
     /// Nothing whole in its inbox and its client still there: it waits for
-    /// bytes, and its fd is already armed to report them.
+    /// bytes. Handed back, it is parked with the workers, or armed in the
+    /// loop's registry, by the worker itself.
     Armed,
     /// The loop decides: a whole message is in, or the client closed, or
     /// its bytes are refused (the loop reports that).

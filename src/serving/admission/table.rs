@@ -205,6 +205,14 @@ impl Table {
         self.deadlines.set(at, key, generation);
     }
 
+    /// Frees the place of an away connection its worker closed (its fd
+    /// is closed already, which took it out of the registry).
+    pub(super) fn forget_away(&mut self, key: usize) {
+        if matches!(self.held.get(key), Some(Held { state: State::Away { .. }, .. })) {
+            self.held.remove(key);
+        }
+    }
+
     /// Closes a framed connection, and frees its slab entry and
     /// registration if it has them.
     pub(super) fn close_framed(&mut self, framed: Framed) {
