@@ -40,7 +40,7 @@ const REPLIES_HELD: usize = 64 * 1024;
 /// queued for a handler, or it waits in the loop for more bytes (under
 /// `idle_timeout` and `connection_timeout`), or it ends. Returns whether it
 /// was turned away.
-pub(super) fn frame<H>(table: &mut Table, mut framed: Framed, now: Instant, env: &Env<'_, H>) -> bool {
+pub(super) fn frame<H>(table: &mut Table, mut framed: Box<Framed>, now: Instant, env: &Env<'_, H>) -> bool {
     let Some(framing) = &env.options.framing else { return false };
     let ctx = env.ctx;
     if framed.next == Next::Close {
@@ -114,7 +114,7 @@ pub(super) fn frame<H>(table: &mut Table, mut framed: Framed, now: Instant, env:
 /// Holds `message` back, and its connection unread, until `until`, when
 /// its client has a token again (its `connection_timeout` still ends it).
 /// Returns whether it was turned away.
-fn delay<H>(table: &mut Table, mut framed: Framed, message: Message, until: Instant, env: &Env<'_, H>) -> bool {
+fn delay<H>(table: &mut Table, mut framed: Box<Framed>, message: Message, until: Instant, env: &Env<'_, H>) -> bool {
     framed.pending = Some(message);
     // Re-armed by the table, for nothing: not `Armed` for reading.
     framed.next = Next::Loop;
@@ -131,14 +131,14 @@ fn delay<H>(table: &mut Table, mut framed: Framed, message: Message, until: Inst
 /// A framed connection's message, on its way to wherever the dispatcher
 /// runs it, with the way back.
 pub(crate) struct Answer {
-    framed: Framed,
+    framed: Box<Framed>,
     message: Message,
     framing: Framing,
     returns: Arc<Returns>,
 }
 
 impl Answer {
-    pub(crate) fn new(framed: Framed, message: Message, framing: Framing, returns: Arc<Returns>) -> Self {
+    pub(crate) fn new(framed: Box<Framed>, message: Message, framing: Framing, returns: Arc<Returns>) -> Self {
         Answer { framed, message, framing, returns }
     }
 }

@@ -315,10 +315,11 @@ impl Admission {
                 return framed::frame(&mut self.table, framed, now, env);
             }
             // A byte that came after the wait returned still counts.
-            State::Framed(Framed { conn, .. }) | State::Kept(conn) if sys::has_input(conn.socket.as_fd()) => {
-                let turned_away = self.on_ready(key, now, env);
-                self.table.wait_on(key, generation, now, env);
-                return turned_away;
+            State::Framed(framed) if sys::has_input(framed.conn.socket.as_fd()) => {
+                return self.read_after_deadline(key, generation, now, env);
+            }
+            State::Kept(conn) if sys::has_input(conn.socket.as_fd()) => {
+                return self.read_after_deadline(key, generation, now, env);
             }
             State::Framed(framed) if framed.inbox.is_empty() => {
                 return self.table.close_silent(key, env, "silent past its deadline between messages");
@@ -345,6 +346,14 @@ impl Admission {
         arrival::arrived(&mut self.table, conn, arrival, step, now, env)
     }
 
+    /// A held connection whose deadline passed has a byte that came after
+    /// the wait returned: it still counts, read as if it had reported.
+    fn read_after_deadline<H>(&mut self, key: usize, generation: u64, now: Instant, env: &mut Env<'_, H>) -> bool {
+        let turned_away = self.on_ready(key, now, env);
+        self.table.wait_on(key, generation, now, env);
+        turned_away
+    }
+
     /// Whether connections or messages wait for room.
     pub(crate) fn has_spoken(&self) -> bool {
         !self.table.spoken.is_empty() || !self.table.messages.is_empty()
@@ -356,7 +365,7 @@ impl Admission {
     }
 
     /// The framed connection whose message has waited longest, with it.
-    pub(crate) fn next_message(&mut self) -> Option<(Framed, Message)> {
+    pub(crate) fn next_message(&mut self) -> Option<(Box<Framed>, Message)> {
         self.table.messages.pop_front()
     }
 

@@ -26,7 +26,7 @@ use crate::{Address, RequestHandler};
 /// A connection handed back to the loop.
 pub(crate) enum HandedBack {
     /// A framed connection, its message answered.
-    Framed(Framed),
+    Framed(Box<Framed>),
     /// A stream connection its handler handed back (`Request::hand_back`).
     Stream(Incoming),
     /// A parked framed connection its worker closed (its client ended it,
@@ -74,7 +74,7 @@ pub(crate) struct Lot {
 #[derive(Default)]
 struct Parked {
     /// By loop key: a connection, and when it is closed if still silent.
-    slots: Vec<Option<(Framed, Option<Instant>)>>,
+    slots: Vec<Option<(Box<Framed>, Option<Instant>)>>,
     /// The server closes: nothing is parked any more.
     closed: bool,
 }
@@ -92,7 +92,7 @@ impl Lot {
 
     /// Parks `framed` to wait for its next bytes; gives it back if the
     /// server closes or its fd cannot be armed (the loop takes it then).
-    fn park(&self, key: usize, mut framed: Framed) -> Option<Framed> {
+    fn park(&self, key: usize, mut framed: Box<Framed>) -> Option<Box<Framed>> {
         let mut parked = self.lock();
         if parked.closed {
             return Some(framed);
@@ -116,12 +116,13 @@ impl Lot {
     }
 
     /// The connection parked at `key`, for the worker its fd woke.
-    fn take(&self, key: usize) -> Option<Framed> {
+    fn take(&self, key: usize) -> Option<Box<Framed>> {
         self.lock().slots.get_mut(key)?.take().map(|(framed, _)| framed)
     }
 
     /// Every parked connection: the server closes, and nothing parks again.
-    fn close(&self) -> Vec<Framed> {
+    #[allow(clippy::vec_box, reason = "each goes on in the box it lives in for its whole life")]
+    fn close(&self) -> Vec<Box<Framed>> {
         let mut parked = self.lock();
         parked.closed = true;
         parked.slots.iter_mut().filter_map(Option::take).map(|(framed, _)| framed).collect()
@@ -129,10 +130,9 @@ impl Lot {
 }
 
 /// What the loop finds for an away connection whose deadline came.
-#[allow(clippy::large_enum_variant, reason = "one lives for a moment on the loop's stack, at a deadline")]
 pub(crate) enum AwayAt {
     /// Parked, silent past its deadline: the loop closes it.
-    Expired(Framed),
+    Expired(Box<Framed>),
     /// Parked until then.
     Until(Instant),
     /// With a worker (or parked with no deadline): look again later.
@@ -178,7 +178,7 @@ impl Returns {
     /// was held, so the connection is in the list by the time the loop
     /// gets the lock. The fd is open for the re-arm: the worker still owns
     /// the connection.
-    pub(crate) fn hand_back_framed(&self, mut framed: Framed, wake: bool) {
+    pub(crate) fn hand_back_framed(&self, mut framed: Box<Framed>, wake: bool) {
         // Parked with the workers, it costs the loop nothing at all.
         if framed.next == Next::Armed
             && let (Some(lot), Some(key)) = (&self.lot, framed.key)
@@ -222,7 +222,7 @@ impl Returns {
     /// (one connection per request, say) then costs the loop no wake-up.
     /// The loop frees its place when it next takes what came back, which it
     /// does first thing each turn, before it counts open connections.
-    fn close_away(&self, key: usize, framed: Framed) {
+    fn close_away(&self, key: usize, framed: Box<Framed>) {
         if framed.registered {
             self.rearmer.forget(framed.conn.socket.as_fd());
         }

@@ -45,7 +45,7 @@ pub(super) enum State {
     Arriving(Incoming, Arrival),
     /// Framed, between messages or inside one: its next message is cut
     /// from what the loop reads into its inbox.
-    Framed(Framed),
+    Framed(Box<Framed>),
     /// A stream its handler handed back, waiting for its next request.
     Kept(Incoming),
     /// A handed-back stream whose next request came while its client was
@@ -89,10 +89,12 @@ pub(crate) struct Framed {
 }
 
 impl Framed {
-    /// A connection that starts being framed.
-    pub(super) fn new(conn: Incoming) -> Framed {
+    /// A connection that starts being framed: boxed once, for its whole
+    /// life, so it moves between the loop, a worker and the workers' lot as
+    /// a pointer, and the loop's slab entries stay small.
+    pub(super) fn new(conn: Incoming) -> Box<Framed> {
         let credentials = if conn.peer.is_unix() { Credentials::of_peer(&conn.socket) } else { None };
-        Framed {
+        Box::new(Framed {
             conn,
             inbox: Inbox::default(),
             eof: false,
@@ -102,7 +104,7 @@ impl Framed {
             credentials,
             pending: None,
             parked: false,
-        }
+        })
     }
 }
 

@@ -34,7 +34,7 @@ pub(super) struct Table {
     /// Ready for a handler, oldest first, waiting for room.
     pub spoken: VecDeque<Incoming>,
     /// Framed connections with a whole message, waiting for room.
-    pub messages: VecDeque<(Framed, Message)>,
+    pub messages: VecDeque<(Box<Framed>, Message)>,
     /// The server is closing: connections between requests are closed
     /// instead of held.
     pub closing: Option<Closing>,
@@ -81,7 +81,7 @@ impl Table {
     /// Puts a framed connection back in its own entry at `key`, waiting
     /// until `expires`, armed to report its next bytes (its worker may have
     /// armed it already; one never registered is registered now).
-    pub(super) fn hold_again(&mut self, key: usize, mut framed: Framed, expires: Option<Instant>) {
+    pub(super) fn hold_again(&mut self, key: usize, mut framed: Box<Framed>, expires: Option<Instant>) {
         let armed = framed.next == Next::Armed;
         if !framed.registered {
             let interest = if framed.pending.is_some() { Interest::Nothing } else { Interest::Read };
@@ -167,7 +167,7 @@ impl Table {
     /// the deadline it had in the loop is that time (it is no later than
     /// any it can have on its return), and when it comes up while the
     /// connection is away, `look_again` sets the next.
-    pub(super) fn send_away(&mut self, key: usize) -> Option<Framed> {
+    pub(super) fn send_away(&mut self, key: usize) -> Option<Box<Framed>> {
         let held = self.held.get_mut(key)?;
         let State::Framed(framed) = &held.state else { return None };
         let away = State::Away { deadline: framed.conn.deadline };
@@ -215,7 +215,7 @@ impl Table {
 
     /// Closes a framed connection, and frees its slab entry and
     /// registration if it has them.
-    pub(super) fn close_framed(&mut self, framed: Framed) {
+    pub(super) fn close_framed(&mut self, framed: Box<Framed>) {
         if let Some(key) = framed.key {
             if framed.registered {
                 self.registry.remove(framed.conn.socket.as_fd());
