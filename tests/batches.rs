@@ -137,26 +137,51 @@ fn a_half_message_behind_a_whole_one_holds_no_worker() {
     running.stop().unwrap();
 }
 
+/// `prime serve tcp --workers 2 --framing lines` under `strace -f`,
+/// tracing the calls `filter` names.
+struct Traced {
+    serve: Serve,
+    out: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Traced {
+    /// `None` (the test is skipped, and says so) without `strace`.
+    fn start(filter: &str) -> Option<Traced> {
+        if Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_err() {
+            eprintln!("strace is not installed; skipped");
+            return None;
+        }
+        let dir = common::temp_dir();
+        let out = dir.path().join("strace.txt");
+        let serve = Serve::from_command(
+            Command::new("strace")
+                .args(["-f", "-qq", "-s", "512", "-e", filter, "-o"])
+                .arg(&out)
+                .arg(prime_binary())
+                .args(["serve", "tcp", "127.0.0.1:0", "--workers", "2", "--framing", "lines"])
+                .stderr(Stdio::null()),
+        );
+        Some(Traced { serve, out, _dir: dir })
+    }
+
+    /// Stops the server; the trace, and the server's process id.
+    fn stop(mut self) -> (String, u32) {
+        // The child is strace; the server is its child, and strace exits with it.
+        let server = children_of(self.serve.pid())[0];
+        send_signal(server, "TERM");
+        assert!(self.serve.wait().success());
+        (std::fs::read_to_string(&self.out).unwrap(), server)
+    }
+}
+
 /// Sixteen lines sent at once to `prime serve --framing lines` are answered
 /// by one worker in one batch, and the sixteen answers leave in one send
 /// (`strace` sees them in one call). Skipped without `strace`.
 #[test]
 fn the_answers_to_a_pipelined_batch_leave_in_one_send() {
-    if Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_err() {
-        eprintln!("strace is not installed; skipped");
-        return;
-    }
-    let trace = common::temp_dir();
-    let out = trace.path().join("strace.txt");
-    let mut serve = Serve::from_command(
-        Command::new("strace")
-            .args(["-f", "-qq", "-s", "512", "-e", "trace=write,writev,sendto,sendmsg", "-o"])
-            .arg(&out)
-            .arg(prime_binary())
-            .args(["serve", "tcp", "127.0.0.1:0", "--workers", "2", "--framing", "lines"])
-            .stderr(Stdio::null()),
-    );
-    let conn = TcpStream::connect(&serve.address).unwrap();
+    let Some(traced) = Traced::start("trace=write,writev,sendto,sendmsg") else { return };
+    let conn = TcpStream::connect(&traced.serve.address).unwrap();
     conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let numbers: Vec<u64> = (1..=16).map(|i| i * 7).collect();
     let request: String = numbers.iter().map(|n| format!("{n}\n")).collect();
@@ -168,11 +193,7 @@ fn the_answers_to_a_pipelined_batch_leave_in_one_send() {
         reader.read_line(&mut answers).unwrap();
     }
     assert_eq!(answers, expected);
-    // The child is strace; the server is its child, and strace exits with it.
-    let server = children_of(serve.pid())[0];
-    send_signal(server, "TERM");
-    assert!(serve.wait().success());
-    let traced = std::fs::read_to_string(&out).unwrap();
+    let (traced, _) = traced.stop();
     let in_one = format!("\"{}\"", expected.replace('\n', "\\n"));
     let sends: Vec<&str> = traced.lines().filter(|l| l.contains("T\\n") || l.contains("F\\n")).collect();
     assert!(sends.iter().any(|l| l.contains(&in_one)), "no single send carried all 16 answers: {sends:#?}");
@@ -223,21 +244,8 @@ fn a_connection_parked_with_the_workers_keeps_its_idle_timeout() {
 /// least 400). Skipped without `strace`.
 #[test]
 fn a_persistent_client_s_messages_do_not_pass_through_the_serving_loop() {
-    if Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_err() {
-        eprintln!("strace is not installed; skipped");
-        return;
-    }
-    let trace = common::temp_dir();
-    let out = trace.path().join("strace.txt");
-    let mut serve = Serve::from_command(
-        Command::new("strace")
-            .args(["-f", "-qq", "-e", "trace=read,recvfrom,epoll_wait,epoll_pwait,futex", "-o"])
-            .arg(&out)
-            .arg(prime_binary())
-            .args(["serve", "tcp", "127.0.0.1:0", "--workers", "2", "--framing", "lines"])
-            .stderr(Stdio::null()),
-    );
-    let conn = TcpStream::connect(&serve.address).unwrap();
+    let Some(traced) = Traced::start("trace=read,recvfrom,epoll_wait,epoll_pwait,futex") else { return };
+    let conn = TcpStream::connect(&traced.serve.address).unwrap();
     conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut answer = String::new();
@@ -247,10 +255,7 @@ fn a_persistent_client_s_messages_do_not_pass_through_the_serving_loop() {
         reader.read_line(&mut answer).unwrap();
         assert!(answer == "T\n" || answer == "F\n", "{n}: {answer:?}");
     }
-    let server = children_of(serve.pid())[0];
-    send_signal(server, "TERM");
-    assert!(serve.wait().success());
-    let traced = std::fs::read_to_string(&out).unwrap();
+    let (traced, server) = traced.stop();
     // The loop is the process's main thread: its lines carry the process id.
     let by_loop = traced.lines().filter(|l| l.starts_with(&format!("{server} "))).count();
     assert!(by_loop < 100, "the loop made {by_loop} reads and waits for 200 messages:\n{traced}");

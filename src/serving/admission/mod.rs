@@ -40,7 +40,6 @@ use std::time::{Duration, Instant};
 use super::registry::{FIRST_HELD, Interest, LISTENER, Registry, WAKE};
 use crate::framing::Message;
 use crate::handler_io::Incoming;
-use crate::stats::Counters;
 use crate::sys;
 use crate::waker::Waker;
 use returns::{AwayAt, HandedBack, Returns};
@@ -281,14 +280,15 @@ impl Admission {
         let step = match &mut held.state {
             &mut State::Away { deadline } => {
                 match self.returns.away_at(key, now) {
+                    // Back in its place, closed as one held in the loop is.
                     AwayAt::Expired(framed) => {
-                        let place = if framed.inbox.is_empty() { "between" } else { "inside" };
-                        log::info!(
-                            "closing connection from {}: silent past its deadline {place} messages",
-                            framed.conn.peer
-                        );
-                        Counters::add(&env.ctx.counters().idle_closed, 1);
-                        self.table.close_framed(framed);
+                        let why = if framed.inbox.is_empty() {
+                            "silent past its deadline between messages"
+                        } else {
+                            "silent past its deadline inside a message"
+                        };
+                        self.table.held[key].state = State::Framed(framed);
+                        return self.table.close_silent(key, env, why);
                     }
                     AwayAt::Until(at) => self.table.deadlines.set(at, key, generation),
                     AwayAt::Elsewhere => self.table.look_again(key, generation, deadline, now, env),
