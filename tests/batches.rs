@@ -286,3 +286,29 @@ fn a_parked_connection_its_client_ended_frees_its_place_under_max_connections() 
     }
     running.stop().unwrap();
 }
+
+/// A client that sends its request and ends its side at once (as `nc -N`
+/// and one-shot HTTP/1.0 clients do) reads its answer, then the server's
+/// end. Its bytes and its end often come in one report to the worker that
+/// answers it; the read that takes the bytes does not take the end, so the
+/// connection, parked again, must report that end again: each of these 300
+/// clients would otherwise wait for ever in a server holding its
+/// connection half-closed.
+#[test]
+fn a_client_that_ends_its_side_with_its_request_reads_its_answer_then_the_end() {
+    let server = TcpServer::builder(echo())
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(64))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    for i in 0..300 {
+        let mut conn = connect(&running);
+        conn.write_all(format!("{i}\n").as_bytes()).unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        let read = conn.read_to_string(&mut answer);
+        assert!(read.is_ok() && answer == format!("{i}\n"), "client {i}: {read:?} {answer:?}");
+    }
+    running.stop().unwrap();
+}

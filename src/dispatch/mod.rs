@@ -239,12 +239,14 @@ impl<H: RequestHandler> Dispatcher<H> {
         self.drain_deadline = deadline;
     }
 
-    /// Once per loop turn: forget finished threads, reap exited children.
-    pub(crate) fn turn(&mut self) {
+    /// Once per loop turn: forget finished threads, reap exited children,
+    /// start a pool's workers if connections may park with them.
+    pub(crate) fn turn(&mut self, ctx: &Context<H>) {
         match &mut self.mode {
             Mode::Threads(threads) => threads.reap(),
             Mode::Fork(fork) => fork.reap(),
-            Mode::Sequential | Mode::Pool(_) => {}
+            Mode::Pool(pool) => pool.ready_to_park(ctx),
+            Mode::Sequential => {}
         }
     }
 

@@ -7,15 +7,23 @@
 //! with the kernel choosing the leader.
 //!
 //! Every worker waits in `epoll_wait` on the same instance. The kernel
-//! wakes one waiter per report (epoll's waiters are exclusive), and each
-//! parked connection is oneshot: it reports to one worker, then stays
-//! quiet until that worker parks it again. The jobs counter is
-//! edge-triggered: each bump reports once, so a bump wakes one worker, not
-//! all of them (level-triggered, a ready counter is reported to every
-//! waiter until one reads it). Two bumps before either is taken may wake
-//! one worker only: so a worker that takes a job and sees more queued, with
-//! workers idle, bumps again (see `pool.rs`). To end the pool the counter
-//! turns level-triggered, and every worker sees it.
+//! wakes one waiter per report (epoll's waiters are exclusive). A parked
+//! connection is registered once, edge-triggered, for its whole life: each
+//! arrival of bytes reports once, to one worker, with no re-arm after each
+//! message (a oneshot registration costs an `epoll_ctl` per message, a
+//! quarter of a persistent client's system calls). What that asks of the
+//! workers' side (`Lot` in `serving/admission/returns.rs`): a report that
+//! finds its connection elsewhere (with another worker, or the loop) is
+//! noted there, and a connection whose bytes may be unread (its last read
+//! filled its buffer, or went through TLS) is re-armed when it parks, which
+//! reports it at once if it has input.
+//!
+//! The jobs counter is edge-triggered too: each bump reports once, so a
+//! bump wakes one worker, not all of them (level-triggered, a ready counter
+//! is reported to every waiter until one reads it). Two bumps before either
+//! is taken may wake one worker only: so a worker that takes a job and sees
+//! more queued, with workers idle, bumps again (see `pool.rs`). To end the
+//! pool the counter turns level-triggered, and every worker sees it.
 //!
 //! Linux only: elsewhere a framed pool's connections go back to the loop
 //! between messages, as they do on Linux for the other dispatchers.
@@ -31,14 +39,16 @@ use crate::runner::{Context, Scratch};
 /// A parked connection's way back to a worker: the serving loop's side,
 /// which holds the connections and answers one when its fd reports.
 pub(crate) trait Resume<H>: Send + Sync {
-    /// The parked connection at `key` reported: take it, read it, answer
-    /// what is whole, and park it again or hand it to the loop. `slot`
+    /// The parked connection at `key` reported (`ended`: with its client's
+    /// end, or a failure): take it, read it, answer what is whole, and park
+    /// it again or hand it to the loop. `slot`
     /// takes the request's place in the dispatcher's count (and its
     /// connection's place in a drain's cut list). A key with nothing
     /// parked (taken by a close, or reused) is no error: nothing happens.
     fn resume(
         &self,
         key: usize,
+        ended: bool,
         ctx: &Context<H>,
         scratch: &mut Scratch,
         slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
@@ -54,8 +64,10 @@ pub(crate) trait Resume<H>: Send + Sync {
 pub(crate) enum Woke {
     /// Jobs were queued, or the pool is closing: look at the queue.
     Jobs,
-    /// The parked connection at this key has input.
-    Parked(usize),
+    /// The parked connection at `key` has input; `ended`: its client ended
+    /// its side, or it failed (so a read that empties the socket of bytes
+    /// still leaves that end to read: one report covers both).
+    Parked { key: usize, ended: bool },
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -63,7 +75,7 @@ mod imp {
     use std::os::fd::BorrowedFd;
 
     use super::*;
-    use crate::sys::{EDGE, Epoll, EventFd, Events, ONESHOT, READ};
+    use crate::sys::{EDGE, ENDED, Epoll, EventFd, Events, READ};
 
     /// The jobs counter's key; a parked connection's is its key in the loop.
     const JOBS: usize = usize::MAX;
@@ -82,11 +94,17 @@ mod imp {
             Ok(parking)
         }
 
-        /// Arms `fd`, a connection the loop knows as `key`, to wake one
-        /// worker at its next input; `first`: it is not registered here yet.
-        /// The caller keeps `fd` open for the call.
-        pub(crate) fn park(&self, fd: BorrowedFd<'_>, key: usize, first: bool) -> io::Result<()> {
-            if first { self.epoll.add(fd, key, READ | ONESHOT) } else { self.epoll.modify(fd, key, READ | ONESHOT) }
+        /// Registers `fd`, a connection the loop knows as `key`, to wake one
+        /// worker at each arrival of bytes from now on, and at once if it has
+        /// input. The caller keeps `fd` open for the call.
+        pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: usize) -> io::Result<()> {
+            self.epoll.add(fd, key, READ | EDGE)
+        }
+
+        /// Reports `fd`, registered, at once if it has input: for bytes that
+        /// came while it was not parked, or that its last read left.
+        pub(crate) fn rearm(&self, fd: BorrowedFd<'_>, key: usize) -> io::Result<()> {
+            self.epoll.modify(fd, key, READ | EDGE)
         }
 
         /// Wakes one waiting worker to look at the queue.
@@ -105,9 +123,9 @@ mod imp {
         /// Waits for one report. `events` holds one.
         pub(crate) fn wait(&self, events: &mut Events) -> io::Result<Woke> {
             self.epoll.wait(events, None)?;
-            Ok(match events.keys().next() {
-                Some(JOBS) | None => Woke::Jobs,
-                Some(key) => Woke::Parked(key),
+            Ok(match events.reports().next() {
+                Some((JOBS, _)) | None => Woke::Jobs,
+                Some((key, bits)) => Woke::Parked { key, ended: bits & ENDED != 0 },
             })
         }
     }
@@ -136,7 +154,11 @@ mod imp {
             Err(io::ErrorKind::Unsupported.into())
         }
 
-        pub(crate) fn park(&self, _: BorrowedFd<'_>, _: usize, _: bool) -> io::Result<()> {
+        pub(crate) fn add(&self, _: BorrowedFd<'_>, _: usize) -> io::Result<()> {
+            match *self {}
+        }
+
+        pub(crate) fn rearm(&self, _: BorrowedFd<'_>, _: usize) -> io::Result<()> {
             match *self {}
         }
 

@@ -232,8 +232,23 @@ impl<H: RequestHandler> Pool<H> {
         }
     }
 
+    /// Starts the workers, if connections park with them: the loop parks
+    /// a framed connection that waits for bytes before any job would have
+    /// started them, and a parked connection has no one else to wake.
+    pub(super) fn ready_to_park(&mut self, ctx: &Context<H>) {
+        if self.queue.is_none()
+            && self.parked.is_some()
+            && let Err(e) = self.start(ctx)
+        {
+            log::error!("worker pool: cannot start its workers: {e}");
+        }
+    }
+
+    /// Starts the workers, once: those that started serve even if one
+    /// fails to (the queue is kept), and none are started twice.
     fn start(&mut self, ctx: &Context<H>) -> io::Result<()> {
         let queue = Arc::new(Queue::new(self.parked.as_ref().map(|parked| Arc::clone(&parked.parking))));
+        self.queue = Some(Arc::clone(&queue));
         for i in 0..self.config.workers {
             let mut builder = thread::Builder::new().name(format!("socketserver-worker-{i}"));
             if let Some(bytes) = self.config.stack_size {
@@ -245,7 +260,6 @@ impl<H: RequestHandler> Pool<H> {
                 None => work(&ctx, &working.0),
             })?);
         }
-        self.queue = Some(queue);
         Ok(())
     }
 }
@@ -292,11 +306,10 @@ fn work_parked<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue<H>, parked: &Pa
                 let woke = parked.parking.wait(&mut events);
                 jobs.woke();
                 match woke {
-                    Ok(Woke::Parked(key)) => {
+                    Ok(Woke::Parked { key, ended }) => {
                         let capacity = &parked.capacity;
-                        parked
-                            .resume
-                            .resume(key, ctx, &mut scratch, &mut |socket, peer| capacity.take_message(socket, peer));
+                        let mut slot = |socket: &_, peer: &_| capacity.take_message(socket, peer);
+                        parked.resume.resume(key, ended, ctx, &mut scratch, &mut slot);
                     }
                     Ok(Woke::Jobs) => {}
                     // Only a broken epoll instance fails a wait: the

@@ -52,22 +52,35 @@ impl Incoming {
     }
 }
 
+/// What one read of a connection found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadNow {
+    /// The client closed its side: what was read is all there is.
+    pub ended: bool,
+    /// It took every byte that waited in the socket (it asked for more than
+    /// came), so only bytes that come later can report the socket ready
+    /// again: what an edge-triggered wait needs to know before it waits.
+    /// Not known through TLS, whose session reads a record at a time.
+    pub emptied: bool,
+}
+
 impl Incoming {
     /// Reads what the connection has now, without waiting, onto the end of
     /// `inbox` (through its TLS session, if it has one): at most one read's
     /// worth, so what a client pipelines stays in its socket (or its TLS
-    /// records) until the messages before it are handled. Returns whether
-    /// the stream ended; `WouldBlock` when nothing came. The loop and a
-    /// worker answering a pipelining client read the same way.
-    pub(crate) fn read_now(&self, inbox: &mut Inbox) -> io::Result<bool> {
+    /// records) until the messages before it are handled. `WouldBlock` when
+    /// nothing came. The loop and a worker answering a pipelining client
+    /// read the same way.
+    pub(crate) fn read_now(&self, inbox: &mut Inbox) -> io::Result<ReadNow> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
-            return tls.read_now(&self.socket, inbox.room());
+            let ended = tls.read_now(&self.socket, inbox.room())?;
+            return Ok(ReadNow { ended, emptied: ended });
         }
         let mut chunk = [0u8; 16 * 1024];
         let n = crate::sys::recv_now(&self.socket, &mut chunk, false)?;
         inbox.push(&chunk[..n]);
-        Ok(n == 0)
+        Ok(ReadNow { ended: n == 0, emptied: n < chunk.len() })
     }
 }
 

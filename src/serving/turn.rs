@@ -57,7 +57,7 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
     /// dispatcher is full, requests wait in the kernel, where they are safe,
     /// and a finishing request wakes the loop.
     pub(crate) fn turn(&mut self, timeout: Option<Duration>, budget: usize) -> Result<bool> {
-        self.dispatcher.turn();
+        self.dispatcher.turn(&self.ctx);
         let returned_away = {
             let Loop { admission, ctx, hooks, options, .. } = self;
             admission.take_returned(Instant::now(), &Env { ctx, hooks, options })

@@ -18,6 +18,9 @@ pub(crate) const WRITE: u32 = libc::EPOLLOUT as u32;
 pub(crate) const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
 /// Report each change, not the state: one report per write.
 pub(crate) const EDGE: u32 = libc::EPOLLET as u32;
+/// The bits of a report that say no more bytes will come after those
+/// waiting: the peer ended its side, or the connection failed.
+pub(crate) const ENDED: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
 
 /// An epoll instance.
 #[derive(Debug)]
@@ -101,6 +104,11 @@ impl Events {
     /// The keys of what the last wait reported.
     pub(crate) fn keys(&self) -> impl Iterator<Item = usize> + '_ {
         self.0.iter().map(|e| e.u64 as usize)
+    }
+
+    /// What the last wait reported: each key, with its event bits.
+    pub(crate) fn reports(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.0.iter().map(|e| (e.u64 as usize, e.events))
     }
 }
 

@@ -14,7 +14,7 @@ mod unix;
 
 pub(crate) use batch::DatagramBatch;
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) use epoll::{EDGE, Epoll, EventFd, Events, ONESHOT, READ, WRITE};
+pub(crate) use epoll::{EDGE, ENDED, Epoll, EventFd, Events, ONESHOT, READ, WRITE};
 pub(crate) use names::{nodename, resolve, reverse};
 pub(crate) use poll::has_input;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]

@@ -78,8 +78,8 @@ fn ready<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env<'_, H>, d
         let mut framed = Framed::new(conn);
         // Most clients speak at once, and a TLS session may hold what
         // came with its handshake: one read saves a wait for either.
-        match framed.conn.read_now(&mut framed.inbox) {
-            Ok(eof) => framed.eof = eof,
+        match framed.read() {
+            Ok(()) => {}
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
             Err(e) => {
                 log::debug!("framed connection from {} failed: {e}", framed.conn.peer);

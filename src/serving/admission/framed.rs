@@ -87,6 +87,10 @@ pub(super) fn frame<H>(table: &mut Table, mut framed: Box<Framed>, now: Instant,
             table.close_framed(framed);
         }
         Ok(None) => {
+            // On a worker pool that parks, it waits with the workers: its
+            // bytes wake one, which reads and answers it, and the loop
+            // never sees it again before its deadline.
+            let Some(framed) = table.park(framed, now, env) else { return false };
             let idle = env.options.idle_timeout.map(|idle| deadline_after(now, idle));
             let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
             match framed.key {
@@ -224,15 +228,18 @@ fn answer<H: RequestHandler>(
 /// answers what is whole (and what was pipelined behind it) as a queued
 /// message is answered; returns what comes next for the connection.
 /// Whatever the loop has to judge (an ended stream, bytes it refuses, a
-/// client over its rate) goes back to it.
+/// client over its rate) goes back to it. `ended`: the report said the
+/// client ended its side (or the connection failed).
 pub(super) fn resume<H: RequestHandler>(
     ctx: &Context<H>,
     framing: &Framing,
     framed: &mut Framed,
+    ended: bool,
     scratch: &mut Scratch,
 ) -> Next {
-    match framed.conn.read_now(&mut framed.inbox) {
-        Ok(eof) => framed.eof = eof,
+    framed.end_reported |= ended;
+    match framed.read() {
+        Ok(()) => {}
         Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return Next::Armed,
         Err(e) => {
             log::debug!("framed connection from {} failed: {e}", framed.conn.peer);
@@ -267,8 +274,8 @@ fn following(framing: &Framing, framed: &mut Framed) -> Result<Message, Next> {
         // A refusal is the loop's to report, where it is met again.
         Err(_) => return Err(Next::Loop),
     }
-    match framed.conn.read_now(&mut framed.inbox) {
-        Ok(eof) => framed.eof = eof,
+    match framed.read() {
+        Ok(()) => {}
         // Nothing more yet, or a failure the registry reports at once.
         Err(_) => return Err(Next::Armed),
     }

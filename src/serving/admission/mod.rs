@@ -66,10 +66,7 @@ pub(crate) struct Admission {
     listening: bool,
     /// Reused for each wait's keys.
     ready: Vec<usize>,
-    /// The way back: framed connections workers answered, and stream
-    /// connections handlers handed back.
-    returns: Arc<Returns>,
-    /// Reused for each take of `returns`.
+    /// Reused for each take of the table's `returns`.
     returned: Vec<HandedBack>,
 }
 
@@ -82,17 +79,16 @@ impl Admission {
         registry.add(listener, LISTENER, Interest::Nothing)?;
         let returns = Arc::new(Returns::new(waker.clone(), registry.rearmer(), lot));
         Ok(Admission {
-            table: Table::new(registry),
+            table: Table::new(registry, returns),
             listening: false,
             ready: Vec::new(),
-            returns,
             returned: Vec::new(),
         })
     }
 
     /// The way back, where workers and handlers hand connections back.
     pub(crate) fn returns(&self) -> &Arc<Returns> {
-        &self.returns
+        &self.table.returns
     }
 
     /// Takes a connection just accepted as far as it can go at once.
@@ -110,7 +106,7 @@ impl Admission {
     /// message.
     pub(crate) fn closing(&mut self, closing: Closing) {
         self.table.closing = Some(closing);
-        self.returns.closing();
+        self.table.returns.closing();
         let table = &mut self.table;
         let leaving: Vec<usize> =
             table.held.iter().filter(|(_, held)| closing.closes_held(&held.state)).map(|(key, _)| key).collect();
@@ -203,7 +199,7 @@ impl Admission {
     /// away.
     pub(crate) fn take_returned<H>(&mut self, now: Instant, env: &Env<'_, H>) -> bool {
         let mut returned = std::mem::take(&mut self.returned);
-        self.returns.take(&mut returned);
+        self.table.returns.take(&mut returned);
         let mut turned_away = false;
         for back in returned.drain(..) {
             turned_away |= match back {
@@ -243,13 +239,13 @@ impl Admission {
                 ended => return self.table.close_ended(key, format_args!("ended between requests: {ended:?}")),
             },
             State::Framed(framed) => {
-                framed.eof = match framed.conn.read_now(&mut framed.inbox) {
-                    Ok(eof) => eof,
+                match framed.read() {
+                    Ok(()) => {}
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
                         return self.table.rearm(key);
                     }
                     Err(e) => return self.table.close_ended(key, format_args!("failed: {e}")),
-                };
+                }
                 let Some(mut framed) = self.table.send_away(key) else { return false };
                 framed.next = Next::Loop;
                 return framed::frame(&mut self.table, framed, now, env);
@@ -279,7 +275,7 @@ impl Admission {
         let generation = held.generation;
         let step = match &mut held.state {
             &mut State::Away { deadline } => {
-                match self.returns.away_at(key, now) {
+                match self.table.returns.away_at(key, now) {
                     // Back in its place, closed as one held in the loop is.
                     AwayAt::Expired(framed) => {
                         let why = if framed.inbox.is_empty() {
@@ -379,7 +375,7 @@ impl Admission {
             log::warn!("server closing: connection from {} closed before it was served", framed.conn.peer);
             self.table.close_framed(framed);
         }
-        self.returns.take(&mut self.returned);
+        self.table.returns.take(&mut self.returned);
         for back in std::mem::take(&mut self.returned) {
             match back {
                 HandedBack::Framed(framed) => {

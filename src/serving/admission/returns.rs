@@ -61,9 +61,19 @@ pub(crate) struct Returns {
 /// Framed connections between messages, parked where a pool's idle workers
 /// wait (`dispatch/parking.rs`): each under its key in the loop, which
 /// keeps its slab entry (`State::Away`) meanwhile, so it counts as open and
-/// the loop comes by at its deadline. Its worker parks it and arms it under
-/// the lock, so whoever takes it (a worker its fd woke, or the loop at its
-/// deadline or at a close) finds it whole, with its fd open.
+/// the loop comes by at its deadline. Its worker parks it under the lock,
+/// so whoever takes it (a worker its fd woke, or the loop at its deadline
+/// or at a close) finds it whole, with its fd open.
+///
+/// The race: a connection's fd is registered edge-triggered from its first
+/// park to its close, so bytes that come while it is elsewhere (with a
+/// worker, or back in the loop) report then, to a worker that finds its
+/// place empty, and that report is spent. The worker notes it in the place
+/// (under the lock), and the park that follows re-arms the fd, which
+/// reports again at once if bytes are still unread. A park that finds no
+/// note (the report came after it, and finds the connection) and follows a
+/// read that emptied the socket needs no system call at all: the common
+/// case, one message answered and its client silent again.
 pub(crate) struct Lot {
     parking: Arc<Parking>,
     framing: Framing,
@@ -73,10 +83,29 @@ pub(crate) struct Lot {
 
 #[derive(Default)]
 struct Parked {
-    /// By loop key: a connection, and when it is closed if still silent.
-    slots: Vec<Option<(Box<Framed>, Option<Instant>)>>,
+    /// By loop key.
+    places: Vec<Place>,
     /// The server closes: nothing is parked any more.
     closed: bool,
+}
+
+/// A loop key's place in the lot.
+#[derive(Default)]
+struct Place {
+    /// The connection parked here, and when it is closed if still silent.
+    parked: Option<(Box<Framed>, Option<Instant>)>,
+    /// Its fd reported while it was not parked here: that report is spent,
+    /// so its next park re-arms it.
+    reported: bool,
+}
+
+impl Parked {
+    fn place(&mut self, key: usize) -> &mut Place {
+        if self.places.len() <= key {
+            self.places.resize_with(key + 1, Place::default);
+        }
+        &mut self.places[key]
+    }
 }
 
 impl Lot {
@@ -100,24 +129,35 @@ impl Lot {
         let now = Instant::now();
         let idle = self.idle_timeout.map(|idle| deadline_after(now, idle));
         let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
-        let first = !framed.parked;
-        if let Err(e) = self.parking.park(framed.conn.socket.as_fd(), key, first) {
+        let place = parked.place(key);
+        let fd = framed.conn.socket.as_fd();
+        // Armed before it is in its place, but under the lock a worker its
+        // fd wakes takes it with: that worker finds it here.
+        let armed = match (framed.parked, place.reported || !framed.drained) {
+            (false, _) => self.parking.add(fd, key),
+            (true, true) => self.parking.rearm(fd, key),
+            (true, false) => Ok(()),
+        };
+        if let Err(e) = armed {
             log::warn!("connection from {}: cannot park it with the workers: {e}", framed.conn.peer);
             return Some(framed);
         }
         framed.parked = true;
-        if parked.slots.len() <= key {
-            parked.slots.resize_with(key + 1, || None);
-        }
-        // Armed before it is in its slot, but under the lock a worker its
-        // fd wakes takes it with: that worker finds it here.
-        parked.slots[key] = Some((framed, expires));
+        *place = Place { parked: Some((framed, expires)), reported: false };
         None
     }
 
-    /// The connection parked at `key`, for the worker its fd woke.
+    /// The connection parked at `key`, for the worker its fd woke; with
+    /// none there, the report is noted for the connection's next park.
     fn take(&self, key: usize) -> Option<Box<Framed>> {
-        self.lock().slots.get_mut(key)?.take().map(|(framed, _)| framed)
+        let mut parked = self.lock();
+        if parked.closed {
+            return None;
+        }
+        let place = parked.place(key);
+        let framed = place.parked.take().map(|(framed, _)| framed);
+        place.reported = framed.is_none();
+        framed
     }
 
     /// Every parked connection: the server closes, and nothing parks again.
@@ -125,7 +165,7 @@ impl Lot {
     fn close(&self) -> Vec<Box<Framed>> {
         let mut parked = self.lock();
         parked.closed = true;
-        parked.slots.iter_mut().filter_map(Option::take).map(|(framed, _)| framed).collect()
+        parked.places.iter_mut().filter_map(|place| place.parked.take()).map(|(framed, _)| framed).collect()
     }
 }
 
@@ -151,15 +191,31 @@ impl Returns {
         }
     }
 
+    /// Whether framed connections waiting for bytes park with the workers.
+    pub(crate) fn parks(&self) -> bool {
+        self.lot.is_some()
+    }
+
+    /// Parks `framed`, the loop's connection at `key`, with the workers;
+    /// gives it back if it cannot be (see [`Lot::park`]).
+    pub(crate) fn park(&self, key: usize, framed: Box<Framed>) -> Option<Box<Framed>> {
+        match &self.lot {
+            Some(lot) => lot.park(key, framed),
+            None => Some(framed),
+        }
+    }
+
     /// The away connection at `key`, if it is parked, as its deadline finds
     /// it. One with input is left to the worker its fd wakes.
     pub(crate) fn away_at(&self, key: usize, now: Instant) -> AwayAt {
         let Some(lot) = &self.lot else { return AwayAt::Elsewhere };
         let mut parked = lot.lock();
-        let Some(Some((framed, expires))) = parked.slots.get(key) else { return AwayAt::Elsewhere };
+        let Some(Place { parked: Some((framed, expires)), .. }) = parked.places.get(key) else {
+            return AwayAt::Elsewhere;
+        };
         match *expires {
             Some(at) if at > now => AwayAt::Until(at),
-            Some(_) if !crate::sys::has_input(framed.conn.socket.as_fd()) => match parked.slots[key].take() {
+            Some(_) if !crate::sys::has_input(framed.conn.socket.as_fd()) => match parked.places[key].parked.take() {
                 Some((framed, _)) => AwayAt::Expired(framed),
                 None => AwayAt::Elsewhere,
             },
@@ -317,6 +373,7 @@ impl<H: RequestHandler> Resume<H> for Returns {
     fn resume(
         &self,
         key: usize,
+        ended: bool,
         ctx: &Context<H>,
         scratch: &mut Scratch,
         slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
@@ -324,7 +381,7 @@ impl<H: RequestHandler> Resume<H> for Returns {
         let Some(lot) = &self.lot else { return };
         let Some(mut framed) = lot.take(key) else { return };
         let mut slot = slot(&framed.conn.socket, &framed.conn.peer);
-        framed.next = super::framed::resume(ctx, &lot.framing, &mut framed, scratch);
+        framed.next = super::framed::resume(ctx, &lot.framing, &mut framed, ended, scratch);
         if slot.untrack() {
             framed.next = Next::Close;
         }

@@ -3,6 +3,7 @@
 //! handler or between two requests, with what that place needs; a framed
 //! connection's own record; and what a turn lends the stages.
 
+use std::io;
 use std::time::Instant;
 
 use crate::ancillary::Credentials;
@@ -82,10 +83,19 @@ pub(crate) struct Framed {
     /// its per-client rate: it goes first once the client has a token, and
     /// until then the connection is not read.
     pub pending: Option<Message>,
-    /// Its fd is in the worker pool's parking (see `dispatch/parking.rs`):
-    /// it has waited there between messages, and is re-armed, not added,
-    /// the next time (closing its fd unregisters it).
+    /// Its fd is in the worker pool's parking (see `dispatch/parking.rs`),
+    /// edge-triggered, from the first time it waited there until it closes
+    /// (closing its fd unregisters it).
     pub parked: bool,
+    /// Its last read took every byte that waited, and the end if one was
+    /// reported: parked again, it needs no re-arm, since only bytes that
+    /// come later can be unread.
+    pub drained: bool,
+    /// A report said its client ended its side (or it failed). A read that
+    /// returns bytes does not return the end behind them, and the one
+    /// report that said both is spent: until a read returns that end, the
+    /// connection is re-armed when it parks, and reports it again at once.
+    pub end_reported: bool,
 }
 
 impl Framed {
@@ -104,7 +114,26 @@ impl Framed {
             credentials,
             pending: None,
             parked: false,
+            drained: false,
+            end_reported: false,
         })
+    }
+
+    /// Reads what its client sent so far onto its inbox (see
+    /// `Incoming::read_now`), and notes what the read found: the client's
+    /// end, and whether any bytes may be left unread in the socket.
+    pub(super) fn read(&mut self) -> io::Result<()> {
+        match self.conn.read_now(&mut self.inbox) {
+            Ok(read) => {
+                self.eof = read.ended;
+                self.drained = read.emptied && (read.ended || !self.end_reported);
+                Ok(())
+            }
+            Err(e) => {
+                self.drained = e.kind() == io::ErrorKind::WouldBlock;
+                Err(e)
+            }
+        }
     }
 }
 

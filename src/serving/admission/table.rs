@@ -6,11 +6,13 @@
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use super::closing::Closing;
+use super::returns::Returns;
 use super::state::{Admitted, Env, Framed, Held, Next, State, close};
 use crate::Error;
 use crate::deadline::deadline_after;
@@ -38,10 +40,13 @@ pub(super) struct Table {
     /// The server is closing: connections between requests are closed
     /// instead of held.
     pub closing: Option<Closing>,
+    /// The way back from workers and handlers, and, on a worker pool that
+    /// parks, the lot where framed connections wait for bytes instead.
+    pub returns: Arc<Returns>,
 }
 
 impl Table {
-    pub(super) fn new(registry: Registry) -> Table {
+    pub(super) fn new(registry: Registry, returns: Arc<Returns>) -> Table {
         Table {
             registry,
             held: Slab::new(),
@@ -50,6 +55,7 @@ impl Table {
             spoken: VecDeque::new(),
             messages: VecDeque::new(),
             closing: None,
+            returns,
         }
     }
 
@@ -185,6 +191,40 @@ impl Table {
         self.generations += 1;
         entry.insert(Held { generation: self.generations, state: State::Away { deadline: framed.conn.deadline } });
         framed.key = Some(key);
+    }
+
+    /// Parks a framed connection that waits for bytes with a worker pool's
+    /// idle workers, whose wait its bytes end (the lot in `returns`): the
+    /// loop keeps its entry (`State::Away`), and comes by only at its
+    /// deadline. Gives it back where nothing parks (no such pool, or the
+    /// server closes): it waits in the loop then.
+    pub(super) fn park<H>(&mut self, mut framed: Box<Framed>, now: Instant, env: &Env<'_, H>) -> Option<Box<Framed>> {
+        if self.closing.is_some() || !self.returns.parks() {
+            return Some(framed);
+        }
+        let placed = framed.key.is_none();
+        if placed {
+            self.keep_place(&mut framed);
+        }
+        let key = framed.key?;
+        let deadline = framed.conn.deadline;
+        // A new stage: a deadline set for its last one is stale.
+        self.generations += 1;
+        let generation = self.generations;
+        self.held[key] = Held { generation, state: State::Away { deadline } };
+        match self.returns.park(key, framed) {
+            None => {
+                self.look_again(key, generation, deadline, now, env);
+                None
+            }
+            Some(mut back) => {
+                if placed {
+                    self.held.remove(key);
+                    back.key = None;
+                }
+                Some(back)
+            }
+        }
     }
 
     /// Sets when the loop next looks for the away connection at `key`.
