@@ -121,15 +121,31 @@ impl Lot {
 
     /// Parks `framed` to wait for its next bytes; gives it back if the
     /// server closes or its fd cannot be armed (the loop takes it then).
-    fn park(&self, key: usize, mut framed: Box<Framed>) -> Option<Box<Framed>> {
+    fn park(&self, key: usize, framed: Box<Framed>) -> Option<Box<Framed>> {
+        match self.park_or_keep(key, framed, false) {
+            Park::Parked => None,
+            Park::Refused(framed) | Park::Keep(framed) => Some(framed),
+        }
+    }
+
+    /// As [`park`](Self::park), but with `keep`, a connection that reported
+    /// while its worker had it is given back to that worker to read again
+    /// (`Park::Keep`), rather than re-armed to report to another: no
+    /// `epoll_ctl`, no second wake-up, and its client's next messages are
+    /// answered by the worker that has its state at hand.
+    fn park_or_keep(&self, key: usize, mut framed: Box<Framed>, keep: bool) -> Park {
         let mut parked = self.lock();
         if parked.closed {
-            return Some(framed);
+            return Park::Refused(framed);
         }
         let now = Instant::now();
         let idle = self.idle_timeout.map(|idle| deadline_after(now, idle));
         let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
         let place = parked.place(key);
+        if keep && framed.parked && place.reported {
+            place.reported = false;
+            return Park::Keep(framed);
+        }
         let fd = framed.conn.socket.as_fd();
         // Armed before it is in its place, but under the lock a worker its
         // fd wakes takes it with: that worker finds it here.
@@ -140,11 +156,11 @@ impl Lot {
         };
         if let Err(e) = armed {
             log::warn!("connection from {}: cannot park it with the workers: {e}", framed.conn.peer);
-            return Some(framed);
+            return Park::Refused(framed);
         }
         framed.parked = true;
         *place = Place { parked: Some((framed, expires)), reported: false };
-        None
+        Park::Parked
     }
 
     /// The connection parked at `key`, for the worker its fd woke; with
@@ -167,6 +183,22 @@ impl Lot {
         parked.closed = true;
         parked.places.iter_mut().filter_map(|place| place.parked.take()).map(|(framed, _)| framed).collect()
     }
+}
+
+/// A worker reads a connection that reported while it had it at most this
+/// many times in a row; then it parks it re-armed, behind the others that
+/// reported meanwhile.
+const ROUNDS_KEPT: usize = 4;
+
+/// What became of a connection a worker parks.
+enum Park {
+    Parked,
+    /// Not parked: the loop takes it (the server closes, or its fd could
+    /// not be armed).
+    Refused(Box<Framed>),
+    /// Not parked: it reported while its worker had it, and that worker
+    /// reads it again.
+    Keep(Box<Framed>),
 }
 
 /// What the loop finds for an away connection whose deadline came.
@@ -380,17 +412,23 @@ impl<H: RequestHandler> Resume<H> for Returns {
     ) {
         let Some(lot) = &self.lot else { return };
         let Some(mut framed) = lot.take(key) else { return };
-        let mut slot = slot(&framed.conn.socket, &framed.conn.peer);
-        framed.next = super::framed::resume(ctx, &lot.framing, &mut framed, ended, scratch);
-        if slot.untrack() {
-            framed.next = Next::Close;
+        for round in 1.. {
+            let mut slot = slot(&framed.conn.socket, &framed.conn.peer);
+            framed.next = super::framed::resume(ctx, &lot.framing, &mut framed, ended && round == 1, scratch);
+            if slot.untrack() {
+                framed.next = Next::Close;
+            }
+            // Fds the handler did not take are closed here.
+            scratch.ancillary = Ancillary::default();
+            match framed.next {
+                Next::Close => return self.close_away(key, framed),
+                Next::Armed if round < ROUNDS_KEPT => match lot.park_or_keep(key, framed, true) {
+                    Park::Parked => return,
+                    Park::Keep(again) => framed = again,
+                    Park::Refused(back) => return self.hand_back_framed(back, true),
+                },
+                _ => return self.hand_back_framed(framed, true),
+            }
         }
-        if framed.next == Next::Close {
-            self.close_away(key, framed);
-        } else {
-            self.hand_back_framed(framed, true);
-        }
-        // Fds the handler did not take are closed here.
-        scratch.ancillary = Ancillary::default();
     }
 }
