@@ -276,6 +276,47 @@ fn unix_stream_connections_are_framed_too() {
     running.stop().unwrap();
 }
 
+/// On a worker pool, a Unix stream connection waits with the workers
+/// between messages, as a TCP one does: each message is answered with its
+/// peer's credentials, and a client that ends its side with its last
+/// message reads that answer, then the server's end.
+#[test]
+fn unix_stream_connections_wait_with_a_pool_s_workers_and_end_with_their_clients() {
+    let dir = common::temp_dir();
+    let path = dir.path().join("pooled.sock");
+    let handler = |req: &mut Request<'_>| {
+        let mut message = Vec::new();
+        req.rfile.read_to_end(&mut message)?;
+        let known = req.peer_credentials().is_some();
+        write!(req.wfile, "{known} ")?;
+        req.wfile.write_all(&message)
+    };
+    let server = UnixStreamServer::builder(handler)
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(64))
+        .bind(&path)
+        .unwrap();
+    let running = Running::start(server);
+    let known = cfg!(target_os = "linux");
+    for client in 0..20 {
+        let conn = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        for n in 0..3 {
+            (&conn).write_all(format!("{client}.{n}\n").as_bytes()).unwrap();
+            let mut answer = String::new();
+            reader.read_line(&mut answer).unwrap();
+            assert_eq!(answer, format!("{known} {client}.{n}\n"));
+        }
+        (&conn).write_all(b"last\n").unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = String::new();
+        let end = reader.read_to_string(&mut rest);
+        assert!(end.is_ok() && rest == format!("{known} last\n"), "client {client}: {end:?} {rest:?}");
+    }
+    running.stop().unwrap();
+}
+
 /// The prime service, unchanged, over `--framing lines`: the seed list on
 /// one keep-alive connection, each line answered as it comes.
 #[test]

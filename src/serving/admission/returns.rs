@@ -95,8 +95,11 @@ struct Place {
     /// The connection parked here, and when it is closed if still silent.
     parked: Option<(Box<Framed>, Option<Instant>)>,
     /// Its fd reported while it was not parked here: that report is spent,
-    /// so its next park re-arms it.
+    /// so its next park re-arms it (or its worker reads it again).
     reported: bool,
+    /// That report said its client ended its side: a worker that reads it
+    /// again must read until it meets that end.
+    reported_end: bool,
 }
 
 impl Parked {
@@ -143,7 +146,8 @@ impl Lot {
         let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
         let place = parked.place(key);
         if keep && framed.parked && place.reported {
-            place.reported = false;
+            framed.end_reported |= place.reported_end;
+            *place = Place::default();
             return Park::Keep(framed);
         }
         let fd = framed.conn.socket.as_fd();
@@ -159,20 +163,27 @@ impl Lot {
             return Park::Refused(framed);
         }
         framed.parked = true;
-        *place = Place { parked: Some((framed, expires)), reported: false };
+        *place = Place { parked: Some((framed, expires)), ..Place::default() };
         Park::Parked
     }
 
-    /// The connection parked at `key`, for the worker its fd woke; with
-    /// none there, the report is noted for the connection's next park.
-    fn take(&self, key: usize) -> Option<Box<Framed>> {
+    /// The connection parked at `key`, for the worker its fd woke (`ended`:
+    /// the report said its client ended its side); with none there, the
+    /// report is noted for the connection's next park.
+    fn take(&self, key: usize, ended: bool) -> Option<Box<Framed>> {
         let mut parked = self.lock();
         if parked.closed {
             return None;
         }
         let place = parked.place(key);
         let framed = place.parked.take().map(|(framed, _)| framed);
-        place.reported = framed.is_none();
+        match framed {
+            Some(_) => *place = Place::default(),
+            None => {
+                place.reported = true;
+                place.reported_end |= ended;
+            }
+        }
         framed
     }
 
@@ -411,7 +422,7 @@ impl<H: RequestHandler> Resume<H> for Returns {
         slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
     ) {
         let Some(lot) = &self.lot else { return };
-        let Some(mut framed) = lot.take(key) else { return };
+        let Some(mut framed) = lot.take(key, ended) else { return };
         for round in 1.. {
             let mut slot = slot(&framed.conn.socket, &framed.conn.peer);
             framed.next = super::framed::resume(ctx, &lot.framing, &mut framed, ended && round == 1, scratch);
