@@ -203,13 +203,28 @@ pub(crate) enum MayHandBack {
 /// then.
 pub(crate) fn serve_stream<H: RequestHandler>(
     ctx: &Context<H>,
-    mut incoming: Incoming,
+    incoming: Incoming,
     untrack: impl FnOnce() -> bool,
     hand_back: MayHandBack,
 ) -> Outcome {
+    let (outcome, back) = serve_kept(ctx, incoming, untrack, hand_back != MayHandBack::Unable);
+    if let Some(conn) = back {
+        ctx.way_back.hand_back(conn, hand_back == MayHandBack::Wake);
+    }
+    outcome
+}
+
+/// As [`serve_stream`], but a connection its handler handed back comes
+/// back to the caller (`can_hand_back`: it may be).
+pub(crate) fn serve_kept<H: RequestHandler>(
+    ctx: &Context<H>,
+    mut incoming: Incoming,
+    untrack: impl FnOnce() -> bool,
+    can_hand_back: bool,
+) -> (Outcome, Option<Incoming>) {
     // What the handler keeps for the connection travels with it across hand-backs.
     let mut state = incoming.state.take();
-    let (conn, peer) = Conn::new(incoming, ctx.timeouts, hand_back != MayHandBack::Unable);
+    let (conn, peer) = Conn::new(incoming, ctx.timeouts, can_hand_back);
     let (outcome, unread) = {
         let mut req = Request::new(
             Reader::stream(&conn),
@@ -232,11 +247,9 @@ pub(crate) fn serve_stream<H: RequestHandler>(
     if conn.handed_back() && outcome.is_ok() && flushed.is_ok() {
         if untrack() {
             close_stream(conn.socket);
-            return Outcome::Cut;
+            return (Outcome::Cut, None);
         }
-        let result = served(ctx);
-        ctx.way_back.hand_back(conn.into_incoming(peer, unread, state), hand_back == MayHandBack::Wake);
-        return result;
+        return (served(ctx), Some(conn.into_incoming(peer, unread, state)));
     }
     if flushed.is_ok() && !matches!(outcome, Err(Failure::Panic(_))) {
         conn.finish();
@@ -248,7 +261,7 @@ pub(crate) fn serve_stream<H: RequestHandler>(
         (Ok(()), Ok(())) => served(ctx),
     };
     close_stream(conn.socket);
-    result
+    (result, None)
 }
 
 /// Reports a failed request to `handle_error` and counts it.

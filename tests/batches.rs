@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::process::*;
-use common::{IO_TIMEOUT, Running};
+use common::{IO_TIMEOUT, LoopGate, Running};
 use socketserver::{Framing, Request, TcpServer, WorkerPool};
 
 /// Answers each message with itself.
@@ -310,5 +310,44 @@ fn a_client_that_ends_its_side_with_its_request_reads_its_answer_then_the_end() 
         let read = conn.read_to_string(&mut answer);
         assert!(read.is_ok() && answer == format!("{i}\n"), "client {i}: {read:?} {answer:?}");
     }
+    running.stop().unwrap();
+}
+
+/// A framed connection between messages waits with the workers: the worker
+/// its next message wakes answers it without the serving loop, so it is
+/// answered even while the loop is held (here in `verify_request`, by a
+/// new client).
+#[test]
+fn a_parked_connection_is_answered_by_the_workers_while_the_loop_is_busy() {
+    let gate = LoopGate::default();
+    let server = TcpServer::builder(echo())
+        .dispatch(WorkerPool::new(2).into())
+        .framing(Framing::lines(64))
+        .verify_request(gate.verify())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let _open = gate.opened_on_drop();
+    let mut parked = BufReader::new(connect(&running));
+    let mut ask = |line: &str| {
+        parked.get_mut().write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        parked.read_line(&mut answer).unwrap();
+        answer
+    };
+    // The first message comes through the loop; its worker parks the
+    // connection itself.
+    assert_eq!(ask("one\n"), "one\n");
+    gate.close();
+    let mut newcomer = BufReader::new(connect(&running));
+    gate.wait_until_held();
+    for n in 2..5 {
+        assert_eq!(ask(&format!("{n}\n")), format!("{n}\n"), "while the loop is held");
+    }
+    gate.open();
+    newcomer.get_mut().write_all(b"new\n").unwrap();
+    let mut answer = String::new();
+    newcomer.read_line(&mut answer).unwrap();
+    assert_eq!(answer, "new\n");
     running.stop().unwrap();
 }

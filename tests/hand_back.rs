@@ -2,7 +2,8 @@
 //! requests (`Request::hand_back`; README, "Many connections"): a pool of 2
 //! serves 50 keep-alive clients; what the reader buffered travels with the
 //! connection; a client closing between requests is no request; a silent
-//! one is closed at the idle timeout, holding no worker; a forked child
+//! one is closed at the idle timeout, holding no worker; on a pool, a kept
+//! connection is served by the workers without the loop; a forked child
 //! cannot hand back.
 
 mod common;
@@ -12,7 +13,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::process::eventually;
-use common::{Errors, IO_TIMEOUT, Running};
+use common::{Errors, IO_TIMEOUT, LoopGate, Running};
 use socketserver::{Dispatch, Request, TcpServer, WorkerPool};
 
 /// Answers one line, saying whether the connection went back, then hands
@@ -127,6 +128,36 @@ fn a_kept_connection_silent_past_the_idle_timeout_is_closed_holding_no_worker() 
     let mut rest = String::new();
     assert_eq!(silent.read_to_string(&mut rest).unwrap(), 0, "closed at the idle timeout");
     eventually("the silent connection is counted as idle-closed", || stats.get().idle_closed >= 1);
+    running.stop().unwrap();
+}
+
+/// On a worker pool, a kept connection waits with the workers between
+/// requests (README, "Many connections"): the worker its next request
+/// wakes runs its handler, without the serving loop, so it is served even
+/// while the loop is held (here in `verify_request`, by a new client).
+#[test]
+fn a_kept_connection_is_served_by_the_workers_while_the_loop_is_busy() {
+    let gate = LoopGate::default();
+    let server = TcpServer::builder(one_line_then_back())
+        .dispatch(WorkerPool::new(2).into())
+        .verify_request(gate.verify())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let _open = gate.opened_on_drop();
+    let mut kept = connect(&running);
+    // The first request comes through the loop; the second wakes a worker,
+    // which parks the connection again itself.
+    assert_eq!(ask(&mut kept, "one\n"), "true one\n");
+    assert_eq!(ask(&mut kept, "two\n"), "true two\n");
+    gate.close();
+    let mut newcomer = connect(&running);
+    gate.wait_until_held();
+    for n in 3..6 {
+        assert_eq!(ask(&mut kept, &format!("{n}\n")), format!("true {n}\n"), "while the loop is held");
+    }
+    gate.open();
+    assert_eq!(ask(&mut newcomer, "new\n"), "true new\n");
     running.stop().unwrap();
 }
 

@@ -295,12 +295,12 @@ fn main() {
         ),
         (
             "persistent 2000",
-            &["socketserver-framed-4", "tokio-tcp", "std-tcp"],
+            &["socketserver-framed-4", "socketserver-kept-4", "tokio-tcp", "std-tcp"],
             Box::new(move |a| load::persistent(a, 2_000, Duration::from_millis(100), duration)),
         ),
         (
             "persistent 1000",
-            &["socketserver-framed-4", "tokio-tcp", "std-tcp"],
+            &["socketserver-framed-4", "socketserver-kept-4", "tokio-tcp", "std-tcp"],
             Box::new(move |a| load::persistent(a, 1_000, Duration::from_secs(1), duration)),
         ),
         (

@@ -135,6 +135,23 @@ pub fn run(name: &str) {
                 .idle_timeout(Some(std::time::Duration::from_secs(300)))
                 .bind("127.0.0.1:0"),
         ),
+        // A handler that answers one line and hands its connection back
+        // (`Request::hand_back`): a pool of 4, kept connections parked with
+        // its workers between requests.
+        "socketserver-kept-4" => spawn(
+            TcpServer::builder(|req: &mut socketserver::Request<'_>| {
+                let mut line = Vec::new();
+                req.rfile.read_until(b'\n', &mut line)?;
+                if !line.is_empty() {
+                    req.wfile.write_all(answer(&line))?;
+                    req.hand_back();
+                }
+                Ok(())
+            })
+            .dispatch(Dispatch::pool(4))
+            .idle_timeout(Some(std::time::Duration::from_secs(300)))
+            .bind("127.0.0.1:0"),
+        ),
         // Framed lines: connections back in the loop between requests.
         "socketserver-framed-8" | "socketserver-framed-4" => spawn(
             TcpServer::builder(PrimeService::default())
@@ -176,8 +193,8 @@ pub fn run(name: &str) {
     std::process::exit(0);
 }
 
-fn spawn<T: socketserver::transport::Transport>(
-    server: socketserver::Result<socketserver::Server<T, PrimeService>>,
+fn spawn<T: socketserver::transport::Transport, H: socketserver::RequestHandler>(
+    server: socketserver::Result<socketserver::Server<T, H>>,
 ) -> String {
     let mut server = server.expect("bind");
     let address = server.server_address().to_string();

@@ -26,7 +26,7 @@ use crate::shutdown::ShutdownHandle;
 use crate::stats::Counters;
 use crate::{Address, Error, RequestHandler};
 pub(crate) use capacity::{Capacity, Slot};
-pub(crate) use parking::{Parking, Resume};
+pub(crate) use parking::{Parking, Reports, Resume};
 
 /// Ready work that runs itself (a framed connection's messages, answered
 /// and handed back): a dispatcher decides where it runs, never what it does.

@@ -1,22 +1,19 @@
-//! Where a framed pool's idle workers wait: one epoll instance of their
-//! own, holding the connections parked between messages and a counter the
+//! Where a stream pool's idle workers wait: one epoll instance of their
+//! own, holding the connections parked between requests and a counter the
 //! queue bumps for jobs. The worker that sees a parked connection ready
-//! reads it and answers it itself, so a message from a persistent client
+//! reads it and answers it itself, so a request from a persistent client
 //! costs one wake-up (a worker's), not two (the loop's, then a worker's
 //! through the queue), and no `futex` call: the leader/followers shape,
 //! with the kernel choosing the leader.
 //!
 //! Every worker waits in `epoll_wait` on the same instance. The kernel
-//! wakes one waiter per report (epoll's waiters are exclusive). A parked
+//! wakes one waiter per report (epoll's waiters are exclusive). A framed
 //! connection is registered once, edge-triggered, for its whole life: each
 //! arrival of bytes reports once, to one worker, with no re-arm after each
 //! message (a oneshot registration costs an `epoll_ctl` per message, a
 //! quarter of a persistent client's system calls). What that asks of the
-//! workers' side (`Lot` in `serving/admission/returns.rs`): a report that
-//! finds its connection elsewhere (with another worker, or the loop) is
-//! noted there, and a connection whose bytes may be unread (its last read
-//! filled its buffer, or went through TLS) is re-armed when it parks, which
-//! reports it at once if it has input.
+//! loop's side is in `serving/admission/lot.rs`. A kept connection (its
+//! handler handed it back) reports once per park ([`Reports`]).
 //!
 //! The jobs counter is edge-triggered too: each bump reports once, so a
 //! bump wakes one worker, not all of them (level-triggered, a ready counter
@@ -25,8 +22,8 @@
 //! more queued, with workers idle, bumps again (see `pool.rs`). To end the
 //! pool the counter turns level-triggered, and every worker sees it.
 //!
-//! Linux only: elsewhere a framed pool's connections go back to the loop
-//! between messages, as they do on Linux for the other dispatchers.
+//! Linux only: elsewhere a pool's connections go back to the loop between
+//! requests, as they do on Linux for the other dispatchers.
 
 use std::io;
 
@@ -55,6 +52,17 @@ pub(crate) trait Resume<H>: Send + Sync {
     );
 }
 
+/// How a parked fd reports its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reports {
+    /// At each arrival of bytes, from its registration to its close, to one
+    /// worker each time (edge-triggered): a framed connection.
+    EachArrival,
+    /// Once, then not until it is re-armed (oneshot): a kept connection,
+    /// whose handler reads its socket itself meanwhile.
+    Once,
+}
+
 /// What woke a waiting worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(
@@ -73,38 +81,80 @@ pub(crate) enum Woke {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod imp {
     use std::os::fd::BorrowedFd;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::sys::{EDGE, ENDED, Epoll, EventFd, Events, READ};
+    use crate::sys::{EDGE, ENDED, Epoll, EventFd, Events, ONESHOT, READ};
 
     /// The jobs counter's key; a parked connection's is its key in the loop.
     const JOBS: usize = usize::MAX;
 
     /// The workers' epoll instance and the jobs counter.
-    #[derive(Debug)]
     pub(crate) struct Parking {
         epoll: Epoll,
         jobs: EventFd,
+        /// A connection was parked here: idle workers must wait here.
+        used: AtomicBool,
+        /// Tells the pool so, once (see [`Parking::when_used`]).
+        on_use: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    }
+
+    impl std::fmt::Debug for Parking {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Parking").field("epoll", &self.epoll).field("used", &self.used).finish_non_exhaustive()
+        }
     }
 
     impl Parking {
         pub(crate) fn new() -> io::Result<Parking> {
-            let parking = Parking { epoll: Epoll::new()?, jobs: EventFd::new()? };
+            let parking = Parking {
+                epoll: Epoll::new()?,
+                jobs: EventFd::new()?,
+                used: AtomicBool::new(false),
+                on_use: OnceLock::new(),
+            };
             parking.epoll.add(parking.jobs.as_fd(), JOBS, READ | EDGE)?;
             Ok(parking)
         }
 
-        /// Registers `fd`, a connection the loop knows as `key`, to wake one
-        /// worker at each arrival of bytes from now on, and at once if it has
-        /// input. The caller keeps `fd` open for the call.
-        pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: usize) -> io::Result<()> {
-            self.epoll.add(fd, key, READ | EDGE)
+        /// Connections park here from now on (called before each park; a
+        /// load after the first). A pool whose connections never park (no
+        /// framing, no handler handing its connection back) keeps its idle
+        /// workers on its queue's condvar, whose wake-up costs less than
+        /// this epoll instance's: 5% of a connection-per-request load.
+        pub(crate) fn use_it(&self) {
+            if !self.used.load(Ordering::Relaxed)
+                && !self.used.swap(true, Ordering::SeqCst)
+                && let Some(on_use) = self.on_use.get()
+            {
+                on_use();
+            }
         }
 
-        /// Reports `fd`, registered, at once if it has input: for bytes that
-        /// came while it was not parked, or that its last read left.
-        pub(crate) fn rearm(&self, fd: BorrowedFd<'_>, key: usize) -> io::Result<()> {
-            self.epoll.modify(fd, key, READ | EDGE)
+        /// Runs `on_use` when connections first park here, or now if they
+        /// have (it may run twice: it must not mind).
+        pub(crate) fn when_used(&self, on_use: Box<dyn Fn() + Send + Sync>) {
+            let _ = self.on_use.set(on_use);
+            if self.used.load(Ordering::SeqCst)
+                && let Some(on_use) = self.on_use.get()
+            {
+                on_use();
+            }
+        }
+
+        /// Registers `fd`, a connection the loop knows as `key`, to wake one
+        /// worker as `reports` says, and at once if it has input. The caller
+        /// keeps `fd` open for the call.
+        pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: usize, reports: Reports) -> io::Result<()> {
+            self.epoll.add(fd, key, bits(reports))
+        }
+
+        /// Re-arms `fd`, registered: it reports at once if it has input (for
+        /// bytes that came while it was not parked, or that its last read
+        /// left), and then as `reports` says.
+        pub(crate) fn rearm(&self, fd: BorrowedFd<'_>, key: usize, reports: Reports) -> io::Result<()> {
+            self.epoll.modify(fd, key, bits(reports))
         }
 
         /// Wakes one waiting worker to look at the queue.
@@ -127,6 +177,13 @@ mod imp {
                 Some((JOBS, _)) | None => Woke::Jobs,
                 Some((key, bits)) => Woke::Parked { key, ended: bits & ENDED != 0 },
             })
+        }
+    }
+
+    fn bits(reports: Reports) -> u32 {
+        match reports {
+            Reports::EachArrival => READ | EDGE,
+            Reports::Once => READ | ONESHOT,
         }
     }
 
@@ -154,15 +211,23 @@ mod imp {
             Err(io::ErrorKind::Unsupported.into())
         }
 
-        pub(crate) fn add(&self, _: BorrowedFd<'_>, _: usize) -> io::Result<()> {
+        pub(crate) fn add(&self, _: BorrowedFd<'_>, _: usize, _: Reports) -> io::Result<()> {
             match *self {}
         }
 
-        pub(crate) fn rearm(&self, _: BorrowedFd<'_>, _: usize) -> io::Result<()> {
+        pub(crate) fn rearm(&self, _: BorrowedFd<'_>, _: usize, _: Reports) -> io::Result<()> {
             match *self {}
         }
 
         pub(crate) fn signal(&self) {
+            match *self {}
+        }
+
+        pub(crate) fn use_it(&self) {
+            match *self {}
+        }
+
+        pub(crate) fn when_used(&self, _: Box<dyn Fn() + Send + Sync>) {
             match *self {}
         }
 

@@ -47,15 +47,15 @@ pub(crate) enum Job<H> {
 /// The jobs waiting for a worker.
 struct Queue<H> {
     state: Mutex<Jobs<H>>,
-    /// Where idle workers wait: on `ready`, or, in a framed pool that parks
-    /// its connections with its workers, in `parking`'s epoll instance.
+    /// Where idle workers wait: on `ready`, or, once connections park with
+    /// them, in `parking`'s epoll instance.
     ready: Condvar,
     parking: Option<Arc<Parking>>,
 }
 
 impl<H> Queue<H> {
     fn new(parking: Option<Arc<Parking>>) -> Self {
-        let jobs = Jobs { waiting: VecDeque::new(), closing: false, workers: 0, sleeping: 0, woken: 0 };
+        let jobs = Jobs { waiting: VecDeque::new(), closing: false, workers: 0, sleeping: 0, woken: 0, parks: false };
         Queue { state: Mutex::new(jobs), ready: Condvar::new(), parking }
     }
 }
@@ -63,7 +63,7 @@ impl<H> Queue<H> {
 /// What a worker with no job does next.
 enum Idle {
     /// Wait in the parking's epoll instance (counted as sleeping).
-    Wait,
+    Wait(Arc<Parking>),
     /// The pool is closing and the queue is empty.
     Exit,
 }
@@ -76,11 +76,14 @@ struct Jobs<H> {
     /// Workers waiting on `ready`: a push wakes one only if one sleeps
     /// that no earlier push woke (`woken`: notified, not yet back under the
     /// lock). Counted under the lock the wait releases, so a worker about to
-    /// sleep is counted before a push can look. With a parking, the workers
-    /// waiting there, and every push with one bumps its counter: two bumps
-    /// may wake one worker (see `parking.rs`), so none is taken as owed.
+    /// sleep is counted before a push can look. Once workers wait in the
+    /// parking (`parks`), the workers waiting there, and every push with one
+    /// bumps its counter: two bumps may wake one worker (see `parking.rs`),
+    /// so none is taken as owed.
     sleeping: usize,
     woken: usize,
+    /// Idle workers wait in the parking: connections park there.
+    parks: bool,
 }
 
 impl<H> Queue<H> {
@@ -95,7 +98,9 @@ impl<H> Queue<H> {
             return Some(job);
         }
         jobs.waiting.push_back(job);
-        if let Some(parking) = &self.parking {
+        if jobs.parks
+            && let Some(parking) = &self.parking
+        {
             let wake = jobs.sleeping > 0;
             drop(jobs);
             if wake {
@@ -112,43 +117,31 @@ impl<H> Queue<H> {
         None
     }
 
-    /// With a parking: the next job, or the worker waits (counted), or exits.
-    /// A worker that takes a job and leaves more queued, with workers
+    /// The next job, waiting for one on the condvar; or, once workers wait
+    /// in the parking, the worker is to wait there (counted); or it exits.
+    /// A worker that takes a job there and leaves more queued, with workers
     /// waiting, wakes one more: the bump that queued it may have woken this
     /// worker only.
-    fn turn(&self, parking: &Parking) -> Result<Job<H>, Idle> {
-        let mut jobs = self.lock();
-        if let Some(job) = jobs.waiting.pop_front() {
-            let more = !jobs.waiting.is_empty() && jobs.sleeping > 0;
-            drop(jobs);
-            if more {
-                parking.signal();
-            }
-            return Ok(job);
-        }
-        if jobs.closing {
-            return Err(Idle::Exit);
-        }
-        jobs.sleeping += 1;
-        Err(Idle::Wait)
-    }
-
-    /// A worker back from waiting in the parking.
-    fn woke(&self) {
-        self.lock().sleeping -= 1;
-    }
-
-    /// The next job; `None` once the pool is closing and none is left.
-    fn next(&self) -> Option<Job<H>> {
+    fn turn(&self) -> Result<Job<H>, Idle> {
         let mut jobs = self.lock();
         loop {
             if let Some(job) = jobs.waiting.pop_front() {
-                return Some(job);
+                let more = jobs.parks && !jobs.waiting.is_empty() && jobs.sleeping > 0;
+                drop(jobs);
+                if more && let Some(parking) = &self.parking {
+                    parking.signal();
+                }
+                return Ok(job);
             }
             if jobs.closing {
-                return None;
+                return Err(Idle::Exit);
             }
             jobs.sleeping += 1;
+            if jobs.parks
+                && let Some(parking) = &self.parking
+            {
+                return Err(Idle::Wait(Arc::clone(parking)));
+            }
             jobs = self.ready.wait(jobs).unwrap_or_else(PoisonError::into_inner);
             jobs.sleeping -= 1;
             // Woken by a push, or spuriously: either way this worker looks
@@ -157,12 +150,31 @@ impl<H> Queue<H> {
         }
     }
 
+    /// A worker back from waiting in the parking.
+    fn woke(&self) {
+        self.lock().sleeping -= 1;
+    }
+
+    /// Idle workers wait in the parking from now on: those on the condvar
+    /// move there (a job queued meanwhile bumps the parking's counter, which
+    /// reports to the first of them to wait there).
+    fn park_idle(&self) {
+        let mut jobs = self.lock();
+        if jobs.parks || self.parking.is_none() {
+            return;
+        }
+        jobs.parks = true;
+        jobs.woken = jobs.sleeping;
+        drop(jobs);
+        self.ready.notify_all();
+    }
+
     fn close(&self) {
         self.lock().closing = true;
-        match &self.parking {
-            Some(parking) => parking.wake_all(),
-            None => self.ready.notify_all(),
+        if let Some(parking) = &self.parking {
+            parking.wake_all();
         }
+        self.ready.notify_all();
     }
 }
 
@@ -249,16 +261,22 @@ impl<H: RequestHandler> Pool<H> {
     fn start(&mut self, ctx: &Context<H>) -> io::Result<()> {
         let queue = Arc::new(Queue::new(self.parked.as_ref().map(|parked| Arc::clone(&parked.parking))));
         self.queue = Some(Arc::clone(&queue));
+        if let Some(parked) = &self.parked {
+            // Weak: the queue holds the parking.
+            let queue = Arc::downgrade(&queue);
+            parked.parking.when_used(Box::new(move || {
+                if let Some(queue) = queue.upgrade() {
+                    queue.park_idle();
+                }
+            }));
+        }
         for i in 0..self.config.workers {
             let mut builder = thread::Builder::new().name(format!("socketserver-worker-{i}"));
             if let Some(bytes) = self.config.stack_size {
                 builder = builder.stack_size(bytes);
             }
             let (ctx, working, parked) = (ctx.clone(), Working::new(&queue), self.parked.clone());
-            self.workers.push(builder.spawn(move || match parked {
-                Some(parked) => work_parked(&ctx, &working.0, &parked),
-                None => work(&ctx, &working.0),
-            })?);
+            self.workers.push(builder.spawn(move || work(&ctx, &working.0, parked.as_ref()))?);
         }
         Ok(())
     }
@@ -286,27 +304,22 @@ impl<H> Job<H> {
     }
 }
 
-fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue<H>) {
-    let mut scratch = Scratch::default();
-    while let Some(job) = jobs.next() {
-        run(ctx, job, &mut scratch);
-    }
-}
-
-/// A framed pool's worker: queued jobs first; idle, it waits with the
-/// parked connections and answers the one that reports.
-fn work_parked<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue<H>, parked: &Parked<H>) {
+/// A worker: queued jobs first; idle, it waits on the queue, or, once
+/// connections park with the workers, with them, and answers the one that
+/// reports.
+fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue<H>, parked: Option<&Parked<H>>) {
     let mut scratch = Scratch::default();
     let mut events = parking::events();
     loop {
-        match jobs.turn(&parked.parking) {
+        match jobs.turn() {
             Ok(job) => run(ctx, job, &mut scratch),
             Err(Idle::Exit) => return,
-            Err(Idle::Wait) => {
-                let woke = parked.parking.wait(&mut events);
+            Err(Idle::Wait(parking)) => {
+                let woke = parking.wait(&mut events);
                 jobs.woke();
                 match woke {
                     Ok(Woke::Parked { key, ended }) => {
+                        let Some(parked) = parked else { continue };
                         let capacity = &parked.capacity;
                         let mut slot = |socket: &_, peer: &_| capacity.take_message(socket, peer);
                         parked.resume.resume(key, ended, ctx, &mut scratch, &mut slot);

@@ -81,11 +81,10 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
                 .then(|| sys::DatagramBatch::new(n, options.max_packet_size))
         };
         let counters = Arc::new(Counters::default());
-        let parking = Self::parking(&options, &dispatch);
+        let parking = Self::parking(&dispatch);
         let lot = parking
             .as_ref()
-            .zip(options.framing.clone())
-            .map(|(parking, framing)| Lot::new(Arc::clone(parking), framing, options.idle_timeout));
+            .map(|parking| Lot::new(Arc::clone(parking), options.framing.clone(), options.idle_timeout));
         let admission = Admission::new(shutdown.waker(), socket.as_fd(), lot).map_err(|source| Error::Bind {
             action: "create a readiness registry for",
             addr: server_address.clone(),
@@ -127,12 +126,12 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
         })
     }
 
-    /// Where a framed pool's idle workers wait with the connections parked
-    /// between messages: a framed stream server on a worker pool, where
-    /// the platform has one (Linux). Without it (or if it cannot be made)
-    /// those connections wait in the loop.
-    fn parking(options: &Options, dispatch: &Dispatch) -> Option<Arc<Parking>> {
-        if T::KIND != Kind::Stream || options.framing.is_none() || !dispatch.is_pool() {
+    /// Where a pool's idle workers wait with the connections parked between
+    /// requests (framed ones, and kept ones): a stream server on a worker
+    /// pool, where the platform has one (Linux). Without it (or if it
+    /// cannot be made) those connections wait in the loop.
+    fn parking(dispatch: &Dispatch) -> Option<Arc<Parking>> {
+        if T::KIND != Kind::Stream || !dispatch.is_pool() {
             return None;
         }
         match Parking::new() {

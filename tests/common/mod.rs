@@ -449,3 +449,62 @@ pub fn next_client_waits_for_a_free_slot(
     assert_eq!(answer_within(&mut waiting, IO_TIMEOUT).as_deref(), Some("waiting\n"), "never served");
     (holders, waiting)
 }
+
+/// Holds the serving loop in `verify_request` while closed: the next
+/// connection the loop takes keeps it there until the gate opens. What is
+/// served meanwhile was served without the loop.
+#[derive(Clone, Default)]
+pub struct LoopGate(Arc<(Mutex<(bool, bool)>, std::sync::Condvar)>);
+
+impl LoopGate {
+    /// The `verify_request` hook that waits at the gate (and admits).
+    pub fn verify(&self) -> impl FnMut(&Address) -> bool + Send + 'static {
+        let gate = self.clone();
+        move |_| {
+            let (state, changed) = &*gate.0;
+            let mut state = state.lock().unwrap();
+            while state.0 {
+                state.1 = true;
+                changed.notify_all();
+                state = changed.wait(state).unwrap();
+            }
+            state.1 = false;
+            true
+        }
+    }
+
+    /// Closes the gate: the next connection holds the loop.
+    pub fn close(&self) {
+        self.0.0.lock().unwrap().0 = true;
+    }
+
+    /// Waits (bounded) until the loop is held at the gate.
+    pub fn wait_until_held(&self) {
+        let (state, changed) = &*self.0;
+        let held = changed.wait_timeout_while(state.lock().unwrap(), IO_TIMEOUT, |s| !s.1).unwrap();
+        assert!(held.0.1, "the loop never reached the gate");
+    }
+
+    /// Opens the gate: the loop goes on.
+    pub fn open(&self) {
+        let (state, changed) = &*self.0;
+        state.lock().unwrap().0 = false;
+        changed.notify_all();
+    }
+
+    /// Opens the gate when dropped: made after the server starts, it drops
+    /// before it, so a failing test does not leave the loop held while the
+    /// server stops.
+    pub fn opened_on_drop(&self) -> GateOpener {
+        GateOpener(self.clone())
+    }
+}
+
+/// Opens its gate when dropped (see [`LoopGate::opened_on_drop`]).
+pub struct GateOpener(LoopGate);
+
+impl Drop for GateOpener {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}

@@ -1,11 +1,14 @@
 //! Stream connections a handler handed back (`Request::hand_back`): held in
-//! the loop between requests, and dispatched again when the next one comes.
+//! the loop between requests, and dispatched again when the next one comes;
+//! on a worker pool, parked with its workers instead (`lot.rs`), where the
+//! worker the next request wakes runs the handler itself.
 
 use std::io;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
 use super::closing::Waiting;
+use super::lot::Parked;
 use super::state::{Admitted, Env, State, close};
 use super::table::Table;
 use crate::deadline::deadline_after;
@@ -16,18 +19,22 @@ use crate::sys;
 /// when bytes of its next request are already in, else held until it
 /// speaks (under `idle_timeout` and `connection_timeout`), or closed if the
 /// server is closing. Returns whether it was turned away.
-pub(super) fn kept<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env<'_, H>) -> bool {
-    #[cfg(feature = "tls")]
-    let decrypted = conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext());
-    #[cfg(not(feature = "tls"))]
-    let decrypted = false;
-    if !conn.buffered.is_empty() || decrypted {
+pub(super) fn kept<H>(table: &mut Table, mut conn: Incoming, now: Instant, env: &Env<'_, H>) -> bool {
+    if has_buffered(&conn) {
         return spoke(table, conn, now, env);
     }
     if table.closing.is_some_and(|closing| closing.closes(Waiting::NextRequest, conn.socket.as_fd())) {
         log::debug!("server closing: closing kept connection from {} between requests", conn.peer);
         close(conn);
         return false;
+    }
+    // On a worker pool that parks, it waits with the workers: its next
+    // request wakes one, which runs its handler there.
+    if table.parks() {
+        match table.park(Parked::Kept { conn: Box::new(conn), registered: false }, now, env) {
+            Some(Parked::Kept { conn: back, .. }) => conn = *back,
+            _ => return false,
+        }
     }
     let idle = env.options.idle_timeout.map(|idle| deadline_after(now, idle));
     let expires = [idle, conn.deadline].into_iter().flatten().min();
@@ -49,6 +56,26 @@ pub(super) fn spoke<H>(table: &mut Table, conn: Incoming, now: Instant, env: &En
             false
         }
     }
+}
+
+/// Whether a kept connection has its next request in: off its socket
+/// already, or in it (see [`next_request`]).
+pub(super) fn has_request(conn: &mut Incoming) -> io::Result<bool> {
+    if has_buffered(conn) {
+        return Ok(true);
+    }
+    next_request(conn)
+}
+
+/// Whether bytes of a kept connection's next request are in already, off
+/// its socket: ones its last handler's reader took and left, or plaintext
+/// its TLS session holds.
+pub(super) fn has_buffered(conn: &Incoming) -> bool {
+    #[cfg(feature = "tls")]
+    let decrypted = conn.tls.as_ref().is_some_and(|tls| tls.has_plaintext());
+    #[cfg(not(feature = "tls"))]
+    let decrypted = false;
+    !conn.buffered.is_empty() || decrypted
 }
 
 /// Whether a kept connection that reported brings a next request (`true`)

@@ -18,6 +18,7 @@ mod arrival;
 mod closing;
 mod framed;
 mod kept;
+mod lot;
 #[cfg(feature = "proxy-protocol")]
 mod proxy_header;
 mod returns;
@@ -29,7 +30,7 @@ mod tls_handshake;
 
 pub(crate) use closing::Closing;
 pub(crate) use framed::Answer;
-pub(crate) use returns::Lot;
+pub(crate) use lot::Lot;
 pub(crate) use state::{Admitted, Env, Framed};
 
 use std::io;
@@ -42,7 +43,8 @@ use crate::framing::Message;
 use crate::handler_io::Incoming;
 use crate::sys;
 use crate::waker::Waker;
-use returns::{AwayAt, HandedBack, Returns};
+use lot::{AwayAt, Parked};
+use returns::{HandedBack, Returns};
 use state::{Arrival, Held, Next, State};
 #[cfg(any(feature = "proxy-protocol", feature = "tls"))]
 use step::Step;
@@ -209,6 +211,13 @@ impl Admission {
                     self.table.forget_away(key);
                     false
                 }
+                HandedBack::Unparked { key, conn, spoke } => {
+                    self.table.forget_away(key);
+                    match spoke {
+                        true => kept::spoke(&mut self.table, conn, now, env),
+                        false => kept::kept(&mut self.table, conn, now, env),
+                    }
+                }
             };
         }
         self.returned = returned;
@@ -277,13 +286,19 @@ impl Admission {
             &mut State::Away { deadline } => {
                 match self.table.returns.away_at(key, now) {
                     // Back in its place, closed as one held in the loop is.
-                    AwayAt::Expired(framed) => {
-                        let why = if framed.inbox.is_empty() {
-                            "silent past its deadline between messages"
-                        } else {
-                            "silent past its deadline inside a message"
+                    AwayAt::Expired(parked) => {
+                        let (state, why) = match parked {
+                            Parked::Framed(framed) if framed.inbox.is_empty() => {
+                                (State::Framed(framed), "silent past its deadline between messages")
+                            }
+                            Parked::Framed(framed) => {
+                                (State::Framed(framed), "silent past its deadline inside a message")
+                            }
+                            Parked::Kept { conn, .. } => {
+                                (State::Kept(*conn), "silent past its deadline between requests")
+                            }
                         };
-                        self.table.held[key].state = State::Framed(framed);
+                        self.table.held[key].state = state;
                         return self.table.close_silent(key, env, why);
                     }
                     AwayAt::Until(at) => self.table.deadlines.set(at, key, generation),
@@ -384,6 +399,11 @@ impl Admission {
                     self.table.close_framed(framed);
                 }
                 HandedBack::Stream(conn) => {
+                    log::debug!("server closing: closing connection from {} between requests", conn.peer);
+                    state::close(conn);
+                }
+                HandedBack::Unparked { key, conn, .. } => {
+                    self.table.forget_away(key);
                     log::debug!("server closing: closing connection from {} between requests", conn.peer);
                     state::close(conn);
                 }

@@ -1,24 +1,23 @@
 //! The way back to the serving loop: connections handed back, framed ones
 //! between messages and stream ones whose handler called
 //! `Request::hand_back`, wait here for the loop to take them. On a worker
-//! pool that parks, framed connections between messages wait with the
-//! workers instead ([`Lot`]), and the loop meets them only at their
-//! deadlines and at a close.
+//! pool that parks, they wait with the workers instead (the [`Lot`]), and
+//! the loop meets them only at their deadlines and at a close.
 
+use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use socket2::Socket;
 
+use super::lot::{AwayAt, Lot, Park, Parked};
 use super::state::{Framed, Next, close};
 use crate::ancillary::Ancillary;
-use crate::deadline::deadline_after;
-use crate::dispatch::{Parking, Resume, Slot};
-use crate::framing::Framing;
+use crate::dispatch::{Resume, Slot};
 use crate::handler_io::Incoming;
-use crate::runner::{Context, HandBack, Scratch};
+use crate::runner::{self, Context, HandBack, Scratch};
 use crate::serving::registry::Rearmer;
 use crate::waker::{Wake, Waker};
 use crate::{Address, RequestHandler};
@@ -29,9 +28,13 @@ pub(crate) enum HandedBack {
     Framed(Box<Framed>),
     /// A stream connection its handler handed back (`Request::hand_back`).
     Stream(Incoming),
-    /// A parked framed connection its worker closed (its client ended it,
-    /// or it failed): its place in the loop, at this key, is free.
+    /// A parked connection its worker closed (its client ended it, or it
+    /// failed): its place in the loop, at this key, is free.
     Closed(usize),
+    /// A kept connection that was parked at `key`, back in the loop's
+    /// hands: its place there is free, and it goes on as one handed back
+    /// (`spoke`: its next request is in, and its client is over its rate).
+    Unparked { key: usize, conn: Incoming, spoke: bool },
 }
 
 /// Connections that workers are done with, for the loop to take back:
@@ -54,173 +57,15 @@ pub(crate) struct Returns {
     closing: AtomicBool,
     waker: Waker,
     rearmer: Rearmer,
-    /// Framed connections parked with a worker pool's idle workers.
+    /// Connections parked with a worker pool's idle workers.
     lot: Option<Lot>,
 }
 
-/// Framed connections between messages, parked where a pool's idle workers
-/// wait (`dispatch/parking.rs`): each under its key in the loop, which
-/// keeps its slab entry (`State::Away`) meanwhile, so it counts as open and
-/// the loop comes by at its deadline. Its worker parks it under the lock,
-/// so whoever takes it (a worker its fd woke, or the loop at its deadline
-/// or at a close) finds it whole, with its fd open.
-///
-/// The race: a connection's fd is registered edge-triggered from its first
-/// park to its close, so bytes that come while it is elsewhere (with a
-/// worker, or back in the loop) report then, to a worker that finds its
-/// place empty, and that report is spent. The worker notes it in the place
-/// (under the lock), and the park that follows re-arms the fd, which
-/// reports again at once if bytes are still unread. A park that finds no
-/// note (the report came after it, and finds the connection) and follows a
-/// read that emptied the socket needs no system call at all: the common
-/// case, one message answered and its client silent again.
-pub(crate) struct Lot {
-    parking: Arc<Parking>,
-    framing: Framing,
-    idle_timeout: Option<Duration>,
-    parked: Mutex<Parked>,
-}
-
-#[derive(Default)]
-struct Parked {
-    /// By loop key.
-    places: Vec<Place>,
-    /// The server closes: nothing is parked any more.
-    closed: bool,
-}
-
-/// A loop key's place in the lot.
-#[derive(Default)]
-struct Place {
-    /// The connection parked here, and when it is closed if still silent.
-    parked: Option<(Box<Framed>, Option<Instant>)>,
-    /// Its fd reported while it was not parked here: that report is spent,
-    /// so its next park re-arms it (or its worker reads it again).
-    reported: bool,
-    /// That report said its client ended its side: a worker that reads it
-    /// again must read until it meets that end.
-    reported_end: bool,
-}
-
-impl Parked {
-    fn place(&mut self, key: usize) -> &mut Place {
-        if self.places.len() <= key {
-            self.places.resize_with(key + 1, Place::default);
-        }
-        &mut self.places[key]
-    }
-}
-
-impl Lot {
-    /// A lot whose connections wait in `parking`, cut as `framing` says,
-    /// closed after `idle_timeout` of silence.
-    pub(crate) fn new(parking: Arc<Parking>, framing: Framing, idle_timeout: Option<Duration>) -> Lot {
-        Lot { parking, framing, idle_timeout, parked: Mutex::default() }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Parked> {
-        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Parks `framed` to wait for its next bytes; gives it back if the
-    /// server closes or its fd cannot be armed (the loop takes it then).
-    fn park(&self, key: usize, framed: Box<Framed>) -> Option<Box<Framed>> {
-        match self.park_or_keep(key, framed, false) {
-            Park::Parked => None,
-            Park::Refused(framed) | Park::Keep(framed) => Some(framed),
-        }
-    }
-
-    /// As [`park`](Self::park), but with `keep`, a connection that reported
-    /// while its worker had it is given back to that worker to read again
-    /// (`Park::Keep`), rather than re-armed to report to another: no
-    /// `epoll_ctl`, no second wake-up, and its client's next messages are
-    /// answered by the worker that has its state at hand.
-    fn park_or_keep(&self, key: usize, mut framed: Box<Framed>, keep: bool) -> Park {
-        let mut parked = self.lock();
-        if parked.closed {
-            return Park::Refused(framed);
-        }
-        let now = Instant::now();
-        let idle = self.idle_timeout.map(|idle| deadline_after(now, idle));
-        let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
-        let place = parked.place(key);
-        if keep && framed.parked && place.reported {
-            framed.end_reported |= place.reported_end;
-            *place = Place::default();
-            return Park::Keep(framed);
-        }
-        let fd = framed.conn.socket.as_fd();
-        // Armed before it is in its place, but under the lock a worker its
-        // fd wakes takes it with: that worker finds it here.
-        let armed = match (framed.parked, place.reported || !framed.drained) {
-            (false, _) => self.parking.add(fd, key),
-            (true, true) => self.parking.rearm(fd, key),
-            (true, false) => Ok(()),
-        };
-        if let Err(e) = armed {
-            log::warn!("connection from {}: cannot park it with the workers: {e}", framed.conn.peer);
-            return Park::Refused(framed);
-        }
-        framed.parked = true;
-        *place = Place { parked: Some((framed, expires)), ..Place::default() };
-        Park::Parked
-    }
-
-    /// The connection parked at `key`, for the worker its fd woke (`ended`:
-    /// the report said its client ended its side); with none there, the
-    /// report is noted for the connection's next park.
-    fn take(&self, key: usize, ended: bool) -> Option<Box<Framed>> {
-        let mut parked = self.lock();
-        if parked.closed {
-            return None;
-        }
-        let place = parked.place(key);
-        let framed = place.parked.take().map(|(framed, _)| framed);
-        match framed {
-            Some(_) => *place = Place::default(),
-            None => {
-                place.reported = true;
-                place.reported_end |= ended;
-            }
-        }
-        framed
-    }
-
-    /// Every parked connection: the server closes, and nothing parks again.
-    #[allow(clippy::vec_box, reason = "each goes on in the box it lives in for its whole life")]
-    fn close(&self) -> Vec<Box<Framed>> {
-        let mut parked = self.lock();
-        parked.closed = true;
-        parked.places.iter_mut().filter_map(|place| place.parked.take()).map(|(framed, _)| framed).collect()
-    }
-}
-
-/// A worker reads a connection that reported while it had it at most this
-/// many times in a row; then it parks it re-armed, behind the others that
-/// reported meanwhile.
+/// A worker reads a connection that reported while it had it (or that
+/// brought its next request with the last) at most this many times in a
+/// row; then it parks it re-armed, behind the others that reported
+/// meanwhile, or hands it to the loop.
 const ROUNDS_KEPT: usize = 4;
-
-/// What became of a connection a worker parks.
-enum Park {
-    Parked,
-    /// Not parked: the loop takes it (the server closes, or its fd could
-    /// not be armed).
-    Refused(Box<Framed>),
-    /// Not parked: it reported while its worker had it, and that worker
-    /// reads it again.
-    Keep(Box<Framed>),
-}
-
-/// What the loop finds for an away connection whose deadline came.
-pub(crate) enum AwayAt {
-    /// Parked, silent past its deadline: the loop closes it.
-    Expired(Box<Framed>),
-    /// Parked until then.
-    Until(Instant),
-    /// With a worker (or parked with no deadline): look again later.
-    Elsewhere,
-}
 
 impl Returns {
     pub(crate) fn new(waker: Waker, rearmer: Rearmer, lot: Option<Lot>) -> Returns {
@@ -234,35 +79,29 @@ impl Returns {
         }
     }
 
-    /// Whether framed connections waiting for bytes park with the workers.
+    /// Whether connections waiting for bytes park with the workers.
     pub(crate) fn parks(&self) -> bool {
         self.lot.is_some()
     }
 
-    /// Parks `framed`, the loop's connection at `key`, with the workers;
+    /// Parks `parked`, the loop's connection at `key`, with the workers;
     /// gives it back if it cannot be (see [`Lot::park`]).
-    pub(crate) fn park(&self, key: usize, framed: Box<Framed>) -> Option<Box<Framed>> {
-        match &self.lot {
-            Some(lot) => lot.park(key, framed),
-            None => Some(framed),
+    pub(crate) fn park(&self, key: usize, parked: Parked) -> Option<Parked> {
+        let Some(lot) = &self.lot else { return Some(parked) };
+        match lot.park(key, parked, false) {
+            Park::Parked => None,
+            Park::Refused(parked) => Some(parked),
+            // Not asked to keep it, the lot never does.
+            Park::Keep(framed) => Some(Parked::Framed(framed)),
         }
     }
 
     /// The away connection at `key`, if it is parked, as its deadline finds
     /// it. One with input is left to the worker its fd wakes.
     pub(crate) fn away_at(&self, key: usize, now: Instant) -> AwayAt {
-        let Some(lot) = &self.lot else { return AwayAt::Elsewhere };
-        let mut parked = lot.lock();
-        let Some(Place { parked: Some((framed, expires)), .. }) = parked.places.get(key) else {
-            return AwayAt::Elsewhere;
-        };
-        match *expires {
-            Some(at) if at > now => AwayAt::Until(at),
-            Some(_) if !crate::sys::has_input(framed.conn.socket.as_fd()) => match parked.places[key].parked.take() {
-                Some((framed, _)) => AwayAt::Expired(framed),
-                None => AwayAt::Elsewhere,
-            },
-            _ => AwayAt::Elsewhere,
+        match &self.lot {
+            Some(lot) => lot.away_at(key, now),
+            None => AwayAt::Elsewhere,
         }
     }
 
@@ -282,12 +121,13 @@ impl Returns {
         if framed.next == Next::Armed
             && let (Some(lot), Some(key)) = (&self.lot, framed.key)
         {
-            match lot.park(key, framed) {
-                None => return,
-                Some(back) => {
+            match lot.park(key, Parked::Framed(framed), false) {
+                Park::Parked => return,
+                Park::Refused(Parked::Framed(back)) | Park::Keep(back) => {
                     framed = back;
                     framed.next = Next::Loop;
                 }
+                Park::Refused(Parked::Kept { .. }) => unreachable!("a framed connection was parked"),
             }
         }
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -319,17 +159,28 @@ impl Returns {
     /// Closes a framed connection a worker took from the lot, here rather
     /// than in the loop: a client that ends its connection between messages
     /// (one connection per request, say) then costs the loop no wake-up.
-    /// The loop frees its place when it next takes what came back, which it
-    /// does first thing each turn, before it counts open connections.
     fn close_away(&self, key: usize, framed: Box<Framed>) {
         if framed.registered {
             self.rearmer.forget(framed.conn.socket.as_fd());
         }
         close(framed.conn);
+        self.freed(key);
+    }
+
+    /// The connection parked at `key` was closed by a worker: the loop
+    /// frees its place when it next takes what came back, which it does
+    /// first thing each turn, before it counts open connections.
+    fn freed(&self, key: usize) {
+        self.push(HandedBack::Closed(key), false);
+    }
+
+    /// Gives `back` to the loop, waking it if `wake`, or if the server is
+    /// closing (the loop must then look at everything that comes back).
+    fn push(&self, back: HandedBack, wake: bool) {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        conns.push(HandedBack::Closed(key));
+        conns.push(back);
         drop(conns);
-        if self.closing.load(Ordering::SeqCst) {
+        if wake || self.closing.load(Ordering::SeqCst) {
             self.waker.wake(Wake::Returned);
         }
     }
@@ -352,10 +203,7 @@ impl Returns {
             return;
         }
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        for mut framed in parked {
-            framed.next = Next::Loop;
-            conns.push(HandedBack::Framed(framed));
-        }
+        conns.extend(parked.into_iter().map(|(key, parked)| unparked(key, parked)));
         drop(conns);
         self.waker.wake(Wake::Returned);
     }
@@ -381,6 +229,17 @@ impl HandBack for Returns {
     }
 }
 
+/// A connection the lot gave back, as the loop takes it.
+fn unparked(key: usize, parked: Parked) -> HandedBack {
+    match parked {
+        Parked::Framed(mut framed) => {
+            framed.next = Next::Loop;
+            HandedBack::Framed(framed)
+        }
+        Parked::Kept { conn, .. } => HandedBack::Unparked { key, conn: *conn, spoke: false },
+    }
+}
+
 impl Drop for Returns {
     /// Connections handed back after the loop's last look (a worker was
     /// still answering them when the server closed) are closed as the loop
@@ -391,7 +250,7 @@ impl Drop for Returns {
     fn drop(&mut self) {
         let parked = self.lot.as_ref().map(Lot::close).unwrap_or_default();
         let conns = self.conns.get_mut().unwrap_or_else(PoisonError::into_inner);
-        conns.extend(parked.into_iter().map(HandedBack::Framed));
+        conns.extend(parked.into_iter().map(|(key, parked)| unparked(key, parked)));
         for back in conns.drain(..) {
             let conn = match back {
                 HandedBack::Framed(framed) => {
@@ -400,7 +259,7 @@ impl Drop for Returns {
                     }
                     framed.conn
                 }
-                HandedBack::Stream(conn) => conn,
+                HandedBack::Stream(conn) | HandedBack::Unparked { conn, .. } => conn,
                 HandedBack::Closed(_) => continue,
             };
             log::debug!("server closed: closing connection from {} between requests", conn.peer);
@@ -411,8 +270,8 @@ impl Drop for Returns {
 
 impl<H: RequestHandler> Resume<H> for Returns {
     /// A parked connection's fd reported to a worker: that worker reads it
-    /// and answers what is whole, as the loop and a queued job would have,
-    /// then parks it again or hands it to the loop.
+    /// and answers what came, as the loop and a queued job would have, then
+    /// parks it again or hands it to the loop.
     fn resume(
         &self,
         key: usize,
@@ -422,10 +281,32 @@ impl<H: RequestHandler> Resume<H> for Returns {
         slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
     ) {
         let Some(lot) = &self.lot else { return };
-        let Some(mut framed) = lot.take(key, ended) else { return };
+        match lot.take(key, ended) {
+            Some(Parked::Framed(framed)) => self.resume_framed(lot, key, framed, ended, ctx, scratch, slot),
+            Some(Parked::Kept { conn, .. }) => self.resume_kept(lot, key, *conn, ctx, slot),
+            None => {}
+        }
+    }
+}
+
+impl Returns {
+    /// A framed connection's messages: each whole one answered, the
+    /// replies sent together, as a queued message is.
+    #[allow(clippy::too_many_arguments, reason = "the resume's own, and the lot and connection it found")]
+    fn resume_framed<H: RequestHandler>(
+        &self,
+        lot: &Lot,
+        key: usize,
+        mut framed: Box<Framed>,
+        ended: bool,
+        ctx: &Context<H>,
+        scratch: &mut Scratch,
+        slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
+    ) {
+        let Some(framing) = &lot.framing else { return self.hand_back_framed(framed, true) };
         for round in 1.. {
             let mut slot = slot(&framed.conn.socket, &framed.conn.peer);
-            framed.next = super::framed::resume(ctx, &lot.framing, &mut framed, ended && round == 1, scratch);
+            framed.next = super::framed::resume(ctx, framing, &mut framed, ended && round == 1, scratch);
             if slot.untrack() {
                 framed.next = Next::Close;
             }
@@ -433,13 +314,67 @@ impl<H: RequestHandler> Resume<H> for Returns {
             scratch.ancillary = Ancillary::default();
             match framed.next {
                 Next::Close => return self.close_away(key, framed),
-                Next::Armed if round < ROUNDS_KEPT => match lot.park_or_keep(key, framed, true) {
+                Next::Armed if round < ROUNDS_KEPT => match lot.park(key, Parked::Framed(framed), true) {
                     Park::Parked => return,
                     Park::Keep(again) => framed = again,
-                    Park::Refused(back) => return self.hand_back_framed(back, true),
+                    Park::Refused(Parked::Framed(back)) => return self.hand_back_framed(back, true),
+                    Park::Refused(Parked::Kept { .. }) => unreachable!("a framed connection was parked"),
                 },
                 _ => return self.hand_back_framed(framed, true),
             }
+        }
+    }
+
+    /// A kept connection's next request: its handler runs here, as for a
+    /// queued stream request, and hands it back again, or ends it.
+    fn resume_kept<H: RequestHandler>(
+        &self,
+        lot: &Lot,
+        key: usize,
+        mut conn: Incoming,
+        ctx: &Context<H>,
+        slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
+    ) {
+        for round in 1.. {
+            match super::kept::has_request(&mut conn) {
+                Ok(true) => {}
+                Ok(false) => {
+                    log::debug!("kept connection from {} ends between requests", conn.peer);
+                    close(conn);
+                    return self.freed(key);
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                    return self.park_kept(lot, key, conn);
+                }
+                Err(e) => {
+                    log::debug!("kept connection from {} failed between requests: {e}", conn.peer);
+                    close(conn);
+                    return self.freed(key);
+                }
+            }
+            // Over its client's rate (or past the rounds one worker gives
+            // it): the loop holds it until its turn.
+            if round > ROUNDS_KEPT || conn.client.as_ref().is_some_and(|c| c.message(Instant::now(), false).is_err()) {
+                return self.push(HandedBack::Unparked { key, conn, spoke: true }, true);
+            }
+            let mut slot = slot(&conn.socket, &conn.peer);
+            let (_, back) = runner::serve_kept(ctx, conn, || slot.untrack(), true);
+            match back {
+                // Its next request came with this one: it goes on here.
+                Some(next) if super::kept::has_buffered(&next) => conn = next,
+                // Re-armed, it reports at once if bytes are in.
+                Some(next) => return self.park_kept(lot, key, next),
+                None => return self.freed(key),
+            }
+        }
+    }
+
+    /// Parks a kept connection again, or gives it to the loop if it cannot
+    /// park (the server closes).
+    fn park_kept(&self, lot: &Lot, key: usize, conn: Incoming) {
+        let parked = Parked::Kept { conn: Box::new(conn), registered: true };
+        if let Park::Refused(Parked::Kept { conn, .. }) = lot.park(key, parked, false) {
+            self.push(HandedBack::Unparked { key, conn: *conn, spoke: false }, true);
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::closing::Closing;
+use super::lot::Parked;
 use super::returns::Returns;
 use super::state::{Admitted, Env, Framed, Held, Next, State, close};
 use crate::Error;
@@ -193,26 +194,37 @@ impl Table {
         framed.key = Some(key);
     }
 
-    /// Parks a framed connection that waits for bytes with a worker pool's
+    /// Whether a connection waiting for bytes would park with the workers.
+    pub(super) fn parks(&self) -> bool {
+        self.closing.is_none() && self.returns.parks()
+    }
+
+    /// Parks a connection that waits for bytes (a framed one between or
+    /// inside messages, a kept one between requests) with a worker pool's
     /// idle workers, whose wait its bytes end (the lot in `returns`): the
     /// loop keeps its entry (`State::Away`), and comes by only at its
     /// deadline. Gives it back where nothing parks (no such pool, or the
     /// server closes): it waits in the loop then.
-    pub(super) fn park<H>(&mut self, mut framed: Box<Framed>, now: Instant, env: &Env<'_, H>) -> Option<Box<Framed>> {
-        if self.closing.is_some() || !self.returns.parks() {
-            return Some(framed);
+    pub(super) fn park<H>(&mut self, mut parked: Parked, now: Instant, env: &Env<'_, H>) -> Option<Parked> {
+        if !self.parks() {
+            return Some(parked);
         }
-        let placed = framed.key.is_none();
-        if placed {
-            self.keep_place(&mut framed);
-        }
-        let key = framed.key?;
-        let deadline = framed.conn.deadline;
+        let deadline = parked.conn().deadline;
+        let (key, placed) = match &mut parked {
+            Parked::Framed(framed) => match framed.key {
+                Some(key) => (key, false),
+                None => {
+                    self.keep_place(framed);
+                    (framed.key?, true)
+                }
+            },
+            Parked::Kept { .. } => (self.held.insert(Held { generation: 0, state: State::Away { deadline } }), true),
+        };
         // A new stage: a deadline set for its last one is stale.
         self.generations += 1;
         let generation = self.generations;
         self.held[key] = Held { generation, state: State::Away { deadline } };
-        match self.returns.park(key, framed) {
+        match self.returns.park(key, parked) {
             None => {
                 self.look_again(key, generation, deadline, now, env);
                 None
@@ -220,7 +232,9 @@ impl Table {
             Some(mut back) => {
                 if placed {
                     self.held.remove(key);
-                    back.key = None;
+                    if let Parked::Framed(framed) = &mut back {
+                        framed.key = None;
+                    }
                 }
                 Some(back)
             }
