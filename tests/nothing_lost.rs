@@ -367,6 +367,7 @@ fn server_close_returns_once_every_acknowledged_change_is_made() {
     };
     let server =
         framed(handler, |b| b.dispatch(WorkerPool::new(2).into()).drain_timeout(Some(Duration::from_secs(10))));
+    let accepted = server.stats_handle();
     let (addr, closed, stop) = serve_then_close(server);
     let mut clients: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
     for client in &mut clients {
@@ -374,6 +375,10 @@ fn server_close_returns_once_every_acknowledged_change_is_made() {
         client.write_all("incr\n".repeat(100).as_bytes()).unwrap();
     }
     started.recv_timeout(IO_TIMEOUT).unwrap();
+    // Accepted by the server, not only by the kernel: a stop closes the
+    // listener, and what waits in its backlog is refused (reset), not
+    // acknowledged.
+    common::process::eventually("all four accepted", || accepted.get().accepted == 4);
     stop.request_shutdown();
     let stats = closed.recv_timeout(IO_TIMEOUT).expect("the close ends");
     let saved = counter.load(Ordering::SeqCst);
