@@ -36,15 +36,16 @@ use crate::runner::{Context, Scratch};
 /// A parked connection's way back to a worker: the serving loop's side,
 /// which holds the connections and answers one when its fd reports.
 pub(crate) trait Resume<H>: Send + Sync {
-    /// The parked connection at `key` reported (`ended`: with its client's
-    /// end, or a failure): take it, read it, answer what is whole, and park
-    /// it again or hand it to the loop. `slot`
+    /// The parked connection at `key` reported for its arm `arm` (`ended`:
+    /// with its client's end, or a failure): take it, read it, answer what
+    /// is whole, and park it again or hand it to the loop. `slot`
     /// takes the request's place in the dispatcher's count (and its
     /// connection's place in a drain's cut list). A key with nothing
     /// parked (taken by a close, or reused) is no error: nothing happens.
     fn resume(
         &self,
         key: usize,
+        arm: u32,
         ended: bool,
         ctx: &Context<H>,
         scratch: &mut Scratch,
@@ -72,10 +73,11 @@ pub(crate) enum Reports {
 pub(crate) enum Woke {
     /// Jobs were queued, or the pool is closing: look at the queue.
     Jobs,
-    /// The parked connection at `key` has input; `ended`: its client ended
-    /// its side, or it failed (so a read that empties the socket of bytes
-    /// still leaves that end to read: one report covers both).
-    Parked { key: usize, ended: bool },
+    /// The parked connection at `key`, armed as `arm`, has input; `ended`:
+    /// its client ended its side, or it failed (so a read that empties the
+    /// socket of bytes still leaves that end to read: one report covers
+    /// both).
+    Parked { key: usize, arm: u32, ended: bool },
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -87,8 +89,15 @@ mod imp {
     use super::*;
     use crate::sys::{EDGE, ENDED, Epoll, EventFd, Events, ONESHOT, READ};
 
-    /// The jobs counter's key; a parked connection's is its key in the loop.
-    const JOBS: usize = usize::MAX;
+    /// The jobs counter's report; a parked connection's carries its key in
+    /// the loop (the low 32 bits) and the number of the arm it reports for
+    /// (the high ones), so a report from an earlier arm is known.
+    const JOBS: u64 = u64::MAX;
+
+    fn data(key: usize, arm: u32) -> io::Result<u64> {
+        let key = u32::try_from(key).map_err(|_| io::Error::other("no parking past 2^32 connections"))?;
+        Ok(u64::from(key) | u64::from(arm) << 32)
+    }
 
     /// The workers' epoll instance and the jobs counter.
     pub(crate) struct Parking {
@@ -144,17 +153,17 @@ mod imp {
         }
 
         /// Registers `fd`, a connection the loop knows as `key`, to wake one
-        /// worker as `reports` says, and at once if it has input. The caller
-        /// keeps `fd` open for the call.
-        pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: usize, reports: Reports) -> io::Result<()> {
-            self.epoll.add(fd, key, bits(reports))
+        /// worker as `reports` says, and at once if it has input; its reports
+        /// carry `arm`. The caller keeps `fd` open for the call.
+        pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: usize, arm: u32, reports: Reports) -> io::Result<()> {
+            self.epoll.add(fd, data(key, arm)?, bits(reports))
         }
 
         /// Re-arms `fd`, registered: it reports at once if it has input (for
         /// bytes that came while it was not parked, or that its last read
-        /// left), and then as `reports` says.
-        pub(crate) fn rearm(&self, fd: BorrowedFd<'_>, key: usize, reports: Reports) -> io::Result<()> {
-            self.epoll.modify(fd, key, bits(reports))
+        /// left), and then as `reports` says, its reports carrying `arm`.
+        pub(crate) fn rearm(&self, fd: BorrowedFd<'_>, key: usize, arm: u32, reports: Reports) -> io::Result<()> {
+            self.epoll.modify(fd, data(key, arm)?, bits(reports))
         }
 
         /// Wakes one waiting worker to look at the queue.
@@ -175,7 +184,11 @@ mod imp {
             self.epoll.wait(events, None)?;
             Ok(match events.reports().next() {
                 Some((JOBS, _)) | None => Woke::Jobs,
-                Some((key, bits)) => Woke::Parked { key, ended: bits & ENDED != 0 },
+                Some((data, bits)) => Woke::Parked {
+                    key: (data & 0xffff_ffff) as usize,
+                    arm: (data >> 32) as u32,
+                    ended: bits & ENDED != 0,
+                },
             })
         }
     }
@@ -211,11 +224,11 @@ mod imp {
             Err(io::ErrorKind::Unsupported.into())
         }
 
-        pub(crate) fn add(&self, _: BorrowedFd<'_>, _: usize, _: Reports) -> io::Result<()> {
+        pub(crate) fn add(&self, _: BorrowedFd<'_>, _: usize, _: u32, _: Reports) -> io::Result<()> {
             match *self {}
         }
 
-        pub(crate) fn rearm(&self, _: BorrowedFd<'_>, _: usize, _: Reports) -> io::Result<()> {
+        pub(crate) fn rearm(&self, _: BorrowedFd<'_>, _: usize, _: u32, _: Reports) -> io::Result<()> {
             match *self {}
         }
 

@@ -318,11 +318,11 @@ fn work<H: RequestHandler>(ctx: &Context<H>, jobs: &Queue<H>, parked: Option<&Pa
                 let woke = parking.wait(&mut events);
                 jobs.woke();
                 match woke {
-                    Ok(Woke::Parked { key, ended }) => {
+                    Ok(Woke::Parked { key, arm, ended }) => {
                         let Some(parked) = parked else { continue };
                         let capacity = &parked.capacity;
                         let mut slot = |socket: &_, peer: &_| capacity.take_message(socket, peer);
-                        parked.resume.resume(key, ended, ctx, &mut scratch, &mut slot);
+                        parked.resume.resume(key, arm, ended, ctx, &mut scratch, &mut slot);
                     }
                     Ok(Woke::Jobs) => {}
                     // Only a broken epoll instance fails a wait: the

@@ -64,11 +64,11 @@ mod backend {
     }
 
     pub(super) fn add(poller: &Poller, fd: BorrowedFd<'_>, key: usize, interest: Interest) -> io::Result<()> {
-        poller.add(fd, key, events(interest))
+        poller.add(fd, key as u64, events(interest))
     }
 
     pub(super) fn modify(poller: &Poller, fd: BorrowedFd<'_>, key: usize, interest: Interest) -> io::Result<()> {
-        poller.modify(fd, key, events(interest))
+        poller.modify(fd, key as u64, events(interest))
     }
 
     pub(super) fn delete(poller: &Poller, fd: BorrowedFd<'_>) {

@@ -38,8 +38,8 @@ impl Epoll {
         Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    fn ctl(&self, op: libc::c_int, fd: RawFd, key: usize, events: u32) -> io::Result<()> {
-        let mut event = libc::epoll_event { events, u64: key as u64 };
+    fn ctl(&self, op: libc::c_int, fd: RawFd, data: u64, events: u32) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: data };
         // SAFETY: `event` is a live epoll_event for the call; epoll_ctl reads
         // `fd` as a number only (a closed one fails with EBADF).
         if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut event) } < 0 {
@@ -48,15 +48,16 @@ impl Epoll {
         Ok(())
     }
 
-    /// Registers `fd` under `key`. The caller deletes it before it closes,
-    /// so a report never names a closed or reused fd's key.
-    pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: usize, events: u32) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), key, events)
+    /// Registers `fd`, its reports carrying `data`. The caller deletes it
+    /// before it closes, so a report never names a closed or reused fd.
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, data: u64, events: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), data, events)
     }
 
-    /// Changes what a registered `fd` reports (and re-arms a oneshot one).
-    pub(crate) fn modify(&self, fd: BorrowedFd<'_>, key: usize, events: u32) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), key, events)
+    /// Changes what a registered `fd` reports, and the data its reports
+    /// carry (and re-arms a oneshot one).
+    pub(crate) fn modify(&self, fd: BorrowedFd<'_>, data: u64, events: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), data, events)
     }
 
     pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -106,9 +107,9 @@ impl Events {
         self.0.iter().map(|e| e.u64 as usize)
     }
 
-    /// What the last wait reported: each key, with its event bits.
-    pub(crate) fn reports(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
-        self.0.iter().map(|e| (e.u64 as usize, e.events))
+    /// What the last wait reported: each report's data, with its event bits.
+    pub(crate) fn reports(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.0.iter().map(|e| (e.u64, e.events))
     }
 }
 

@@ -67,6 +67,19 @@ pub(super) fn has_request(conn: &mut Incoming) -> io::Result<bool> {
     next_request(conn)
 }
 
+/// Whether a kept connection's bytes are TLS records, which may carry no
+/// plaintext (a key update, a `close_notify`): bytes in its socket are then
+/// no sign of a request.
+pub(super) fn encrypted(conn: &Incoming) -> bool {
+    #[cfg(feature = "tls")]
+    return conn.tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = conn;
+        false
+    }
+}
+
 /// Whether bytes of a kept connection's next request are in already, off
 /// its socket: ones its last handler's reader took and left, or plaintext
 /// its TLS session holds.

@@ -77,6 +77,12 @@ struct Place {
     /// That report said its client ended its side: a worker that reads it
     /// again must read until it meets that end.
     reported_end: bool,
+    /// The number of its fd's latest arm (a registration or a re-arm),
+    /// never reset, so it differs from every earlier arm at this key, of
+    /// this connection or of one before it: a report carries the number of
+    /// the arm it came from, and one from an earlier arm is stale (the
+    /// latest re-polled the socket, and reported what it found then).
+    arm: u32,
 }
 
 impl Places {
@@ -140,21 +146,22 @@ impl Lot {
         let expires = [idle, parked.conn().deadline].into_iter().flatten().min();
         self.parking.use_it();
         let place = places.place(key);
+        let arm = place.arm.wrapping_add(1);
         // Armed before it is in its place, but under the lock a worker its
         // fd wakes takes it with: that worker finds it here.
         let armed = match &mut parked {
             Parked::Framed(framed) => {
                 if keep && framed.parked && place.reported {
                     framed.end_reported |= place.reported_end;
-                    *place = Place::default();
+                    (place.reported, place.reported_end) = (false, false);
                     let Parked::Framed(framed) = parked else { unreachable!("matched above") };
                     return Park::Keep(framed);
                 }
                 let fd = framed.conn.socket.as_fd();
                 let armed = match (framed.parked, place.reported || !framed.drained) {
-                    (false, _) => self.parking.add(fd, key, Reports::EachArrival),
-                    (true, true) => self.parking.rearm(fd, key, Reports::EachArrival),
-                    (true, false) => Ok(()),
+                    (false, _) => self.parking.add(fd, key, arm, Reports::EachArrival).map(|()| Some(arm)),
+                    (true, true) => self.parking.rearm(fd, key, arm, Reports::EachArrival).map(|()| Some(arm)),
+                    (true, false) => Ok(None),
                 };
                 framed.parked |= armed.is_ok();
                 armed
@@ -162,38 +169,48 @@ impl Lot {
             Parked::Kept { conn, registered } => {
                 let fd = conn.socket.as_fd();
                 let armed = match *registered {
-                    true => self.parking.rearm(fd, key, Reports::Once),
+                    true => self.parking.rearm(fd, key, arm, Reports::Once),
                     // One that went back to the loop meanwhile (over its
                     // client's rate, say) is registered without knowing it.
-                    false => match self.parking.add(fd, key, Reports::Once) {
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self.parking.rearm(fd, key, Reports::Once),
+                    false => match self.parking.add(fd, key, arm, Reports::Once) {
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            self.parking.rearm(fd, key, arm, Reports::Once)
+                        }
                         added => added,
                     },
                 };
                 *registered |= armed.is_ok();
-                armed
+                armed.map(|()| Some(arm))
             }
         };
-        if let Err(e) = armed {
-            log::warn!("connection from {}: cannot park it with the workers: {e}", parked.conn().peer);
-            return Park::Refused(parked);
+        match armed {
+            Ok(armed) => place.arm = armed.unwrap_or(place.arm),
+            Err(e) => {
+                log::warn!("connection from {}: cannot park it with the workers: {e}", parked.conn().peer);
+                return Park::Refused(parked);
+            }
         }
-        *place = Place { parked: Some((parked, expires)), ..Place::default() };
+        place.parked = Some((parked, expires));
+        (place.reported, place.reported_end) = (false, false);
         Park::Parked
     }
 
-    /// The connection parked at `key`, for the worker its fd woke (`ended`:
-    /// the report said its client ended its side); with none there, the
-    /// report is noted for the connection's next park.
-    pub(super) fn take(&self, key: usize, ended: bool) -> Option<Parked> {
+    /// The connection parked at `key`, for the worker its fd woke for its
+    /// arm `arm` (`ended`: the report said its client ended its side); with
+    /// none there, the report is noted for the connection's next park. A
+    /// report from an earlier arm takes nothing and notes nothing.
+    pub(super) fn take(&self, key: usize, arm: u32, ended: bool) -> Option<Parked> {
         let mut places = self.lock();
         if places.closed {
             return None;
         }
         let place = places.place(key);
+        if place.arm != arm {
+            return None;
+        }
         let parked = place.parked.take().map(|(parked, _)| parked);
         match parked {
-            Some(_) => *place = Place::default(),
+            Some(_) => (place.reported, place.reported_end) = (false, false),
             None => {
                 place.reported = true;
                 place.reported_end |= ended;

@@ -275,15 +275,16 @@ impl<H: RequestHandler> Resume<H> for Returns {
     fn resume(
         &self,
         key: usize,
+        arm: u32,
         ended: bool,
         ctx: &Context<H>,
         scratch: &mut Scratch,
         slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
     ) {
         let Some(lot) = &self.lot else { return };
-        match lot.take(key, ended) {
+        match lot.take(key, arm, ended) {
             Some(Parked::Framed(framed)) => self.resume_framed(lot, key, framed, ended, ctx, scratch, slot),
-            Some(Parked::Kept { conn, .. }) => self.resume_kept(lot, key, *conn, ctx, slot),
+            Some(Parked::Kept { conn, .. }) => self.resume_kept(lot, key, *conn, ended, ctx, slot),
             None => {}
         }
     }
@@ -326,17 +327,22 @@ impl Returns {
     }
 
     /// A kept connection's next request: its handler runs here, as for a
-    /// queued stream request, and hands it back again, or ends it.
+    /// queued stream request, and hands it back again, or ends it. `ended`:
+    /// the report (of its latest arm, which polled the socket) said its
+    /// client ended its side, or it failed; without that, bytes are in, and
+    /// over a plain stream they are a request: no look first.
     fn resume_kept<H: RequestHandler>(
         &self,
         lot: &Lot,
         key: usize,
         mut conn: Incoming,
+        ended: bool,
         ctx: &Context<H>,
         slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
     ) {
         for round in 1.. {
-            match super::kept::has_request(&mut conn) {
+            let known = round == 1 && !ended && !super::kept::encrypted(&conn);
+            match if known { Ok(true) } else { super::kept::has_request(&mut conn) } {
                 Ok(true) => {}
                 Ok(false) => {
                     log::debug!("kept connection from {} ends between requests", conn.peer);
