@@ -80,8 +80,8 @@ impl Dispatch {
 impl<H: RequestHandler> Dispatcher<H> {
     /// `max_connections` is `None` for datagram servers, where it does not
     /// apply; `listener` is a stream server's listening socket; `parked`:
-    /// where a pool's idle workers wait with the framed connections parked
-    /// between messages, and the loop's side that holds them.
+    /// where a pool's idle workers wait with the connections parked between
+    /// requests, and the loop's side that holds them.
     #[allow(clippy::too_many_arguments, reason = "each is one part of the loop the dispatcher serves")]
     pub(crate) fn new(
         dispatch: &Dispatch,

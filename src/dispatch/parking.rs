@@ -212,7 +212,7 @@ mod imp {
 
     use super::*;
 
-    /// Not built here: a framed pool's connections go back to the loop.
+    /// Not built here: a pool's connections go back to the loop.
     #[derive(Debug)]
     pub(crate) enum Parking {}
 

@@ -8,6 +8,8 @@
 //! only a sleeping one: the condvar's `notify_one` is a `futex` call even
 //! with nobody waiting (half the notifies of a busy framed pool woke
 //! nobody), so the queue counts its sleepers and a push with none skips it.
+//! Once connections park with the workers (`parking.rs`), idle workers
+//! wait there instead, and a push bumps the parking's counter.
 
 use std::collections::VecDeque;
 use std::io;
@@ -196,7 +198,7 @@ impl<H> Drop for Working<H> {
     }
 }
 
-/// What a framed pool's workers need to answer parked connections: where
+/// What a pool's workers need to answer parked connections: where
 /// they wait, the loop's side that holds the connections, and the count a
 /// request takes its slot from.
 pub(crate) struct Parked<H> {

@@ -74,7 +74,7 @@ pub(crate) struct Admission {
 
 impl Admission {
     /// The registry for a loop on `listener`, woken by `waker`'s socket;
-    /// `lot`: framed connections park with a worker pool between messages.
+    /// `lot`: connections park with a worker pool between requests.
     pub(crate) fn new(waker: &Waker, listener: BorrowedFd<'_>, lot: Option<Lot>) -> io::Result<Admission> {
         let registry = Registry::new()?;
         registry.add(waker.fd(), WAKE, Interest::Level)?;

@@ -33,7 +33,8 @@ pub(crate) enum HandedBack {
     Closed(usize),
     /// A kept connection that was parked at `key`, back in the loop's
     /// hands: its place there is free, and it goes on as one handed back
-    /// (`spoke`: its next request is in, and its client is over its rate).
+    /// (`spoke`: its next request is in, and its client is over its rate,
+    /// or its worker ran it the rounds it may in a row).
     Unparked { key: usize, conn: Incoming, spoke: bool },
 }
 
