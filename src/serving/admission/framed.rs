@@ -273,8 +273,13 @@ fn following(framing: &Framing, framed: &mut Framed) -> Result<Message, Next> {
     let partly_in = !framed.inbox.is_empty();
     match framed.inbox.next(framing, framed.eof) {
         Ok(Some(message)) => return Ok(message),
-        Ok(None) if framed.eof => return Err(Next::Loop),
-        Ok(None) if !partly_in => return Err(Next::Armed),
+        Ok(None) if framed.eof => return Err(ended(framed)),
+        // Between messages, a connection that has waited before waits again.
+        // One answered for the first time is read once more: a client that
+        // sent one request and ended its side (a one-shot client) has its
+        // end in by now, and its worker closes the connection at once,
+        // where parked it would cost a wake-up that brings only that end.
+        Ok(None) if !partly_in && (framed.parked || framed.registered) => return Err(Next::Armed),
         Ok(None) => {}
         // A refusal is the loop's to report, where it is met again.
         Err(_) => return Err(Next::Loop),
@@ -287,6 +292,19 @@ fn following(framing: &Framing, framed: &mut Framed) -> Result<Message, Next> {
     match framed.inbox.next(framing, framed.eof) {
         Ok(Some(message)) => Ok(message),
         Ok(None) if !framed.eof => Err(Next::Armed),
-        _ => Err(Next::Loop),
+        Ok(None) => Err(ended(framed)),
+        Err(_) => Err(Next::Loop),
+    }
+}
+
+/// What comes next for a connection whose client ended its side with no
+/// whole message left: closed where it is, if nothing of one is left;
+/// else the loop's, which reports the part.
+fn ended(framed: &Framed) -> Next {
+    if framed.inbox.is_empty() {
+        log::debug!("framed connection from {} ends between messages", framed.conn.peer);
+        Next::Close
+    } else {
+        Next::Loop
     }
 }

@@ -118,6 +118,13 @@ impl Returns {
     /// gets the lock. The fd is open for the re-arm: the worker still owns
     /// the connection.
     pub(crate) fn hand_back_framed(&self, mut framed: Box<Framed>, wake: bool) {
+        // On a pool that parks, its worker closes it: no wake-up of the loop.
+        if framed.next == Next::Close
+            && self.lot.is_some()
+            && let Some(key) = framed.key
+        {
+            return self.close_away(key, framed);
+        }
         // Parked with the workers, it costs the loop nothing at all.
         if framed.next == Next::Armed
             && let (Some(lot), Some(key)) = (&self.lot, framed.key)
@@ -157,7 +164,7 @@ impl Returns {
         }
     }
 
-    /// Closes a framed connection a worker took from the lot, here rather
+    /// Closes a framed connection its worker has (parked, or queued), here rather
     /// than in the loop: a client that ends its connection between messages
     /// (one connection per request, say) then costs the loop no wake-up.
     fn close_away(&self, key: usize, framed: Box<Framed>) {
