@@ -65,6 +65,14 @@ pub(crate) struct ReadNow {
 }
 
 impl Incoming {
+    /// Whether its client, under per-client limits, is over its rate for
+    /// one more request now. A worker asks before answering one it read
+    /// itself; if not over, the request's token is taken; if over, nothing
+    /// is reported: the loop, which holds the request back, reports it.
+    pub(crate) fn over_rate(&self) -> bool {
+        self.client.as_ref().is_some_and(|client| client.message(Instant::now(), false).is_err())
+    }
+
     /// Reads what the connection has now, without waiting, onto the end of
     /// `inbox` (through its TLS session, if it has one): at most one read's
     /// worth, so what a client pipelines stays in its socket (or its TLS

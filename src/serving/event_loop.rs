@@ -138,7 +138,9 @@ impl<T: Transport, H: RequestHandler> Loop<T, H> {
             Ok(parking) => Some(Arc::new(parking)),
             Err(e) if e.kind() == io::ErrorKind::Unsupported => None,
             Err(e) => {
-                log::warn!("framed connections wait in the serving loop: cannot make the workers' registry: {e}");
+                log::warn!(
+                    "connections between requests wait in the serving loop: cannot make the workers' registry: {e}"
+                );
                 None
             }
         }

@@ -27,7 +27,7 @@
 //!                -> runner::serve_message, then the messages pipelined behind it, the
 //!                   replies sent together -> Returns::hand_back_framed, re-armed by
 //!                   the worker (no wake-up) -> frame again; on a worker pool, parked
-//!                   in the Lot instead (returns.rs), where the pool's idle workers
+//!                   in the Lot instead (admission/lot.rs), where the pool's idle workers
 //!                   wait (dispatch/parking.rs) -> Resume: read and answered by the
 //!                   worker its bytes woke -> parked again; the loop meets it only at
 //!                   its deadline (Admission::on_expired) and at a close

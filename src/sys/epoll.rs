@@ -48,8 +48,9 @@ impl Epoll {
         Ok(())
     }
 
-    /// Registers `fd`, its reports carrying `data`. The caller deletes it
-    /// before it closes, so a report never names a closed or reused fd.
+    /// Registers `fd`, its reports carrying `data`. A report taken before
+    /// the fd closed may still name it: the loop's registry deletes an fd
+    /// before it closes; the workers' parking numbers each arm instead.
     pub(crate) fn add(&self, fd: BorrowedFd<'_>, data: u64, events: u32) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), data, events)
     }

@@ -214,7 +214,7 @@ fn answer<H: RequestHandler>(
         }
         match following(framing, framed) {
             // Over its client's rate: the loop holds it back until its turn.
-            Ok(following) if framed.conn.client.as_ref().is_some_and(|c| c.message(Instant::now(), false).is_err()) => {
+            Ok(following) if framed.conn.over_rate() => {
                 framed.pending = Some(following);
                 break Next::Loop;
             }
@@ -252,18 +252,15 @@ pub(super) fn resume<H: RequestHandler>(
         }
     }
     match framed.inbox.next(framing, framed.eof) {
-        Ok(Some(message)) if framed.conn.client.as_ref().is_some_and(|c| c.message(Instant::now(), false).is_err()) => {
+        Ok(Some(message)) if framed.conn.over_rate() => {
             framed.pending = Some(message);
             Next::Loop
         }
         Ok(Some(message)) => answer(ctx, framing, framed, message, scratch),
         Ok(None) if !framed.eof => Next::Armed,
-        // Ended between messages: its worker closes it.
-        Ok(None) if framed.inbox.is_empty() => {
-            log::debug!("framed connection from {} ends between messages", framed.conn.peer);
-            Next::Close
-        }
-        _ => Next::Loop,
+        Ok(None) => after_end(framed),
+        // A refusal is the loop's to report.
+        Err(_) => Next::Loop,
     }
 }
 
@@ -273,7 +270,7 @@ fn following(framing: &Framing, framed: &mut Framed) -> Result<Message, Next> {
     let partly_in = !framed.inbox.is_empty();
     match framed.inbox.next(framing, framed.eof) {
         Ok(Some(message)) => return Ok(message),
-        Ok(None) if framed.eof => return Err(ended(framed)),
+        Ok(None) if framed.eof => return Err(after_end(framed)),
         // Between messages, a connection that has waited before waits again.
         // One answered for the first time is read once more: a client that
         // sent one request and ended its side (a one-shot client) has its
@@ -292,7 +289,7 @@ fn following(framing: &Framing, framed: &mut Framed) -> Result<Message, Next> {
     match framed.inbox.next(framing, framed.eof) {
         Ok(Some(message)) => Ok(message),
         Ok(None) if !framed.eof => Err(Next::Armed),
-        Ok(None) => Err(ended(framed)),
+        Ok(None) => Err(after_end(framed)),
         Err(_) => Err(Next::Loop),
     }
 }
@@ -300,7 +297,7 @@ fn following(framing: &Framing, framed: &mut Framed) -> Result<Message, Next> {
 /// What comes next for a connection whose client ended its side with no
 /// whole message left: closed where it is, if nothing of one is left;
 /// else the loop's, which reports the part.
-fn ended(framed: &Framed) -> Next {
+fn after_end(framed: &Framed) -> Next {
     if framed.inbox.is_empty() {
         log::debug!("framed connection from {} ends between messages", framed.conn.peer);
         Next::Close

@@ -368,7 +368,7 @@ impl Returns {
             }
             // Over its client's rate (or past the rounds one worker gives
             // it): the loop holds it until its turn.
-            if round > ROUNDS_KEPT || conn.client.as_ref().is_some_and(|c| c.message(Instant::now(), false).is_err()) {
+            if round > ROUNDS_KEPT || conn.over_rate() {
                 return self.push(HandedBack::Unparked { key, conn, spoke: true }, true);
             }
             let mut slot = slot(&conn.socket, &conn.peer);

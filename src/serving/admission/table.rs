@@ -210,20 +210,22 @@ impl Table {
             return Some(parked);
         }
         let deadline = parked.conn().deadline;
-        let (key, placed) = match &mut parked {
-            Parked::Framed(framed) => match framed.key {
-                Some(key) => (key, false),
-                None => {
-                    self.keep_place(framed);
-                    (framed.key?, true)
-                }
-            },
-            Parked::Kept { .. } => (self.held.insert(Held { generation: 0, state: State::Away { deadline } }), true),
-        };
         // A new stage: a deadline set for its last one is stale.
         self.generations += 1;
         let generation = self.generations;
-        self.held[key] = Held { generation, state: State::Away { deadline } };
+        let away = Held { generation, state: State::Away { deadline } };
+        let (key, placed) = match &mut parked {
+            Parked::Framed(framed) if let Some(key) = framed.key => {
+                self.held[key] = away;
+                (key, false)
+            }
+            Parked::Framed(framed) => {
+                let key = self.held.insert(away);
+                framed.key = Some(key);
+                (key, true)
+            }
+            Parked::Kept { .. } => (self.held.insert(away), true),
+        };
         match self.returns.park(key, parked) {
             None => {
                 self.look_again(key, generation, deadline, now, env);
