@@ -3,8 +3,10 @@
 //! serves 50 keep-alive clients; what the reader buffered travels with the
 //! connection; a client closing between requests is no request; a silent
 //! one is closed at the idle timeout, holding no worker; on a pool, a kept
-//! connection is served by the workers without the loop; a forked child
-//! cannot hand back.
+//! connection is served by the workers without the loop, and a report of
+//! bytes its handler read itself holds no worker, whatever pieces its
+//! requests come in and however long its handler converses; a forked
+//! child cannot hand back.
 
 mod common;
 
@@ -159,6 +161,144 @@ fn a_kept_connection_is_served_by_the_workers_while_the_loop_is_busy() {
     gate.open();
     assert_eq!(ask(&mut newcomer, "new\n"), "true new\n");
     running.stop().unwrap();
+}
+
+/// A kept connection's socket reports each time bytes come, and bytes its
+/// handler reads itself report too: here the second line of each request,
+/// sent while the handler waits for it (it asked for it). That report is
+/// still pending when the pool's only worker parks the connection again,
+/// with nothing left to read. The worker must not then wait on the silent
+/// connection: the second client would never be answered.
+#[test]
+fn a_report_of_bytes_a_kept_handler_read_itself_holds_no_worker() {
+    let two_lines = |req: &mut Request<'_>| {
+        let (mut first, mut second) = (String::new(), String::new());
+        if req.rfile.read_line(&mut first)? == 0 {
+            return Ok(());
+        }
+        // Reading flushes this first: the client sends its second line.
+        req.wfile.write_all(b"and?\n")?;
+        req.rfile.read_line(&mut second)?;
+        req.hand_back();
+        write!(req.wfile, "{} {}", first.trim(), second)
+    };
+    let server = TcpServer::builder(two_lines)
+        .dispatch(WorkerPool::new(1).into())
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let ask_twice = |client: &mut BufReader<TcpStream>, n: u32| {
+        assert_eq!(ask(client, &format!("{n}\n")), "and?\n");
+        assert_eq!(ask(client, "more\n"), format!("{n} more\n"));
+    };
+    let mut first = connect(&running);
+    for n in 0..5 {
+        ask_twice(&mut first, n);
+    }
+    // `first` is silent from now on, and open.
+    let mut second = connect(&running);
+    for n in 5..8 {
+        ask_twice(&mut second, n);
+    }
+    running.stop().unwrap();
+    assert_eq!(stats.get().served, 8);
+}
+
+/// Kept connections whose requests come in pieces (each line in two or
+/// three writes, some flushed while the handler waits for the rest), and
+/// some pipelined, on a pool of 2: every report that comes while a handler
+/// reads, or after it parked, leads to an answer, each in order, and no
+/// worker is left waiting on a connection between requests.
+#[test]
+fn kept_clients_that_send_their_requests_in_pieces_are_all_answered_in_order() {
+    let errors = Errors::default();
+    let server = TcpServer::builder(one_line_then_back())
+        .dispatch(WorkerPool::new(2).into())
+        .handle_error(errors.hook())
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let clients: Vec<_> = (0..12)
+        .map(|c| {
+            let mut client = connect(&running);
+            std::thread::spawn(move || {
+                client.get_ref().set_nodelay(true).unwrap();
+                let mut skip = false;
+                for n in 0..150u32 {
+                    if std::mem::take(&mut skip) {
+                        continue; // answered with the one before it
+                    }
+                    let line = format!("{c}.{n}.{}\n", "x".repeat((n % 7) as usize * 300));
+                    let (head, tail) = line.split_at(line.len() * (1 + (n as usize + c) % 3) / 4);
+                    client.get_mut().write_all(head.as_bytes()).unwrap();
+                    let mut rest = tail.to_string();
+                    let mut expected = vec![line.clone()];
+                    // Every fifth request goes with the next one (pipelined).
+                    if n % 5 == 4 && n + 1 < 150 {
+                        let next = format!("{c}.{}.\n", n + 1);
+                        rest.push_str(&next);
+                        expected.push(next);
+                        skip = true;
+                    }
+                    client.get_mut().write_all(rest.as_bytes()).unwrap();
+                    for expected in expected {
+                        let mut answer = String::new();
+                        client.read_line(&mut answer).unwrap();
+                        assert_eq!(answer, format!("true {expected}"));
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    running.stop().unwrap();
+    assert_eq!(errors.all(), Vec::<String>::new());
+    assert_eq!(stats.get().served, 12 * 150, "one request per line");
+}
+
+/// A kept handler that converses with its client over many reads (each
+/// line asked for, and sent, while the handler waits) wakes idle workers
+/// with those lines' reports; its connection then reports once per park,
+/// and its later requests, short or long, are answered as before.
+#[test]
+fn a_kept_connection_whose_handler_converses_is_answered_after() {
+    let converse = |req: &mut Request<'_>| {
+        let mut line = String::new();
+        if req.rfile.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let lines: usize = line.trim().strip_prefix("talk ").map_or(0, |n| n.parse().unwrap_or(0));
+        for _ in 0..lines {
+            req.wfile.write_all(b"go\n")?;
+            line.clear();
+            req.rfile.read_line(&mut line)?;
+        }
+        req.hand_back();
+        write!(req.wfile, "done {line}")
+    };
+    let server = TcpServer::builder(converse)
+        .dispatch(WorkerPool::new(4).into())
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let mut client = connect(&running);
+    for round in 0..6 {
+        assert_eq!(ask(&mut client, &format!("{round}\n")), format!("done {round}\n"));
+        assert_eq!(ask(&mut client, "talk 30\n"), "go\n");
+        for n in 0..29 {
+            assert_eq!(ask(&mut client, &format!("{n}\n")), "go\n");
+        }
+        assert_eq!(ask(&mut client, "last\n"), "done last\n");
+    }
+    running.stop().unwrap();
+    assert_eq!(stats.get().served, 12);
 }
 
 #[test]

@@ -8,12 +8,14 @@
 //!
 //! Every worker waits in `epoll_wait` on the same instance. The kernel
 //! wakes one waiter per report (epoll's waiters are exclusive). A framed
-//! connection is registered once, edge-triggered, for its whole life: each
+//! connection (and a kept one over plain TCP, while its handler's own reads
+//! wake no worker) is registered once, edge-triggered: each
 //! arrival of bytes reports once, to one worker, with no re-arm after each
 //! message (a oneshot registration costs an `epoll_ctl` per message, a
 //! quarter of a persistent client's system calls). What that asks of the
-//! loop's side is in `serving/admission/lot.rs`. A kept connection (its
-//! handler handed it back) reports once per park ([`Reports`]).
+//! loop's side is in `serving/admission/lot.rs`, with when a kept
+//! connection (its handler handed it back) reports once per park instead
+//! ([`Reports`]).
 //!
 //! The jobs counter is edge-triggered too: each bump reports once, so a
 //! bump wakes one worker, not all of them (level-triggered, a ready counter
@@ -56,11 +58,14 @@ pub(crate) trait Resume<H>: Send + Sync {
 /// How a parked fd reports its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reports {
-    /// At each arrival of bytes, from its registration to its close, to one
-    /// worker each time (edge-triggered): a framed connection.
+    /// At each arrival of bytes, to one worker each time (edge-triggered):
+    /// a framed connection, from its registration to its close; a kept one
+    /// over plain TCP, until its handler's reads wake workers.
     EachArrival,
-    /// Once, then not until it is re-armed (oneshot): a kept connection,
-    /// whose handler reads its socket itself meanwhile.
+    /// Once, then not until it is re-armed (oneshot): a kept connection
+    /// whose handler's reads would wake workers, or whose bytes are no
+    /// sign of a request (TLS records), or that a peek must look at anyway
+    /// (a Unix socket's).
     Once,
 }
 

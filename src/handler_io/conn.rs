@@ -35,6 +35,8 @@ pub(crate) struct Conn {
     pub tls: Option<Box<crate::tls::Session>>,
     /// Bytes an earlier request left unread; reads take them first.
     pending: RefCell<Vec<u8>>,
+    /// Its socket's last read emptied it (see `Incoming::emptied`).
+    emptied: Cell<bool>,
     /// Whether the handler may hand the connection back, and whether it did.
     can_hand_back: bool,
     handed_back: Cell<bool>,
@@ -57,6 +59,7 @@ impl Conn {
             #[cfg(feature = "tls")]
             tls: incoming.tls,
             pending: RefCell::new(incoming.buffered),
+            emptied: Cell::new(incoming.emptied),
             can_hand_back,
             handed_back: Cell::new(false),
             client: incoming.client,
@@ -88,6 +91,7 @@ impl Conn {
             #[cfg(feature = "tls")]
             tls: self.tls,
             buffered: unread,
+            emptied: self.emptied.get(),
             state,
             client: self.client,
         }
@@ -144,6 +148,9 @@ impl Conn {
             Some(a) => a.borrow_mut().receive(&self.socket, buf).map(|(n, ..)| n),
             _ => (&self.socket).read(buf),
         };
+        // A read that asked for more than came took every byte; its end,
+        // or a failure, is left to be reported again.
+        self.emptied.set(matches!(read, Ok(n) if n > 0 && n < buf.len()));
         read.map_err(|e| timed_out(e, "read"))
     }
 

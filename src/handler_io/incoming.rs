@@ -30,6 +30,10 @@ pub(crate) struct Incoming {
     /// (into its reader's buffer) but did not handle: a connection handed
     /// back (`Request::hand_back`) takes it to its next request.
     pub buffered: Vec<u8>,
+    /// Its socket's last read (a handler's, or a look for its next request)
+    /// took every byte that waited, and not its end: parked edge-triggered,
+    /// it needs no re-arm (see `serving/admission/lot.rs`).
+    pub emptied: bool,
     /// Its client under per-client limits: counted open until this drops.
     pub client: Option<Box<crate::limits::Client>>,
 }
@@ -46,6 +50,7 @@ impl Incoming {
             #[cfg(feature = "tls")]
             tls: None,
             buffered: Vec::new(),
+            emptied: false,
             state: None,
             client: None,
         }

@@ -7,6 +7,6 @@ mod conn;
 mod incoming;
 mod rw;
 
-pub(crate) use conn::Conn;
+pub(crate) use conn::{Conn, STREAM_BUFFER};
 pub(crate) use incoming::{ConnectionState, Incoming, close_stream, close_unserved};
 pub use rw::{Reader, Writer};

@@ -17,7 +17,6 @@ use std::time::Instant;
 use socket2::Socket;
 
 use super::closing::Waiting;
-use super::lot::Parked;
 use super::returns::Returns;
 use super::state::{Admitted, Env, Framed, Next, State};
 use super::table::Table;
@@ -91,11 +90,7 @@ pub(super) fn frame<H>(table: &mut Table, mut framed: Box<Framed>, now: Instant,
             // On a worker pool that parks, it waits with the workers: its
             // bytes wake one, which reads and answers it, and the loop
             // never sees it again before its deadline.
-            let framed = match table.park(Parked::Framed(framed), now, env) {
-                None => return false,
-                Some(Parked::Framed(framed)) => framed,
-                Some(Parked::Kept { .. }) => unreachable!("a framed connection was parked"),
-            };
+            let Some(framed) = table.park(framed, now, env) else { return false };
             let idle = env.options.idle_timeout.map(|idle| deadline_after(now, idle));
             let expires = [idle, framed.conn.deadline].into_iter().flatten().min();
             match framed.key {

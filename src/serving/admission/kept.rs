@@ -8,11 +8,11 @@ use std::os::fd::AsFd;
 use std::time::Instant;
 
 use super::closing::Waiting;
-use super::lot::Parked;
+use super::lot::Kept;
 use super::state::{Admitted, Env, State, close};
 use super::table::Table;
 use crate::deadline::deadline_after;
-use crate::handler_io::Incoming;
+use crate::handler_io::{Incoming, STREAM_BUFFER};
 use crate::sys;
 
 /// A stream connection its handler handed back: dispatched again at once
@@ -31,9 +31,9 @@ pub(super) fn kept<H>(table: &mut Table, mut conn: Incoming, now: Instant, env: 
     // On a worker pool that parks, it waits with the workers: its next
     // request wakes one, which runs its handler there.
     if table.parks() {
-        match table.park(Parked::Kept { conn: Box::new(conn), registered: false }, now, env) {
-            Some(Parked::Kept { conn: back, .. }) => conn = *back,
-            _ => return false,
+        match table.park(Kept::new(conn), now, env) {
+            Some(back) => conn = *back.conn,
+            None => return false,
         }
     }
     let idle = env.options.idle_timeout.map(|idle| deadline_after(now, idle));
@@ -92,9 +92,12 @@ pub(super) fn has_buffered(conn: &Incoming) -> bool {
 }
 
 /// Whether a kept connection that reported brings a next request (`true`)
-/// or its end (`false`); `WouldBlock` when nothing came after all. Over TLS
-/// the records are read (into `buffered`, as plaintext): a `close_notify`
-/// or a key update alone is no request.
+/// or its end (`false`); `WouldBlock` when nothing came after all. Over
+/// plain TCP the bytes are read (into `buffered`): its handler's first read,
+/// made now, and the socket's state known for its next park. Over TLS the
+/// records are read (into `buffered`, as plaintext): a `close_notify` or a
+/// key update alone is no request. Over a Unix socket they are peeked: a
+/// read here would drop the fds passed with them.
 pub(super) fn next_request(conn: &mut Incoming) -> io::Result<bool> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &conn.tls {
@@ -102,5 +105,22 @@ pub(super) fn next_request(conn: &mut Incoming) -> io::Result<bool> {
         tls.read_now(&conn.socket, &mut conn.buffered)?;
         return Ok(!conn.buffered.is_empty());
     }
-    sys::recv_now(&conn.socket, &mut [0], true).map(|n| n > 0)
+    if !looks_by_reading(conn) {
+        return sys::recv_now(&conn.socket, &mut [0], true).map(|n| n > 0);
+    }
+    let mut chunk = [0u8; STREAM_BUFFER];
+    let read = sys::recv_now(&conn.socket, &mut chunk, false);
+    conn.emptied = match read {
+        Ok(n) => n > 0 && n < chunk.len(),
+        Err(ref e) => e.kind() == io::ErrorKind::WouldBlock,
+    };
+    let n = read?;
+    conn.buffered.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
+}
+
+/// Whether a look for a kept connection's next request reads it (plain
+/// TCP), rather than peeks (TLS, Unix; see [`next_request`]).
+pub(super) fn looks_by_reading(conn: &Incoming) -> bool {
+    !encrypted(conn) && !conn.peer.is_unix()
 }

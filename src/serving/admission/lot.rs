@@ -6,22 +6,25 @@
 //! lot's lock, whole, with its fd open.
 //!
 //! Framed connections and kept ones (their handler called
-//! `Request::hand_back`) park alike, but report differently. A framed one is
-//! registered edge-triggered from its first park to its close, so each
-//! park after a read that emptied its socket makes no system call. A kept
-//! one reports once per park: its handler reads its socket itself, and an
-//! edge-triggered fd would wake a worker for every segment it reads.
+//! `Request::hand_back`) park alike, and both are registered
+//! edge-triggered, so each park after a read that emptied the socket makes
+//! no system call. A framed one stays so from its first park to its close.
+//! A kept one's handler reads its socket itself, and bytes it reads report
+//! too (see `Parks for Kept`): so its worker looks before the handler runs
+//! (a report may be of bytes read already), and one whose handler's reads
+//! woke workers reports once per park from then on.
 //!
-//! The race, for a framed connection: bytes that come while it is
-//! elsewhere (with a worker, or back in the loop) report then, to a worker
-//! that finds its place empty, and that report is spent. The worker notes
-//! it in the place (under the lock), and the park that follows re-arms the
-//! fd, which reports again at once if bytes are still unread, or gives it
-//! back to its worker to read again. A park that finds no note (the report
-//! came after it, and finds the connection) and follows a read that
-//! emptied the socket needs no system call at all: the common case, one
-//! message answered and its client silent again.
+//! The race: bytes that come while a connection is elsewhere (with a
+//! worker, or back in the loop) report then, to a worker that finds its
+//! place empty, and that report is spent. The worker notes it in the place
+//! (under the lock), and the park that follows re-arms the fd, which
+//! reports again at once if bytes are still unread, or gives it back to its
+//! worker to read again. A park that finds no note (the report came after
+//! it, and finds the connection) and follows a read that emptied the
+//! socket needs no system call at all: the common case, one message
+//! answered and its client silent again.
 
+use std::io;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -36,17 +39,163 @@ use crate::handler_io::Incoming;
 pub(crate) enum Parked {
     /// Framed, waiting for its next message.
     Framed(Box<Framed>),
-    /// Handed back by its handler, waiting for its next request;
-    /// `registered`: its fd is in the parking already.
-    Kept { conn: Box<Incoming>, registered: bool },
+    /// Handed back by its handler, waiting for its next request.
+    Kept(Kept),
 }
 
 impl Parked {
     pub(super) fn conn(&self) -> &Incoming {
         match self {
             Parked::Framed(framed) => &framed.conn,
-            Parked::Kept { conn, .. } => conn,
+            Parked::Kept(kept) => &kept.conn,
         }
+    }
+}
+
+/// A connection its handler handed back, as it parks.
+pub(crate) struct Kept {
+    pub conn: Box<Incoming>,
+    /// How its fd is registered in the parking, if it is (one that went
+    /// back to the loop meanwhile is registered without knowing it).
+    pub registered: Option<Reports>,
+}
+
+impl Kept {
+    /// One the loop parks: as far as it knows, not registered.
+    pub(super) fn new(conn: Incoming) -> Kept {
+        Kept { conn: Box::new(conn), registered: None }
+    }
+}
+
+/// What parks in the lot: each kind registers its fd its own way.
+pub(super) trait Parks: Into<Parked> {
+    fn conn(&self) -> &Incoming;
+
+    /// Its key in the loop, if it has one already (a framed connection
+    /// keeps its key from its first stage to its close).
+    fn key(&self) -> Option<usize>;
+
+    /// Records the key the loop gives it (`None`: taken back).
+    fn set_key(&mut self, key: Option<usize>);
+
+    /// Whether, having reported while its worker had it (as `reported`
+    /// says), it goes back to that worker to be read again rather than
+    /// re-armed.
+    fn keeps(&mut self, reported: Reported) -> bool;
+
+    /// Registers its fd, or re-arms it, as its last read and the reports it
+    /// missed (`reported`) require, as `arm`; returns whether it did (a
+    /// park that needs no system call keeps the arm it had).
+    fn arm(&mut self, parking: &Parking, key: usize, arm: u32, reported: Reported) -> io::Result<bool>;
+}
+
+/// The reports a place noted while its connection was elsewhere.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Reported {
+    /// How many (up to 255): each one spent.
+    count: u8,
+    /// One said its client ended its side (or that it failed).
+    ended: bool,
+}
+
+impl Reported {
+    fn any(self) -> bool {
+        self.count > 0
+    }
+}
+
+impl Parks for Box<Framed> {
+    fn conn(&self) -> &Incoming {
+        &self.conn
+    }
+
+    fn key(&self) -> Option<usize> {
+        self.key
+    }
+
+    fn set_key(&mut self, key: Option<usize>) {
+        self.key = key;
+    }
+
+    fn keeps(&mut self, reported: Reported) -> bool {
+        if self.parked {
+            // Its worker must read until it meets that end.
+            self.end_reported |= reported.ended;
+        }
+        self.parked
+    }
+
+    fn arm(&mut self, parking: &Parking, key: usize, arm: u32, reported: Reported) -> io::Result<bool> {
+        let fd = self.conn.socket.as_fd();
+        let armed = match (self.parked, reported.any() || !self.drained) {
+            (false, _) => parking.add(fd, key, arm, Reports::EachArrival).map(|()| true),
+            (true, true) => parking.rearm(fd, key, arm, Reports::EachArrival).map(|()| true),
+            (true, false) => Ok(false),
+        };
+        self.parked |= armed.is_ok();
+        armed
+    }
+}
+
+impl From<Box<Framed>> for Parked {
+    fn from(framed: Box<Framed>) -> Parked {
+        Parked::Framed(framed)
+    }
+}
+
+impl Parks for Kept {
+    fn conn(&self) -> &Incoming {
+        &self.conn
+    }
+
+    /// A new place each time it parks from the loop (a worker parks it
+    /// again at the key it has).
+    fn key(&self) -> Option<usize> {
+        None
+    }
+
+    fn set_key(&mut self, _: Option<usize>) {}
+
+    /// Once: a client that sent its next request before its worker parked
+    /// it (a fast request/response client) is served by that worker, with
+    /// no re-arm and no other worker woken. More than once, its handler's
+    /// reads were waking workers (a long request, a client that streams):
+    /// it is re-armed to report once per park from now on.
+    fn keeps(&mut self, reported: Reported) -> bool {
+        self.registered == Some(Reports::EachArrival) && reported.count == 1
+    }
+
+    /// Edge-triggered while that costs nothing: a plain TCP connection,
+    /// whose worker reads its next request off its socket before its handler
+    /// runs (a look that is its handler's first read), parks with no system
+    /// call after a read that emptied its socket. Over TLS or a Unix socket
+    /// the look is a peek (records are no request; a read would drop passed
+    /// fds), which costs what the re-arm it saves does; and one whose
+    /// handler's reads woke workers (more than one report while a worker
+    /// had it) reports once per park instead, so they wake none.
+    fn arm(&mut self, parking: &Parking, key: usize, arm: u32, reported: Reported) -> io::Result<bool> {
+        let once =
+            self.registered == Some(Reports::Once) || reported.count > 1 || !super::kept::looks_by_reading(&self.conn);
+        let reports = if once { Reports::Once } else { Reports::EachArrival };
+        let fd = self.conn.socket.as_fd();
+        let armed = match self.registered {
+            Some(Reports::EachArrival) if !once && !reported.any() && self.conn.emptied => return Ok(false),
+            Some(_) => parking.rearm(fd, key, arm, reports),
+            None => match parking.add(fd, key, arm, reports) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => parking.rearm(fd, key, arm, reports),
+                added => added,
+            },
+        };
+        if armed.is_ok() {
+            self.registered = Some(reports);
+        }
+        armed.map(|()| true)
+    }
+}
+
+impl From<Kept> for Parked {
+    fn from(kept: Kept) -> Parked {
+        Parked::Kept(kept)
     }
 }
 
@@ -71,12 +220,9 @@ struct Places {
 struct Place {
     /// The connection parked here, and when it is closed if still silent.
     parked: Option<(Parked, Option<Instant>)>,
-    /// Its fd reported while it was not parked here: that report is spent,
-    /// so its next park re-arms it (or its worker reads it again).
-    reported: bool,
-    /// That report said its client ended its side: a worker that reads it
-    /// again must read until it meets that end.
-    reported_end: bool,
+    /// Its fd reported while it was not parked here: those reports are
+    /// spent, so its next park re-arms it (or its worker reads it again).
+    reported: Reported,
     /// The number of its fd's latest arm (a registration or a re-arm),
     /// never reset, so it differs from every earlier arm at this key, of
     /// this connection or of one before it: a report carries the number of
@@ -95,14 +241,14 @@ impl Places {
 }
 
 /// What became of a connection parked.
-pub(super) enum Park {
+pub(super) enum Park<P> {
     Parked,
     /// Not parked: the loop takes it (the server closes, or its fd could
     /// not be armed).
-    Refused(Parked),
+    Refused(P),
     /// Not parked: it reported while its worker had it, and that worker
     /// reads it again.
-    Keep(Box<Framed>),
+    Keep(P),
 }
 
 /// What the loop finds for an away connection whose deadline came.
@@ -131,12 +277,12 @@ impl Lot {
     }
 
     /// Parks `parked`, the loop's connection at `key`, to wait for its next
-    /// bytes. With `keep`, a framed connection that reported while its
-    /// worker had it is given back to that worker to read again
-    /// (`Park::Keep`), rather than re-armed to report to another: no
-    /// `epoll_ctl`, no second wake-up, and its client's next messages are
-    /// answered by the worker that has its state at hand.
-    pub(super) fn park(&self, key: usize, mut parked: Parked, keep: bool) -> Park {
+    /// bytes. With `keep`, a connection that reported while its worker had
+    /// it may be given back to that worker to read again (`Park::Keep`,
+    /// see [`Parks::keeps`]), rather than re-armed to report to another:
+    /// no `epoll_ctl`, no second wake-up, and its client's next messages
+    /// are answered by the worker that has its state at hand.
+    pub(super) fn park<P: Parks>(&self, key: usize, mut parked: P, keep: bool) -> Park<P> {
         let mut places = self.lock();
         if places.closed {
             return Park::Refused(parked);
@@ -146,52 +292,23 @@ impl Lot {
         let expires = [idle, parked.conn().deadline].into_iter().flatten().min();
         self.parking.use_it();
         let place = places.place(key);
-        let arm = place.arm.wrapping_add(1);
+        let reported = std::mem::take(&mut place.reported);
+        if keep && reported.any() && parked.keeps(reported) {
+            return Park::Keep(parked);
+        }
         // Armed before it is in its place, but under the lock a worker its
         // fd wakes takes it with: that worker finds it here.
-        let armed = match &mut parked {
-            Parked::Framed(framed) => {
-                if keep && framed.parked && place.reported {
-                    framed.end_reported |= place.reported_end;
-                    (place.reported, place.reported_end) = (false, false);
-                    let Parked::Framed(framed) = parked else { unreachable!("matched above") };
-                    return Park::Keep(framed);
-                }
-                let fd = framed.conn.socket.as_fd();
-                let armed = match (framed.parked, place.reported || !framed.drained) {
-                    (false, _) => self.parking.add(fd, key, arm, Reports::EachArrival).map(|()| Some(arm)),
-                    (true, true) => self.parking.rearm(fd, key, arm, Reports::EachArrival).map(|()| Some(arm)),
-                    (true, false) => Ok(None),
-                };
-                framed.parked |= armed.is_ok();
-                armed
-            }
-            Parked::Kept { conn, registered } => {
-                let fd = conn.socket.as_fd();
-                let armed = match *registered {
-                    true => self.parking.rearm(fd, key, arm, Reports::Once),
-                    // One that went back to the loop meanwhile (over its
-                    // client's rate, say) is registered without knowing it.
-                    false => match self.parking.add(fd, key, arm, Reports::Once) {
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                            self.parking.rearm(fd, key, arm, Reports::Once)
-                        }
-                        added => added,
-                    },
-                };
-                *registered |= armed.is_ok();
-                armed.map(|()| Some(arm))
-            }
-        };
-        match armed {
-            Ok(armed) => place.arm = armed.unwrap_or(place.arm),
+        let arm = place.arm.wrapping_add(1);
+        match parked.arm(&self.parking, key, arm, reported) {
+            Ok(true) => place.arm = arm,
+            Ok(false) => {}
             Err(e) => {
                 log::warn!("connection from {}: cannot park it with the workers: {e}", parked.conn().peer);
+                place.reported = reported;
                 return Park::Refused(parked);
             }
         }
-        place.parked = Some((parked, expires));
-        (place.reported, place.reported_end) = (false, false);
+        place.parked = Some((parked.into(), expires));
         Park::Parked
     }
 
@@ -210,10 +327,10 @@ impl Lot {
         }
         let parked = place.parked.take().map(|(parked, _)| parked);
         match parked {
-            Some(_) => (place.reported, place.reported_end) = (false, false),
+            Some(_) => place.reported = Reported::default(),
             None => {
-                place.reported = true;
-                place.reported_end |= ended;
+                place.reported.count = place.reported.count.saturating_add(1);
+                place.reported.ended |= ended;
             }
         }
         parked

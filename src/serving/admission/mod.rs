@@ -294,8 +294,8 @@ impl Admission {
                             Parked::Framed(framed) => {
                                 (State::Framed(framed), "silent past its deadline inside a message")
                             }
-                            Parked::Kept { conn, .. } => {
-                                (State::Kept(*conn), "silent past its deadline between requests")
+                            Parked::Kept(kept) => {
+                                (State::Kept(*kept.conn), "silent past its deadline between requests")
                             }
                         };
                         self.table.held[key].state = state;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use socket2::Socket;
 
-use super::lot::{AwayAt, Lot, Park, Parked};
+use super::lot::{AwayAt, Kept, Lot, Park, Parked, Parks};
 use super::state::{Framed, Next, close};
 use crate::ancillary::Ancillary;
 use crate::dispatch::{Resume, Slot};
@@ -87,13 +87,12 @@ impl Returns {
 
     /// Parks `parked`, the loop's connection at `key`, with the workers;
     /// gives it back if it cannot be (see [`Lot::park`]).
-    pub(crate) fn park(&self, key: usize, parked: Parked) -> Option<Parked> {
+    pub(super) fn park<P: Parks>(&self, key: usize, parked: P) -> Option<P> {
         let Some(lot) = &self.lot else { return Some(parked) };
         match lot.park(key, parked, false) {
             Park::Parked => None,
-            Park::Refused(parked) => Some(parked),
             // Not asked to keep it, the lot never does.
-            Park::Keep(framed) => Some(Parked::Framed(framed)),
+            Park::Refused(parked) | Park::Keep(parked) => Some(parked),
         }
     }
 
@@ -129,13 +128,12 @@ impl Returns {
         if framed.next == Next::Armed
             && let (Some(lot), Some(key)) = (&self.lot, framed.key)
         {
-            match lot.park(key, Parked::Framed(framed), false) {
+            match lot.park(key, framed, false) {
                 Park::Parked => return,
-                Park::Refused(Parked::Framed(back)) | Park::Keep(back) => {
+                Park::Refused(back) | Park::Keep(back) => {
                     framed = back;
                     framed.next = Next::Loop;
                 }
-                Park::Refused(Parked::Kept { .. }) => unreachable!("a framed connection was parked"),
             }
         }
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -244,7 +242,7 @@ fn unparked(key: usize, parked: Parked) -> HandedBack {
             framed.next = Next::Loop;
             HandedBack::Framed(framed)
         }
-        Parked::Kept { conn, .. } => HandedBack::Unparked { key, conn: *conn, spoke: false },
+        Parked::Kept(kept) => HandedBack::Unparked { key, conn: *kept.conn, spoke: false },
     }
 }
 
@@ -292,7 +290,7 @@ impl<H: RequestHandler> Resume<H> for Returns {
         let Some(lot) = &self.lot else { return };
         match lot.take(key, arm, ended) {
             Some(Parked::Framed(framed)) => self.resume_framed(lot, key, framed, ended, ctx, scratch, slot),
-            Some(Parked::Kept { conn, .. }) => self.resume_kept(lot, key, *conn, ended, ctx, slot),
+            Some(Parked::Kept(kept)) => self.resume_kept(lot, key, kept, ended, ctx, slot),
             None => {}
         }
     }
@@ -323,11 +321,10 @@ impl Returns {
             scratch.ancillary = Ancillary::default();
             match framed.next {
                 Next::Close => return self.close_away(key, framed),
-                Next::Armed if round < ROUNDS_KEPT => match lot.park(key, Parked::Framed(framed), true) {
+                Next::Armed if round < ROUNDS_KEPT => match lot.park(key, framed, true) {
                     Park::Parked => return,
                     Park::Keep(again) => framed = again,
-                    Park::Refused(Parked::Framed(back)) => return self.hand_back_framed(back, true),
-                    Park::Refused(Parked::Kept { .. }) => unreachable!("a framed connection was parked"),
+                    Park::Refused(back) => return self.hand_back_framed(back, true),
                 },
                 _ => return self.hand_back_framed(framed, true),
             }
@@ -336,59 +333,74 @@ impl Returns {
 
     /// A kept connection's next request: its handler runs here, as for a
     /// queued stream request, and hands it back again, or ends it. `ended`:
-    /// the report (of its latest arm, which polled the socket) said its
-    /// client ended its side, or it failed; without that, bytes are in, and
-    /// over a plain stream they are a request: no look first.
+    /// the report said its client ended its side, or it failed. Without
+    /// that, a report of a fd that reports once per park (polled by its
+    /// latest arm) says bytes are in, and over a plain stream they are a
+    /// request: no look first. An edge-triggered one's report may be of
+    /// bytes its last handler read before it parked: it is looked at (read,
+    /// see `kept::next_request`) first.
     fn resume_kept<H: RequestHandler>(
         &self,
         lot: &Lot,
         key: usize,
-        mut conn: Incoming,
+        mut kept: Kept,
         ended: bool,
         ctx: &Context<H>,
         slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
     ) {
         for round in 1.. {
-            let known = round == 1 && !ended && !super::kept::encrypted(&conn);
-            match if known { Ok(true) } else { super::kept::has_request(&mut conn) } {
+            let known = round == 1
+                && !ended
+                && kept.registered == Some(crate::dispatch::Reports::Once)
+                && !super::kept::encrypted(&kept.conn);
+            match if known { Ok(true) } else { super::kept::has_request(&mut kept.conn) } {
                 Ok(true) => {}
                 Ok(false) => {
-                    log::debug!("kept connection from {} ends between requests", conn.peer);
-                    close(conn);
+                    log::debug!("kept connection from {} ends between requests", kept.conn.peer);
+                    close(*kept.conn);
                     return self.freed(key);
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
-                    return self.park_kept(lot, key, conn);
+                    return self.park_kept(lot, key, kept);
                 }
                 Err(e) => {
-                    log::debug!("kept connection from {} failed between requests: {e}", conn.peer);
-                    close(conn);
+                    log::debug!("kept connection from {} failed between requests: {e}", kept.conn.peer);
+                    close(*kept.conn);
                     return self.freed(key);
                 }
             }
             // Over its client's rate (or past the rounds one worker gives
             // it): the loop holds it until its turn.
-            if round > ROUNDS_KEPT || conn.over_rate() {
-                return self.push(HandedBack::Unparked { key, conn, spoke: true }, true);
+            if round > ROUNDS_KEPT || kept.conn.over_rate() {
+                return self.push(HandedBack::Unparked { key, conn: *kept.conn, spoke: true }, true);
             }
-            let mut slot = slot(&conn.socket, &conn.peer);
-            let (_, back) = runner::serve_kept(ctx, conn, || slot.untrack(), true);
-            match back {
-                // Its next request came with this one: it goes on here.
-                Some(next) if super::kept::has_buffered(&next) => conn = next,
-                // Re-armed, it reports at once if bytes are in.
-                Some(next) => return self.park_kept(lot, key, next),
-                None => return self.freed(key),
+            let mut slot = slot(&kept.conn.socket, &kept.conn.peer);
+            let (_, back) = runner::serve_kept(ctx, *kept.conn, || slot.untrack(), true);
+            let Some(next) = back else { return self.freed(key) };
+            kept.conn = Box::new(next);
+            // Its next request came with this one: it goes on here.
+            if super::kept::has_buffered(&kept.conn) {
+                continue;
+            }
+            match lot.park(key, kept, round < ROUNDS_KEPT) {
+                Park::Parked => return,
+                // Its next request came before it parked: read here.
+                Park::Keep(again) => kept = again,
+                Park::Refused(back) => return self.unpark(key, back),
             }
         }
     }
 
     /// Parks a kept connection again, or gives it to the loop if it cannot
     /// park (the server closes).
-    fn park_kept(&self, lot: &Lot, key: usize, conn: Incoming) {
-        let parked = Parked::Kept { conn: Box::new(conn), registered: true };
-        if let Park::Refused(Parked::Kept { conn, .. }) = lot.park(key, parked, false) {
-            self.push(HandedBack::Unparked { key, conn: *conn, spoke: false }, true);
+    fn park_kept(&self, lot: &Lot, key: usize, kept: Kept) {
+        if let Park::Refused(back) | Park::Keep(back) = lot.park(key, kept, false) {
+            self.unpark(key, back);
         }
+    }
+
+    /// Gives a kept connection that cannot park to the loop.
+    fn unpark(&self, key: usize, kept: Kept) {
+        self.push(HandedBack::Unparked { key, conn: *kept.conn, spoke: false }, true);
     }
 }

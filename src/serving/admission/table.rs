@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::closing::Closing;
-use super::lot::Parked;
+use super::lot::Parks;
 use super::returns::Returns;
 use super::state::{Admitted, Env, Framed, Held, Next, State, close};
 use crate::Error;
@@ -205,7 +205,7 @@ impl Table {
     /// loop keeps its entry (`State::Away`), and comes by only at its
     /// deadline. Gives it back where nothing parks (no such pool, or the
     /// server closes): it waits in the loop then.
-    pub(super) fn park<H>(&mut self, mut parked: Parked, now: Instant, env: &Env<'_, H>) -> Option<Parked> {
+    pub(super) fn park<P: Parks, H>(&mut self, mut parked: P, now: Instant, env: &Env<'_, H>) -> Option<P> {
         if !self.parks() {
             return Some(parked);
         }
@@ -214,17 +214,16 @@ impl Table {
         self.generations += 1;
         let generation = self.generations;
         let away = Held { generation, state: State::Away { deadline } };
-        let (key, placed) = match &mut parked {
-            Parked::Framed(framed) if let Some(key) = framed.key => {
+        let (key, placed) = match parked.key() {
+            Some(key) => {
                 self.held[key] = away;
                 (key, false)
             }
-            Parked::Framed(framed) => {
+            None => {
                 let key = self.held.insert(away);
-                framed.key = Some(key);
+                parked.set_key(Some(key));
                 (key, true)
             }
-            Parked::Kept { .. } => (self.held.insert(away), true),
         };
         match self.returns.park(key, parked) {
             None => {
@@ -234,9 +233,7 @@ impl Table {
             Some(mut back) => {
                 if placed {
                     self.held.remove(key);
-                    if let Parked::Framed(framed) = &mut back {
-                        framed.key = None;
-                    }
+                    back.set_key(None);
                 }
                 Some(back)
             }
