@@ -301,6 +301,40 @@ fn a_kept_connection_whose_handler_converses_is_answered_after() {
     assert_eq!(stats.get().served, 12);
 }
 
+/// Once a pool's handler has handed a connection back, a newcomer waits
+/// for its first request with the workers too (README, "Many
+/// connections"): its first request is answered by the worker its bytes
+/// wake, even while the loop is held (here in `verify_request`, by a later
+/// client), and goes on as a kept connection.
+#[test]
+fn a_newcomer_s_first_request_is_answered_by_the_workers_while_the_loop_is_busy() {
+    let gate = LoopGate::default();
+    let server = TcpServer::builder(one_line_then_back())
+        .dispatch(WorkerPool::new(2).into())
+        .verify_request(gate.verify())
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let _open = gate.opened_on_drop();
+    let mut kept = connect(&running);
+    assert_eq!(ask(&mut kept, "kept\n"), "true kept\n");
+    // Taken by the loop, and silent.
+    let mut newcomer = connect(&running);
+    gate.wait_until_passed(2);
+    gate.close();
+    let mut held_at_the_gate = connect(&running);
+    gate.wait_until_held();
+    for n in 0..3 {
+        assert_eq!(ask(&mut newcomer, &format!("{n}\n")), format!("true {n}\n"), "while the loop is held");
+    }
+    gate.open();
+    assert_eq!(ask(&mut held_at_the_gate, "last\n"), "true last\n");
+    running.stop().unwrap();
+    assert_eq!(stats.get().served, 5);
+}
+
 #[test]
 fn a_forked_child_cannot_hand_back_and_its_connection_closes() {
     let server = TcpServer::builder(one_line_then_back()).dispatch(Dispatch::fork()).bind("127.0.0.1:0").unwrap();

@@ -146,6 +146,11 @@ mod imp {
             }
         }
 
+        /// Whether connections have parked here.
+        pub(crate) fn used(&self) -> bool {
+            self.used.load(Ordering::Relaxed)
+        }
+
         /// Runs `on_use` when connections first park here, or now if they
         /// have (it may run twice: it must not mind).
         pub(crate) fn when_used(&self, on_use: Box<dyn Fn() + Send + Sync>) {
@@ -246,6 +251,10 @@ mod imp {
         }
 
         pub(crate) fn when_used(&self, _: Box<dyn Fn() + Send + Sync>) {
+            match *self {}
+        }
+
+        pub(crate) fn used(&self) -> bool {
             match *self {}
         }
 

@@ -454,7 +454,16 @@ pub fn next_client_waits_for_a_free_slot(
 /// connection the loop takes keeps it there until the gate opens. What is
 /// served meanwhile was served without the loop.
 #[derive(Clone, Default)]
-pub struct LoopGate(Arc<(Mutex<(bool, bool)>, std::sync::Condvar)>);
+pub struct LoopGate(Arc<(Mutex<Gate>, std::sync::Condvar)>);
+
+#[derive(Default)]
+pub struct Gate {
+    closed: bool,
+    /// The loop waits at the gate.
+    held: bool,
+    /// Connections let through so far.
+    passed: usize,
+}
 
 impl LoopGate {
     /// The `verify_request` hook that waits at the gate (and admits).
@@ -463,32 +472,42 @@ impl LoopGate {
         move |_| {
             let (state, changed) = &*gate.0;
             let mut state = state.lock().unwrap();
-            while state.0 {
-                state.1 = true;
+            while state.closed {
+                state.held = true;
                 changed.notify_all();
                 state = changed.wait(state).unwrap();
             }
-            state.1 = false;
+            state.held = false;
+            state.passed += 1;
+            changed.notify_all();
             true
         }
     }
 
     /// Closes the gate: the next connection holds the loop.
     pub fn close(&self) {
-        self.0.0.lock().unwrap().0 = true;
+        self.0.0.lock().unwrap().closed = true;
     }
 
     /// Waits (bounded) until the loop is held at the gate.
     pub fn wait_until_held(&self) {
         let (state, changed) = &*self.0;
-        let held = changed.wait_timeout_while(state.lock().unwrap(), IO_TIMEOUT, |s| !s.1).unwrap();
-        assert!(held.0.1, "the loop never reached the gate");
+        let held = changed.wait_timeout_while(state.lock().unwrap(), IO_TIMEOUT, |s| !s.held).unwrap();
+        assert!(held.0.held, "the loop never reached the gate");
+    }
+
+    /// Waits (bounded) until `n` connections passed the gate: the loop has
+    /// gone on with each (to the end of its turn) before it takes the next.
+    pub fn wait_until_passed(&self, n: usize) {
+        let (state, changed) = &*self.0;
+        let passed = changed.wait_timeout_while(state.lock().unwrap(), IO_TIMEOUT, |s| s.passed < n).unwrap();
+        assert!(passed.0.passed >= n, "{} of {n} connections passed the gate", passed.0.passed);
     }
 
     /// Opens the gate: the loop goes on.
     pub fn open(&self) {
         let (state, changed) = &*self.0;
-        state.lock().unwrap().0 = false;
+        state.lock().unwrap().closed = false;
         changed.notify_all();
     }
 

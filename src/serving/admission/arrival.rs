@@ -8,6 +8,7 @@ use std::os::fd::AsFd;
 use std::time::Instant;
 
 use super::framed::frame;
+use super::lot::Kept;
 use super::state::{Admitted, Arrival, Env, Framed, State, close};
 use super::step::Step;
 use super::table::Table;
@@ -89,6 +90,19 @@ fn ready<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env<'_, H>, d
         }
         return if frame(table, framed, now, env) { Admitted::Refused } else { Admitted::Held };
     }
+    // On a pool whose handler hands connections back, a newcomer waits
+    // for its first request with the workers, as a kept connection waits
+    // for its next: the worker its bytes wake (at once, if they are in)
+    // runs its handler, and the loop never sees it again.
+    let conn = match env.options.idle_timeout {
+        Some(_) if table.parks_newcomers() && !super::kept::has_buffered(&conn) => {
+            match table.park(Kept::new(conn), now, env) {
+                None => return Admitted::Held,
+                Some(back) => *back.conn,
+            }
+        }
+        _ => conn,
+    };
     match env.options.idle_timeout {
         // Most clients speak at once: their request is often in before
         // the accept. One look saves registering, waking and releasing.

@@ -272,6 +272,13 @@ impl Lot {
         Lot { parking, framing, idle_timeout, places: Mutex::default() }
     }
 
+    /// Whether connections have parked here: then a handler hands its
+    /// connection back, and a newcomer waits here for its first request
+    /// too (see `arrival.rs`).
+    pub(super) fn in_use(&self) -> bool {
+        self.parking.used()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Places> {
         self.places.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -85,6 +85,12 @@ impl Returns {
         self.lot.is_some()
     }
 
+    /// Whether a connection waiting for its first request parks with the
+    /// workers, as a kept one does (see `arrival.rs`).
+    pub(crate) fn parks_newcomers(&self) -> bool {
+        self.lot.as_ref().is_some_and(Lot::in_use)
+    }
+
     /// Parks `parked`, the loop's connection at `key`, with the workers;
     /// gives it back if it cannot be (see [`Lot::park`]).
     pub(super) fn park<P: Parks>(&self, key: usize, parked: P) -> Option<P> {

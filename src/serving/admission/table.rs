@@ -199,6 +199,12 @@ impl Table {
         self.closing.is_none() && self.returns.parks()
     }
 
+    /// Whether a connection waiting for its first request would park with
+    /// the workers (their handler hands connections back).
+    pub(super) fn parks_newcomers(&self) -> bool {
+        self.parks() && self.returns.parks_newcomers()
+    }
+
     /// Parks a connection that waits for bytes (a framed one between or
     /// inside messages, a kept one between requests) with a worker pool's
     /// idle workers, whose wait its bytes end (the lot in `returns`): the
