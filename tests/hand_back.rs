@@ -5,8 +5,9 @@
 //! one is closed at the idle timeout, holding no worker; on a pool, a kept
 //! connection is served by the workers without the loop, and a report of
 //! bytes its handler read itself holds no worker, whatever pieces its
-//! requests come in and however long its handler converses; a forked
-//! child cannot hand back.
+//! requests come in and however long its handler converses; a client
+//! that ends its side with its request reads its answer, then the end; a
+//! forked child cannot hand back.
 
 mod common;
 
@@ -333,6 +334,39 @@ fn a_newcomer_s_first_request_is_answered_by_the_workers_while_the_loop_is_busy(
     assert_eq!(ask(&mut held_at_the_gate, "last\n"), "true last\n");
     running.stop().unwrap();
     assert_eq!(stats.get().served, 5);
+}
+
+/// Clients that send their request and end their side at once (as `nc -N`
+/// and one-shot HTTP/1.0 clients do), to a pool whose handler hands every
+/// connection back, first thing or after a first request: each reads its
+/// answer, then the server's end. Its
+/// bytes and its end often come in one report to the worker that runs its
+/// handler; the handler's read takes the bytes, not the end behind them,
+/// so the worker must look again rather than park it: each of these 300
+/// clients would otherwise wait for ever on a connection held half-closed.
+#[test]
+fn a_kept_client_that_ends_its_side_with_its_request_reads_its_answer_then_the_end() {
+    let server = TcpServer::builder(one_line_then_back())
+        .dispatch(WorkerPool::new(2).into())
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    for i in 0..300 {
+        let mut client = connect(&running);
+        // Every other one asks once first, and is a kept connection by then.
+        if i % 2 == 1 {
+            assert_eq!(ask(&mut client, "first\n"), "true first\n");
+        }
+        client.get_mut().write_all(format!("{i}\n").as_bytes()).unwrap();
+        client.get_mut().shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        let read = client.read_to_string(&mut answer);
+        assert!(read.is_ok() && answer == format!("true {i}\n"), "client {i}: {read:?} {answer:?}");
+    }
+    running.stop().unwrap();
+    assert_eq!(stats.get().served, 300 + 150);
 }
 
 #[test]

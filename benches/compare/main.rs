@@ -267,11 +267,18 @@ fn main() {
         ),
     ]);
     // Many connections: a crowd of silent ones held open while 4 clients
-    // open a connection per request.
-    for (scenario, crowd) in [("crowd 0", 0), ("crowd 8000", 8_000), ("crowd 15000", 15_000)] {
+    // open a connection per request. Without a crowd, also against a pool
+    // whose handler hands every connection back (the client's end comes
+    // with its request).
+    let crowds: [(&str, usize, &[&str]); 3] = [
+        ("crowd 0", 0, &["socketserver-tcp-pool", "socketserver-kept-4", "tokio-tcp", "std-tcp"]),
+        ("crowd 8000", 8_000, &["socketserver-tcp-pool", "tokio-tcp", "std-tcp"]),
+        ("crowd 15000", 15_000, &["socketserver-tcp-pool", "tokio-tcp", "std-tcp"]),
+    ];
+    for (scenario, crowd, servers) in crowds {
         scenarios.push((
             scenario,
-            &["socketserver-tcp-pool", "tokio-tcp", "std-tcp"],
+            servers,
             Box::new(move |a| {
                 let _crowd = load::Crowd::open(a, crowd, false);
                 load::per_connection(a, 4, duration)

@@ -58,12 +58,17 @@ pub(crate) struct Kept {
     /// How its fd is registered in the parking, if it is (one that went
     /// back to the loop meanwhile is registered without knowing it).
     pub registered: Option<Reports>,
+    /// A report said its client ended its side (or it failed). A read that
+    /// returns bytes does not return the end behind them, and the one
+    /// report that said both is spent: its worker reads it again rather
+    /// than park it (and a park re-arms it, which reports that end again).
+    pub end_reported: bool,
 }
 
 impl Kept {
     /// One the loop parks: as far as it knows, not registered.
     pub(super) fn new(conn: Incoming) -> Kept {
-        Kept { conn: Box::new(conn), registered: None }
+        Kept { conn: Box::new(conn), registered: None, end_reported: false }
     }
 }
 
@@ -162,7 +167,9 @@ impl Parks for Kept {
     /// reads were waking workers (a long request, a client that streams):
     /// it is re-armed to report once per park from now on.
     fn keeps(&mut self, reported: Reported) -> bool {
-        self.registered == Some(Reports::EachArrival) && reported.count == 1
+        let keeps = self.registered == Some(Reports::EachArrival) && reported.count == 1;
+        self.end_reported |= keeps && reported.ended;
+        keeps
     }
 
     /// Edge-triggered while that costs nothing: a plain TCP connection,
@@ -179,7 +186,9 @@ impl Parks for Kept {
         let reports = if once { Reports::Once } else { Reports::EachArrival };
         let fd = self.conn.socket.as_fd();
         let armed = match self.registered {
-            Some(Reports::EachArrival) if !once && !reported.any() && self.conn.emptied => return Ok(false),
+            Some(Reports::EachArrival) if !once && !reported.any() && self.conn.emptied && !self.end_reported => {
+                return Ok(false);
+            }
             Some(_) => parking.rearm(fd, key, arm, reports),
             None => match parking.add(fd, key, arm, reports) {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => parking.rearm(fd, key, arm, reports),

@@ -354,6 +354,7 @@ impl Returns {
         ctx: &Context<H>,
         slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
     ) {
+        kept.end_reported |= ended;
         for round in 1.. {
             let known = round == 1
                 && !ended
@@ -384,8 +385,10 @@ impl Returns {
             let (_, back) = runner::serve_kept(ctx, *kept.conn, || slot.untrack(), true);
             let Some(next) = back else { return self.freed(key) };
             kept.conn = Box::new(next);
-            // Its next request came with this one: it goes on here.
-            if super::kept::has_buffered(&kept.conn) {
+            // Its next request came with this one, or its client's end did
+            // (the handler's read took the bytes, not the end behind them):
+            // it goes on here.
+            if super::kept::has_buffered(&kept.conn) || kept.end_reported {
                 continue;
             }
             match lot.park(key, kept, round < ROUNDS_KEPT) {
