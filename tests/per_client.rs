@@ -276,6 +276,40 @@ fn handed_back_requests_over_the_rate_wait_their_turn() {
     assert_eq!(stats.get().served, u64::from(asks));
 }
 
+/// On a pool whose handler hands connections back, a newcomer waits for its
+/// first request with the workers (README, "Many connections"); that
+/// request was charged when it connected, as a connection's first request
+/// always is, and is not charged again: a client with a burst of 3 and no
+/// refill to speak of is answered 3 requests on one connection, and
+/// nothing is held back.
+#[test]
+fn a_newcomer_s_first_request_is_charged_once() {
+    let server = TcpServer::builder(|req: &mut Request<'_>| {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        write!(req.wfile, "ok {line}")?;
+        req.hand_back();
+        Ok(())
+    })
+    .dispatch(WorkerPool::new(2).into())
+    .idle_timeout(Some(Duration::from_secs(60)))
+    .per_client(PerClient::new().rate(0.001, 3))
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    // Its connection goes back: newcomers park from now on.
+    for source in ["127.0.0.2", "127.0.0.3"] {
+        let mut conn = BufReader::new(connect_from(source, running.inet()));
+        for i in 0..3 {
+            assert_eq!(ask(&mut conn, &format!("{i}\n")), format!("ok {i}\n"), "from {source}");
+        }
+    }
+    running.stop().unwrap();
+    let stats = stats.get();
+    assert_eq!((stats.served, stats.over_client_rate), (6, 0), "{stats:?}");
+}
+
 /// Behind a trusted balancer, the client is the one its PROXY header names:
 /// two connections naming one client share its limit, another is let in.
 #[cfg(feature = "proxy-protocol")]

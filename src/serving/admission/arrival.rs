@@ -96,7 +96,7 @@ fn ready<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env<'_, H>, d
     // runs its handler, and the loop never sees it again.
     let conn = match env.options.idle_timeout {
         Some(_) if table.parks_newcomers() && !super::kept::has_buffered(&conn) => {
-            match table.park(Kept::new(conn), now, env) {
+            match table.park(Kept::newcomer(conn), now, env) {
                 None => return Admitted::Held,
                 Some(back) => *back.conn,
             }

@@ -63,12 +63,21 @@ pub(crate) struct Kept {
     /// report that said both is spent: its worker reads it again rather
     /// than park it (and a park re-arms it, which reports that end again).
     pub end_reported: bool,
+    /// A newcomer's first request is charged to its client (per-client
+    /// limits) when it connects: not again when it comes.
+    pub charged: bool,
 }
 
 impl Kept {
-    /// One the loop parks: as far as it knows, not registered.
+    /// One its handler handed back, which the loop parks: as far as it
+    /// knows, not registered.
     pub(super) fn new(conn: Incoming) -> Kept {
-        Kept { conn: Box::new(conn), registered: None, end_reported: false }
+        Kept { conn: Box::new(conn), registered: None, end_reported: false, charged: false }
+    }
+
+    /// A newcomer, which waits for its first request (charged already).
+    pub(super) fn newcomer(conn: Incoming) -> Kept {
+        Kept { charged: true, ..Kept::new(conn) }
     }
 }
 

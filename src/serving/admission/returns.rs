@@ -378,7 +378,7 @@ impl Returns {
             }
             // Over its client's rate (or past the rounds one worker gives
             // it): the loop holds it until its turn.
-            if round > ROUNDS_KEPT || kept.conn.over_rate() {
+            if round > ROUNDS_KEPT || (!std::mem::take(&mut kept.charged) && kept.conn.over_rate()) {
                 return self.push(HandedBack::Unparked { key, conn: *kept.conn, spoke: true }, true);
             }
             let mut slot = slot(&kept.conn.socket, &kept.conn.peer);
