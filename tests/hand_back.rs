@@ -320,7 +320,9 @@ fn a_newcomer_s_first_request_is_answered_by_the_workers_while_the_loop_is_busy(
     let running = Running::start(server);
     let _open = gate.opened_on_drop();
     let mut kept = connect(&running);
-    assert_eq!(ask(&mut kept, "kept\n"), "true kept\n");
+    for line in ["kept\n", "again\n"] {
+        assert_eq!(ask(&mut kept, line), format!("true {line}"));
+    }
     // Taken by the loop, and silent.
     let mut newcomer = connect(&running);
     gate.wait_until_passed(2);
@@ -333,7 +335,7 @@ fn a_newcomer_s_first_request_is_answered_by_the_workers_while_the_loop_is_busy(
     gate.open();
     assert_eq!(ask(&mut held_at_the_gate, "last\n"), "true last\n");
     running.stop().unwrap();
-    assert_eq!(stats.get().served, 5);
+    assert_eq!(stats.get().served, 6);
 }
 
 /// Clients that send their request and end their side at once (as `nc -N`
@@ -399,6 +401,53 @@ fn a_hand_over_closes_kept_connections_between_requests() {
 /// What a handler keeps in `connection_state` lives from request to request
 /// of a connection it hands back, on whichever worker serves it, and never
 /// leaks into another connection (nginx's `keepalive_requests`, a session).
+/// A hand-over carries on the connections accepted before it that have
+/// not sent their first request (README, "Restarts"), wherever they wait
+/// for it: a newcomer parked with a pool's workers too. It is served when
+/// it speaks, then closed.
+#[test]
+fn a_hand_over_serves_a_newcomer_that_had_not_spoken_yet() {
+    let gate = LoopGate::default();
+    let mut server = TcpServer::builder(one_line_then_back())
+        .dispatch(WorkerPool::new(2).into())
+        .verify_request(gate.verify())
+        .idle_timeout(Some(IO_TIMEOUT))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let to = server.server_address().as_inet().unwrap();
+    let stop = server.shutdown_handle();
+    let serving = std::thread::spawn(move || {
+        server.serve_forever().unwrap();
+        server
+    });
+    let connect = || {
+        let conn = TcpStream::connect(to).unwrap();
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        BufReader::new(conn)
+    };
+    // Its connection goes back and parks (its second request is answered
+    // from there): newcomers park from now on.
+    let mut kept = connect();
+    for line in ["kept\n", "again\n"] {
+        assert_eq!(ask(&mut kept, line), format!("true {line}"));
+    }
+    let mut newcomer = connect();
+    gate.wait_until_passed(2);
+    // Parked after the newcomer (as a newcomer, then kept), so the close
+    // meets it after the newcomer: its end says the close has met both.
+    let mut later = connect();
+    assert_eq!(ask(&mut later, "later\n"), "true later\n");
+    stop.hand_over();
+    let server = serving.join().unwrap();
+    let closing = std::thread::spawn(move || drop(server));
+    let mut rest = String::new();
+    assert_eq!(later.read_to_string(&mut rest).unwrap(), 0, "closed between requests");
+    assert_eq!(ask(&mut newcomer, "first\n"), "true first\n", "carried on");
+    let mut rest = String::new();
+    assert_eq!(newcomer.read_to_string(&mut rest).unwrap(), 0, "then closed, between requests");
+    closing.join().unwrap();
+}
+
 #[test]
 fn connection_state_lives_across_the_requests_of_a_handed_back_connection() {
     let handler = |req: &mut Request<'_>| {

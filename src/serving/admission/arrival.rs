@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
+use super::closing::Waiting;
 use super::framed::frame;
 use super::lot::Kept;
 use super::state::{Admitted, Arrival, Env, Framed, State, close};
@@ -70,6 +71,20 @@ fn verify<H>(table: &mut Table, mut conn: Incoming, now: Instant, env: &mut Env<
         };
     }
     ready(table, conn, now, env, direct)
+}
+
+/// A newcomer that waited with the workers for its first request, back in
+/// the loop (the server closes, or it could not park): it waits as one
+/// still arriving, and a close meets it as one that has sent nothing (a
+/// hand-over carries it on: it may be sending). Returns whether it was
+/// turned away.
+pub(super) fn unparked<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env<'_, H>) -> bool {
+    if table.closing.is_some_and(|closing| closing.closes(Waiting::FirstByte, conn.socket.as_fd())) {
+        log::debug!("server closing: closing connection from {}, which sent nothing", conn.peer);
+        close_stream(conn.socket);
+        return false;
+    }
+    matches!(ready(table, conn, now, env, false), Admitted::Refused)
 }
 
 /// A connection ready for a handler: framed, held until it speaks (with

@@ -218,6 +218,10 @@ impl Admission {
                         false => kept::kept(&mut self.table, conn, now, env),
                     }
                 }
+                HandedBack::Newcomer { key, conn } => {
+                    self.table.forget_away(key);
+                    arrival::unparked(&mut self.table, conn, now, env)
+                }
             };
         }
         self.returned = returned;
@@ -405,6 +409,11 @@ impl Admission {
                 HandedBack::Unparked { key, conn, .. } => {
                     self.table.forget_away(key);
                     log::debug!("server closing: closing connection from {} between requests", conn.peer);
+                    state::close(conn);
+                }
+                HandedBack::Newcomer { key, conn } => {
+                    self.table.forget_away(key);
+                    log::debug!("server closing: closing connection from {}, which sent nothing", conn.peer);
                     state::close(conn);
                 }
                 HandedBack::Closed(key) => self.table.forget_away(key),

@@ -36,6 +36,11 @@ pub(crate) enum HandedBack {
     /// (`spoke`: its next request is in, and its client is over its rate,
     /// or its worker ran it the rounds it may in a row).
     Unparked { key: usize, conn: Incoming, spoke: bool },
+    /// A newcomer that was parked at `key` to wait for its first request,
+    /// back in the loop's hands (the server closes, or it could not park):
+    /// its place there is free, and it waits there, as one that has sent
+    /// nothing yet.
+    Newcomer { key: usize, conn: Incoming },
 }
 
 /// Connections that workers are done with, for the loop to take back:
@@ -248,7 +253,15 @@ fn unparked(key: usize, parked: Parked) -> HandedBack {
             framed.next = Next::Loop;
             HandedBack::Framed(framed)
         }
-        Parked::Kept(kept) => HandedBack::Unparked { key, conn: *kept.conn, spoke: false },
+        Parked::Kept(kept) => back_to_loop(key, kept),
+    }
+}
+
+/// A kept connection that cannot park, as the loop takes it.
+fn back_to_loop(key: usize, kept: Kept) -> HandedBack {
+    match kept.charged {
+        true => HandedBack::Newcomer { key, conn: *kept.conn },
+        false => HandedBack::Unparked { key, conn: *kept.conn, spoke: false },
     }
 }
 
@@ -271,7 +284,9 @@ impl Drop for Returns {
                     }
                     framed.conn
                 }
-                HandedBack::Stream(conn) | HandedBack::Unparked { conn, .. } => conn,
+                HandedBack::Stream(conn) | HandedBack::Unparked { conn, .. } | HandedBack::Newcomer { conn, .. } => {
+                    conn
+                }
                 HandedBack::Closed(_) => continue,
             };
             log::debug!("server closed: closing connection from {} between requests", conn.peer);
@@ -410,6 +425,6 @@ impl Returns {
 
     /// Gives a kept connection that cannot park to the loop.
     fn unpark(&self, key: usize, kept: Kept) {
-        self.push(HandedBack::Unparked { key, conn: *kept.conn, spoke: false }, true);
+        self.push(back_to_loop(key, kept), true);
     }
 }
