@@ -6,8 +6,8 @@
 //! connection is served by the workers without the loop, and a report of
 //! bytes its handler read itself holds no worker, whatever pieces its
 //! requests come in and however long its handler converses; a client
-//! that ends its side with its request reads its answer, then the end; a
-//! forked child cannot hand back.
+//! that ends its side with its request reads its answer, then the end,
+//! over TCP and Unix streams; a forked child cannot hand back.
 
 mod common;
 
@@ -369,6 +369,53 @@ fn a_kept_client_that_ends_its_side_with_its_request_reads_its_answer_then_the_e
     }
     running.stop().unwrap();
     assert_eq!(stats.get().served, 300 + 150);
+}
+
+/// Over Unix stream sockets too, on a pool with `idle_timeout`: kept
+/// clients, newcomers among them, are answered in turn, and one that ends
+/// its side with its request reads its answer, then the end.
+#[test]
+fn unix_stream_kept_connections_and_newcomers_are_answered_by_the_workers() {
+    use std::os::unix::net::UnixStream;
+    let dir = common::temp_dir();
+    let server = socketserver::UnixStreamServer::builder(one_line_then_back())
+        .dispatch(WorkerPool::new(2).into())
+        .idle_timeout(Some(IO_TIMEOUT))
+        .bind(dir.path().join("kept.sock"))
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    let connect = || {
+        let conn = UnixStream::connect(running.path()).unwrap();
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        BufReader::new(conn)
+    };
+    let ask = |client: &mut BufReader<UnixStream>, line: &str| {
+        client.get_mut().write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        client.read_line(&mut answer).unwrap();
+        answer
+    };
+    let mut clients: Vec<_> = (0..10).map(|_| connect()).collect();
+    for round in 0..3 {
+        // Newcomers join after the first round, once connections park.
+        if round == 1 {
+            clients.extend((0..10).map(|_| connect()));
+        }
+        for (i, client) in clients.iter_mut().enumerate() {
+            assert_eq!(ask(client, &format!("{round}.{i}\n")), format!("true {round}.{i}\n"));
+        }
+    }
+    for i in 0..20 {
+        let mut client = connect();
+        client.get_mut().write_all(format!("once.{i}\n").as_bytes()).unwrap();
+        client.get_mut().shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        let read = client.read_to_string(&mut answer);
+        assert!(read.is_ok() && answer == format!("true once.{i}\n"), "client {i}: {read:?} {answer:?}");
+    }
+    running.stop().unwrap();
+    assert_eq!(stats.get().served, 10 + 20 * 2 + 20);
 }
 
 #[test]

@@ -922,6 +922,8 @@ fn framed_messages_after_a_proxy_header_and_tls_name_the_client() {
 /// A TLS connection handed back between requests keeps its session: a pool
 /// of 1 serves two kept clients in turn, lines sent together are each a
 /// request of their own, and a `close_notify` between requests is none.
+/// With `idle_timeout`, a third client, come after connections were handed
+/// back, waits for its first request with the workers as a newcomer.
 #[test]
 fn a_tls_connection_handed_back_keeps_its_session_and_holds_no_worker() {
     use socketserver::WorkerPool;
@@ -935,34 +937,46 @@ fn a_tls_connection_handed_back_keeps_its_session_and_holds_no_worker() {
         }
         Ok(())
     };
-    let server =
-        TcpServer::builder(handler).dispatch(WorkerPool::new(1).into()).tls(certs.server(false)).bind("127.0.0.1:0");
-    let server = server.unwrap();
-    let stats = server.stats_handle();
-    let running = Running::start(server);
-    let mut clients: Vec<_> =
-        (0..2).map(|_| BufReader::new(rustls_client(running.inet(), certs.client(false), "localhost"))).collect();
-    for round in 0..2 {
+    for idle_timeout in [None, Some(IO_TIMEOUT)] {
+        let server = TcpServer::builder(handler)
+            .dispatch(WorkerPool::new(1).into())
+            .idle_timeout(idle_timeout)
+            .tls(certs.server(false))
+            .bind("127.0.0.1:0");
+        let server = server.unwrap();
+        let stats = server.stats_handle();
+        let running = Running::start(server);
+        let connect = || BufReader::new(rustls_client(running.inet(), certs.client(false), "localhost"));
+        let mut clients: Vec<_> = (0..2).map(|_| connect()).collect();
+        for round in 0..2 {
+            for (i, client) in clients.iter_mut().enumerate() {
+                client.get_mut().write_all(format!("{round}.{i}\n").as_bytes()).unwrap();
+                let mut answer = String::new();
+                client.read_line(&mut answer).unwrap();
+                assert_eq!(answer, format!("Some(TLSv1_3) {round}.{i}\n"), "{idle_timeout:?}");
+            }
+        }
+        clients.push(connect());
         for (i, client) in clients.iter_mut().enumerate() {
-            client.get_mut().write_all(format!("{round}.{i}\n").as_bytes()).unwrap();
+            client.get_mut().write_all(format!("last.{i}\n").as_bytes()).unwrap();
             let mut answer = String::new();
             client.read_line(&mut answer).unwrap();
-            assert_eq!(answer, format!("Some(TLSv1_3) {round}.{i}\n"));
+            assert_eq!(answer, format!("Some(TLSv1_3) last.{i}\n"), "{idle_timeout:?}");
         }
+        clients[0].get_mut().write_all(b"x\ny\n").unwrap();
+        let mut answers = String::new();
+        clients[0].read_line(&mut answers).unwrap();
+        clients[0].read_line(&mut answers).unwrap();
+        assert_eq!(answers, "Some(TLSv1_3) x\nSome(TLSv1_3) y\n");
+        // A close_notify between requests ends the connection, answered with
+        // the server's own, and is no request.
+        let closing = clients[1].get_mut();
+        closing.conn.send_close_notify();
+        closing.flush().unwrap();
+        assert_eq!(clients[1].read(&mut [0; 16]).unwrap(), 0);
+        running.stop().unwrap();
+        assert_eq!(stats.get().served, 9, "{idle_timeout:?}");
     }
-    clients[0].get_mut().write_all(b"x\ny\n").unwrap();
-    let mut answers = String::new();
-    clients[0].read_line(&mut answers).unwrap();
-    clients[0].read_line(&mut answers).unwrap();
-    assert_eq!(answers, "Some(TLSv1_3) x\nSome(TLSv1_3) y\n");
-    // A close_notify between requests ends the connection, answered with
-    // the server's own, and is no request.
-    let closing = clients[1].get_mut();
-    closing.conn.send_close_notify();
-    closing.flush().unwrap();
-    assert_eq!(clients[1].read(&mut [0; 16]).unwrap(), 0);
-    running.stop().unwrap();
-    assert_eq!(stats.get().served, 6);
 }
 
 /// `ServerPem` from files: mutual TLS with a client CA file, and the

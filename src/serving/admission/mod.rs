@@ -298,6 +298,9 @@ impl Admission {
                             Parked::Framed(framed) => {
                                 (State::Framed(framed), "silent past its deadline inside a message")
                             }
+                            Parked::Kept(kept) if kept.charged => {
+                                (State::Kept(*kept.conn), "nothing received within the idle timeout")
+                            }
                             Parked::Kept(kept) => {
                                 (State::Kept(*kept.conn), "silent past its deadline between requests")
                             }
