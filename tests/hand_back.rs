@@ -495,6 +495,32 @@ fn a_hand_over_serves_a_newcomer_that_had_not_spoken_yet() {
     closing.join().unwrap();
 }
 
+/// A stop closes the connections that have sent nothing yet, a newcomer
+/// parked with a pool's workers too: it reads the server's end at the stop,
+/// not at its idle timeout a minute later, and the stop does not wait for it.
+#[test]
+fn a_stop_closes_a_newcomer_that_has_sent_nothing() {
+    let server = TcpServer::builder(one_line_then_back())
+        .dispatch(WorkerPool::new(2).into())
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let stats = server.stats_handle();
+    let running = Running::start(server);
+    // Its connection goes back and parks: newcomers park from now on.
+    let mut kept = connect(&running);
+    for line in ["kept\n", "again\n"] {
+        assert_eq!(ask(&mut kept, line), format!("true {line}"));
+    }
+    let mut newcomer = connect(&running);
+    eventually("the loop took the newcomer", || stats.get().accepted == 2);
+    let stopping = std::thread::spawn(move || running.stop());
+    let mut rest = String::new();
+    assert_eq!(newcomer.read_to_string(&mut rest).unwrap(), 0, "closed at the stop");
+    stopping.join().unwrap().unwrap();
+    assert_eq!(stats.get().served, 2);
+}
+
 #[test]
 fn connection_state_lives_across_the_requests_of_a_handed_back_connection() {
     let handler = |req: &mut Request<'_>| {
