@@ -2,7 +2,8 @@
 //! from trusted peers name the client for the handler, `verify_request` and
 //! the errors; anyone else's bytes are data; a bad, missing or late header
 //! closes only its own connection, and a peer that never finishes its header
-//! holds no worker. Headers are written out byte by byte here, from the
+//! holds no worker; framed messages and kept connections after a header are
+//! from the client it names. Headers are written out byte by byte here, from the
 //! specification, not by the parser under test.
 #![cfg(feature = "proxy-protocol")]
 
@@ -422,5 +423,52 @@ fn framed_messages_after_a_proxy_header_are_from_the_client_it_names() {
     let stream = connect_from("127.0.0.1", running.inet());
     let answer = exchange(stream, &[b"PROXY TCP4 192.0.2.7 127.0.0.9 5555 80\r\n7\n", b"11\n"]);
     assert_eq!(answer, "192.0.2.7:5555 127.0.0.9:80 - 7\n192.0.2.7:5555 127.0.0.9:80 - 11\n");
+    running.stop().unwrap();
+}
+
+/// Kept connections after a PROXY header, on a pool whose handler hands
+/// them back (with `idle_timeout`, so newcomers wait for their first request
+/// with the workers too): each request is from the client its header named,
+/// whether the header came alone or with the first request, and whether the
+/// client ends its side with its last request or stays.
+#[test]
+fn kept_connections_after_a_proxy_header_are_from_the_client_it_names() {
+    let kept = |req: &mut Request<'_>| {
+        reporter()(req)?;
+        req.hand_back();
+        Ok(())
+    };
+    let server = TcpServer::builder(kept)
+        .proxy_protocol(trusting_loopback_one())
+        .dispatch(Dispatch::pool(2))
+        .idle_timeout(Some(IO_TIMEOUT))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    for client in 1..=6 {
+        let header = format!("PROXY TCP4 192.0.2.{client} 127.0.0.9 5555 80\r\n");
+        let named = format!("192.0.2.{client}:5555 127.0.0.9:80 -");
+        let mut conn = BufReader::new(connect_from("127.0.0.1", running.inet()));
+        // Odd clients send their header alone, then wait: a newcomer.
+        let first = match client % 2 {
+            1 => {
+                conn.get_mut().write_all(header.as_bytes()).unwrap();
+                "a\n".to_string()
+            }
+            _ => format!("{header}a\n"),
+        };
+        for line in [first.as_str(), "b\n"] {
+            conn.get_mut().write_all(line.as_bytes()).unwrap();
+            let mut answer = String::new();
+            conn.read_line(&mut answer).unwrap();
+            let asked = line.rsplit("\r\n").next().unwrap();
+            assert_eq!(answer, format!("{named} {asked}"), "client {client}");
+        }
+        conn.get_mut().write_all(b"c\n").unwrap();
+        conn.get_mut().shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        let read = conn.read_to_string(&mut answer);
+        assert!(read.is_ok() && answer == format!("{named} c\n"), "client {client}: {read:?} {answer:?}");
+    }
     running.stop().unwrap();
 }
