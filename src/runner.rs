@@ -225,23 +225,42 @@ pub(crate) fn serve_kept<H: RequestHandler>(
     // What the handler keeps for the connection travels with it across hand-backs.
     let mut state = incoming.state.take();
     let (conn, peer) = Conn::new(incoming, ctx.timeouts, can_hand_back);
-    let (outcome, unread) = {
-        let mut req = Request::new(
-            Reader::stream(&conn),
-            Writer::stream(&conn),
-            &peer,
-            (&ctx.server_address, &ctx.stats),
-            Kind::Stream,
-            Extras::Stream(&conn, &mut state),
-        );
-        let outcome = run_handler(ctx, &mut req);
-        let unread = if conn.handed_back() { req.rfile.take_unread() } else { Vec::new() };
-        (outcome, unread)
+    let (outcome, unread) = loop {
+        conn.commit_written();
+        let (outcome, unread) = {
+            let mut req = Request::new(
+                Reader::stream(&conn),
+                Writer::stream(&conn),
+                &peer,
+                (&ctx.server_address, &ctx.stats),
+                Kind::Stream,
+                Extras::Stream(&conn, &mut state),
+            );
+            let outcome = run_handler(ctx, &mut req);
+            let unread = if conn.handed_back() { req.rfile.take_unread() } else { Vec::new() };
+            (outcome, unread)
+        };
+        // Handed back with its next request read already (pipelined): the
+        // handler runs again here, and its answer joins this one's in the
+        // output buffer, so a batch's answers leave in one send (the reader
+        // flushes them first if the handler must wait for the socket). At
+        // most what the reads so far brought; over its client's rate, the
+        // next request waits its turn where the caller puts it.
+        if conn.handed_back() && outcome.is_ok() && !unread.is_empty() && !conn.over_rate() {
+            served(ctx);
+            conn.again(unread);
+            continue;
+        }
+        break (outcome, unread);
     };
     // As Python's StreamRequestHandler.finish, what was written is flushed
-    // even when handle failed, but never after a panic.
+    // even when handle failed; after a panic, only what requests answered
+    // before it wrote.
     let flushed = match &outcome {
-        Err(Failure::Panic(_)) => Ok(()),
+        Err(Failure::Panic(_)) => {
+            conn.discard_uncommitted();
+            conn.flush()
+        }
         _ => conn.flush(),
     };
     if conn.handed_back() && outcome.is_ok() && flushed.is_ok() {

@@ -37,6 +37,9 @@ pub(crate) struct Conn {
     pending: RefCell<Vec<u8>>,
     /// Its socket's last read emptied it (see `Incoming::emptied`).
     emptied: Cell<bool>,
+    /// How much of `out` the requests answered before this one wrote
+    /// (see [`commit_written`](Self::commit_written)).
+    committed: Cell<usize>,
     /// Whether the handler may hand the connection back, and whether it did.
     can_hand_back: bool,
     handed_back: Cell<bool>,
@@ -60,6 +63,7 @@ impl Conn {
             tls: incoming.tls,
             pending: RefCell::new(incoming.buffered),
             emptied: Cell::new(incoming.emptied),
+            committed: Cell::new(0),
             can_hand_back,
             handed_back: Cell::new(false),
             client: incoming.client,
@@ -75,6 +79,42 @@ impl Conn {
 
     pub(crate) fn handed_back(&self) -> bool {
         self.handed_back.get()
+    }
+
+    /// Its handler handed it back with `unread`, the next request's bytes,
+    /// read already: the handler runs on it again, reading them first.
+    pub(crate) fn again(&self, unread: Vec<u8>) {
+        self.handed_back.set(false);
+        let mut pending = self.pending.borrow_mut();
+        pending.splice(0..0, unread);
+    }
+
+    /// Whether a read would take bytes already in (an earlier request's,
+    /// or plaintext a TLS session holds) without waiting for the socket.
+    pub(crate) fn has_input_buffered(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.as_ref().is_some_and(|tls| tls.has_plaintext()) {
+            return true;
+        }
+        !self.pending.borrow().is_empty()
+    }
+
+    /// What is written so far belongs to requests answered: a panic in the
+    /// next one's handler does not take it back.
+    pub(crate) fn commit_written(&self) {
+        self.committed.set(self.out.borrow().len());
+    }
+
+    /// Drops what the request running wrote and did not send (its handler
+    /// panicked): the answers before it still leave.
+    pub(crate) fn discard_uncommitted(&self) {
+        self.out.borrow_mut().truncate(self.committed.get());
+    }
+
+    /// Whether its client, under per-client limits, is over its rate for
+    /// one more request now (see `Incoming::over_rate`).
+    pub(crate) fn over_rate(&self) -> bool {
+        super::incoming::over_rate(self.client.as_deref())
     }
 
     /// The connection on its way back to the loop, with `unread`, what the
@@ -260,6 +300,8 @@ impl Conn {
     }
 
     fn send_all(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        // Sent, it is past taking back.
+        self.committed.set(0);
         let result = self.send_slice(out);
         // After a failed send the connection is unusable; keeping the bytes
         // would only make `finish` fail the same way again.

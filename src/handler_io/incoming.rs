@@ -75,7 +75,7 @@ impl Incoming {
     /// itself; if not over, the request's token is taken; if over, nothing
     /// is reported: the loop, which holds the request back, reports it.
     pub(crate) fn over_rate(&self) -> bool {
-        self.client.as_ref().is_some_and(|client| client.message(Instant::now(), false).is_err())
+        over_rate(self.client.as_deref())
     }
 
     /// Reads what the connection has now, without waiting, onto the end of
@@ -95,6 +95,12 @@ impl Incoming {
         inbox.push(&chunk[..n]);
         Ok(ReadNow { ended: n == 0, emptied: n < chunk.len() })
     }
+}
+
+/// Whether `client` (none: no per-client limits) is over its rate for one
+/// more request now; if not, that request's token is taken.
+pub(crate) fn over_rate(client: Option<&crate::limits::Client>) -> bool {
+    client.is_some_and(|client| client.message(Instant::now(), false).is_err())
 }
 
 /// What `Request::connection_state` keeps for a connection.

@@ -110,7 +110,7 @@ impl Reader<'_> {
 
     fn flush_before_blocking(&mut self) -> io::Result<()> {
         match &mut self.source {
-            Source::Stream { input, conn } if input.buffer().is_empty() => conn.flush(),
+            Source::Stream { input, conn } if input.buffer().is_empty() && !conn.has_input_buffered() => conn.flush(),
             _ => Ok(()),
         }
     }

@@ -370,11 +370,16 @@ impl Returns {
         slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
     ) {
         kept.end_reported |= ended;
-        for round in 1.. {
-            let known = round == 1
+        // Reads of its socket: a round is one, and the requests it brought.
+        let mut rounds = 0;
+        loop {
+            let known = rounds == 0
                 && !ended
                 && kept.registered == Some(crate::dispatch::Reports::Once)
                 && !super::kept::encrypted(&kept.conn);
+            if !super::kept::has_buffered(&kept.conn) {
+                rounds += 1;
+            }
             match if known { Ok(true) } else { super::kept::has_request(&mut kept.conn) } {
                 Ok(true) => {}
                 Ok(false) => {
@@ -393,20 +398,20 @@ impl Returns {
             }
             // Over its client's rate (or past the rounds one worker gives
             // it): the loop holds it until its turn.
-            if round > ROUNDS_KEPT || (!std::mem::take(&mut kept.charged) && kept.conn.over_rate()) {
+            if rounds > ROUNDS_KEPT || (!std::mem::take(&mut kept.charged) && kept.conn.over_rate()) {
                 return self.push(HandedBack::Unparked { key, conn: *kept.conn, spoke: true }, true);
             }
             let mut slot = slot(&kept.conn.socket, &kept.conn.peer);
             let (_, back) = runner::serve_kept(ctx, *kept.conn, || slot.untrack(), true);
             let Some(next) = back else { return self.freed(key) };
             kept.conn = Box::new(next);
-            // Its next request came with this one, or its client's end did
-            // (the handler's read took the bytes, not the end behind them):
-            // it goes on here.
+            // Its next request came with this one (pipelined: answered in
+            // the same round), or its client's end did (the handler's read
+            // took the bytes, not the end behind them): it goes on here.
             if super::kept::has_buffered(&kept.conn) || kept.end_reported {
                 continue;
             }
-            match lot.park(key, kept, round < ROUNDS_KEPT) {
+            match lot.park(key, kept, rounds < ROUNDS_KEPT) {
                 Park::Parked => return,
                 // Its next request came before it parked: read here.
                 Park::Keep(again) => kept = again,
