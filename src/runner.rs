@@ -214,6 +214,11 @@ pub(crate) fn serve_stream<H: RequestHandler>(
     outcome
 }
 
+/// How many requests a client pipelined one worker answers in a row, one
+/// handler run after another, before the connection goes behind the others:
+/// enough that a batch's answers leave together.
+const RUNS_IN_A_ROW: usize = 32;
+
 /// As [`serve_stream`], but a connection its handler handed back comes
 /// back to the caller (`can_hand_back`: it may be).
 pub(crate) fn serve_kept<H: RequestHandler>(
@@ -225,7 +230,9 @@ pub(crate) fn serve_kept<H: RequestHandler>(
     // What the handler keeps for the connection travels with it across hand-backs.
     let mut state = incoming.state.take();
     let (conn, peer) = Conn::new(incoming, ctx.timeouts, can_hand_back);
+    let mut runs = 0;
     let (outcome, unread) = loop {
+        runs += 1;
         conn.commit_written();
         let (outcome, unread) = {
             let mut req = Request::new(
@@ -244,9 +251,11 @@ pub(crate) fn serve_kept<H: RequestHandler>(
         // handler runs again here, and its answer joins this one's in the
         // output buffer, so a batch's answers leave in one send (the reader
         // flushes them first if the handler must wait for the socket). At
-        // most what the reads so far brought; over its client's rate, the
-        // next request waits its turn where the caller puts it.
-        if conn.handed_back() && outcome.is_ok() && !unread.is_empty() && !conn.over_rate() {
+        // most `RUNS_IN_A_ROW` (a client that pipelines without pause always
+        // has part of a request in: it must not keep the worker); past them,
+        // or over its client's rate, the next request waits its turn where
+        // the caller puts it.
+        if conn.handed_back() && outcome.is_ok() && !unread.is_empty() && runs < RUNS_IN_A_ROW && !conn.over_rate() {
             served(ctx);
             conn.again(unread);
             continue;

@@ -543,6 +543,82 @@ fn the_answers_to_pipelined_kept_requests_leave_in_one_send() {
     assert!(sends.iter().any(|l| l.contains(&in_one)), "no single send carried all 16 answers: {sends:#?}");
 }
 
+/// Two kept clients that pipeline without pause, on a pool of two, would
+/// hold both workers for as long as they send if a worker ran a handler
+/// again whenever the next request was in: their 999-byte lines seldom end
+/// where a read ends, so there is always part of one in. The budget sends
+/// each back after a run of requests, so fifty newcomers are each answered
+/// within a bound (5 s) far above the time their work takes.
+#[test]
+fn two_kept_clients_pipelining_without_pause_do_not_starve_fifty_others_on_a_pool_of_two() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let slow_for_the_busy = |req: &mut Request<'_>| {
+        let mut line = String::new();
+        if req.rfile.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line.starts_with("busy") {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        req.wfile.write_all(line.as_bytes())?;
+        req.hand_back();
+        Ok(())
+    };
+    let server = TcpServer::builder(slow_for_the_busy)
+        .dispatch(WorkerPool::new(2).into())
+        .idle_timeout(Some(IO_TIMEOUT))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let running = Running::start(server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let conn = connect(&running).into_inner();
+            let (writer, stop_writing) = (conn.try_clone().unwrap(), Arc::clone(&stop));
+            let writing = std::thread::spawn(move || {
+                let batch = format!("busy{}\n", "x".repeat(994)).repeat(64);
+                let started = std::time::Instant::now();
+                while !stop_writing.load(Ordering::SeqCst) && started.elapsed() < IO_TIMEOUT {
+                    if (&writer).write_all(batch.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+            let stop_reading = Arc::clone(&stop);
+            let reading = std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn);
+                let mut line = String::new();
+                while !stop_reading.load(Ordering::SeqCst) && reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    line.clear();
+                }
+            });
+            (writing, reading)
+        })
+        .collect();
+    // The busy clients' first requests: both workers are theirs now.
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..50 {
+        let conn = TcpStream::connect(running.inet()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = std::time::Instant::now();
+        (&conn).write_all(format!("client {i}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        let read = BufReader::new(conn).read_line(&mut answer);
+        assert!(
+            read.is_ok() && answer == format!("client {i}\n"),
+            "client {i}: {read:?} after {:?}",
+            started.elapsed()
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    running.stop().unwrap();
+    for (writing, reading) in busy {
+        writing.join().unwrap();
+        reading.join().unwrap();
+    }
+}
+
 #[test]
 fn a_forked_child_cannot_hand_back_and_its_connection_closes() {
     let server = TcpServer::builder(one_line_then_back()).dispatch(Dispatch::fork()).bind("127.0.0.1:0").unwrap();

@@ -312,7 +312,13 @@ fn main() {
         ),
         (
             "tcp 8x16 framed",
-            &["socketserver-framed-8", "socketserver-framed-reuseport-2", "socketserver-kept-4", "tokio-tcp", "std-tcp"],
+            &[
+                "socketserver-framed-8",
+                "socketserver-framed-reuseport-2",
+                "socketserver-kept-4",
+                "tokio-tcp",
+                "std-tcp",
+            ],
             Box::new(move |a| load::tcp(a, 8, 16, duration)),
         ),
     ]);

@@ -370,16 +370,13 @@ impl Returns {
         slot: &mut dyn FnMut(&Socket, &Address) -> Slot,
     ) {
         kept.end_reported |= ended;
-        // Reads of its socket: a round is one, and the requests it brought.
-        let mut rounds = 0;
-        loop {
-            let known = rounds == 0
+        // A round: a look (a read), and the requests the handler runs on
+        // what came (see `runner::serve_kept`).
+        for rounds in 1.. {
+            let known = rounds == 1
                 && !ended
                 && kept.registered == Some(crate::dispatch::Reports::Once)
                 && !super::kept::encrypted(&kept.conn);
-            if !super::kept::has_buffered(&kept.conn) {
-                rounds += 1;
-            }
             match if known { Ok(true) } else { super::kept::has_request(&mut kept.conn) } {
                 Ok(true) => {}
                 Ok(false) => {
@@ -405,8 +402,8 @@ impl Returns {
             let (_, back) = runner::serve_kept(ctx, *kept.conn, || slot.untrack(), true);
             let Some(next) = back else { return self.freed(key) };
             kept.conn = Box::new(next);
-            // Its next request came with this one (pipelined: answered in
-            // the same round), or its client's end did (the handler's read
+            // Its next request came with these, past the run the handler
+            // makes on them, or its client's end did (the handler's read
             // took the bytes, not the end behind them): it goes on here.
             if super::kept::has_buffered(&kept.conn) || kept.end_reported {
                 continue;
