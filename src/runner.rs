@@ -265,13 +265,10 @@ pub(crate) fn serve_kept<H: RequestHandler>(
     // As Python's StreamRequestHandler.finish, what was written is flushed
     // even when handle failed; after a panic, only what requests answered
     // before it wrote.
-    let flushed = match &outcome {
-        Err(Failure::Panic(_)) => {
-            conn.discard_uncommitted();
-            conn.flush()
-        }
-        _ => conn.flush(),
-    };
+    if matches!(outcome, Err(Failure::Panic(_))) {
+        conn.discard_uncommitted();
+    }
+    let flushed = conn.flush();
     if conn.handed_back() && outcome.is_ok() && flushed.is_ok() {
         if untrack() {
             close_stream(conn.socket);

@@ -9,8 +9,6 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::process::*;
@@ -59,53 +57,8 @@ fn two_clients_pipelining_without_pause_do_not_starve_fifty_others_on_a_pool_of_
         .bind("127.0.0.1:0")
         .unwrap();
     let running = Running::start(server);
-    let stop = Arc::new(AtomicBool::new(false));
-    let busy: Vec<_> = (0..2)
-        .map(|_| {
-            let conn = connect(&running);
-            let (writer, stop_writing) = (conn.try_clone().unwrap(), Arc::clone(&stop));
-            let writing = std::thread::spawn(move || {
-                let line = format!("busy{}\n", "x".repeat(994));
-                let batch = line.repeat(64);
-                let started = Instant::now();
-                while !stop_writing.load(Ordering::SeqCst) && started.elapsed() < IO_TIMEOUT {
-                    if (&writer).write_all(batch.as_bytes()).is_err() {
-                        break;
-                    }
-                }
-            });
-            let stop_reading = Arc::clone(&stop);
-            let reading = std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn);
-                let mut line = String::new();
-                while !stop_reading.load(Ordering::SeqCst) && reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    line.clear();
-                }
-            });
-            (writing, reading)
-        })
-        .collect();
-    // Let the busy clients fill both workers before the others ask.
-    std::thread::sleep(Duration::from_millis(200));
-    for i in 0..50 {
-        let conn = TcpStream::connect(running.inet()).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let started = Instant::now();
-        (&conn).write_all(format!("client {i}\n").as_bytes()).unwrap();
-        let mut answer = String::new();
-        let read = BufReader::new(conn).read_line(&mut answer);
-        assert!(
-            read.is_ok() && answer == format!("client {i}\n"),
-            "client {i}: {read:?} after {:?}",
-            started.elapsed()
-        );
-    }
-    stop.store(true, Ordering::SeqCst);
+    common::fifty_answered_beside_two_pipelining_without_pause(running.inet());
     running.stop().unwrap();
-    for (writing, reading) in busy {
-        writing.join().unwrap();
-        reading.join().unwrap();
-    }
 }
 
 /// A worker that answered a whole message never waits for the rest of the

@@ -45,6 +45,15 @@ fn ask(client: &mut BufReader<TcpStream>, line: &str) -> String {
     answer
 }
 
+/// Asks `kept` twice (of a `one_line_then_back` server on a pool): its
+/// connection goes back and parks, its second request answered from there,
+/// so newcomers park from now on too.
+fn parks_from_now_on(kept: &mut BufReader<TcpStream>) {
+    for line in ["kept\n", "again\n"] {
+        assert_eq!(ask(kept, line), format!("true {line}"));
+    }
+}
+
 #[test]
 fn a_pool_of_two_serves_fifty_keep_alive_clients_whose_handler_hands_back() {
     let errors = Errors::default();
@@ -320,9 +329,7 @@ fn a_newcomer_s_first_request_is_answered_by_the_workers_while_the_loop_is_busy(
     let running = Running::start(server);
     let _open = gate.opened_on_drop();
     let mut kept = connect(&running);
-    for line in ["kept\n", "again\n"] {
-        assert_eq!(ask(&mut kept, line), format!("true {line}"));
-    }
+    parks_from_now_on(&mut kept);
     // Taken by the loop, and silent.
     let mut newcomer = connect(&running);
     gate.wait_until_passed(2);
@@ -551,8 +558,6 @@ fn the_answers_to_pipelined_kept_requests_leave_in_one_send() {
 /// within a bound (5 s) far above the time their work takes.
 #[test]
 fn two_kept_clients_pipelining_without_pause_do_not_starve_fifty_others_on_a_pool_of_two() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     let slow_for_the_busy = |req: &mut Request<'_>| {
         let mut line = String::new();
         if req.rfile.read_line(&mut line)? == 0 {
@@ -571,52 +576,8 @@ fn two_kept_clients_pipelining_without_pause_do_not_starve_fifty_others_on_a_poo
         .bind("127.0.0.1:0")
         .unwrap();
     let running = Running::start(server);
-    let stop = Arc::new(AtomicBool::new(false));
-    let busy: Vec<_> = (0..2)
-        .map(|_| {
-            let conn = connect(&running).into_inner();
-            let (writer, stop_writing) = (conn.try_clone().unwrap(), Arc::clone(&stop));
-            let writing = std::thread::spawn(move || {
-                let batch = format!("busy{}\n", "x".repeat(994)).repeat(64);
-                let started = std::time::Instant::now();
-                while !stop_writing.load(Ordering::SeqCst) && started.elapsed() < IO_TIMEOUT {
-                    if (&writer).write_all(batch.as_bytes()).is_err() {
-                        break;
-                    }
-                }
-            });
-            let stop_reading = Arc::clone(&stop);
-            let reading = std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn);
-                let mut line = String::new();
-                while !stop_reading.load(Ordering::SeqCst) && reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    line.clear();
-                }
-            });
-            (writing, reading)
-        })
-        .collect();
-    // The busy clients' first requests: both workers are theirs now.
-    std::thread::sleep(Duration::from_millis(200));
-    for i in 0..50 {
-        let conn = TcpStream::connect(running.inet()).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let started = std::time::Instant::now();
-        (&conn).write_all(format!("client {i}\n").as_bytes()).unwrap();
-        let mut answer = String::new();
-        let read = BufReader::new(conn).read_line(&mut answer);
-        assert!(
-            read.is_ok() && answer == format!("client {i}\n"),
-            "client {i}: {read:?} after {:?}",
-            started.elapsed()
-        );
-    }
-    stop.store(true, Ordering::SeqCst);
+    common::fifty_answered_beside_two_pipelining_without_pause(running.inet());
     running.stop().unwrap();
-    for (writing, reading) in busy {
-        writing.join().unwrap();
-        reading.join().unwrap();
-    }
 }
 
 #[test]
@@ -673,12 +634,8 @@ fn a_hand_over_serves_a_newcomer_that_had_not_spoken_yet() {
         conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         BufReader::new(conn)
     };
-    // Its connection goes back and parks (its second request is answered
-    // from there): newcomers park from now on.
     let mut kept = connect();
-    for line in ["kept\n", "again\n"] {
-        assert_eq!(ask(&mut kept, line), format!("true {line}"));
-    }
+    parks_from_now_on(&mut kept);
     let mut newcomer = connect();
     gate.wait_until_passed(2);
     // Parked after the newcomer (as a newcomer, then kept), so the close
@@ -708,11 +665,8 @@ fn a_stop_closes_a_newcomer_that_has_sent_nothing() {
         .unwrap();
     let stats = server.stats_handle();
     let running = Running::start(server);
-    // Its connection goes back and parks: newcomers park from now on.
     let mut kept = connect(&running);
-    for line in ["kept\n", "again\n"] {
-        assert_eq!(ask(&mut kept, line), format!("true {line}"));
-    }
+    parks_from_now_on(&mut kept);
     let mut newcomer = connect(&running);
     eventually("the loop took the newcomer", || stats.get().accepted == 2);
     let stopping = std::thread::spawn(move || running.stop());

@@ -244,22 +244,25 @@ fn own_uid() -> u32 {
     std::fs::metadata(dir.path()).unwrap().uid()
 }
 
+/// Answers a line with "ok LINE" and hands its connection back.
+fn ok_then_back(req: &mut Request<'_>) -> std::io::Result<()> {
+    let mut line = String::new();
+    req.rfile.read_line(&mut line)?;
+    write!(req.wfile, "ok {line}")?;
+    req.hand_back();
+    Ok(())
+}
+
 /// A handler that hands its connection back has each later request
 /// charged too: over the rate it waits, unread, and is answered in turn.
 #[test]
 fn handed_back_requests_over_the_rate_wait_their_turn() {
     let (rate, burst, asks) = (20.0, 2, 8);
-    let server = TcpServer::builder(|req: &mut Request<'_>| {
-        let mut line = String::new();
-        req.rfile.read_line(&mut line)?;
-        write!(req.wfile, "ok {line}")?;
-        req.hand_back();
-        Ok(())
-    })
-    .dispatch(WorkerPool::new(2).into())
-    .per_client(PerClient::new().rate(rate, burst))
-    .bind("127.0.0.1:0")
-    .unwrap();
+    let server = TcpServer::builder(ok_then_back)
+        .dispatch(WorkerPool::new(2).into())
+        .per_client(PerClient::new().rate(rate, burst))
+        .bind("127.0.0.1:0")
+        .unwrap();
     let stats = server.stats_handle();
     let running = Running::start(server);
     let mut conn = BufReader::new(connect_from("127.0.0.2", running.inet()));
@@ -284,18 +287,12 @@ fn handed_back_requests_over_the_rate_wait_their_turn() {
 /// nothing is held back.
 #[test]
 fn a_newcomer_s_first_request_is_charged_once() {
-    let server = TcpServer::builder(|req: &mut Request<'_>| {
-        let mut line = String::new();
-        req.rfile.read_line(&mut line)?;
-        write!(req.wfile, "ok {line}")?;
-        req.hand_back();
-        Ok(())
-    })
-    .dispatch(WorkerPool::new(2).into())
-    .idle_timeout(Some(Duration::from_secs(60)))
-    .per_client(PerClient::new().rate(0.001, 3))
-    .bind("127.0.0.1:0")
-    .unwrap();
+    let server = TcpServer::builder(ok_then_back)
+        .dispatch(WorkerPool::new(2).into())
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .per_client(PerClient::new().rate(0.001, 3))
+        .bind("127.0.0.1:0")
+        .unwrap();
     let stats = server.stats_handle();
     let running = Running::start(server);
     // Its connection goes back: newcomers park from now on.

@@ -527,3 +527,61 @@ impl Drop for GateOpener {
         self.0.open();
     }
 }
+
+/// Two clients that pipeline 999-byte lines starting with "busy" without
+/// pause (each a writer and a reader thread, for at most `IO_TIMEOUT`),
+/// and beside them fifty clients that ask one line each: asserts each of
+/// the fifty has its line echoed within 5 s, a bound far above the time
+/// its work takes. The server at `server` echoes lines (slowly, for the
+/// busy ones). The busy clients end their connections before this returns.
+pub fn fifty_answered_beside_two_pipelining_without_pause(server: SocketAddr) {
+    use std::io::BufReader;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let conn = TcpStream::connect(server).unwrap();
+            conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let (writer, stop_writing) = (conn.try_clone().unwrap(), Arc::clone(&stop));
+            let writing = std::thread::spawn(move || {
+                let batch = format!("busy{}\n", "x".repeat(994)).repeat(64);
+                let started = std::time::Instant::now();
+                while !stop_writing.load(Ordering::SeqCst) && started.elapsed() < IO_TIMEOUT {
+                    if (&writer).write_all(batch.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+            let (reader, stop_reading) = (conn.try_clone().unwrap(), Arc::clone(&stop));
+            let reading = std::thread::spawn(move || {
+                let mut reader = BufReader::new(reader);
+                let mut line = String::new();
+                while !stop_reading.load(Ordering::SeqCst) && reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    line.clear();
+                }
+            });
+            (conn, writing, reading)
+        })
+        .collect();
+    // Let the busy clients fill the workers before the others ask.
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..50 {
+        let conn = TcpStream::connect(server).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = std::time::Instant::now();
+        (&conn).write_all(format!("client {i}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        let read = BufReader::new(conn).read_line(&mut answer);
+        assert!(
+            read.is_ok() && answer == format!("client {i}\n"),
+            "client {i}: {read:?} after {:?}",
+            started.elapsed()
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    for (conn, writing, reading) in busy {
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+        writing.join().unwrap();
+        reading.join().unwrap();
+    }
+}

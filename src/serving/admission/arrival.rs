@@ -89,7 +89,7 @@ pub(super) fn unparked<H>(table: &mut Table, conn: Incoming, now: Instant, env: 
 
 /// A connection ready for a handler: framed, held until it speaks (with
 /// `idle_timeout`), handed back (`direct`), or queued for room.
-fn ready<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env<'_, H>, direct: bool) -> Admitted {
+fn ready<H>(table: &mut Table, mut conn: Incoming, now: Instant, env: &Env<'_, H>, direct: bool) -> Admitted {
     if env.options.framing.is_some() {
         let mut framed = Framed::new(conn);
         // Most clients speak at once, and a TLS session may hold what
@@ -109,15 +109,12 @@ fn ready<H>(table: &mut Table, conn: Incoming, now: Instant, env: &Env<'_, H>, d
     // for its first request with the workers, as a kept connection waits
     // for its next: the worker its bytes wake (at once, if they are in)
     // runs its handler, and the loop never sees it again.
-    let conn = match env.options.idle_timeout {
-        Some(_) if table.parks_newcomers() && !super::kept::has_buffered(&conn) => {
-            match table.park(Kept::newcomer(conn), now, env) {
-                None => return Admitted::Held,
-                Some(back) => *back.conn,
-            }
+    if env.options.idle_timeout.is_some() && table.parks_newcomers() && !super::kept::has_buffered(&conn) {
+        match table.park(Kept::newcomer(conn), now, env) {
+            None => return Admitted::Held,
+            Some(back) => conn = *back.conn,
         }
-        _ => conn,
-    };
+    }
     match env.options.idle_timeout {
         // Most clients speak at once: their request is often in before
         // the accept. One look saves registering, waking and releasing.
